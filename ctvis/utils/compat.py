@@ -1,0 +1,1 @@
+"""Compatibility fixes for the pinned stack (placeholder, filled in by the compat work)."""

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Create .venv/ in the repository root and install ctvis (editable) with the pinned OpenMMLab stack.
+#
+# Idempotent: a second run with unchanged requirements finishes in seconds. mmcv 2.1.0 is built from
+# source once (about 10 minutes on 2 cores) and its wheel cached in $CTVIS_CACHE_DIR (default
+# ~/.cache/ctvis), keyed by the torch build it was compiled against.
+#
+# GPU users: install a CUDA build of torch into .venv first (docs/get_started.md); this script keeps
+# any torch it finds there and builds mmcv's CUDA ops against it when CUDA is available.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+CACHE="${CTVIS_CACHE_DIR:-$HOME/.cache/ctvis}"
+BASE_PYTHON="${CTVIS_PYTHON:-python3.11}"
+STAMP="$VENV/.ctvis-setup"
+
+log() { echo "[setup_env] $*"; }
+
+fingerprint() {
+    cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1
+}
+
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(fingerprint)" ]] && "$PY" -c "import ctvis" 2>/dev/null; then
+    log "environment up to date ($VENV)"
+    exit 0
+fi
+
+if [[ ! -x "$PY" ]]; then
+    command -v "$BASE_PYTHON" >/dev/null || { echo "[setup_env] error: $BASE_PYTHON not found; set CTVIS_PYTHON to a Python 3.11 interpreter" >&2; exit 1; }
+    log "creating $VENV with $BASE_PYTHON"
+    "$BASE_PYTHON" -m venv "$VENV"
+fi
+PIP=("$PY" -m pip install --disable-pip-version-check -q)
+
+"${PIP[@]}" -r "$ROOT/requirements/build.txt"
+
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    log "installing torch==2.13.0 (CPU build; see docs/get_started.md for CUDA)"
+    "${PIP[@]}" "torch==2.13.0"
+fi
+TORCH_TAG="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
+
+if ! "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
+    WHEEL_DIR="$CACHE/wheels/torch-$TORCH_TAG"
+    mkdir -p "$WHEEL_DIR"
+    if ! ls "$WHEEL_DIR"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
+        log "building mmcv 2.1.0 with its ops against torch $TORCH_TAG (one-time, ~10 min on 2 cores)"
+        "${PIP[@]}" "numpy>=1.24,<2.5" addict pyyaml yapf "opencv-python-headless>=4.8,<5" "mmengine==0.10.7"
+        BUILD_TMP="$(mktemp -d)"
+        MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+            "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
+            "mmcv==2.1.0" -w "$BUILD_TMP"
+        mv "$BUILD_TMP"/mmcv-2.1.0-*.whl "$WHEEL_DIR"/
+        rm -rf "$BUILD_TMP"
+    fi
+    "${PIP[@]}" "$(ls "$WHEEL_DIR"/mmcv-2.1.0-*.whl | head -n1)"
+fi
+
+log "installing runtime and test requirements"
+"${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+"${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
+
+"$PY" -c "import mmcv._ext, mmdet, ctvis" || { echo "[setup_env] error: the installed stack does not import" >&2; exit 1; }
+fingerprint > "$STAMP"
+log "ready: $("$PY" -c 'import torch, mmcv, mmdet, mmengine; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}")')"
