@@ -1,1 +1,11 @@
-"""ctvis.models."""
+"""CTVIS model: per-frame detector head, consistent contrastive loss, memory bank and tracker."""
+from .contrastive_loss import ConsistentContrastiveLoss
+from .ctvis import CTVIS
+from .ctvis_head import CTVISHead
+from .memory_bank import MemoryBank, TrackMemory, similarity_guided_fusion
+from .tracker import CTVISTracker, VideoTracks, bisoftmax_scores, mask_nms
+
+__all__ = [
+    'CTVIS', 'CTVISHead', 'ConsistentContrastiveLoss', 'CTVISTracker', 'VideoTracks',
+    'MemoryBank', 'TrackMemory', 'similarity_guided_fusion', 'bisoftmax_scores', 'mask_nms'
+]

@@ -1,0 +1,165 @@
+"""Consistent contrastive learning: contrastive items built from the tracker's own memory bank."""
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from mmdet.registry import MODELS
+from .memory_bank import TrackMemory
+
+
+class ContrastiveItem(NamedTuple):
+    """One anchor with its single positive and its negatives."""
+    anchor: Tensor  # (E,)
+    positive: Tensor  # (E,)
+    negatives: Tensor  # (K, E)
+
+
+@MODELS.register_module()
+class ConsistentContrastiveLoss(nn.Module):
+    """Contrastive loss on re-id embeddings, with items built as the tracker uses them (spec §2.4).
+
+    For every clip, a memory bank is filled frame by frame in temporal order with the same
+    :class:`~ctvis.models.memory_bank.TrackMemory` (similarity-guided fusion) the inference tracker
+    uses. An instance's query at frame t (t >= 1) is an anchor; its positive is, with probability
+    ``memory_positive_prob``, its fused memory after frame t-1, otherwise its most recent earlier
+    embedding (its first later embedding when it has not appeared before).
+
+    Negatives (``negatives``):
+        - ``'memory'`` (the paper, default): the fused memories of the other instances after frame
+          t-1 plus the background queries (matched to no instance) of frame t-1.
+        - ``'prev_queries'`` (the released code): all queries of frame t-1 except the one matched to
+          the anchor's instance.
+
+    Noise (``noise_prob``): when an instance already in memory is absent from a frame, with this
+    probability its memory is updated with a random query embedding of that frame, mimicking a
+    tracking error so the model learns to recover from polluted memories. The noisy embedding only
+    enters the memory (as a wrong tracker update would), never serves as an anchor or raw positive.
+
+    Loss per item: ``log(1 + sum_k exp(a.n_k - a.p))`` on raw dot products (weight ``loss_weight``)
+    plus ``mean((cos(a, k) - y_k)^2)`` over the positive (y=1) and negatives (y=0) (weight
+    ``aux_loss_weight``), both averaged over the items of the batch.
+
+    Args:
+        negatives (str): ``'memory'`` or ``'prev_queries'``.
+        noise_prob (float): Probability of a noisy memory update for an absent instance.
+        memory_positive_prob (float): Probability that the positive is the fused memory.
+        max_cache (int): Raw embeddings the fusion looks at (same as the tracker's).
+        loss_weight (float): Weight of the log-sum-exp term.
+        aux_loss_weight (float): Weight of the cosine term.
+    """
+
+    def __init__(self, negatives: str = 'memory', noise_prob: float = 0.05,
+                 memory_positive_prob: float = 0.5, max_cache: int = 10,
+                 loss_weight: float = 2.0, aux_loss_weight: float = 3.0) -> None:
+        super().__init__()
+        if negatives not in ('memory', 'prev_queries'):
+            raise ValueError(f"negatives must be 'memory' or 'prev_queries', got {negatives!r}")
+        if not 0 <= noise_prob <= 1 or not 0 <= memory_positive_prob <= 1:
+            raise ValueError('noise_prob and memory_positive_prob must be probabilities')
+        self.negatives = negatives
+        self.noise_prob = noise_prob
+        self.memory_positive_prob = memory_positive_prob
+        self.max_cache = max_cache
+        self.loss_weight = loss_weight
+        self.aux_loss_weight = aux_loss_weight
+
+    def build_items(self, embeds: Tensor, slot_queries: Tensor) -> List[ContrastiveItem]:
+        """Build the contrastive items of one clip.
+
+        Args:
+            embeds (Tensor): Re-id embeddings of the clip's frames, shape (T, Q, E).
+            slot_queries (Tensor): For every frame and instance slot, the query matched to that
+                instance, or -1 where the instance is absent, shape (T, S).
+
+        Returns:
+            list[ContrastiveItem]: The items, in frame then slot order.
+        """
+        num_frames, num_queries = embeds.shape[:2]
+        num_slots = slot_queries.shape[1]
+        slot_queries = slot_queries.tolist()
+        memories = [TrackMemory(self.max_cache) for _ in range(num_slots)]
+        observed: List[List[tuple]] = [[] for _ in range(num_slots)]  # (frame, embed) per slot
+        for t in range(num_frames):
+            for i, q in enumerate(slot_queries[t]):
+                if q >= 0:
+                    observed[i].append((t, embeds[t, q]))
+
+        items: List[ContrastiveItem] = []
+        prev_memory: List[Optional[Tensor]] = [None] * num_slots
+        for t in range(num_frames):
+            if t > 0:
+                items.extend(self._frame_items(embeds, slot_queries, observed, prev_memory, t))
+            for i, q in enumerate(slot_queries[t]):
+                if q >= 0:
+                    memories[i].update(embeds[t, q], t)
+                elif (memories[i].embed is not None and self.noise_prob > 0
+                      and float(torch.rand(())) < self.noise_prob):
+                    noise = int(torch.randint(num_queries, ()))
+                    memories[i].update(embeds[t, noise], t)
+            prev_memory = [m.embed for m in memories]
+        return items
+
+    def _frame_items(self, embeds: Tensor, slot_queries: List[List[int]],
+                     observed: List[List[tuple]], prev_memory: List[Optional[Tensor]],
+                     t: int) -> List[ContrastiveItem]:
+        """Items whose anchors are the instances present at frame ``t`` (>= 1)."""
+        prev_matched = {q for q in slot_queries[t - 1] if q >= 0}
+        background = [q for q in range(embeds.shape[1]) if q not in prev_matched]
+        items = []
+        for i, q in enumerate(slot_queries[t]):
+            if q < 0:
+                continue
+            earlier = [e for s, e in observed[i] if s < t]
+            later = [e for s, e in observed[i] if s > t]
+            if earlier:
+                use_memory = float(torch.rand(())) < self.memory_positive_prob
+                positive = prev_memory[i] if use_memory else earlier[-1]
+            elif later:
+                positive = later[0]
+            else:
+                continue
+            if self.negatives == 'prev_queries':
+                own = slot_queries[t - 1][i]
+                negatives = embeds[t - 1, [k for k in range(embeds.shape[1]) if k != own]]
+            else:
+                others = [m for j, m in enumerate(prev_memory) if j != i and m is not None]
+                negatives = torch.cat(([torch.stack(others)] if others else []) +
+                                      [embeds[t - 1, background]])
+            items.append(ContrastiveItem(embeds[t, q], positive, negatives))
+        return items
+
+    def item_losses(self, item: ContrastiveItem) -> tuple:
+        """The log-sum-exp and cosine terms of one item (two scalars)."""
+        pos_sim = item.anchor @ item.positive
+        neg_sim = item.negatives @ item.anchor
+        zero = pos_sim.new_zeros(1)
+        embed_loss = torch.logsumexp(torch.cat([zero, neg_sim - pos_sim]), dim=0)
+        keys = torch.cat([item.positive[None], item.negatives])
+        targets = torch.zeros(len(keys), device=keys.device, dtype=keys.dtype)
+        targets[0] = 1
+        cosine = torch.cosine_similarity(item.anchor[None], keys, dim=-1)
+        return embed_loss, ((cosine - targets)**2).mean()
+
+    def forward(self, clip_embeds: Sequence[Tensor],
+                clip_slot_queries: Sequence[Tensor]) -> Dict[str, Tensor]:
+        """Contrastive losses of a batch of clips.
+
+        Args:
+            clip_embeds (Sequence[Tensor]): Per clip, embeddings (T, Q, E).
+            clip_slot_queries (Sequence[Tensor]): Per clip, matched query per frame and
+                instance slot, -1 where absent, (T, S).
+
+        Returns:
+            dict[str, Tensor]: ``loss_reid`` and ``loss_aux_reid``; zero (still in the graph)
+            when the batch has no item.
+        """
+        items = [item for embeds, slots in zip(clip_embeds, clip_slot_queries)
+                 for item in self.build_items(embeds, slots)]
+        if not items:
+            zero = sum(e.sum() for e in clip_embeds) * 0.0
+            return dict(loss_reid=zero, loss_aux_reid=zero.clone())
+        embed_losses, aux_losses = zip(*(self.item_losses(item) for item in items))
+        return dict(loss_reid=self.loss_weight * torch.stack(embed_losses).mean(),
+                    loss_aux_reid=self.aux_loss_weight * torch.stack(aux_losses).mean())
