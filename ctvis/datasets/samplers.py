@@ -1,0 +1,105 @@
+"""Infinite sampler that mixes the sub-datasets of a ConcatDataset by fixed ratios.
+
+CTVIS trains on COCO pseudo-videos and real videos together, choosing the source of every clip
+with fixed weights (``DATASET_RATIO``): YTVIS19 ``[1.0, 1.5]`` (40 % pseudo), YTVIS21
+``[1.0, 0.8]``, OVIS ``[1.0, 0.75]`` (pseudo-video dataset first).
+"""
+import itertools
+from typing import Iterator, List, Optional, Sequence, Sized
+
+import numpy as np
+import torch
+from mmengine.dist import get_dist_info, sync_random_seed
+from torch.utils.data import Sampler
+
+from mmdet.registry import DATA_SAMPLERS
+
+
+@DATA_SAMPLERS.register_module()
+class DatasetRatioSampler(Sampler):
+    """Infinite sampler over a ConcatDataset that picks each sample's sub-dataset by ratio.
+
+    Every sample first draws a sub-dataset with probability ``ratios[i] / sum(ratios)``, then
+    takes the next item of that sub-dataset's own stream of random permutations, so each
+    sub-dataset is covered evenly and the mix follows the ratios. mmdet's ``MultiSourceSampler``
+    fixes integer counts per batch instead, which cannot express 40 % with 2 clips per GPU.
+
+    It mirrors :class:`mmengine.dataset.InfiniteSampler`: one seeded global stream, which rank r
+    of W reads at positions r, r + W, r + 2W, ... (a different stream per rank, and the same
+    global sample sequence for any world size); ``__len__`` is the dataset size and
+    ``set_epoch`` does nothing, as an ``IterBasedTrainLoop`` expects. Use it with plain batching
+    (``batch_size`` in the dataloader, no batch sampler).
+
+    Args:
+        dataset (Sized): A ConcatDataset (mmengine's, mmdet's or torch's): it needs a
+            ``datasets`` list, whose order gives global indices as in the concatenation.
+        ratios (Sequence[float]): One non-negative weight per sub-dataset (not all zero).
+        shuffle (bool): Random permutations per sub-dataset (True) or their natural order.
+            Defaults to True.
+        seed (int, optional): Random seed; None draws one and syncs it across ranks.
+    """
+
+    def __init__(self,
+                 dataset: Sized,
+                 ratios: Sequence[float],
+                 shuffle: bool = True,
+                 seed: Optional[int] = None) -> None:
+        name = type(self).__name__
+        sub_datasets = getattr(dataset, 'datasets', None)
+        if not isinstance(sub_datasets, (list, tuple)):
+            raise TypeError(f'{name}: dataset must be a ConcatDataset (with a `datasets` '
+                            f'list), got {type(dataset).__name__}')
+        self.sizes: List[int] = [len(sub_dataset) for sub_dataset in sub_datasets]
+        if len(ratios) != len(self.sizes):
+            raise ValueError(f'{name}: got {len(ratios)} ratios for {len(self.sizes)} '
+                             'sub-datasets')
+        ratios_array = np.asarray(ratios, dtype=np.float64)
+        if not np.all(np.isfinite(ratios_array)) or (ratios_array < 0).any() or \
+                ratios_array.sum() <= 0:
+            raise ValueError(f'{name}: ratios must be finite, >= 0 and not all 0, got {ratios}')
+        for index, (ratio, size) in enumerate(zip(ratios_array, self.sizes)):
+            if ratio > 0 and size == 0:
+                raise ValueError(f'{name}: sub-dataset {index} '
+                                 f'({type(sub_datasets[index]).__name__}) is empty but has '
+                                 f'ratio {ratio}')
+        self.dataset = dataset
+        self.ratios = ratios_array.tolist()
+        self.probabilities = (ratios_array / ratios_array.sum()).tolist()
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(int).tolist()
+        self.shuffle = shuffle
+        self.rank, self.world_size = get_dist_info()
+        self.seed = sync_random_seed() if seed is None else seed
+        self.indices = self._indices_of_rank()
+
+    def _infinite_indices(self) -> Iterator[int]:
+        """The global stream of ConcatDataset indices."""
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        weights = torch.tensor(self.probabilities, dtype=torch.float64)
+        orders: List[Iterator[int]] = [iter(()) for _ in self.sizes]
+        while True:
+            choices = torch.multinomial(weights, 1024, replacement=True, generator=generator)
+            for source in choices.tolist():
+                local = next(orders[source], None)
+                if local is None:  # this sub-dataset's pass is over: start a new one
+                    size = self.sizes[source]
+                    order = (torch.randperm(size, generator=generator)
+                             if self.shuffle else torch.arange(size))
+                    orders[source] = iter(order.tolist())
+                    local = next(orders[source])
+                yield self.offsets[source] + local
+
+    def _indices_of_rank(self) -> Iterator[int]:
+        """Every ``world_size``-th index of the global stream, starting at ``rank``."""
+        yield from itertools.islice(self._infinite_indices(), self.rank, None, self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        """Iterate the indices of this rank (the stream continues across ``iter`` calls)."""
+        yield from self.indices
+
+    def __len__(self) -> int:
+        """Size of the concatenated dataset."""
+        return sum(self.sizes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Not used by an infinite sampler."""
