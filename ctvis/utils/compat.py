@@ -1,1 +1,552 @@
-"""Compatibility fixes for the pinned stack (placeholder, filled in by the compat work)."""
+"""Fixes for the pinned stack: torch 2.13, numpy 2.x, mmengine 0.10.7, mmcv 2.1.0, mmdet 3.3.0.
+
+``import ctvis`` calls :func:`apply_compat_fixes` once; calling it again does nothing. Every fix is
+narrow (one module attribute or one exact warning), so nothing outside the broken call sites
+changes. docs/troubleshooting.md lists the symptoms each fix removes.
+
+1. **Checkpoint loading** (torch >= 2.6 defaults to ``torch.load(weights_only=True)``).
+   mmengine 0.10.7 calls a bare ``torch.load``, which refuses the checkpoints mmengine's own Runner
+   writes (they hold ``HistoryBuffer``, numpy arrays and dtypes), so resume, ``load_checkpoint``
+   and ``tools/test.py`` fail; and its URL loader goes through ``torch.hub``, which unpickles
+   downloads with ``weights_only=False``, i.e. it runs any code a file carries. ctvis swaps both for
+   :func:`safe_torch_load` / :func:`safe_load_url`: ``torch.load(weights_only=False,
+   pickle_module=<restricted unpickler>)``. That unpickler resolves only an allow-list of
+   data-only globals (torch's tensor rebuild functions and dtypes, containers, numpy's array,
+   dtype and scalar reconstruction, mmengine's ``HistoryBuffer`` with its default statistics
+   methods); anything else raises :class:`UnsafeCheckpointError`. We use our own unpickler rather
+   than torch's weights-only one with ``add_safe_globals`` because the latter is process-wide
+   state and cannot read plain pickles (detectron2 ``.pkl`` weights), which
+   :func:`safe_load_file` must load through the same safe path.
+   Files the user trusts can be fully unpickled: :func:`trust_checkpoint` or the environment
+   variable ``CTVIS_TRUSTED_CHECKPOINTS``.
+2. **np.float** (removed in numpy 1.24) is still used by mmdet's
+   ``mmdet/evaluation/functional/ytviseval.py`` (``YTVISeval.accumulate``, hence mmdet's
+   ``YouTubeVISMetric``). Only that module's ``np`` is replaced by a view of numpy that adds
+   ``float``; numpy itself is untouched.
+3. **pkg_resources**: mmengine resolves ``mmdet::`` config bases with ``pkg_resources``. It works
+   on the pinned setuptools (<80) but warns; where setuptools no longer ships it (>= 82) the same
+   lookups are answered with ``importlib`` instead.
+4. **Known deprecation noise** from torch/mmengine/mmdet on this stack is silenced by exact
+   message + module filters (never a blanket ignore), so the warnings that matter stay visible.
+"""
+import collections
+import functools
+import importlib
+import importlib.util
+import io
+import logging
+import os
+import os.path as osp
+import pickle
+import sys
+import tarfile
+import types
+import warnings
+import zipfile
+from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    'TRUSTED_CHECKPOINTS_ENV', 'UnsafeCheckpointError', 'apply_compat_fixes',
+    'safe_load_file', 'safe_load_url', 'safe_torch_load', 'trust_checkpoint'
+]
+
+TRUSTED_CHECKPOINTS_ENV = 'CTVIS_TRUSTED_CHECKPOINTS'
+"""Environment variable: ``os.pathsep``-separated files, directories or URLs whose checkpoints may
+be fully unpickled (they can run code: list only files you trust)."""
+
+MapLocation = Union[None, str, torch.device, Callable, Dict[str, str]]
+
+# The first object of a legacy (non-zip) torch.save file; any other first object is a plain pickle.
+_TORCH_LEGACY_MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint asked for something the restricted unpickler does not rebuild.
+
+    ``str(error)`` names the file and the refused global and says how to load a trusted file.
+    """
+
+    def __init__(self, source: str, refused: str) -> None:
+        self.source = source
+        self.refused = refused
+        super().__init__(
+            f'{source}: refusing to unpickle {refused}. ctvis loads checkpoints with a restricted '
+            'unpickler that only rebuilds tensors, numpy arrays, plain containers and mmengine '
+            'log buffers, so a weights file can never run code on load. If you trust this file, '
+            'allow full unpickling for it with ctvis.utils.compat.trust_checkpoint(path) or '
+            f"{TRUSTED_CHECKPOINTS_ENV}='{source}' (an {os.pathsep!r}-separated list of files, "
+            'directories or URLs).')
+
+
+class _Refused(pickle.UnpicklingError):
+    """Raised inside the unpickler; the loader re-raises it as UnsafeCheckpointError(source)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Restricted unpickling
+# ----------------------------------------------------------------------------------------------
+
+_trusted_sources: set = set()
+
+
+def trust_checkpoint(path_or_url: str) -> None:
+    """Allow full (code-executing) unpickling for one file, every file under a directory, or a URL.
+
+    Use only for files you trust, e.g. your own checkpoints that hold custom Python objects.
+    """
+    _trusted_sources.add(os.fspath(path_or_url))
+
+
+def _is_trusted(source: str) -> bool:
+    entries = set(_trusted_sources)
+    entries.update(e for e in os.environ.get(TRUSTED_CHECKPOINTS_ENV, '').split(os.pathsep) if e)
+    if source in entries:
+        return True
+    if '://' in source:
+        return False
+    real_source = osp.realpath(osp.expanduser(source))
+    for entry in entries:
+        if '://' in entry:
+            continue
+        real_entry = osp.realpath(osp.expanduser(entry))
+        if real_source == real_entry or real_source.startswith(real_entry.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def _refuse(what: str) -> None:
+    raise _Refused(what)
+
+
+def _latin1_encode(text: str, encoding: str = 'utf-8') -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes: only ``(str, 'latin1')``."""
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'):
+        _refuse(f'_codecs.encode with encoding {encoding!r}')
+    return text.encode('latin1')
+
+
+_ALLOWED_ATTRIBUTES: Dict[int, Tuple[Any, frozenset]] = {}
+
+
+def _restricted_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` for the (object, name) pairs that checkpoints need, nothing else.
+
+    Protocol-2 pickles reach methods through ``getattr(cls, name)``: mmengine's ``HistoryBuffer``
+    stores its default statistics methods (``HistoryBuffer.mean`` ...) that way.
+    """
+    allowed = _ALLOWED_ATTRIBUTES.get(id(obj))
+    if allowed is None or allowed[0] is not obj or name not in allowed[1]:
+        _refuse(f'getattr({getattr(obj, "__qualname__", type(obj).__name__)}, {name!r})')
+    return getattr(obj, name)
+
+
+def _without_backward_hooks(rebuild: Callable, hooks_index: int) -> Callable:
+    """Wrap a torch rebuild function so a tensor cannot arrive with pickled backward hooks."""
+
+    @functools.wraps(rebuild)
+    def checked_rebuild(*args: Any) -> Any:
+        if len(args) > hooks_index and args[hooks_index]:
+            _refuse(f'a tensor with backward hooks ({rebuild.__name__})')
+        return rebuild(*args)
+
+    return checked_rebuild
+
+
+def _rebuild_tensor_subclass(func: Callable, new_type: type, args: tuple, state: Any) -> Any:
+    """``torch._tensor._rebuild_from_type_v2`` limited to plain tensors and parameters."""
+    if new_type not in (torch.Tensor, torch.nn.Parameter):
+        _refuse(f'a tensor of type {getattr(new_type, "__qualname__", new_type)!r}')
+    return torch._tensor._rebuild_from_type_v2(func, new_type, args, state)
+
+
+@functools.lru_cache(maxsize=None)
+def _allowed_globals() -> Dict[Tuple[str, str], Any]:
+    """(module, name) -> object for every global a Runner checkpoint or a state dict needs."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    try:
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray, numeric
+
+    statistics = frozenset(name for name in ('min', 'max', 'current', 'mean')
+                           if callable(getattr(HistoryBuffer, name, None)))
+    _ALLOWED_ATTRIBUTES[id(HistoryBuffer)] = (HistoryBuffer, statistics)
+
+    utils = torch._utils
+    allowed: Dict[Tuple[str, str], Any] = {
+        ('collections', 'OrderedDict'): collections.OrderedDict,
+        ('collections', 'Counter'): collections.Counter,
+        ('builtins', 'set'): set,
+        ('builtins', 'frozenset'): frozenset,
+        ('builtins', 'complex'): complex,
+        ('builtins', 'getattr'): _restricted_getattr,
+        ('_codecs', 'encode'): _latin1_encode,
+        ('torch', 'Size'): torch.Size,
+        ('torch', 'device'): torch.device,
+        ('torch', 'Tensor'): torch.Tensor,
+        ('torch', 'UntypedStorage'): torch.UntypedStorage,
+        ('torch.nn.parameter', 'Parameter'): torch.nn.Parameter,
+        ('torch._utils', '_rebuild_tensor'): utils._rebuild_tensor,
+        ('torch._utils', '_rebuild_tensor_v2'): _without_backward_hooks(utils._rebuild_tensor_v2, 5),
+        ('torch._utils', '_rebuild_tensor_v3'): _without_backward_hooks(utils._rebuild_tensor_v3, 5),
+        ('torch._utils', '_rebuild_parameter'): _without_backward_hooks(utils._rebuild_parameter, 2),
+        ('torch._utils', '_rebuild_parameter_with_state'):
+        _without_backward_hooks(utils._rebuild_parameter_with_state, 2),
+        ('torch._tensor', '_rebuild_from_type_v2'): _rebuild_tensor_subclass,
+        ('numpy', 'ndarray'): np.ndarray,
+        ('numpy', 'dtype'): np.dtype,
+        ('mmengine.logging.history_buffer', 'HistoryBuffer'): HistoryBuffer,
+    }
+    # numpy 2 pickles name numpy._core, numpy 1 pickles numpy.core: both map to the same objects
+    # without importing the deprecated numpy.core shim.
+    for package in ('numpy._core', 'numpy.core'):
+        allowed[(f'{package}.multiarray', '_reconstruct')] = multiarray._reconstruct
+        allowed[(f'{package}.multiarray', 'scalar')] = multiarray.scalar
+        allowed[(f'{package}.numeric', '_frombuffer')] = numeric._frombuffer
+    for name in dir(torch):
+        if isinstance(getattr(torch, name, None), torch.dtype):
+            allowed[('torch', name)] = getattr(torch, name)
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An Unpickler whose ``find_class`` only returns allow-listed, data-only globals."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        import _compat_pickle  # protocol-2 pickles may use Python 2 names (__builtin__ ...)
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        try:
+            return _allowed_globals()[(module, name)]
+        except KeyError:
+            _refuse(f'the global {module}.{name}')
+
+
+def _restricted_pickle_module() -> types.ModuleType:
+    """A ``pickle_module`` for ``torch.load``: ``Unpickler`` and ``load`` are restricted."""
+    module = types.ModuleType('ctvis_restricted_pickle')
+    module.Unpickler = _RestrictedUnpickler
+    module.load = lambda file, **kwargs: _RestrictedUnpickler(file, **kwargs).load()
+    return module
+
+
+def _torch_forces_weights_only() -> bool:
+    return os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true')
+
+
+def _load_stream(stream: BinaryIO, map_location: MapLocation, source: str) -> Any:
+    """Load a torch checkpoint (zip or legacy) or a plain pickle from a seekable binary stream."""
+    start = stream.tell()
+    if _is_trusted(source):
+        from mmengine.logging import print_log
+        print_log(f'{source} is trusted ({TRUSTED_CHECKPOINTS_ENV} / trust_checkpoint): loading '
+                  'it with full unpickling', logger='current', level=logging.INFO)
+        if zipfile.is_zipfile(stream) or _is_tar(stream):
+            stream.seek(start)
+            return torch.load(stream, map_location=map_location, weights_only=False)
+        stream.seek(start)
+        first = pickle.load(stream, encoding='latin1')
+        if first != _TORCH_LEGACY_MAGIC_NUMBER:
+            return first
+        stream.seek(start)
+        return torch.load(stream, map_location=map_location, weights_only=False)
+
+    if _torch_forces_weights_only():  # the user asked torch for its own, stricter loader
+        return torch.load(stream, map_location=map_location, weights_only=True)
+    try:
+        if zipfile.is_zipfile(stream):
+            stream.seek(start)
+            with zipfile.ZipFile(stream) as archive:
+                if any(n.endswith('constants.pkl') for n in archive.namelist()):
+                    raise UnsafeCheckpointError(source, 'a TorchScript archive (it holds code)')
+            stream.seek(start)
+            return torch.load(stream, map_location=map_location, weights_only=False,
+                              pickle_module=_restricted_pickle_module())
+        stream.seek(start)
+        if not _is_tar(stream):
+            stream.seek(start)
+            first = _RestrictedUnpickler(stream, encoding='latin1').load()
+            if first != _TORCH_LEGACY_MAGIC_NUMBER:
+                return first  # a plain pickle, e.g. detectron2 .pkl weights
+        stream.seek(start)
+        return torch.load(stream, map_location=map_location, weights_only=False,
+                          pickle_module=_restricted_pickle_module())
+    except _Refused as refused:
+        raise UnsafeCheckpointError(source, str(refused)) from None
+
+
+def _is_tar(stream: BinaryIO) -> bool:
+    start = stream.tell()
+    try:
+        with tarfile.open(fileobj=stream, mode='r:'):
+            return True
+    except tarfile.TarError:
+        return False
+    finally:
+        stream.seek(start)
+
+
+def safe_load_file(path: Union[str, os.PathLike],
+                   map_location: MapLocation = None) -> Any:
+    """Load a checkpoint file without ever running code from it.
+
+    Handles torch zip checkpoints, legacy torch files and plain pickles (detectron2 ``.pkl``
+    weights: a pickled dict of numpy arrays, read with ``encoding='latin1'`` like detectron2 does).
+
+    Args:
+        path: the file.
+        map_location: as for :func:`torch.load` (e.g. ``'cpu'``).
+
+    Returns:
+        The unpickled object, e.g. a state dict of tensors or a dict of numpy arrays.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        UnsafeCheckpointError: the file asks for a global outside the allow-list.
+    """
+    path = osp.expanduser(os.fspath(path))
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path}: checkpoint file not found')
+    with open(path, 'rb') as stream:
+        return _load_stream(stream, map_location, path)
+
+
+def safe_torch_load(f: Union[str, os.PathLike, BinaryIO],
+                    map_location: MapLocation = None) -> Any:
+    """Drop-in for the ``torch.load(f, map_location=...)`` calls in mmengine's checkpoint code.
+
+    ``f`` is a path or a seekable binary stream (mmengine's petrel/s3 loader passes a BytesIO).
+    """
+    if isinstance(f, (str, os.PathLike)):
+        return safe_load_file(f, map_location)
+    if not f.seekable():
+        f = io.BytesIO(f.read())
+    return _load_stream(f, map_location, getattr(f, 'name', None) or '<in-memory checkpoint>')
+
+
+def safe_load_url(url: str,
+                  model_dir: Optional[str] = None,
+                  map_location: MapLocation = None,
+                  progress: bool = True,
+                  check_hash: bool = False,
+                  file_name: Optional[str] = None) -> Any:
+    """Download ``url`` into the torch hub cache (once) and load it with :func:`safe_load_file`.
+
+    Same arguments as mmengine's ``load_url`` / ``torch.hub.load_state_dict_from_url``, which
+    would unpickle the download with ``weights_only=False``. Legacy (torch < 1.6) zipped files
+    are extracted first, as torch.hub does.
+    """
+    from urllib.parse import urlparse
+    if model_dir is None:
+        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    filename = file_name or osp.basename(urlparse(url).path)
+    cached_file = osp.join(model_dir, filename)
+    if not osp.exists(cached_file):
+        sys.stderr.write(f'Downloading: "{url}" to {cached_file}\n')
+        hash_prefix = None
+        if check_hash:
+            match = torch.hub.HASH_REGEX.search(filename)
+            hash_prefix = match.group(1) if match else None
+        torch.hub.download_url_to_file(url, cached_file, hash_prefix, progress=progress)
+    if zipfile.is_zipfile(cached_file):
+        with zipfile.ZipFile(cached_file) as archive:
+            members = archive.infolist()
+            if len(members) == 1 and not members[0].is_dir():  # torch < 1.6 hub convention
+                archive.extractall(model_dir)
+                cached_file = osp.join(model_dir, members[0].filename)
+    trusted = _is_trusted(url)
+    if trusted:
+        _trusted_sources.add(cached_file)
+    try:
+        return safe_load_file(cached_file, map_location)
+    except UnsafeCheckpointError as error:
+        raise UnsafeCheckpointError(f'{url} (cached as {cached_file})', error.refused) from None
+    finally:
+        if trusted:
+            _trusted_sources.discard(cached_file)
+
+
+class _ModuleOverlay(types.ModuleType):
+    """A module seen through a few replaced attributes; everything else is the module itself.
+
+    Installed as one module's global (e.g. ``mmengine.runner.checkpoint.torch``) so that a fix
+    reaches exactly that module's call sites.
+    """
+
+    def __init__(self, base: types.ModuleType, **overrides: Any) -> None:
+        super().__init__(base.__name__, base.__doc__)
+        self.__dict__.update(overrides)
+        self.__dict__['_overlay_base'] = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__['_overlay_base'], name)
+
+
+def _patch_mmengine_checkpoint_loading() -> None:
+    """Route every torch.load / load_url of mmengine's checkpoint code through the safe loaders.
+
+    Covers ``CheckpointLoader`` schemes (local, http(s), torchvision://, open-mmlab://, mmcls://,
+    pavi://, s3/petrel), ``_load_checkpoint``, ``load_checkpoint``, ``Runner.resume`` and
+    ``Runner.load_checkpoint`` (all look ``torch``/``load_url`` up in the checkpoint module), and
+    ``mmengine.utils.dl_utils.load_url`` for code that calls it directly.
+    """
+    import mmengine.runner.checkpoint as checkpoint_module
+    import mmengine.utils.dl_utils as dl_utils
+    import mmengine.utils.dl_utils.hub as hub_module
+    if not isinstance(checkpoint_module.torch, _ModuleOverlay):
+        checkpoint_module.torch = _ModuleOverlay(torch, load=safe_torch_load)
+    if isinstance(getattr(hub_module, 'torch', None), types.ModuleType) and not isinstance(
+            hub_module.torch, _ModuleOverlay):  # only bound on torch < 1.7
+        hub_module.torch = _ModuleOverlay(torch, load=safe_torch_load)
+    for module in (checkpoint_module, dl_utils, hub_module):
+        module.load_url = safe_load_url
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. np.float in mmdet's ytviseval
+# ----------------------------------------------------------------------------------------------
+
+
+def _patch_mmdet_ytviseval_np_float() -> None:
+    """Give ``mmdet.evaluation.functional.ytviseval`` a numpy view that still has ``np.float``."""
+    if hasattr(np, 'float'):  # numpy < 1.24: nothing to fix
+        return
+    ytviseval = importlib.import_module('mmdet.evaluation.functional.ytviseval')
+    if not isinstance(ytviseval.np, _ModuleOverlay):
+        ytviseval.np = _ModuleOverlay(np, float=float)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. mmdet:: config bases without pkg_resources
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_installed(package: str) -> bool:
+    """mmengine's ``is_installed`` answered with importlib (no pkg_resources)."""
+    from importlib import metadata
+    try:
+        metadata.distribution(package)
+        return True
+    except metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(package)
+        return spec is not None and spec.origin is not None
+
+
+def _get_installed_path(package: str) -> str:
+    """mmengine's ``get_installed_path`` answered with importlib (no pkg_resources)."""
+    from importlib import metadata
+    module_name = package
+    try:
+        top_level = metadata.distribution(package).read_text('top_level.txt')
+        if top_level and top_level.split():
+            module_name = top_level.split()[0]
+    except metadata.PackageNotFoundError:
+        pass
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f'cannot locate the installed package {package!r} '
+                                  '(is it installed, and not a namespace package?)')
+    return osp.dirname(spec.origin)
+
+
+def _patch_package_lookup_without_pkg_resources() -> None:
+    """Where setuptools no longer ships pkg_resources (>= 82), keep ``mmdet::`` bases working."""
+    if importlib.util.find_spec('pkg_resources') is not None:
+        return  # mmengine's own lookup works (pinned setuptools < 80)
+    import mmengine.config.config as config_module
+    import mmengine.utils as mmengine_utils
+    import mmengine.utils.package_utils as package_utils
+    modules = [package_utils, mmengine_utils, config_module]
+    if 'mmengine.hub.hub' in sys.modules:  # imported the names already; later imports see ours
+        modules.append(sys.modules['mmengine.hub.hub'])
+    for module in modules:
+        for name, replacement in (('is_installed', _is_installed),
+                                  ('get_installed_path', _get_installed_path)):
+            if hasattr(module, name):
+                setattr(module, name, replacement)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Known deprecation noise
+# ----------------------------------------------------------------------------------------------
+
+# (message regex, category, module regex): each warns on every run about a call inside
+# mmengine/mmdet/torch that a user cannot change; none names a problem in user code.
+KNOWN_DEPRECATION_WARNINGS = (
+    # mmengine's package lookup for `mmdet::` config bases imports, then reloads, pkg_resources.
+    (r'pkg_resources is deprecated as an API', DeprecationWarning,
+     r'mmengine\.utils\.package_utils\Z'),
+    (r'pkg_resources is deprecated as an API', DeprecationWarning, r'importlib\Z'),
+    # mmengine AmpOptimWrapper (--amp on CUDA) builds torch.cuda.amp.GradScaler.
+    (r'`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated', FutureWarning,
+     r'mmengine\.optim\.optimizer\.amp_optimizer_wrapper\Z'),
+    # mmengine.runner.amp.autocast on CUDA asks torch.get_autocast_gpu_dtype().
+    (r'torch\.get_autocast_gpu_dtype\(\) is deprecated', DeprecationWarning,
+     r'mmengine\.runner\.amp\Z'),
+    # three mmdet modules still enter torch.cuda.amp.autocast(enabled=False).
+    (r'`torch\.cuda\.amp\.autocast\(args\.\.\.\)` is deprecated', FutureWarning,
+     r'mmdet\.models\.(backbones\.csp_darknet|task_modules\.assigners\.sim_ota_assigner'
+     r'|layers\.se_layer)\Z'),
+    # mmdet imports MultiScaleDeformableAttention from its old mmcv location.
+    (r'``MultiScaleDeformableAttention`` has been moved to ``mmcv\.ops\.multi_scale_deform_attn``',
+     ImportWarning, r'mmcv\.cnn\.bricks\.transformer\Z'),
+)
+
+# Emitted while importing torch.distributed.optim (mmengine's ZeroRedundancyOptimizer import):
+# 67 DeprecationWarnings about torch's own module-level torch.jit.script / interface calls.
+# Silenced only for that import, so a user's own torch.jit.script still warns.
+_TORCH_IMPORT_NOISE = r'`torch\.jit\.(script|interface)` is deprecated'
+
+# mmengine's CheckpointHook and LoggerHook build a FileClient on every run, even when the config
+# never mentions one; mmengine then logs these two WARNING lines about its own internals.
+KNOWN_LOG_NOISE = frozenset({
+    '"FileClient" will be deprecated in future. Please use io functions in '
+    'https://mmengine.readthedocs.io/en/latest/api/fileio.html#file-io',
+    '"HardDiskBackend" is the alias of "LocalBackend" and the former will be deprecated in '
+    'future.',
+})
+
+
+def _filter_known_deprecation_noise() -> None:
+    """Install the exact-message filters above (each once)."""
+    installed = {(getattr(f[1], 'pattern', f[1]), f[2], getattr(f[3], 'pattern', f[3]))
+                 for f in warnings.filters}
+    for message, category, module in KNOWN_DEPRECATION_WARNINGS:
+        if (message, category, module) not in installed:
+            warnings.filterwarnings('ignore', message=message, category=category, module=module)
+
+    if torch.distributed.is_available() and 'torch.distributed.optim' not in sys.modules:
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=_TORCH_IMPORT_NOISE,
+                                    category=DeprecationWarning, module=r'torch\.jit\._script\Z')
+            importlib.import_module('torch.distributed.optim')
+
+    from mmengine.logging import logger as logger_module
+    duplicate_filter = logger_module.FilterDuplicateWarning
+    if not getattr(duplicate_filter.filter, '_ctvis_known_noise', False):
+        keep_record = duplicate_filter.filter
+
+        @functools.wraps(keep_record)
+        def filter_known_noise(self: logging.Filter, record: logging.LogRecord) -> bool:
+            return record.msg not in KNOWN_LOG_NOISE and keep_record(self, record)
+
+        filter_known_noise._ctvis_known_noise = True
+        duplicate_filter.filter = filter_known_noise
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def apply_compat_fixes() -> None:
+    """Apply every fix above; idempotent (``import ctvis`` calls it)."""
+    _filter_known_deprecation_noise()  # first: the imports below would trigger the noise
+    _patch_mmengine_checkpoint_loading()
+    _patch_package_lookup_without_pkg_resources()
+    _patch_mmdet_ytviseval_np_float()
+
+
+apply_compat_fixes()
