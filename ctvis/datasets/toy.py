@@ -88,7 +88,7 @@ def _random_background(rng: np.random.Generator, height: int,
     Low saturation keeps the saturated class colours the only strongly coloured things in a frame.
     """
     grey = rng.uniform(50, 200, size=2)
-    tint = rng.uniform(-20, 20, size=(2, 3))
+    tint = rng.uniform(-15, 15, size=(2, 3))
     colour_a, colour_b = grey[:, None] + tint  # (2, 3)
     angle = rng.uniform(0, 2 * np.pi)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -189,10 +189,13 @@ def _sample_tracks(rng: np.random.Generator, num_frames: int, height: int,
         else:
             centres.append(_wanderer(rng, times, height, width))
 
-    # Classes: repeat an earlier class half of the time, so look-alike instances are common.
+    # Classes: the second instance (the first one's crossing partner) copies the first one's
+    # class half of the time and later ones an earlier class a quarter of the time, so
+    # look-alike instances, crossing ones included, are common.
     labels: List[int] = []
-    for _ in range(num_instances):
-        if labels and rng.random() < 0.5:
+    for index in range(num_instances):
+        repeat_prob = 0.0 if index == 0 else 0.5 if index == 1 else 0.25
+        if rng.random() < repeat_prob:
             labels.append(int(rng.choice(labels)))
         else:
             labels.append(int(rng.integers(len(TOY_CLASSES))))
