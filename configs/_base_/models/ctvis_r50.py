@@ -1,7 +1,6 @@
 # CTVIS, ResNet-50 backbone, 100 queries (spec §1, §2.3, §2.4, §4.2).
 num_classes = 40
 num_queries = 100
-num_frames = 10  # frames per training clip
 
 model = dict(
     type='CTVIS',
@@ -54,8 +53,10 @@ model = dict(
             return_intermediate=True,
             num_layers=9,
             layer_cfg=dict(
-                self_attn_cfg=dict(embed_dims=256, num_heads=8, dropout=0.0, batch_first=True),
-                cross_attn_cfg=dict(embed_dims=256, num_heads=8, dropout=0.0, batch_first=True),
+                self_attn_cfg=dict(
+                    embed_dims=256, num_heads=8, attn_drop=0.0, proj_drop=0.0, batch_first=True),
+                cross_attn_cfg=dict(
+                    embed_dims=256, num_heads=8, attn_drop=0.0, proj_drop=0.0, batch_first=True),
                 ffn_cfg=dict(
                     embed_dims=256, feedforward_channels=2048, num_fcs=2, ffn_drop=0.0,
                     act_cfg=dict(type='ReLU', inplace=True))),

@@ -1,0 +1,113 @@
+# Quickstart: a small CTVIS trained from scratch on the built-in toy dataset, on a CPU.
+#   python tools/misc/make_toy_vis.py data/toy_vis --videos 60 --frames 20 --val-videos 12
+#   python tools/train.py configs/ctvis/ctvis_quickstart.py
+# What it changes from the R50 recipe: a narrow ResNet-18 trained from scratch, 64-channel
+# pixel/transformer decoder with 2 encoder and 3 decoder layers, 10 queries, 5-frame clips, the
+# toy data (classes read from its JSON), 1200 iterations at lr 4e-4.
+_base_ = ['../_base_/models/ctvis_r50.py', '../_base_/default_runtime.py']
+
+data_root = 'data/toy_vis/'
+classes = ('disc', 'square', 'triangle', 'ring')
+num_classes = len(classes)
+num_queries = 10
+num_frames = 5
+frame_range = 4
+channels = 64
+max_iters = 1200
+
+model = dict(
+    backbone=dict(
+        depth=18, base_channels=32, norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=False, init_cfg=None),
+    track_head=dict(
+        in_channels=[32, 64, 128, 256],
+        feat_channels=channels,
+        out_channels=channels,
+        num_things_classes=num_classes,
+        num_queries=num_queries,
+        pixel_decoder=dict(
+            encoder=dict(
+                num_layers=2,
+                layer_cfg=dict(
+                    self_attn_cfg=dict(embed_dims=channels, num_heads=4),
+                    ffn_cfg=dict(embed_dims=channels, feedforward_channels=256))),
+            positional_encoding=dict(num_feats=channels // 2)),
+        positional_encoding=dict(num_feats=channels // 2),
+        transformer_decoder=dict(
+            num_layers=3,
+            layer_cfg=dict(
+                self_attn_cfg=dict(embed_dims=channels, num_heads=4),
+                cross_attn_cfg=dict(embed_dims=channels, num_heads=4),
+                ffn_cfg=dict(embed_dims=channels, feedforward_channels=256))),
+        loss_cls=dict(class_weight=[1.0] * num_classes + [0.1]),
+        train_cfg=dict(num_points=1024)),
+    tracker=dict(num_classes=num_classes),
+    test_cfg=dict(max_per_video=10))
+
+train_pipeline = [
+    dict(type='VideoClipSample', num_frames=num_frames, frame_range=frame_range),
+    dict(
+        type='TransformBroadcaster',
+        share_random_params=True,
+        transforms=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadTrackAnnotations', with_mask=True),
+            dict(type='RandomFlip', prob=0.5),
+            dict(type='DropEmptyMaskInstances'),
+        ]),
+    dict(type='PackTrackInputs')
+]
+test_pipeline = [
+    dict(type='TransformBroadcaster', transforms=[dict(type='LoadImageFromFile')]),
+    dict(type='PackTrackInputs')
+]
+
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type='YTVISDataset',
+        data_root=data_root,
+        ann_file='train.json',
+        data_prefix=dict(img_path='JPEGImages'),
+        metainfo=dict(classes=classes),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=1,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='TrackImgSampler'),
+    dataset=dict(
+        type='YTVISDataset',
+        data_root=data_root,
+        ann_file='valid.json',
+        data_prefix=dict(img_path='JPEGImages'),
+        metainfo=dict(classes=classes),
+        test_mode=True,
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='YTVISMetric', ann_file=data_root + 'valid.json')
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=4e-4, weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0.0),
+    clip_grad=dict(max_norm=1.0, norm_type=2))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[900],
+         gamma=0.1)
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=max_iters))
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
+randomness = dict(seed=0)

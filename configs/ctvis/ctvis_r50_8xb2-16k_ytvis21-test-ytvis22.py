@@ -1,0 +1,12 @@
+# The YTVIS21 R50 model evaluated on YouTube-VIS 2022 val (the 2021 videos plus long videos).
+# Reported: AP 44.9 (AP_S 50.3 short videos, AP_L 39.4 long videos).
+_base_ = './ctvis_r50_8xb2-16k_ytvis21.py'
+
+data_root = 'data/ytvis_2022/'
+test_dataloader = dict(
+    dataset=dict(dataset_version='2022', data_root=data_root, ann_file='valid.json',
+                 data_prefix=dict(img_path='valid/JPEGImages/')))
+test_evaluator = dict(
+    ann_file=data_root + 'valid.json',
+    long_video_ids=data_root + 'long_video_ids.json',  # AP_S / AP_L split
+    outfile_prefix='./work_dirs/ytvis22_results')

@@ -1,0 +1,11 @@
+# CTVIS, Swin-L (IN-21k, 384), 200 queries, YouTube-VIS 2019, 8-frame clips within +-16 frames.
+# Reported: 65.6 AP on YTVIS19 val.
+_base_ = [
+    '../_base_/models/ctvis_swin-l.py', '../_base_/datasets/ytvis19.py',
+    '../_base_/schedules/ctvis_16k.py', '../_base_/default_runtime.py'
+]
+train_dataloader = _base_.train_dataloader
+pseudo_videos, real_videos = train_dataloader.dataset.datasets
+pseudo_videos.pipeline[2].num_frames = 8
+real_videos.pipeline[0].update(num_frames=8, frame_range=16)
+load_from = 'checkpoints/mask2former_swin-l_coco_ctvis.pth'

@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny CTVIS models and tiny synthetic clips, all deterministic."""
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+
+import ctvis  # noqa: F401
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample, TrackDataSample
+from mmdet.structures.mask import BitmapMasks
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHARED = osp.join(osp.dirname(REPO), 'shared')
+
+
+def tiny_model_cfg(num_classes: int = 3, num_queries: int = 6, **contrastive) -> Config:
+    """The R50 recipe shrunk to a few thousand parameters per layer (ResNet-18, width 32)."""
+    cfg = Config.fromfile(osp.join(REPO, 'configs/_base_/models/ctvis_r50.py')).model
+    cfg.backbone.update(depth=18, base_channels=16, norm_cfg=dict(type='BN', requires_grad=True),
+                        norm_eval=False)
+    head = cfg.track_head
+    head.update(in_channels=[16, 32, 64, 128], feat_channels=32, out_channels=32,
+                num_things_classes=num_classes, num_queries=num_queries)
+    head.pixel_decoder.encoder.num_layers = 1
+    head.pixel_decoder.encoder.layer_cfg.self_attn_cfg.update(embed_dims=32, num_heads=2)
+    head.pixel_decoder.encoder.layer_cfg.ffn_cfg.update(embed_dims=32, feedforward_channels=64)
+    head.pixel_decoder.positional_encoding.num_feats = 16
+    head.positional_encoding.num_feats = 16
+    head.transformer_decoder.num_layers = 2
+    for attn in ('self_attn_cfg', 'cross_attn_cfg'):
+        head.transformer_decoder.layer_cfg[attn].update(embed_dims=32, num_heads=2)
+    head.transformer_decoder.layer_cfg.ffn_cfg.update(embed_dims=32, feedforward_channels=64)
+    head.loss_cls.class_weight = [1.0] * num_classes + [0.1]
+    head.train_cfg.num_points = 256
+    cfg.tracker.num_classes = num_classes
+    cfg.contrastive_loss.update(contrastive)
+    cfg.test_cfg = dict(max_per_video=num_classes)
+    return cfg
+
+
+def build_tiny_model(seed: int = 0, **kwargs) -> torch.nn.Module:
+    init_default_scope('mmdet')
+    torch.manual_seed(seed)
+    model = MODELS.build(tiny_model_cfg(**kwargs))
+    model.init_weights()
+    return model
+
+
+def square_clip(num_frames: int = 3, size=(64, 64), seed: int = 0,
+                absent=()) -> dict:
+    """One clip of two moving squares (ids 7 and 9, labels 0 and 2) as the data loader packs it.
+
+    ``absent`` lists (frame, instance_id) pairs left out of the annotations.
+    """
+    rng = np.random.RandomState(seed)
+    h, w = size
+    frames, samples = [], []
+    for t in range(num_frames):
+        img = rng.randint(0, 60, (3, h, w)).astype(np.uint8)
+        masks, labels, ids = [], [], []
+        for instance_id, label, (y, x), colour in ((7, 0, (8, 6 + 4 * t), 200),
+                                                   (9, 2, (36, 40 - 3 * t), 120)):
+            if (t, instance_id) in absent:
+                continue
+            mask = np.zeros((h, w), np.uint8)
+            mask[y:y + 16, x:x + 16] = 1
+            img[:, y:y + 16, x:x + 16] = colour
+            masks.append(mask)
+            labels.append(label)
+            ids.append(instance_id)
+        frame = DetDataSample(metainfo=dict(img_shape=size, ori_shape=size, frame_id=t,
+                                            pad_shape=size, batch_input_shape=size))
+        frame.gt_instances = InstanceData(
+            labels=torch.tensor(labels, dtype=torch.long),
+            masks=BitmapMasks(np.stack(masks) if masks else np.zeros((0, h, w), np.uint8), h, w),
+            instances_ids=torch.tensor(ids, dtype=torch.long),
+            bboxes=torch.zeros(len(labels), 4))
+        frames.append(torch.from_numpy(img))
+        samples.append(frame)
+    sample = TrackDataSample()
+    sample.video_data_samples = samples
+    return dict(inputs=torch.stack(frames), data_samples=sample)
+
+
+@pytest.fixture
+def tiny_model():
+    return build_tiny_model()

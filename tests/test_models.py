@@ -1,0 +1,206 @@
+"""The CTVIS model: head outputs, losses, consistent contrastive learning, online predict."""
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from mmengine.dataset import pseudo_collate
+
+from conftest import build_tiny_model, square_clip
+from ctvis.models import ConsistentContrastiveLoss, CTVISHead
+from ctvis.models.ctvis import clip_slot_queries
+from mmdet.structures import DetDataSample, TrackDataSample
+
+
+def batch(model, clips, training=True):
+    return model.data_preprocessor(pseudo_collate(clips), training)
+
+
+def test_head_outputs_shapes(tiny_model):
+    assert isinstance(tiny_model.track_head, CTVISHead)
+    frames = torch.randn(2, 3, 64, 96)
+    cls_list, mask_list, embeds, queries = tiny_model.track_head(tiny_model.backbone(frames), [])
+    assert len(cls_list) == len(mask_list) == 3  # initial queries + 2 decoder layers
+    assert cls_list[-1].shape == (2, 6, 4)
+    assert mask_list[-1].shape == (2, 6, 16, 24)  # stride 4
+    assert embeds.shape == queries.shape == (2, 6, 32)
+    # the re-id head is a 3-layer MLP on the normalised queries, not the identity
+    assert not torch.allclose(embeds, queries)
+    logits, masks, detect_embeds = tiny_model.detect(frames)
+    assert torch.allclose(detect_embeds, embeds) and torch.allclose(logits, cls_list[-1])
+
+
+def test_loss_is_finite_and_trains_the_reid_head(tiny_model):
+    data = batch(tiny_model, [square_clip(seed=0), square_clip(seed=1)])
+    losses = tiny_model(**data, mode='loss')
+    expected = {'loss_cls', 'loss_mask', 'loss_dice', 'd0.loss_cls', 'd1.loss_dice',
+                'loss_reid', 'loss_aux_reid'}
+    assert expected <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses['loss_reid'] > 0 and losses['loss_aux_reid'] > 0
+    (losses['loss_reid'] + losses['loss_aux_reid']).backward()
+    reid_grad = tiny_model.track_head.reid_embed[0].weight.grad
+    assert reid_grad is not None and reid_grad.abs().sum() > 0
+    # the class head gets no gradient from the contrastive terms alone
+    cls_grad = tiny_model.track_head.cls_embed.weight.grad
+    assert cls_grad is None or cls_grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize('negatives', ['memory', 'prev_queries'])
+@pytest.mark.parametrize('noise_prob', [0.0, 1.0])
+def test_negative_modes_and_noise_run(negatives, noise_prob):
+    model = build_tiny_model(negatives=negatives, noise_prob=noise_prob)
+    clip = square_clip(num_frames=4, absent={(1, 9), (2, 9)})
+    losses = model(**batch(model, [clip]), mode='loss')
+    assert torch.isfinite(losses['loss_reid']) and losses['loss_reid'] > 0
+
+
+def test_overfitting_one_clip_lowers_the_loss():
+    model = build_tiny_model(seed=1)
+    data = batch(model, [square_clip(num_frames=3, seed=3)])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(25):
+        torch.manual_seed(0)  # same sampled points every step
+        losses = model(**data, mode='loss')
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append(total.item())
+    assert history[-1] < 0.6 * history[0], history
+
+
+def test_clip_slots_follow_instance_ids():
+    slots = clip_slot_queries(
+        [torch.tensor([9, 7]), torch.tensor([7]), torch.tensor([])],
+        [torch.tensor([4, 1]), torch.tensor([3]), torch.tensor([])])
+    assert slots.tolist() == [[1, 4], [3, -1], [-1, -1]]  # slots sorted by id: 7, 9
+    with pytest.raises(ValueError, match='duplicated instance ids'):
+        clip_slot_queries([torch.tensor([7, 7])], [torch.tensor([0, 1])])
+
+
+class TestContrastiveItems:
+
+    def embeds(self, num_frames=4, num_queries=5):
+        torch.manual_seed(0)
+        return torch.randn(num_frames, num_queries, 8, requires_grad=True)
+
+    def test_anchor_positive_negative_choice(self):
+        loss = ConsistentContrastiveLoss(negatives='prev_queries', noise_prob=0.0,
+                                         memory_positive_prob=0.0)
+        embeds = self.embeds()
+        slots = torch.tensor([[0, -1], [1, 3], [2, -1], [2, 4]])
+        items = loss.build_items(embeds, slots)
+        # frame 0 is never an anchor; slot 1 first appears at frame 1 -> future positive
+        assert len(items) == 5
+        first = items[0]  # frame 1, slot 0: positive = last earlier embedding (frame 0)
+        assert torch.equal(first.anchor, embeds[1, 1]) and torch.equal(first.positive, embeds[0, 0])
+        # negatives: the other queries of frame t-1
+        assert first.negatives.shape == (4, 8)
+        second = items[1]  # frame 1, slot 1: no earlier appearance -> first later one (frame 3)
+        assert torch.equal(second.positive, embeds[3, 4])
+        assert second.negatives.shape == (5, 8)  # slot absent at t-1: every query of t-1
+
+    def test_memory_negatives_and_fused_positive(self):
+        loss = ConsistentContrastiveLoss(negatives='memory', noise_prob=0.0,
+                                         memory_positive_prob=1.0)
+        embeds = self.embeds()
+        slots = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4]])
+        items = loss.build_items(embeds, slots)
+        assert len(items) == 6
+        item = items[2]  # frame 2, slot 0: positive = memory fused over frames 0 and 1
+        from ctvis.models import similarity_guided_fusion
+        fused = similarity_guided_fusion(embeds[0, 0], embeds[0, 0][None], embeds[1, 1])
+        assert torch.allclose(item.positive, fused)
+        # negatives: the other instance's memory + the 3 background queries of frame 1
+        assert item.negatives.shape == (1 + 3, 8)
+
+    def test_noise_pollutes_memory_only(self):
+        slots = torch.tensor([[0], [-1], [1]])
+        embeds = self.embeds(3, 4)
+        clean = ConsistentContrastiveLoss(noise_prob=0.0, memory_positive_prob=1.0)
+        noisy = ConsistentContrastiveLoss(noise_prob=1.0, memory_positive_prob=1.0)
+        clean_item, = clean.build_items(embeds, slots)
+        noisy_item, = noisy.build_items(embeds, slots)
+        assert torch.equal(clean_item.positive, embeds[0, 0])
+        assert not torch.equal(noisy_item.positive, embeds[0, 0])
+        assert torch.equal(noisy_item.anchor, embeds[2, 1])
+
+    def test_no_items_gives_zero_loss_in_graph(self):
+        embeds = self.embeds(2, 3)
+        losses = ConsistentContrastiveLoss()([embeds], [torch.tensor([[0], [-1]])])
+        assert float(losses['loss_reid']) == 0 and losses['loss_reid'].requires_grad
+        losses['loss_reid'].backward()
+        assert embeds.grad is not None
+
+    def test_loss_value_matches_the_formula(self):
+        loss = ConsistentContrastiveLoss(negatives='prev_queries', noise_prob=0.0,
+                                         memory_positive_prob=0.0, loss_weight=1.0,
+                                         aux_loss_weight=1.0)
+        embeds = self.embeds(2, 3)
+        out = loss([embeds], [torch.tensor([[0], [2]])])
+        a, p, n = embeds[1, 2], embeds[0, 0], embeds[0, 1:]
+        expected = torch.log(1 + torch.exp(n @ a - a @ p).sum())
+        assert torch.allclose(out['loss_reid'], expected, atol=1e-6)
+        cos = torch.cosine_similarity(a[None], torch.cat([p[None], n]), dim=-1)
+        assert torch.allclose(out['loss_aux_reid'],
+                              ((cos - torch.tensor([1., 0., 0.]))**2).mean(), atol=1e-6)
+
+    def test_bad_options(self):
+        with pytest.raises(ValueError, match='negatives'):
+            ConsistentContrastiveLoss(negatives='queries')
+        with pytest.raises(ValueError, match='probabilities'):
+            ConsistentContrastiveLoss(noise_prob=1.5)
+
+
+def frame_sample(t, length, size=(64, 64), ori=(96, 96)):
+    frame = DetDataSample(metainfo=dict(frame_id=t, ori_video_length=length, video_id=3,
+                                        img_shape=size, ori_shape=ori, batch_input_shape=size))
+    sample = TrackDataSample()
+    sample.video_data_samples = [frame]
+    return sample
+
+
+def test_online_predict_returns_the_video_when_complete(tiny_model):
+    tiny_model.eval()
+    torch.manual_seed(0)
+    frames = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        outs = [tiny_model.predict(frames[None, t:t + 1], [frame_sample(t, 4)])[0]
+                for t in range(4)]
+    for out in outs[:3]:
+        assert not out.metainfo.get('video_complete', False)
+        current = out[0].pred_track_instances
+        assert len(current) >= 1 and len(current.masks) == len(current)
+    video = outs[-1]
+    assert video.metainfo['video_complete'] and video.metainfo['video_id'] == 3
+    assert len(video) == 4
+    preds = video[0].pred_track_instances
+    assert 0 < len(preds) <= 3  # top-k with k = number of classes
+    for frame in video:
+        p = frame.pred_track_instances
+        assert torch.equal(p.labels, preds.labels) and torch.equal(p.scores, preds.scores)
+        assert all(rle['size'] == [96, 96] for rle in p.masks)
+        assert all(mask_util.decode(rle).shape == (96, 96) for rle in p.masks)
+    assert preds.labels.min() >= 0 and preds.labels.max() < 3
+    assert torch.all(preds.scores[:-1] >= 0) and torch.all(preds.scores <= 1)
+
+
+def test_predict_of_a_whole_clip_and_single_frame_videos(tiny_model):
+    tiny_model.eval()
+    clip = square_clip(num_frames=3)
+    data = batch(tiny_model, [clip], training=False)
+    with torch.no_grad():
+        video = tiny_model.predict(**data)[0]
+    assert video.metainfo['video_complete'] and len(video) == 3
+    single = batch(tiny_model, [square_clip(num_frames=1)], training=False)
+    with torch.no_grad():
+        video = tiny_model.predict(**single)[0]
+    assert video.metainfo['video_complete'] and len(video) == 1
+    assert len(video[0].pred_track_instances) >= 1
+
+
+def test_predict_rejects_batches_of_videos(tiny_model):
+    tiny_model.eval()
+    data = batch(tiny_model, [square_clip(), square_clip()], training=False)
+    with pytest.raises(ValueError, match='one video at a time'):
+        tiny_model.predict(**data)
