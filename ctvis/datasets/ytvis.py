@@ -1,0 +1,546 @@
+"""YouTube-VIS style video datasets (YTVIS 2019/2021/2022, OVIS, custom) read from the raw JSON.
+
+The official annotation files are read directly, without a conversion step, and validated while
+they are parsed so that a broken file fails before training starts, with a message that names the
+file and the offending entry. The parsed items follow mmdet's video format
+(:class:`mmdet.datasets.BaseVideoDataset`), one item per video::
+
+    dict(video_id=int, video_length=int, images=[
+        dict(img_id=int, img_path=str, height=int, width=int, frame_id=int, video_id=int,
+             instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, mask=<RLE dict | polygons>,
+                             instance_id=int, ignore_flag=0 | 1)]),
+        ...])
+
+``bbox_label`` indexes ``metainfo['classes']``, which lists the class names in sorted category-id
+order; ``instance_id`` is the annotation ``id`` of the JSON (unique in the dataset); ``img_id`` is
+a running frame index, unique in the dataset (mmdet's ``PackTrackInputs`` and the VIS metric key
+frames by it).
+"""
+import json
+import math
+import os
+import os.path as osp
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pycocotools.mask as mask_util
+from mmengine.fileio import get_local_path
+from mmengine.logging import print_log
+
+from mmdet.datasets import BaseVideoDataset
+from mmdet.registry import DATASETS
+
+YTVIS_2019_CLASSES = (
+    'person', 'giant_panda', 'lizard', 'parrot', 'skateboard', 'sedan', 'ape', 'dog', 'snake',
+    'monkey', 'hand', 'rabbit', 'duck', 'cat', 'cow', 'fish', 'train', 'horse', 'turtle', 'bear',
+    'motorbike', 'giraffe', 'leopard', 'fox', 'deer', 'owl', 'surfboard', 'airplane', 'truck',
+    'zebra', 'tiger', 'elephant', 'snowboard', 'boat', 'shark', 'mouse', 'frog', 'eagle',
+    'earless_seal', 'tennis_racket')
+YTVIS_2021_CLASSES = (
+    'airplane', 'bear', 'bird', 'boat', 'car', 'cat', 'cow', 'deer', 'dog', 'duck',
+    'earless_seal', 'elephant', 'fish', 'flying_disc', 'fox', 'frog', 'giant_panda', 'giraffe',
+    'horse', 'leopard', 'lizard', 'monkey', 'motorbike', 'mouse', 'parrot', 'person', 'rabbit',
+    'shark', 'skateboard', 'snake', 'snowboard', 'squirrel', 'surfboard', 'tennis_racket',
+    'tiger', 'train', 'truck', 'turtle', 'whale', 'zebra')
+# The official OVIS files spell the last class 'Vehical'.
+OVIS_CLASSES = (
+    'Person', 'Bird', 'Cat', 'Dog', 'Horse', 'Sheep', 'Cow', 'Elephant', 'Bear', 'Zebra',
+    'Giraffe', 'Poultry', 'Giant_panda', 'Lizard', 'Parrot', 'Monkey', 'Rabbit', 'Tiger', 'Fish',
+    'Turtle', 'Bicycle', 'Motorcycle', 'Airplane', 'Boat', 'Vehical')
+# YTVIS 2022 shares the 2021 training set and classes (only the validation videos differ).
+YTVIS_CLASSES_BY_VERSION = {
+    '2019': YTVIS_2019_CLASSES,
+    '2021': YTVIS_2021_CLASSES,
+    '2022': YTVIS_2021_CLASSES,
+}
+
+# A count longer than this many 6-bit characters (> 2**60) cannot come from a real mask.
+_MAX_CHARS_PER_COUNT = 12
+
+
+class DatasetFormatError(ValueError):
+    """An annotation file is unreadable or inconsistent; the message names the file and entry."""
+
+
+class MissingFrameError(DatasetFormatError, FileNotFoundError):
+    """A frame referenced by the annotation file does not exist on disk."""
+
+
+def compressed_rle_pixel_totals(counts_strings: Sequence[str],
+                                chunk_chars: int = 1 << 22) -> np.ndarray:
+    """Total pixel count encoded by each compressed COCO RLE string, or -1 if it is malformed.
+
+    pycocotools decodes compressed RLE without any bounds check, so a string whose runs do not add
+    up to ``height * width`` makes it write past its buffer (crash) or return uninitialised memory.
+    This decodes the run lengths with numpy (the 6-bit, sign-extended, delta-coded format of
+    pycocotools' ``rleFrString``), many strings at a time: about 45 ns per character on one core
+    (93M characters, i.e. 122k 720x1280 masks, in about 4 s).
+
+    Args:
+        counts_strings: N compressed ``counts`` strings.
+        chunk_chars: Characters decoded per numpy batch (bounds the memory used).
+
+    Returns:
+        np.ndarray: (N,) int64 totals; -1 marks a string with illegal characters, a truncated
+        last count, an absurdly long count or a negative run.
+    """
+    totals = np.zeros(len(counts_strings), dtype=np.int64)
+    chunk_begin, chunk_size = 0, 0
+    for index, counts in enumerate(counts_strings):
+        chunk_size += len(counts)
+        if chunk_size >= chunk_chars or index == len(counts_strings) - 1:
+            totals[chunk_begin:index + 1] = _decode_rle_totals(counts_strings[chunk_begin:index + 1])
+            chunk_begin, chunk_size = index + 1, 0
+    return totals
+
+
+def _decode_rle_totals(counts_strings: Sequence[str]) -> np.ndarray:
+    """:func:`compressed_rle_pixel_totals` for one batch of strings."""
+    num = len(counts_strings)
+    bad = np.array([not s.isascii() for s in counts_strings], dtype=bool)
+    strings = ['' if is_bad else s for s, is_bad in zip(counts_strings, bad)]
+    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=num)
+    string_ends = np.cumsum(lengths)
+    codes = np.frombuffer(''.join(strings).encode('ascii'), dtype=np.uint8)
+    if codes.size == 0:
+        return np.where(bad, -1, 0).astype(np.int64)
+    illegal = np.flatnonzero((codes < 48) | (codes > 111))
+    bad[np.searchsorted(string_ends, illegal, side='right')] = True
+    codes = codes - np.uint8(48)
+
+    # A count ends at the first character without the continuation bit (0x20).
+    has_more = (codes & 0x20) != 0
+    last_chars = string_ends[lengths > 0] - 1
+    bad[np.searchsorted(string_ends, last_chars[has_more[last_chars]], side='right')] = True
+    has_more[last_chars] = False  # keeps every count inside its own string
+    count_ends = np.flatnonzero(~has_more)
+    count_starts = np.empty_like(count_ends)
+    count_starts[:1] = 0
+    count_starts[1:] = count_ends[:-1] + 1
+    chars_per_count = count_ends - count_starts + 1
+    string_of_count = np.searchsorted(string_ends, count_ends, side='right')
+    bad[string_of_count[chars_per_count > _MAX_CHARS_PER_COUNT]] = True
+    chars_per_count = np.minimum(chars_per_count, _MAX_CHARS_PER_COUNT)
+
+    values = (codes[count_starts] & 0x1F).astype(np.int64)
+    for k in range(1, int(chars_per_count.max(initial=1))):
+        longer = np.flatnonzero(chars_per_count > k)
+        values[longer] |= (codes[count_starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
+    negative = np.flatnonzero(codes[count_ends] & 0x10)
+    values[negative] -= np.left_shift(1, 5 * chars_per_count[negative])
+
+    # Delta coding: run m > 2 is stored relative to run m - 2, so runs 1, 3, 5, ... and runs
+    # 2, 4, 6, ... of a string are each a cumulative sum.
+    first_count = np.searchsorted(string_of_count, np.arange(num), side='left')
+    counts_per_string = np.diff(np.append(first_count, values.size))
+    run_index = np.arange(values.size) - np.repeat(first_count, counts_per_string)
+    runs = values.copy()
+    for chain in ((run_index % 2) == 1, ((run_index % 2) == 0) & (run_index >= 2)):
+        cumulative = np.cumsum(np.where(chain, values, 0))
+        before_string = np.where(first_count > 0, cumulative[np.maximum(first_count - 1, 0)], 0)
+        runs[chain] = (cumulative - np.repeat(before_string, counts_per_string))[chain]
+
+    bad[string_of_count[runs < 0]] = True
+    has_runs = counts_per_string > 0
+    totals = np.zeros(num, dtype=np.int64)
+    totals[has_runs] = np.add.reduceat(runs, first_count[has_runs]) if runs.size else 0
+    totals[bad] = -1
+    return totals
+
+
+def _uncompressed_rle_problem(counts: list, num_pixels: int) -> Optional[str]:
+    """Why an uncompressed RLE ``counts`` list is unusable, or None if it is fine."""
+    try:
+        total = sum(counts)  # C speed; raises on non-numbers
+    except TypeError:
+        return 'RLE counts contain non-numbers'
+    if not isinstance(total, int):
+        return 'RLE counts are not all integers'
+    if counts and min(counts) < 0:
+        return 'RLE counts contain a negative run'
+    if total != num_pixels:
+        return f'RLE counts sum to {total} pixels, but size says {num_pixels}'
+    return None
+
+
+def _polygons_problem(polygons: list) -> Optional[str]:
+    """Why a polygon list is unusable, or None if it is fine (an empty list is handled
+    by the caller)."""
+    for polygon in polygons:
+        if not isinstance(polygon, list):
+            return f'polygon is a {type(polygon).__name__}, expected a list of coordinates'
+        if len(polygon) < 6 or len(polygon) % 2:
+            return f'polygon has {len(polygon)} coordinates, expected an even number >= 6'
+        try:
+            total = sum(polygon)
+        except TypeError:
+            return 'polygon coordinates contain non-numbers'
+        if not math.isfinite(total):
+            return 'polygon coordinates are not finite'
+    return None
+
+
+def _bbox_problem(bbox: Any) -> Optional[str]:
+    """Why an ``[x, y, w, h]`` box is unusable, or None if it is fine."""
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        return 'bbox is not a list of 4 numbers [x, y, w, h]'
+    try:
+        total = sum(bbox)
+    except TypeError:
+        return 'bbox contains non-numbers'
+    if not math.isfinite(total) or bbox[2] < 0 or bbox[3] < 0:
+        return f'bbox {bbox} is not finite or has a negative size'
+    return None
+
+
+def _mask_to_coco_rle(mask: Any, height: int, width: int) -> dict:
+    """Compressed RLE of a validated polygon list / uncompressed / compressed RLE."""
+    if isinstance(mask, list):
+        return mask_util.merge(mask_util.frPyObjects(mask, height, width))
+    if isinstance(mask['counts'], list):
+        return mask_util.frPyObjects(mask, height, width)
+    return mask
+
+
+@DATASETS.register_module()
+class YTVISDataset(BaseVideoDataset):
+    """YouTube-VIS format video dataset read from the official raw JSON.
+
+    mmdet's ``YouTubeVISDataset`` needs the JSON converted to CocoVID first, fixes its classes by
+    mutating the class attribute, and filters frames (not videos) without annotations, which
+    breaks the temporal order of clips; this class reads the raw file, validates it and filters
+    whole videos.
+
+    Classes: ``dataset_version`` '2019' / '2021' / '2022' fixes the 40 YTVIS classes (2022 uses
+    the 2021 classes); ``metainfo=dict(classes=...)`` fixes any list; with neither, the classes
+    are the JSON's ``categories`` names in sorted id order (custom data). Fixed classes must equal
+    the JSON's categories (sorted by id), otherwise :class:`DatasetFormatError` is raised.
+
+    Args:
+        dataset_version (str, optional): '2019', '2021', '2022' or None. Defaults to None.
+        check_frames (bool): Check that every referenced frame exists (one ``os.listdir`` per
+            frame folder). Defaults to True.
+        **kwargs: Arguments of :class:`mmengine.dataset.BaseDataset` (``ann_file``,
+            ``data_root``, ``data_prefix=dict(img_path=...)``, ``pipeline``, ``test_mode``,
+            ``filter_cfg=dict(filter_empty_gt=True)`` ...). ``test_mode=True`` accepts JSONs
+            without ``annotations`` (val/test splits).
+    """
+
+    def __init__(self,
+                 *,
+                 dataset_version: Optional[str] = None,
+                 check_frames: bool = True,
+                 metainfo: Optional[dict] = None,
+                 **kwargs) -> None:
+        if dataset_version is not None:
+            if dataset_version not in YTVIS_CLASSES_BY_VERSION:
+                raise ValueError(f'{type(self).__name__}: dataset_version must be one of '
+                                 f'{sorted(YTVIS_CLASSES_BY_VERSION)} or None, '
+                                 f'got {dataset_version!r}')
+            version_classes = YTVIS_CLASSES_BY_VERSION[dataset_version]
+            metainfo = dict(metainfo or {})
+            if 'classes' in metainfo and tuple(metainfo['classes']) != version_classes:
+                raise ValueError(f"{type(self).__name__}: metainfo['classes'] contradicts "
+                                 f'dataset_version={dataset_version!r}')
+            metainfo['classes'] = version_classes
+        self.dataset_version = dataset_version
+        self.check_frames = check_frames
+        super().__init__(metainfo=metainfo, **kwargs)
+
+    # ------------------------------------------------------------------ loading
+    def load_data_list(self) -> List[dict]:
+        """Read, validate and parse ``self.ann_file``.
+
+        Returns:
+            list[dict]: One item per video in the mmdet video format (see the module docstring).
+        """
+        raw = self._read_json()
+        labels = self._parse_categories(raw['categories'])
+        videos = self._parse_videos(raw['videos'])
+        annotations = raw.get('annotations')
+        if annotations is None:
+            if not self.test_mode:
+                raise DatasetFormatError(
+                    f"{self.ann_file}: no 'annotations' key; training needs annotations "
+                    '(use test_mode=True for val/test files)')
+            annotations = []
+        elif not isinstance(annotations, list):
+            raise DatasetFormatError(f"{self.ann_file}: 'annotations' must be a list")
+        self._add_instances(annotations, videos, labels)
+        if self.check_frames:
+            self._check_frames_exist(videos)
+
+        data_list = list(videos.values())
+        num_frames = sum(video['video_length'] for video in data_list)
+        print_log(
+            f'{type(self).__name__}: {self.ann_file}: {len(data_list)} videos, {num_frames} '
+            f'frames, {len(annotations)} instance tracks, {len(self.metainfo["classes"])} '
+            'classes', logger='current')
+        return data_list
+
+    def _read_json(self) -> dict:
+        if not self.ann_file:
+            raise ValueError(f'{type(self).__name__}: ann_file is not set')
+        try:
+            with get_local_path(self.ann_file) as local_path:
+                with open(local_path, encoding='utf-8') as f:
+                    raw = json.load(f)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f'{self.ann_file}: annotation file not found') from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DatasetFormatError(f'{self.ann_file}: not valid JSON: {error}') from error
+        if not isinstance(raw, dict):
+            raise DatasetFormatError(
+                f'{self.ann_file}: top level is a {type(raw).__name__}, expected an object')
+        missing = [key for key in ('videos', 'categories') if key not in raw]
+        if missing:
+            raise DatasetFormatError(
+                f'{self.ann_file}: missing top-level key(s) {missing} '
+                f'(found {sorted(raw)})')
+        return raw
+
+    def _parse_categories(self, categories: Any) -> Dict[int, int]:
+        """Check ``categories`` against the configured classes; return category id -> label."""
+        if not isinstance(categories, list) or not categories:
+            raise DatasetFormatError(f"{self.ann_file}: 'categories' must be a non-empty list")
+        names_by_id = {}
+        for category in categories:
+            if (not isinstance(category, dict) or not isinstance(category.get('id'), int)
+                    or not isinstance(category.get('name'), str)):
+                raise DatasetFormatError(
+                    f'{self.ann_file}: category {category!r} needs an int id and a str name')
+            if category['id'] in names_by_id:
+                raise DatasetFormatError(
+                    f"{self.ann_file}: duplicated category id {category['id']}")
+            names_by_id[category['id']] = category['name']
+        sorted_ids = sorted(names_by_id)
+        json_classes = tuple(names_by_id[cat_id] for cat_id in sorted_ids)
+        if len(set(json_classes)) != len(json_classes):
+            raise DatasetFormatError(f'{self.ann_file}: duplicated category names')
+
+        fixed_classes = self._metainfo.get('classes')
+        if fixed_classes is None:
+            self._metainfo['classes'] = json_classes
+        elif tuple(fixed_classes) != json_classes:
+            only_config = [c for c in fixed_classes if c not in json_classes]
+            only_json = [c for c in json_classes if c not in fixed_classes]
+            raise DatasetFormatError(
+                f"{self.ann_file}: the configured classes (dataset_version="
+                f'{self.dataset_version!r}, {len(fixed_classes)} classes) do not match the '
+                f"file's categories sorted by id ({len(json_classes)} classes); only in the "
+                f'config: {only_config}, only in the file: {only_json}'
+                + ('' if only_config or only_json else ' (same names, different order)'))
+        else:
+            self._metainfo['classes'] = tuple(fixed_classes)
+        return {cat_id: label for label, cat_id in enumerate(sorted_ids)}
+
+    def _parse_videos(self, raw_videos: Any) -> Dict[int, dict]:
+        """Build the per-video items (frames without instances yet), keyed by video id."""
+        if not isinstance(raw_videos, list):
+            raise DatasetFormatError(f"{self.ann_file}: 'videos' must be a list")
+        img_prefix = self.data_prefix.get('img_path', '') or ''
+        videos: Dict[int, dict] = {}
+        next_img_id = 0
+        for raw_video in raw_videos:
+            if not isinstance(raw_video, dict) or not isinstance(raw_video.get('id'), int):
+                raise DatasetFormatError(
+                    f'{self.ann_file}: video entry without an int id: {str(raw_video)[:200]}')
+            video_id = raw_video['id']
+            where = f'{self.ann_file}: video id={video_id}'
+            if video_id in videos:
+                raise DatasetFormatError(f'{where}: duplicated video id')
+            file_names = raw_video.get('file_names')
+            if not isinstance(file_names, list) or not all(
+                    isinstance(name, str) for name in file_names):
+                raise DatasetFormatError(f"{where}: 'file_names' must be a list of strings")
+            if not file_names:
+                raise DatasetFormatError(f'{where}: video has no frames')
+            length = raw_video.get('length', len(file_names))
+            if length != len(file_names):
+                raise DatasetFormatError(
+                    f"{where}: 'length' is {length} but there are {len(file_names)} file_names")
+            height, width = raw_video.get('height'), raw_video.get('width')
+            if not (isinstance(height, int) and isinstance(width, int) and height > 0
+                    and width > 0):
+                raise DatasetFormatError(
+                    f'{where}: height/width must be positive ints, got {height}/{width}')
+            images = []
+            for frame_id, file_name in enumerate(file_names):
+                images.append(
+                    dict(img_id=next_img_id, img_path=osp.join(img_prefix, file_name),
+                         file_name=file_name, height=height, width=width, frame_id=frame_id,
+                         video_id=video_id, instances=[]))
+                next_img_id += 1
+            videos[video_id] = dict(video_id=video_id, video_length=len(images), images=images)
+        return videos
+
+    def _add_instances(self, annotations: list, videos: Dict[int, dict],
+                       labels: Dict[int, int]) -> None:
+        """Validate the tracks and append one instance per annotated frame to its frame."""
+        seen_ids = set()
+        compressed: List[Tuple[str, int, str]] = []  # counts, expected pixels, location
+        needs_bbox: List[Tuple[dict, int, int]] = []  # instance, height, width
+        num_empty_polygon_frames = 0
+        num_bbox_without_mask = 0
+        for index, ann in enumerate(annotations):
+            if not isinstance(ann, dict) or not isinstance(ann.get('id'), int):
+                raise DatasetFormatError(
+                    f'{self.ann_file}: annotation #{index} has no int id: {str(ann)[:200]}')
+            ann_id = ann['id']
+            where = f'{self.ann_file}: annotation id={ann_id}'
+            if ann_id in seen_ids:
+                raise DatasetFormatError(f'{where}: duplicated annotation id')
+            seen_ids.add(ann_id)
+            video = videos.get(ann.get('video_id'))
+            if video is None:
+                raise DatasetFormatError(
+                    f"{where}: unknown video_id {ann.get('video_id')!r}")
+            if ann.get('category_id') not in labels:
+                raise DatasetFormatError(
+                    f"{where}: unknown category_id {ann.get('category_id')!r} "
+                    f'(categories: {sorted(labels)})')
+            label = labels[ann['category_id']]
+            iscrowd = ann.get('iscrowd', 0)
+            if iscrowd not in (0, 1):
+                raise DatasetFormatError(f'{where}: iscrowd must be 0 or 1, got {iscrowd!r}')
+            length = video['video_length']
+            segmentations = ann.get('segmentations')
+            if not isinstance(segmentations, list) or len(segmentations) != length:
+                found = (len(segmentations) if isinstance(segmentations, list) else
+                         type(segmentations).__name__)
+                raise DatasetFormatError(
+                    f"{where} (video id={video['video_id']}): 'segmentations' must be a list "
+                    f'with one entry per frame ({length}), got {found}')
+            bboxes = ann.get('bboxes')
+            if bboxes is None:
+                bboxes = [None] * length
+            elif not isinstance(bboxes, list) or len(bboxes) != length:
+                raise DatasetFormatError(
+                    f"{where} (video id={video['video_id']}): 'bboxes' must be a list with one "
+                    f'entry per frame ({length})')
+
+            for frame_id, (segmentation, bbox) in enumerate(zip(segmentations, bboxes)):
+                frame = video['images'][frame_id]
+                at = f"{where}, frame {frame_id} ({frame['file_name']})"
+                height, width = frame['height'], frame['width']
+                if segmentation is None or segmentation == []:
+                    num_empty_polygon_frames += segmentation == []
+                    num_bbox_without_mask += bbox is not None
+                    continue
+                if isinstance(segmentation, dict):
+                    counts, size = segmentation.get('counts'), segmentation.get('size')
+                    if size != [height, width]:
+                        raise DatasetFormatError(
+                            f'{at}: RLE size {size!r} differs from the video size '
+                            f'[{height}, {width}]')
+                    if isinstance(counts, list):
+                        problem = _uncompressed_rle_problem(counts, height * width)
+                        if problem:
+                            raise DatasetFormatError(f'{at}: {problem}')
+                    elif isinstance(counts, str):
+                        compressed.append((counts, height * width, at))
+                    else:
+                        raise DatasetFormatError(
+                            f'{at}: RLE counts must be a list or a string, got '
+                            f'{type(counts).__name__}')
+                elif isinstance(segmentation, list):
+                    problem = _polygons_problem(segmentation)
+                    if problem:
+                        raise DatasetFormatError(f'{at}: {problem}')
+                else:
+                    raise DatasetFormatError(
+                        f'{at}: segmentation must be null, an RLE dict or a polygon list, got '
+                        f'{type(segmentation).__name__}')
+                instance = dict(bbox_label=label, mask=segmentation, instance_id=ann_id,
+                                ignore_flag=int(iscrowd))
+                if bbox is None:
+                    needs_bbox.append((instance, height, width))
+                else:
+                    problem = _bbox_problem(bbox)
+                    if problem:
+                        raise DatasetFormatError(f'{at}: {problem}')
+                    x, y, w, h = bbox
+                    instance['bbox'] = [x, y, x + w, y + h]
+                frame['instances'].append(instance)
+
+        totals = compressed_rle_pixel_totals([counts for counts, _, _ in compressed])
+        for total, (_, num_pixels, at) in zip(totals.tolist(), compressed):
+            if total != num_pixels:
+                problem = ('malformed compressed RLE counts string' if total < 0 else
+                           f'RLE counts sum to {total} pixels, but size says {num_pixels}')
+                raise DatasetFormatError(f'{at}: {problem}')
+        # Masks are validated now, so pycocotools can safely compute the missing boxes.
+        for instance, height, width in needs_bbox:
+            x, y, w, h = mask_util.toBbox(_mask_to_coco_rle(instance['mask'], height,
+                                                            width)).tolist()
+            instance['bbox'] = [x, y, x + w, y + h]
+        if num_empty_polygon_frames or num_bbox_without_mask:
+            print_log(
+                f'{type(self).__name__}: {self.ann_file}: treated {num_empty_polygon_frames} '
+                'empty polygon lists as absent; ignored '
+                f'{num_bbox_without_mask} per-frame boxes that have no mask', logger='current')
+
+    def _check_frames_exist(self, videos: Dict[int, dict]) -> None:
+        """Raise :class:`MissingFrameError` for the first frame not found on disk."""
+        img_prefix = self.data_prefix.get('img_path', '') or ''
+        if '://' in img_prefix:
+            print_log(f'{type(self).__name__}: frames under {img_prefix} are remote; '
+                      'skipped the frame existence check', logger='current')
+            return
+        listings: Dict[str, Optional[set]] = {}
+        for video in videos.values():
+            for frame in video['images']:
+                folder, name = osp.split(frame['img_path'])
+                if folder not in listings:
+                    try:
+                        listings[folder] = set(os.listdir(folder or '.'))
+                    except (FileNotFoundError, NotADirectoryError):
+                        listings[folder] = None
+                listing = listings[folder]
+                if listing is None or name not in listing:
+                    raise MissingFrameError(
+                        f"{self.ann_file}: video id={video['video_id']}, frame "
+                        f"{frame['frame_id']}: {frame['img_path']} does not exist"
+                        + (' (folder missing)' if listing is None else ''))
+
+    # ---------------------------------------------------------------- filtering
+    def filter_data(self) -> List[dict]:
+        """Drop whole videos (never single frames, which would break clip order).
+
+        ``filter_cfg=dict(filter_empty_gt=True)`` drops videos without any non-crowd instance,
+        ``min_size=N`` drops videos whose shorter side is below N pixels. Test mode and
+        ``filter_cfg=None`` keep everything. The number of dropped videos is logged.
+        """
+        if self.test_mode or not self.filter_cfg:
+            return self.data_list
+        filter_empty_gt = self.filter_cfg.get('filter_empty_gt', False)
+        min_size = self.filter_cfg.get('min_size', 0)
+        kept, num_empty, num_small = [], 0, 0
+        for video in self.data_list:
+            first = video['images'][0]
+            if min(first['height'], first['width']) < min_size:
+                num_small += 1
+            elif filter_empty_gt and not any(
+                    not instance['ignore_flag'] for frame in video['images']
+                    for instance in frame['instances']):
+                num_empty += 1
+            else:
+                kept.append(video)
+        print_log(
+            f'{type(self).__name__}: {self.ann_file}: kept {len(kept)} of {len(self.data_list)} '
+            f'videos (dropped {num_empty} without annotations, {num_small} smaller than '
+            f'{min_size} px)', logger='current')
+        return kept
+
+
+@DATASETS.register_module()
+class OVISDataset(YTVISDataset):
+    """OVIS (Occluded Video Instance Segmentation), YouTube-VIS layout with 25 classes."""
+
+    METAINFO = dict(classes=OVIS_CLASSES)
+
+    def __init__(self, **kwargs) -> None:
+        if kwargs.get('dataset_version') is not None:
+            raise ValueError('OVISDataset: dataset_version does not apply to OVIS')
+        super().__init__(**kwargs)

@@ -1,0 +1,668 @@
+"""Real-video data: YTVIS/OVIS/custom JSON parsing and validation, clip sampling, clip-consistent
+augmentation, and the train/test pipelines of docs/dataset_prepare.md on tiny synthetic videos."""
+import copy
+import json
+import logging
+import os
+import os.path as osp
+import re
+import shutil
+import time
+from typing import Callable, Dict, List
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from mmengine.dataset import Compose
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+
+from ctvis.datasets import (DatasetFormatError, DropEmptyMaskInstances, MissingFrameError,
+                            OVISDataset, VideoClipSample, YTVISDataset)
+from ctvis.datasets.ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
+                                  compressed_rle_pixel_totals)
+from mmdet.datasets.samplers import TrackImgSampler
+from mmdet.registry import DATASETS
+from mmdet.structures import TrackDataSample
+from mmdet.structures.mask import BitmapMasks
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DOC = osp.join(REPO, 'docs', 'dataset_prepare.md')
+
+
+@pytest.fixture(autouse=True)
+def mmdet_scope():
+    init_default_scope('mmdet')
+
+
+# ----------------------------------------------------------------------------- tiny data
+def rect_mask(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def compressed_rle(mask: np.ndarray) -> dict:
+    rle = mask_util.encode(np.asfortranarray(mask))
+    return dict(size=[int(s) for s in rle['size']], counts=rle['counts'].decode())
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    flat = mask.flatten(order='F')
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist()
+    return dict(size=list(mask.shape), counts=([0] + runs) if flat[0] else runs)
+
+
+def categories(names) -> List[dict]:
+    return [dict(id=i + 1, name=name) for i, name in enumerate(names)]
+
+
+def write_frames(folder: str, images: List[np.ndarray]) -> List[str]:
+    os.makedirs(folder, exist_ok=True)
+    names = []
+    for t, image in enumerate(images):
+        cv2.imwrite(osp.join(folder, f'{t:05d}.jpg'), image)
+        names.append(f'{osp.basename(folder)}/{t:05d}.jpg')
+    return names
+
+
+def noise_frames(num: int, h: int, w: int, seed: int) -> List[np.ndarray]:
+    rng = np.random.RandomState(seed)
+    return [rng.randint(0, 255, (h, w, 3), np.uint8) for _ in range(num)]
+
+
+def tiny_vis(root: str, cats: List[dict]) -> dict:
+    """Three videos that use every mask flavour; category ids are the first and third of
+    ``cats``. Video 1 (4 frames, 24x32): track 11 uncompressed RLE with a null frame and given
+    boxes, track 12 compressed RLE without boxes. Video 2 (3 frames, 20x28): track 13 polygons,
+    track 14 a crowd. Video 3 (2 frames): no annotations."""
+    cat_a, cat_b = cats[0]['id'], cats[2]['id']
+    v1 = write_frames(osp.join(root, 'JPEGImages', 'vid_a'), noise_frames(4, 24, 32, 1))
+    v2 = write_frames(osp.join(root, 'JPEGImages', 'vid_b'), noise_frames(3, 20, 28, 2))
+    v3 = write_frames(osp.join(root, 'JPEGImages', 'vid_c'), noise_frames(2, 16, 16, 3))
+    m11 = [rect_mask(24, 32, 2, 10, 3 + t, 12 + t) for t in range(4)]
+    m12 = [rect_mask(24, 32, 12, 20, 20 - t, 30 - t) for t in range(4)]
+    return dict(
+        info={}, licenses=[], categories=cats,
+        videos=[
+            dict(id=1, file_names=v1, length=4, height=24, width=32),
+            dict(id=2, file_names=v2, length=3, height=20, width=28),
+            dict(id=3, file_names=v3, length=2, height=16, width=16),
+        ],
+        annotations=[
+            dict(id=11, video_id=1, category_id=cat_a, iscrowd=0,
+                 segmentations=[uncompressed_rle(m11[0]), uncompressed_rle(m11[1]), None,
+                                uncompressed_rle(m11[3])],
+                 bboxes=[[3, 2, 9, 8], [4, 2, 9, 8], None, [6, 2, 9, 8]],
+                 areas=[72, 72, None, 72]),
+            dict(id=12, video_id=1, category_id=cat_b, iscrowd=0,
+                 segmentations=[compressed_rle(m) for m in m12]),
+            dict(id=13, video_id=2, category_id=cat_a, iscrowd=0,
+                 segmentations=[[[2.0, 3.0, 12.0, 3.0, 12.0, 9.0, 2.0, 9.0]]] * 3,
+                 bboxes=[None, None, None]),
+            dict(id=14, video_id=2, category_id=cat_b, iscrowd=1,
+                 segmentations=[compressed_rle(rect_mask(20, 28, 0, 5, 0, 5)), None, None]),
+        ])
+
+
+def dump(root: str, raw: dict, name: str = 'train.json') -> str:
+    path = osp.join(root, name)
+    with open(path, 'w') as f:
+        json.dump(raw, f)
+    return path
+
+
+def build(root: str, ann_file: str = 'train.json', dataset_type: str = 'YTVISDataset',
+          **kwargs) -> YTVISDataset:
+    return DATASETS.build(dict(type=dataset_type, data_root=root, ann_file=ann_file,
+                               data_prefix=dict(img_path='JPEGImages'), **kwargs))
+
+
+def videos(dataset: YTVISDataset) -> List[dict]:
+    return [dataset.get_data_info(i) for i in range(len(dataset))]
+
+
+class LogRecords(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: List[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def log_records():
+    logger = MMLogger.get_current_instance()
+    handler = LogRecords()
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
+
+
+# ----------------------------------------------------------------------------- parsing
+CUSTOM_CATEGORIES = [dict(id=7, name='dog'), dict(id=3, name='cat'), dict(id=5, name='emu')]
+FLAVOURS = {
+    # dataset type, dataset kwargs, JSON categories, expected classes, labels of tracks 11..14
+    '2019': ('YTVISDataset', dict(dataset_version='2019'), categories(YTVIS_2019_CLASSES),
+             YTVIS_2019_CLASSES, [0, 2, 0, 2]),
+    '2021': ('YTVISDataset', dict(dataset_version='2021'), categories(YTVIS_2021_CLASSES),
+             YTVIS_2021_CLASSES, [0, 2, 0, 2]),
+    '2022': ('YTVISDataset', dict(dataset_version='2022'), categories(YTVIS_2021_CLASSES),
+             YTVIS_2021_CLASSES, [0, 2, 0, 2]),
+    'ovis': ('OVISDataset', dict(), categories(OVIS_CLASSES), OVIS_CLASSES, [0, 2, 0, 2]),
+    # classes from the JSON, in sorted id order (cat=3, emu=5, dog=7)
+    'custom': ('YTVISDataset', dict(), CUSTOM_CATEGORIES, ('cat', 'emu', 'dog'), [2, 1, 2, 1]),
+}
+
+
+@pytest.mark.parametrize('flavour', sorted(FLAVOURS))
+def test_every_flavour_parses_classes_and_labels(tmp_path, flavour):
+    dataset_type, kwargs, cats, classes, labels = FLAVOURS[flavour]
+    root = str(tmp_path)
+    dump(root, tiny_vis(root, cats))
+    dataset = build(root, dataset_type=dataset_type, **kwargs)
+    assert dataset.metainfo['classes'] == tuple(classes)
+    assert len(set(classes)) == {'ovis': 25, 'custom': 3}.get(flavour, 40)
+    parsed = {inst['instance_id']: inst['bbox_label'] for video in videos(dataset)
+              for frame in video['images'] for inst in frame['instances']}
+    assert parsed == dict(zip([11, 12, 13, 14], labels))
+
+
+def test_parsed_items_follow_the_video_interface(tmp_path):
+    root = str(tmp_path)
+    raw = tiny_vis(root, categories(YTVIS_2019_CLASSES))
+    dump(root, raw)
+    dataset = build(root, dataset_version='2019')
+    assert len(dataset) == 3
+    video = dataset.get_data_info(0)
+    assert (video['video_id'], video['video_length'], len(video['images'])) == (1, 4, 4)
+    frames = video['images']
+    for t, frame in enumerate(frames):
+        assert frame['frame_id'] == t and frame['video_id'] == 1
+        assert (frame['height'], frame['width']) == (24, 32)
+        assert frame['img_path'] == osp.join(root, 'JPEGImages', 'vid_a', f'{t:05d}.jpg')
+    all_img_ids = [f['img_id'] for v in videos(dataset) for f in v['images']]
+    assert len(set(all_img_ids)) == len(all_img_ids) == 9
+
+    # track 11: uncompressed RLE, boxes from the JSON ([x, y, w, h] -> [x1, y1, x2, y2]),
+    # absent (null) in frame 2; track 12: compressed RLE, boxes computed from the mask
+    by_frame = [{inst['instance_id']: inst for inst in frame['instances']} for frame in frames]
+    assert [sorted(f) for f in by_frame] == [[11, 12], [11, 12], [12], [11, 12]]
+    assert by_frame[1][11]['bbox'] == [4, 2, 13, 10]
+    assert by_frame[1][11]['mask'] == raw['annotations'][0]['segmentations'][1]
+    assert by_frame[3][12]['bbox'] == [17.0, 12.0, 27.0, 20.0]  # rect x 17..26, y 12..19
+    assert by_frame[3][12]['mask'] == raw['annotations'][1]['segmentations'][3]
+    assert all(inst['ignore_flag'] == 0 for f in by_frame for inst in f.values())
+
+    # video 2: polygon track with boxes from the rasterised polygon, crowd track ignored
+    video2 = dataset.get_data_info(1)
+    first = {inst['instance_id']: inst for inst in video2['images'][0]['instances']}
+    assert first[13]['mask'] == [[2.0, 3.0, 12.0, 3.0, 12.0, 9.0, 2.0, 9.0]]
+    np.testing.assert_allclose(first[13]['bbox'], [2, 3, 12, 9], atol=1)
+    assert first[14]['ignore_flag'] == 1
+    assert [len(f['instances']) for f in video2['images']] == [2, 1, 1]
+
+
+def test_val_json_without_annotations_loads_in_test_mode(tmp_path):
+    root = str(tmp_path)
+    raw = tiny_vis(root, categories(YTVIS_2021_CLASSES))
+    del raw['annotations']
+    dump(root, raw, 'valid.json')
+    dataset = build(root, 'valid.json', dataset_version='2021', test_mode=True)
+    assert [v['video_length'] for v in videos(dataset)] == [4, 3, 2]
+    assert all(not f['instances'] for v in videos(dataset) for f in v['images'])
+    with pytest.raises(DatasetFormatError, match="no 'annotations'") as error:
+        build(root, 'valid.json', dataset_version='2021')
+    assert osp.join(root, 'valid.json') in str(error.value)
+
+
+def test_filter_empty_gt_drops_whole_videos_and_logs_the_count(tmp_path, log_records):
+    root = str(tmp_path)
+    raw = tiny_vis(root, categories(YTVIS_2021_CLASSES))
+    raw['annotations'] = [a for a in raw['annotations'] if a['id'] != 13]  # video 2: crowd only
+    dump(root, raw)
+    assert len(build(root, dataset_version='2021')) == 3
+    filtered = build(root, dataset_version='2021', filter_cfg=dict(filter_empty_gt=True))
+    assert [v['video_id'] for v in videos(filtered)] == [1]
+    assert filtered.get_data_info(0)['video_length'] == 4  # frames are never dropped
+    assert any('kept 1 of 3 videos (dropped 2 without annotations' in m for m in log_records)
+    kept = build(root, dataset_version='2021', filter_cfg=dict(filter_empty_gt=True),
+                 test_mode=True)
+    assert len(kept) == 3
+    small = build(root, dataset_version='2021', filter_cfg=dict(min_size=18))
+    assert [v['video_id'] for v in videos(small)] == [1, 2]
+
+
+def test_absent_polygons_and_orphan_boxes_are_counted(tmp_path, log_records):
+    root = str(tmp_path)
+    raw = tiny_vis(root, categories(YTVIS_2021_CLASSES))
+    raw['annotations'][2]['segmentations'][1] = []
+    raw['annotations'][2]['bboxes'][2] = [1, 1, 2, 2]
+    raw['annotations'][2]['segmentations'][2] = None
+    dump(root, raw)
+    dataset = build(root, dataset_version='2021')
+    assert [len(f['instances']) for f in dataset.get_data_info(1)['images']] == [2, 0, 0]
+    assert any('treated 1 empty polygon lists as absent; ignored 1 per-frame boxes' in m
+               for m in log_records)
+
+
+def test_check_frames_can_be_disabled(tmp_path):
+    root = str(tmp_path)
+    dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
+    os.remove(osp.join(root, 'JPEGImages', 'vid_b', '00001.jpg'))
+    with pytest.raises(MissingFrameError):
+        build(root, dataset_version='2021')
+    assert len(build(root, dataset_version='2021', check_frames=False)) == 3
+
+
+# ----------------------------------------------------------------------------- bad input
+def _set(path: str, value) -> Callable[[dict, str], None]:
+    """A mutation that sets raw[path...] = value; path like 'annotations.0.segmentations.1'."""
+
+    def mutate(raw: dict, root: str) -> None:
+        keys = [int(k) if k.isdigit() else k for k in path.split('.')]
+        target = raw
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value(target[keys[-1]]) if callable(value) else value
+
+    return mutate
+
+
+def _raw_text(text: str) -> Callable[[dict, str], str]:
+    return lambda raw, root: text
+
+
+def _delete(key: str) -> Callable[[dict, str], None]:
+    return lambda raw, root: raw.pop(key)
+
+
+def _counts_plus(delta: int):
+    return lambda rle: dict(rle, counts=rle['counts'][:-1] + [rle['counts'][-1] + delta])
+
+
+BAD_INPUTS = {
+    'not json': (_raw_text('{"videos": ['), DatasetFormatError, 'not valid JSON'),
+    'top level list': (_raw_text('[]'), DatasetFormatError, 'top level is a list'),
+    'missing videos': (_delete('videos'), DatasetFormatError, "missing top-level key(s) ['videos']"),
+    'missing categories': (_delete('categories'), DatasetFormatError, 'missing top-level key'),
+    'missing frame': (lambda raw, root: os.remove(osp.join(root, 'JPEGImages', 'vid_b',
+                                                           '00002.jpg')),
+                      MissingFrameError, 'video id=2, frame 2: {root}/JPEGImages/vid_b/00002.jpg'),
+    'missing folder': (lambda raw, root: shutil.rmtree(osp.join(root, 'JPEGImages', 'vid_c')),
+                       MissingFrameError, 'vid_c/00000.jpg does not exist (folder missing)'),
+    'video without frames': (_set('videos.1.file_names', []), DatasetFormatError,
+                             'video id=2: video has no frames'),
+    'video length mismatch': (_set('videos.0.length', 5), DatasetFormatError,
+                              "video id=1: 'length' is 5 but there are 4 file_names"),
+    'video bad size': (_set('videos.0.height', 0), DatasetFormatError, 'video id=1: height/width'),
+    'duplicated video id': (_set('videos.1.id', 1), DatasetFormatError,
+                            'video id=1: duplicated video id'),
+    'duplicated annotation id': (_set('annotations.1.id', 11), DatasetFormatError,
+                                 'annotation id=11: duplicated annotation id'),
+    'unknown category': (_set('annotations.2.category_id', 99), DatasetFormatError,
+                         'annotation id=13: unknown category_id 99'),
+    'unknown video': (_set('annotations.2.video_id', 7), DatasetFormatError,
+                      'annotation id=13: unknown video_id 7'),
+    'bad iscrowd': (_set('annotations.0.iscrowd', 2), DatasetFormatError, 'iscrowd must be 0 or 1'),
+    'segmentations too short': (_set('annotations.0.segmentations', lambda s: s[:3]),
+                                DatasetFormatError,
+                                "annotation id=11 (video id=1): 'segmentations' must be a list "
+                                'with one entry per frame (4), got 3'),
+    'bboxes too long': (_set('annotations.0.bboxes', lambda b: b + [None]), DatasetFormatError,
+                        "'bboxes' must be a list with one entry per frame (4)"),
+    'bad bbox': (_set('annotations.0.bboxes.1', [1, 2, 3]), DatasetFormatError,
+                 'annotation id=11, frame 1 (vid_a/00001.jpg): bbox is not a list of 4'),
+    'negative bbox size': (_set('annotations.0.bboxes.1', [1, 2, -3, 4]), DatasetFormatError,
+                           'negative size'),
+    'uncompressed sum': (_set('annotations.0.segmentations.1', _counts_plus(5)),
+                         DatasetFormatError,
+                         'annotation id=11, frame 1 (vid_a/00001.jpg): RLE counts sum to 773 '
+                         'pixels, but size says 768'),
+    'uncompressed float': (_set('annotations.0.segmentations.0.counts.0', 1.5),
+                           DatasetFormatError, 'RLE counts are not all integers'),
+    'uncompressed string': (_set('annotations.0.segmentations.0.counts.0', 'x'),
+                            DatasetFormatError, 'RLE counts contain non-numbers'),
+    'uncompressed negative': (_set('annotations.0.segmentations.0.counts', [-4, 772]),
+                              DatasetFormatError, 'RLE counts contain a negative run'),
+    'rle size mismatch': (_set('annotations.1.segmentations.2.size', [24, 33]),
+                          DatasetFormatError,
+                          'annotation id=12, frame 2 (vid_a/00002.jpg): RLE size [24, 33] '
+                          'differs from the video size [24, 32]'),
+    'compressed illegal chars': (_set('annotations.1.segmentations.0.counts', 'ab !'),
+                                 DatasetFormatError,
+                                 'annotation id=12, frame 0 (vid_a/00000.jpg): malformed '
+                                 'compressed RLE'),
+    'compressed truncated': (_set('annotations.1.segmentations.3.counts', lambda c: c + 'o'),
+                             DatasetFormatError, 'frame 3 (vid_a/00003.jpg): malformed'),
+    'compressed wrong total': (_set('annotations.1.segmentations.1.counts',
+                                    compressed_rle(rect_mask(24, 31, 1, 5, 1, 5))['counts']),
+                               DatasetFormatError,
+                               'frame 1 (vid_a/00001.jpg): RLE counts sum to 744 pixels, '
+                               'but size says 768'),
+    'rle counts wrong type': (_set('annotations.1.segmentations.0.counts', 5),
+                              DatasetFormatError, 'RLE counts must be a list or a string'),
+    'polygon odd length': (_set('annotations.2.segmentations.1', [[1, 2, 3, 4, 5, 6, 7]]),
+                           DatasetFormatError,
+                           'annotation id=13, frame 1 (vid_b/00001.jpg): polygon has 7 '
+                           'coordinates'),
+    'polygon too short': (_set('annotations.2.segmentations.0', [[1, 2, 3, 4]]),
+                          DatasetFormatError, 'polygon has 4 coordinates'),
+    'polygon strings': (_set('annotations.2.segmentations.0', [['1', '2', '3', '4', '5', '6']]),
+                        DatasetFormatError, 'polygon coordinates contain non-numbers'),
+    'polygon not nested': (_set('annotations.2.segmentations.0', [1, 2, 3, 4, 5, 6]),
+                           DatasetFormatError, 'polygon is a int'),
+    'polygon nan': (_set('annotations.2.segmentations.0', [[1, 2, 3, float('nan'), 5, 6]]),
+                    DatasetFormatError, 'not finite'),
+    'segmentation wrong type': (_set('annotations.2.segmentations.0', 'abc'), DatasetFormatError,
+                                'segmentation must be null, an RLE dict or a polygon list'),
+    'classes do not match': (_set('categories', categories(YTVIS_2021_CLASSES)),
+                             DatasetFormatError, 'do not match the file\'s categories'),
+    'classes reordered': (_set('categories', lambda cats: [dict(c, id=41 - c['id'])
+                                                           for c in cats]),
+                          DatasetFormatError, '(same names, different order)'),
+    'duplicated category id': (_set('categories', lambda cats: cats + [cats[0]]),
+                               DatasetFormatError, 'duplicated category id 1'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_INPUTS))
+def test_bad_input_raises_naming_file_and_entry(tmp_path, case):
+    mutate, error_type, fragment = BAD_INPUTS[case]
+    root = str(tmp_path)
+    raw = tiny_vis(root, categories(YTVIS_2019_CLASSES))
+    path = dump(root, raw)
+    text = mutate(raw, root)
+    if isinstance(text, str):
+        with open(path, 'w') as f:
+            f.write(text)
+    else:
+        dump(root, raw)
+    with pytest.raises(error_type) as error:
+        build(root, dataset_version='2019')
+    message = str(error.value)
+    assert message.startswith(f'{path}: '), message
+    assert fragment.format(root=root) in message, message
+    assert isinstance(error.value, ValueError)
+
+
+def test_missing_annotation_file_and_unknown_version(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.json: annotation file not found'):
+        build(str(tmp_path), 'nope.json')
+    with pytest.raises(ValueError, match="dataset_version must be one of .* got '2020'"):
+        build(str(tmp_path), dataset_version='2020')
+    with pytest.raises(ValueError, match='does not apply to OVIS'):
+        build(str(tmp_path), dataset_type='OVISDataset', dataset_version='2019')
+
+
+def test_compressed_rle_totals_match_pycocotools():
+    rng = np.random.RandomState(0)
+    strings, expected = [], []
+    for i in range(120):
+        h, w = rng.randint(1, 60, size=2)
+        mask = (rng.rand(h, w) < rng.rand()).astype(np.uint8)
+        if i % 9 == 0:
+            mask[:] = i % 2  # all background / all foreground
+        if i % 13 == 0:  # long runs need multi-character counts
+            mask = np.zeros((h * 40, w * 40), np.uint8)
+            mask[h:h * 30, w:] = 1
+        strings.append(compressed_rle(mask)['counts'])
+        expected.append(mask.size)
+    assert compressed_rle_pixel_totals(strings).tolist() == expected
+    # small batches: counts and strings must not leak across batch boundaries
+    assert compressed_rle_pixel_totals(strings, chunk_chars=7).tolist() == expected
+    # '0O' decodes to runs [0, -1]; 'o' continues past the end; ' ' and 'é' are illegal
+    bad = compressed_rle_pixel_totals(['0O', strings[1] + 'o', ' ', 'é', '', strings[2]])
+    assert bad.tolist() == [-1, -1, -1, -1, 0, expected[2]]
+
+
+def test_rle_validation_is_fast():
+    """10k compressed 360x640 masks with many runs are checked in well under a second."""
+    mask = rect_mask(360, 640, 40, 300, 10, 600)
+    mask[100:110, ::3] = 0  # many short runs
+    counts = compressed_rle(mask)['counts']
+    start = time.perf_counter()
+    totals = compressed_rle_pixel_totals([counts] * 10000)
+    elapsed = time.perf_counter() - start
+    assert (totals == 360 * 640).all()
+    assert elapsed < 3.0, elapsed
+
+
+# ----------------------------------------------------------------------------- clip sampling
+def fake_video(length: int) -> dict:
+    return dict(video_id=5, video_length=length,
+                images=[dict(frame_id=t, img_path=f'{t}.jpg', img_id=100 + t, instances=[])
+                        for t in range(length)])
+
+
+def sample(sampler: VideoClipSample, video: dict, seed: int) -> dict:
+    np.random.seed(seed)
+    return sampler(copy.deepcopy(video))
+
+
+def test_clip_sampling_invariants():
+    sampler = VideoClipSample(num_frames=8, frame_range=5)
+    video = fake_video(50)
+    references, offsets, any_duplicates = set(), set(), False
+    for seed in range(300):
+        results = sample(sampler, video, seed)
+        frames = results['frame_id']
+        assert len(frames) == 8 and frames == sorted(frames)
+        assert results['img_id'] == [100 + t for t in frames]
+        assert results['video_length'] == [8] * 8 and results['ori_video_length'] == [50] * 8
+        assert results['video_id'] == [5] * 8
+        flags = results['key_frame_flags']
+        assert sum(flags) == 1
+        reference = frames[flags.index(True)]
+        others = [t for t, key in zip(frames, flags) if not key]
+        assert reference not in others
+        assert all(abs(t - reference) <= 5 for t in others)
+        references.add(reference)
+        offsets.update(t - reference for t in others)
+        any_duplicates |= len(set(others)) < len(others)
+    assert any_duplicates  # drawn with replacement
+    assert offsets == set(range(-5, 6)) - {0}
+    assert len(references) >= 45  # uniform over the 50 frames
+
+
+def test_clip_sampling_at_edges_and_short_videos():
+    sampler = VideoClipSample(num_frames=6, frame_range=4)
+    for seed in range(20):
+        start = sampler(dict(fake_video(30), key_frame_id=0))
+        assert start['frame_id'][0] == 0 and start['key_frame_flags'][0]
+        assert all(1 <= t <= 4 for t in start['frame_id'][1:])
+        end = sample(sampler, dict(fake_video(30), key_frame_id=29), seed)
+        assert end['frame_id'][-1] == 29 and end['key_frame_flags'][-1]
+        assert all(25 <= t <= 28 for t in end['frame_id'][:-1])
+        single = sample(sampler, fake_video(1), seed)
+        assert single['frame_id'] == [0] * 6 and sum(single['key_frame_flags']) == 1
+        pair = sample(sampler, fake_video(2), seed)
+        reference = pair['frame_id'][pair['key_frame_flags'].index(True)]
+        assert sorted(pair['frame_id']) == sorted([reference] + [1 - reference] * 5)
+    with pytest.raises(ValueError, match='key_frame_id 3 is outside'):
+        sampler(dict(fake_video(3), key_frame_id=3))
+    with pytest.raises(ValueError, match='num_frames'):
+        VideoClipSample(num_frames=0)
+    with pytest.raises(ValueError, match='frame_range'):
+        VideoClipSample(frame_range=0)
+
+
+def test_drop_empty_mask_instances_keeps_keys_aligned():
+    masks = np.zeros((3, 8, 8), np.uint8)
+    masks[0, :2, :2] = 1
+    masks[2, 4:, 4:] = 1
+    results = dict(gt_masks=BitmapMasks(masks, 8, 8),
+                   gt_bboxes=np.arange(12, dtype=np.float32).reshape(3, 4),
+                   gt_bboxes_labels=np.array([4, 5, 6]),
+                   gt_ignore_flags=np.array([False, True, False]),
+                   gt_instances_ids=np.array([70, 71, 72], dtype=np.int32))
+    out = DropEmptyMaskInstances()(results)
+    assert out['gt_instances_ids'].tolist() == [70, 72]
+    assert out['gt_bboxes_labels'].tolist() == [4, 6]
+    assert out['gt_ignore_flags'].tolist() == [False, False]
+    assert out['gt_bboxes'][:, 0].tolist() == [0, 8]
+    assert out['gt_masks'].areas.tolist() == [4, 16]
+    assert DropEmptyMaskInstances(min_mask_area=5)(out)['gt_instances_ids'].tolist() == [72]
+
+
+# ----------------------------------------------------------------------------- pipelines
+def doc_pipeline(name: str) -> list:
+    """The ``name = [...]`` pipeline exactly as docs/dataset_prepare.md gives it."""
+    with open(DOC) as f:
+        blocks = re.findall(r'```python\n(.*?)```', f.read(), flags=re.S)
+    for block in blocks:
+        if f'{name} = [' in block:
+            scope: Dict[str, list] = {}
+            exec(block, scope)
+            return copy.deepcopy(scope[name])
+    raise AssertionError(f'{DOC} has no {name}')
+
+
+def moving_boxes_video(root: str, name: str, num_frames: int, h: int, w: int,
+                       tracks: List[tuple], seed: int) -> tuple:
+    """Frames of grey noise with solid coloured boxes; tracks = (colour BGR, y, x, size, dx)."""
+    rng = np.random.RandomState(seed)
+    images, masks = [], [[] for _ in tracks]
+    for t in range(num_frames):
+        image = rng.randint(100, 140, (h, w, 3)).astype(np.uint8)
+        for k, (colour, y, x, size, dx) in enumerate(tracks):
+            mask = rect_mask(h, w, y, y + size, x + dx * t, x + dx * t + size)
+            image[mask.astype(bool)] = colour
+            masks[k].append(mask)
+        images.append(image)
+    return write_frames(osp.join(root, 'JPEGImages', name), images), masks
+
+
+def test_clip_augmentation_shares_crop_scale_and_flip_across_frames(tmp_path):
+    """Identical frames must stay identical after the documented augmentation; with
+    ``share_random_params=False`` they do not (so this test can fail)."""
+    root = str(tmp_path)
+    image = noise_frames(1, 400, 480, 0)[0]
+    image[150:250, 300:420] = (0, 0, 255)
+    names = write_frames(osp.join(root, 'JPEGImages', 'same'), [image] * 3)
+    rle = compressed_rle(rect_mask(400, 480, 150, 250, 300, 420))
+    raw = dict(videos=[dict(id=1, file_names=names, length=3, height=400, width=480)],
+               categories=categories(['thing']),
+               annotations=[dict(id=1, video_id=1, category_id=1, segmentations=[rle] * 3)])
+    dump(root, raw)
+    dataset = build(root)
+    pipeline = doc_pipeline('train_pipeline')
+    pipeline[0].update(num_frames=4)
+    augment = Compose(pipeline[:-1])  # stop before packing to see the per-frame parameters
+    flips, shapes, crops = set(), set(), set()
+    for seed in range(24):
+        np.random.seed(seed)
+        results = augment(dataset.get_data_info(0))
+        for key in ('img_shape', 'scale_factor', 'flip', 'flip_direction'):
+            assert len(set(map(str, results[key]))) == 1, (seed, key, results[key])
+        for t in range(1, 4):
+            np.testing.assert_array_equal(results['img'][t], results['img'][0])
+            np.testing.assert_array_equal(results['homography_matrix'][t],
+                                          results['homography_matrix'][0])
+            np.testing.assert_array_equal(results['gt_masks'][t].masks,
+                                          results['gt_masks'][0].masks)
+        flips.add(results['flip'][0])
+        shapes.add(results['img_shape'][0])
+        # crop: the image aspect ratio changes (the resize keeps it)
+        crops.add(abs(results['img_shape'][0][1] / results['img_shape'][0][0] - 480 / 400) > 0.02)
+    assert flips == {True, False} and crops == {True, False} and len(shapes) >= 5
+
+    pipeline[1]['share_random_params'] = False
+    unshared = Compose(pipeline[:-1])
+    differs = False
+    for seed in range(8):
+        np.random.seed(seed)
+        results = unshared(dataset.get_data_info(0))
+        differs |= len(set(map(str, results['img_shape']))) > 1 or any(
+            not np.array_equal(results['img'][t], results['img'][0]) for t in range(1, 4))
+    assert differs
+
+
+TRAIN_SHORT_SIDES = (320, 352, 392, 416, 448, 480, 512, 544, 576, 608, 640)
+
+
+def test_train_pipeline_packs_clips_with_consistent_instances(tmp_path):
+    root = str(tmp_path)
+    red, green = (0, 0, 250), (0, 250, 0)
+    names, masks = moving_boxes_video(root, 'boxes', 6, 400, 480,
+                                      [(red, 30, 20, 60, 8), (green, 300, 380, 50, -6)], seed=0)
+    segmentations = [[compressed_rle(m) for m in track] for track in masks]
+    segmentations[1][2] = None  # the green box is not annotated in frame 2
+    raw = dict(videos=[dict(id=4, file_names=names, length=6, height=400, width=480)],
+               categories=[dict(id=10, name='red'), dict(id=20, name='green')],
+               annotations=[dict(id=101, video_id=4, category_id=10, segmentations=segmentations[0]),
+                            dict(id=202, video_id=4, category_id=20,
+                                 segmentations=segmentations[1])])
+    dump(root, raw)
+    pipeline = doc_pipeline('train_pipeline')
+    pipeline[0].update(num_frames=5, frame_range=3)
+    dataset = build(root, pipeline=pipeline)
+    colours = {101: np.array(red), 202: np.array(green)}
+    absences = 0
+    for seed in range(10):
+        np.random.seed(seed)
+        packed = dataset[0]
+        inputs, sample_ = packed['inputs'], packed['data_samples']
+        assert isinstance(sample_, TrackDataSample) and len(sample_) == 5
+        assert inputs.dtype == torch.uint8 and inputs.shape[:2] == (5, 3)
+        h, w = inputs.shape[-2:]
+        assert min(h, w) in TRAIN_SHORT_SIDES or max(h, w) == 768
+        assert len(sample_.key_frames_inds) == 1
+        frame_ids = [frame.frame_id for frame in sample_]
+        assert frame_ids == sorted(frame_ids)
+        for t, frame in enumerate(sample_):
+            gt = frame.gt_instances
+            assert frame.img_shape == (h, w)
+            # mmdet's LoadTrackAnnotations stores the ids as int32
+            assert gt.labels.dtype == torch.long
+            assert gt.instances_ids.dtype in (torch.int32, torch.long)
+            assert isinstance(gt.masks, BitmapMasks) and gt.masks.masks.shape == (len(gt), h, w)
+            assert gt.bboxes.shape == (len(gt), 4)
+            ids = gt.instances_ids.tolist()
+            assert len(set(ids)) == len(ids) and set(ids) <= {101, 202}
+            assert all(label == {101: 0, 202: 1}[i] for i, label in zip(ids, gt.labels.tolist()))
+            assert (gt.masks.areas > 0).all()
+            if frame.frame_id == 2:
+                assert 202 not in ids
+            absences += len(ids) < 2
+            # every mask still covers its own coloured box in the augmented image
+            image = inputs[t].permute(1, 2, 0).numpy().astype(np.float32)
+            for instance_id, mask in zip(ids, gt.masks.masks.astype(bool)):
+                if mask.sum() < 100:  # a sliver left by the crop is mostly blurred edge
+                    continue
+                mean_colour = image[mask].mean(axis=0)
+                assert np.abs(mean_colour - colours[instance_id]).max() < 40, (seed, t, mean_colour)
+    assert absences > 0
+
+
+def test_test_pipeline_with_track_img_sampler_visits_every_frame_in_order(tmp_path):
+    root = str(tmp_path)
+    raw = tiny_vis(root, categories(YTVIS_2021_CLASSES))
+    del raw['annotations']
+    dump(root, raw, 'valid.json')
+    dataset = build(root, 'valid.json', dataset_version='2021', test_mode=True,
+                    pipeline=doc_pipeline('test_pipeline'))
+    sampler = TrackImgSampler(dataset, seed=0)
+    indices = list(sampler)
+    assert indices == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+    sizes = {1: (24, 32), 2: (20, 28), 3: (16, 16)}
+    folders = {1: 'vid_a', 2: 'vid_b', 3: 'vid_c'}
+    for video_index, frame_index in indices:
+        packed = dataset[(video_index, frame_index)]
+        assert len(packed['data_samples']) == 1
+        meta = packed['data_samples'][0].metainfo
+        video_id = video_index + 1
+        assert (meta['video_id'], meta['frame_id']) == (video_id, frame_index)
+        assert meta['ori_video_length'] == len(raw['videos'][video_index]['file_names'])
+        assert meta['img_path'] == osp.join(root, 'JPEGImages', folders[video_id],
+                                            f'{frame_index:05d}.jpg')
+        h, w = sizes[video_id]
+        scale = min(480 / min(h, w), 1333 / max(h, w))
+        expected = (int(h * scale + 0.5), int(w * scale + 0.5))
+        assert meta['ori_shape'] == (h, w) and meta['img_shape'] == expected
+        np.testing.assert_allclose(meta['scale_factor'], (expected[1] / w, expected[0] / h))
+        assert packed['inputs'].shape == (1, 3) + expected
