@@ -168,3 +168,13 @@ def test_replays_the_official_tracker_exactly():
     np.testing.assert_allclose(pred['scores'].numpy(), ref['video_scores'], atol=1e-5)
     ours = np.stack([[mask_util.decode(rle) for rle in track] for track in pred['masks']])
     assert (ours.astype(bool) == ref['video_masks']).mean() > 0.9999
+
+
+def test_random_identity_control_scrambles_the_association():
+    from ctvis.models import RandomIdentityTracker
+    frames = [{0: (0, 0), 1: (1, 1), 2: (2, 2)}] * 6
+    tracked = run(CTVISTracker(NUM_CLASSES), frames)
+    scrambled = run(RandomIdentityTracker(NUM_CLASSES, seed=1), frames)
+    assert all(tracked[t] == tracked[0] for t in tracked)
+    assert any(scrambled[t] != scrambled[0] for t in scrambled)
+    assert all(sorted(s.values()) == [0, 1, 2] for s in scrambled.values())  # same track set

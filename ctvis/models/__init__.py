@@ -3,9 +3,11 @@ from .contrastive_loss import ConsistentContrastiveLoss
 from .ctvis import CTVIS
 from .ctvis_head import CTVISHead
 from .memory_bank import MemoryBank, TrackMemory, similarity_guided_fusion
-from .tracker import CTVISTracker, VideoTracks, bisoftmax_scores, mask_nms
+from .tracker import (CTVISTracker, RandomIdentityTracker, VideoTracks, bisoftmax_scores,
+                      mask_nms)
 
 __all__ = [
-    'CTVIS', 'CTVISHead', 'ConsistentContrastiveLoss', 'CTVISTracker', 'VideoTracks',
+    'CTVIS', 'CTVISHead', 'ConsistentContrastiveLoss', 'CTVISTracker', 'RandomIdentityTracker',
+    'VideoTracks',
     'MemoryBank', 'TrackMemory', 'similarity_guided_fusion', 'bisoftmax_scores', 'mask_nms'
 ]

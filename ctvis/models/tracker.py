@@ -344,3 +344,26 @@ class CTVISTracker:
         self.memory.update(track_ids, det_embeds[kept], frame_id)
         self.memory.remove_dead(frame_id)
         return keep[kept], torch.as_tensor(track_ids, dtype=torch.long)
+
+
+@MODELS.register_module()
+class RandomIdentityTracker(CTVISTracker):
+    """A no-tracking control: the CTVIS tracker with the embedding association replaced by chance.
+
+    Candidates, new-track creation, memory and video output are those of :class:`CTVISTracker`,
+    but each frame's detections are given the existing track ids in random order, so any AP gap
+    to the real tracker measures what the learned association contributes.
+
+    Args:
+        seed (int): Seed of the random assignment.
+        **kwargs: Arguments of :class:`CTVISTracker`.
+    """
+
+    def __init__(self, *args, seed: int = 0, **kwargs) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        super().__init__(*args, **kwargs)
+
+    def assign(self, scores: Tensor, track_frames: Tensor) -> List[int]:
+        num_dets, num_tracks = scores.shape
+        order = torch.randperm(num_tracks, generator=self.generator).tolist()
+        return [order[i] if i < num_tracks else -1 for i in range(num_dets)]
