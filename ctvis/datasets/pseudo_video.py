@@ -358,24 +358,28 @@ def _translate_matrix(dx: float, dy: float) -> np.ndarray:
     return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1]], dtype=np.float64)
 
 
-def _warp_masks(masks: np.ndarray, matrix: np.ndarray, out_hw: Tuple[int, int]) -> np.ndarray:
-    """Warp (N, H, W) binary masks with nearest sampling; returns (N, h, w) uint8.
+def _pack_masks(masks: np.ndarray) -> np.ndarray:
+    """Bit-pack (N, H, W) binary masks into (H, W, ceil(N / 8)) uint8 channels.
 
-    Masks are bit-packed (8 per byte channel) so one ``cv2.warpAffine`` call moves up to
-    2048 masks; nearest sampling keeps every bit exact.
+    One ``cv2.warpAffine`` call then moves 8 masks per channel, and nearest sampling keeps
+    every bit exact.
     """
-    num_masks = masks.shape[0]
+    return np.ascontiguousarray(np.packbits(masks.astype(bool), axis=0).transpose(1, 2, 0))
+
+
+def _warp_packed_masks(packed: np.ndarray, num_masks: int, matrix: np.ndarray,
+                       out_hw: Tuple[int, int]) -> np.ndarray:
+    """Warp masks packed by :func:`_pack_masks` (nearest); returns (N, h, w) uint8."""
     if num_masks == 0:
         return np.zeros((0, *out_hw), dtype=np.uint8)
-    packed = np.ascontiguousarray(np.packbits(masks.astype(bool), axis=0).transpose(1, 2, 0))
     warped = []
     for start in range(0, packed.shape[2], 256):  # cv2 handles at most 512 channels
         chunk = cv2.warpAffine(np.ascontiguousarray(packed[..., start:start + 256]),
                                matrix[:2], (out_hw[1], out_hw[0]), flags=cv2.INTER_NEAREST,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         warped.append(chunk.reshape(*out_hw, -1))
-    warped_bits = np.concatenate(warped, axis=2)
-    return np.unpackbits(warped_bits, axis=2, count=num_masks).transpose(2, 0, 1)
+    warped_bits = np.ascontiguousarray(np.concatenate(warped, axis=2).transpose(2, 0, 1))
+    return np.unpackbits(warped_bits, axis=0, count=num_masks)
 
 
 @TRANSFORMS.register_module()
@@ -598,12 +602,16 @@ class PseudoVideoFromImage(BaseTransform):
 
         frames: Dict[str, List[Any]] = {key: [] for key in (
             'img', 'gt_masks', 'homography_matrix', *instance_keys)}
+        packed_masks = _pack_masks(gt_masks.masks)
+        # A 1-pixel replicated border makes bilinear samples just outside the image edge behave
+        # like cv2.resize (no dark frame edges); rotation corners are still filled with 0.
+        padded_img = cv2.copyMakeBorder(img, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
         for matrix in matrices:
             frames['img'].append(cv2.warpAffine(
-                img, matrix[:2], (out_hw[1], out_hw[0]), flags=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT, borderValue=0))
-            masks = _warp_masks(gt_masks.masks, matrix, out_hw)
-            keep = masks.any(axis=(1, 2))
+                padded_img, (matrix @ _translate_matrix(-1, -1))[:2], (out_hw[1], out_hw[0]),
+                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+            masks = _warp_packed_masks(packed_masks, num_instances, matrix, out_hw)
+            keep = masks.reshape(len(masks), -1).any(axis=1)
             frame_masks = BitmapMasks(masks[keep], *out_hw)
             frames['gt_masks'].append(frame_masks)
             frames['homography_matrix'].append((matrix @ prev_homography).astype(np.float32))

@@ -94,8 +94,13 @@ class DatasetRatioSampler(Sampler):
         yield from itertools.islice(self._infinite_indices(), self.rank, None, self.world_size)
 
     def __iter__(self) -> Iterator[int]:
-        """Iterate the indices of this rank (the stream continues across ``iter`` calls)."""
-        yield from self.indices
+        """The indices of this rank.
+
+        Returns the one stream itself, so a new ``iter()`` continues where the last stopped
+        (a ``yield from`` wrapper, as in ``InfiniteSampler``, would close the stream when the
+        first iterator is garbage-collected).
+        """
+        return self.indices
 
     def __len__(self) -> int:
         """Size of the concatenated dataset."""

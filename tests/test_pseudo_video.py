@@ -1,0 +1,541 @@
+"""COCO pseudo-videos: category maps, the COCO dataset, the pseudo-video transform and the
+dataset-ratio sampler used for joint training."""
+import json
+import os.path as osp
+from collections import Counter
+
+import cv2
+import mmcv
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import BaseDataset, ConcatDataset
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+
+from ctvis.datasets import samplers as samplers_module
+from ctvis.datasets.pseudo_video import (COCO_TO_OVIS, COCO_TO_YTVIS19, COCO_TO_YTVIS21,
+                                         PSEUDO_VIDEO_TARGETS, CocoPseudoVideoDataset,
+                                         PseudoVideoFromImage)
+from ctvis.datasets.samplers import DatasetRatioSampler
+from ctvis.datasets.toy import TOY_CLASSES, make_toy_vis
+from ctvis.datasets.ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
+                                  DatasetFormatError, YTVISDataset)
+from mmdet.datasets import CocoDataset
+from mmdet.structures.bbox import HorizontalBoxes
+from mmdet.structures.mask import BitmapMasks, PolygonMasks
+
+pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
+
+COCO_CLASSES = CocoDataset.METAINFO['classes']
+
+
+# ----------------------------------------------------------------------------- category maps
+@pytest.mark.parametrize('target, classes, category_map, size', [
+    ('ytvis19', YTVIS_2019_CLASSES, COCO_TO_YTVIS19, 19),
+    ('ytvis21', YTVIS_2021_CLASSES, COCO_TO_YTVIS21, 20),
+    ('ovis', OVIS_CLASSES, COCO_TO_OVIS, 17),
+])
+def test_category_maps_are_consistent(target, classes, category_map, size):
+    assert PSEUDO_VIDEO_TARGETS[target] == (classes, category_map)
+    assert len(category_map) == size
+    assert set(category_map) <= set(COCO_CLASSES)
+    assert set(category_map.values()) <= set(classes)
+    sources = Counter(category_map.values())
+    shared = {name for name, count in sources.items() if count > 1}
+    if target == 'ovis':  # the only superclass target: road vehicles
+        assert shared == {'Vehical'}
+        assert {k for k, v in category_map.items() if v == 'Vehical'} == {'car', 'bus', 'truck'}
+    else:
+        assert not shared  # injective
+    # Documented decisions.
+    assert category_map['motorcycle'] in ('motorbike', 'Motorcycle')
+    assert 'bird' not in category_map and 'mouse' not in category_map
+
+
+def test_renamed_classes():
+    assert COCO_TO_YTVIS19['car'] == 'sedan' and COCO_TO_YTVIS21['car'] == 'car'
+    assert COCO_TO_YTVIS21['frisbee'] == 'flying_disc'
+    assert COCO_TO_YTVIS19['tennis racket'] == COCO_TO_YTVIS21['tennis racket'] == 'tennis_racket'
+
+
+# ----------------------------------------------------------------------------- COCO dataset
+def _polygon(x0, y0, x1, y1):
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def _write_coco(tmp_path, with_images: bool = False) -> str:
+    """A tiny COCO instances file: 4 images 60x80, person/bicycle/car/bus/bird/mouse."""
+    categories = [dict(id=i, name=n) for i, n in
+                  [(1, 'person'), (2, 'bicycle'), (3, 'car'), (6, 'bus'), (16, 'bird'),
+                   (74, 'mouse')]]
+    images = [dict(id=i, file_name=f'{i:03d}.png', height=60, width=80) for i in (1, 2, 3, 4)]
+
+    def ann(ann_id, image_id, category_id, box, iscrowd=0):
+        x0, y0, x1, y1 = box
+        return dict(id=ann_id, image_id=image_id, category_id=category_id, iscrowd=iscrowd,
+                    bbox=[x0, y0, x1 - x0, y1 - y0], area=(x1 - x0) * (y1 - y0),
+                    segmentation=_polygon(*box))
+
+    crowd = ann(13, 3, 1, (5, 5, 25, 25), iscrowd=1)
+    crowd['segmentation'] = dict(size=[60, 80], counts=[305, 20, 40, 20, 4415])  # uncompressed
+    annotations = [
+        ann(10, 1, 1, (10, 10, 30, 40)),  # person
+        ann(11, 1, 16, (40, 10, 60, 30)),  # bird: never mapped
+        ann(12, 2, 74, (5, 5, 15, 15)),  # mouse: never mapped
+        crowd,  # image 3 has only a crowd person
+        ann(14, 4, 3, (20, 20, 50, 45)),  # car
+        ann(15, 4, 1, (0, 0, 10, 10), iscrowd=1),  # crowd person
+        ann(16, 4, 1, (60, 5, 60, 25)),  # zero-width box: skipped
+        ann(17, 2, 2, (30, 30, 50, 50)),  # bicycle
+        ann(18, 1, 6, (50, 35, 75, 55)),  # bus
+    ]
+    path = str(tmp_path / 'instances.json')
+    with open(path, 'w') as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    if with_images:
+        colours = {10: (0, 0, 255), 14: (0, 255, 0), 18: (255, 0, 0), 17: (255, 0, 255)}
+        for image in images:
+            img = np.full((60, 80, 3), 90, np.uint8)
+            for a in annotations:
+                if a['image_id'] == image['id'] and a['id'] in colours:
+                    x, y, w, h = a['bbox']
+                    img[y:y + h, x:x + w] = colours[a['id']]
+            cv2.imwrite(str(tmp_path / image['file_name']), img)
+    return path
+
+
+def test_coco_dataset_keeps_mapped_annotations(tmp_path):
+    ann_file = _write_coco(tmp_path)
+    dataset = CocoPseudoVideoDataset(target='ytvis19', ann_file=ann_file,
+                                     data_prefix=dict(img_path='/images'), pipeline=[])
+    assert dataset.metainfo['classes'] == YTVIS_2019_CLASSES
+    assert len(dataset) == 2  # image 2 (mouse only) and 3 (crowd only) are dropped
+    first, second = dataset.get_data_info(0), dataset.get_data_info(1)
+    assert (first['video_id'], first['video_length']) == (1, 1)
+    frame = first['images'][0]
+    assert frame['img_path'] == '/images/001.png'
+    assert (frame['img_id'], frame['frame_id'], frame['height'], frame['width']) == (1, 0, 60, 80)
+    assert [(i['instance_id'], i['bbox_label'], i['ignore_flag'], i['bbox'])
+            for i in frame['instances']] == [(10, 0, 0, [10, 10, 30, 40])]
+    sedan = YTVIS_2019_CLASSES.index('sedan')
+    assert [(i['instance_id'], i['bbox_label'], i['ignore_flag'])
+            for i in second['images'][0]['instances']] == [(14, sedan, 0), (15, 0, 1)]
+
+    ovis = CocoPseudoVideoDataset(target='ovis', ann_file=ann_file, pipeline=[])
+    assert [ovis.get_data_info(i)['video_id'] for i in range(len(ovis))] == [1, 2, 4]
+    vehicle = OVIS_CLASSES.index('Vehical')
+    labels = {i['instance_id']: i['bbox_label']
+              for k in range(len(ovis)) for i in ovis.get_data_info(k)['images'][0]['instances']}
+    assert labels == {10: 0, 18: vehicle, 17: OVIS_CLASSES.index('Bicycle'), 14: vehicle, 15: 0}
+
+
+def test_coco_dataset_with_an_explicit_map(tmp_path):
+    dataset = CocoPseudoVideoDataset(category_map={'bird': 'b', 'mouse': 'm'},
+                                     metainfo=dict(classes=('m', 'b')),
+                                     ann_file=_write_coco(tmp_path), pipeline=[])
+    assert [(d['video_id'], [i['bbox_label'] for i in d['images'][0]['instances']])
+            for d in (dataset.get_data_info(k) for k in range(len(dataset)))] == \
+        [(1, [1]), (2, [0])]
+
+
+def test_coco_dataset_errors_name_the_file(tmp_path):
+    ann_file = _write_coco(tmp_path)
+    with open(ann_file) as f:
+        good = json.load(f)
+
+    def write(content, name):
+        path = str(tmp_path / name)
+        with open(path, 'w') as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        return path
+
+    cases = [
+        (write('{"images": [', 'truncated.json'), 'not valid JSON'),
+        (write([1, 2], 'list.json'), 'top level'),
+        (write({k: v for k, v in good.items() if k != 'annotations'}, 'no_anns.json'),
+         "'annotations'"),
+        (write(dict(good, annotations=good['annotations'] + [
+            dict(good['annotations'][0], id=99, image_id=1234)]), 'bad_image.json'),
+         'annotation id=99: unknown image_id 1234'),
+        (write(dict(good, annotations=[dict(good['annotations'][0], bbox=[1, 2])]),
+               'bad_box.json'), 'bbox must be 4 finite numbers'),
+        (write(dict(good, categories=[dict(id=1, name='toaster')], annotations=[]),
+               'no_mapped.json'), 'none of the mapped COCO categories'),
+    ]
+    for path, message in cases:
+        with pytest.raises(DatasetFormatError, match=message) as error:
+            CocoPseudoVideoDataset(target='ytvis21', ann_file=path, pipeline=[])
+        assert osp.basename(path) in str(error.value)
+    with pytest.raises(ValueError, match='target must be one of'):
+        CocoPseudoVideoDataset(target='ytvis2019', ann_file=ann_file)
+    with pytest.raises(ValueError, match='not classes of the target'):
+        CocoPseudoVideoDataset(target='ovis', category_map={'car': 'sedan'}, ann_file=ann_file)
+    with pytest.raises(ValueError, match='give target'):
+        CocoPseudoVideoDataset(category_map={'car': 'sedan'}, ann_file=ann_file)
+
+
+# ----------------------------------------------------------------------------- transform
+H, W = 240, 320
+# Instance colours (BGR) on a grey background; instance 2 is small and near a corner, so crops
+# and rotations often remove it from some frames.
+PATCHES = [((0, 0, 255), (40, 30, 120, 90)), ((0, 255, 0), (180, 120, 260, 200)),
+           ((255, 0, 0), (296, 4, 314, 22))]
+
+
+def _synthetic_image_results(polygons: bool = False) -> dict:
+    img = np.full((H, W, 3), 100, np.uint8)
+    masks = np.zeros((len(PATCHES), H, W), np.uint8)
+    for k, (colour, (x0, y0, x1, y1)) in enumerate(PATCHES):
+        img[y0:y1, x0:x1] = colour
+        masks[k, y0:y1, x0:x1] = 1
+    gt_masks = BitmapMasks(masks, H, W)
+    if polygons:
+        gt_masks = PolygonMasks([[np.array(_polygon(x0, y0, x1, y1)[0], float)]
+                                 for _, (x0, y0, x1, y1) in PATCHES], H, W)
+    return dict(img=img, img_path='synthetic.png', img_id=5, ori_shape=(H, W),
+                img_shape=(H, W), gt_masks=gt_masks,
+                gt_bboxes=np.array([box for _, box in PATCHES], np.float32),
+                gt_bboxes_labels=np.array([0, 1, 2]),
+                gt_instances_ids=np.array([11, 12, 13], np.int32),
+                gt_ignore_flags=np.zeros(3, bool))
+
+
+def _coordinate_image() -> np.ndarray:
+    """uint16 B = 100 x, G = 100 y, R = 50000: every pixel encodes its own position."""
+    ys, xs = np.mgrid[0:H, 0:W]
+    return np.stack([xs * 100, ys * 100, np.full((H, W), 50000)], -1).astype(np.uint16)
+
+
+def _core(mask: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The mask without its boundary band (frame edges count as boundary).
+
+    Bilinear sampling blends colours within one input pixel of an edge, which is ``scale``
+    frame pixels after upscaling; nearest sampling moves the mask edge by half of that.
+    """
+    radius = int(np.ceil(scale)) + 1
+    return cv2.erode(mask.astype(np.uint8), np.ones((2 * radius + 1, 2 * radius + 1), np.uint8),
+                     borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+
+
+def test_masks_follow_the_image_in_every_frame():
+    transform = PseudoVideoFromImage(num_frames=6)
+    dropped = 0
+    for seed in range(12):
+        np.random.seed(seed)
+        clip = transform(_synthetic_image_results(polygons=seed % 2 == 1))
+        assert len(clip['img']) == 6 and len({img.shape for img in clip['img']}) == 1
+        scale = max(clip['scale_factor'][0])
+        for t, img in enumerate(clip['img']):
+            masks = clip['gt_masks'][t]
+            ids = clip['gt_instances_ids'][t].tolist()
+            assert img.shape[:2] == clip['img_shape'][t] == (masks.height, masks.width)
+            assert len(masks) == len(ids) == len(clip['gt_bboxes_labels'][t]) == \
+                len(clip['gt_bboxes'][t]) == len(clip['gt_ignore_flags'][t])
+            assert all(area > 0 for area in masks.areas)  # empty instances were dropped
+            assert clip['gt_bboxes_labels'][t].tolist() == [i - 11 for i in ids]
+            np.testing.assert_array_equal(
+                clip['gt_bboxes'][t], HorizontalBoxes.from_instance_masks(masks).numpy())
+            # Input position of every frame pixel (the homography is checked against the image
+            # pixels in test_homography_maps_input_pixels_to_frame_pixels).
+            ys, xs = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+            src_x, src_y, _ = np.einsum('ij,jhw->ihw', np.linalg.inv(clip['homography_matrix'][t]),
+                                        np.stack([xs, ys, np.ones_like(xs)]).astype(float))
+            for k, (colour, (x0, y0, x1, y1)) in enumerate(PATCHES):
+                # Nearest sampling: inside iff the input pixel index rounds into the patch;
+                # pixels within 0.05 input pixels of a rounding edge may go either way.
+                edges = np.abs(np.stack([src_x - x0, src_x - x1, src_y - y0, src_y - y1]) + 0.5)
+                certain = edges.min(0) > 0.05
+                expected = (src_x > x0 - 0.5) & (src_x < x1 - 0.5) & \
+                    (src_y > y0 - 0.5) & (src_y < y1 - 0.5)
+                colour_pixels = np.abs(img.astype(int) - colour).max(2) < 40
+                if 11 + k not in ids:
+                    dropped += 1
+                    assert not expected[certain].any(), (seed, t, k)
+                    assert not _core(colour_pixels).any(), (seed, t, k)
+                    continue
+                mask = masks.masks[ids.index(11 + k)].astype(bool)
+                assert (mask == expected)[certain].all(), (seed, t, k)
+                assert mask[_core(colour_pixels, scale)].all(), (seed, t, k)
+                assert colour_pixels[_core(mask, scale)].all(), (seed, t, k)
+    assert dropped > 0  # the corner instance left some frames
+
+
+def test_homography_maps_input_pixels_to_frame_pixels():
+    """Sampling the coordinate image at the inverse homography reproduces every frame."""
+    results = _synthetic_image_results()
+    results['img'] = _coordinate_image()
+    transform = PseudoVideoFromImage(num_frames=4, crop_prob=0.5, flip_prob=0.5)
+    for seed in range(8):
+        np.random.seed(seed)
+        clip = transform(dict(results))
+        for img, matrix in zip(clip['img'], clip['homography_matrix']):
+            inverse = np.linalg.inv(matrix.astype(np.float64))
+            ys, xs = np.nonzero(_core(img[..., 2] > 40000, max(clip['scale_factor'][0])))
+            src = inverse @ np.stack([xs, ys, np.ones_like(xs)])
+            # Bilinear sampling of a linear ramp is exact up to cv2's 1/32-pixel grid.
+            assert np.abs(img[ys, xs, 0] / 100 - src[0]).max() < 0.05
+            assert np.abs(img[ys, xs, 1] / 100 - src[1]).max() < 0.05
+
+
+def test_rotation_is_monotonic_and_bounded():
+    directions = set()
+    transform = PseudoVideoFromImage(num_frames=8, crop_prob=0.0, flip_prob=0.0)
+    for seed in range(10):
+        np.random.seed(seed)
+        clip = transform(_synthetic_image_results())
+        angles = np.degrees([np.arctan2(m[0, 1], m[0, 0]) for m in clip['homography_matrix']])
+        steps = np.diff(angles)
+        assert (steps > 0).all() or (steps < 0).all()
+        assert np.abs(angles).max() <= 15.0 + 1e-3
+        directions.add(bool(steps[0] > 0))
+        # One rotation centre for the clip: frame t relative to frame 0 is a rotation about it.
+        matrices = np.stack(clip['homography_matrix']).astype(np.float64)
+        first_inverse = np.linalg.inv(matrices[0])
+        centres = []
+        for matrix in matrices[1:]:
+            relative = matrix @ first_inverse
+            centres.append(np.linalg.solve(np.eye(2) - relative[:2, :2], relative[:2, 2]))
+        np.testing.assert_allclose(centres, [centres[0]] * len(centres), atol=0.05)
+        frame_h, frame_w = clip['img_shape'][0]
+        assert 0.4 * frame_w - 1 <= centres[0][0] <= 0.6 * frame_w
+        assert 0.4 * frame_h - 1 <= centres[0][1] <= 0.6 * frame_h
+    assert directions == {True, False}  # reversed with probability 0.5
+
+
+def test_crop_window_moves_linearly_and_keeps_its_size():
+    transform = PseudoVideoFromImage(num_frames=7, crop_prob=1.0, flip_prob=0.0,
+                                     max_rotate_angle=0.0, crop_size_range=(150, 250))
+    for seed in range(8):
+        np.random.seed(seed)
+        clip = transform(_synthetic_image_results())
+        matrices = np.stack(clip['homography_matrix']).astype(np.float64)
+        np.testing.assert_allclose(matrices[:, :2, :2], matrices[:1, :2, :2].repeat(7, 0))
+        # The input position of the frame's top-left pixel: affine in the crop corner.
+        corners = np.stack([np.linalg.inv(m)[:2, 2] for m in matrices])
+        offsets = corners - corners[0]
+        direction = corners[-1] - corners[0]
+        assert np.linalg.norm(direction) > 1  # it moves
+        cross = offsets[:, 0] * direction[1] - offsets[:, 1] * direction[0]
+        assert np.abs(cross).max() < 1e-6 * np.linalg.norm(direction) ** 2  # collinear
+        progress = offsets @ direction / (direction @ direction)
+        assert (np.diff(progress) >= -1e-9).all()  # monotonic, from start to end
+        assert progress[0] == pytest.approx(0) and progress[-1] == pytest.approx(1)
+        # The window lies inside the resized input.
+        scale_x, scale_y = matrices[0, 0, 0], matrices[0, 1, 1]
+        frame_h, frame_w = clip['img_shape'][0]
+        assert corners.min() >= -0.5
+        assert (corners[:, 0] + frame_w / scale_x).max() <= W + 0.5
+        assert (corners[:, 1] + frame_h / scale_y).max() <= H + 0.5
+
+
+def test_frame_size_and_flip_are_shared_by_the_clip():
+    transform = PseudoVideoFromImage(num_frames=5)
+    flips = set()
+    for seed in range(16):
+        np.random.seed(seed)
+        clip = transform(_synthetic_image_results())
+        assert len(set(clip['flip'])) == 1 and len(set(clip['img_shape'])) == 1
+        flips.add(clip['flip'][0])
+        determinants = [np.linalg.det(m[:2, :2]) for m in clip['homography_matrix']]
+        assert all((d < 0) == clip['flip'][0] for d in determinants)
+        assert clip['flip_direction'][0] == ('horizontal' if clip['flip'][0] else None)
+        assert clip['frame_id'] == list(range(5)) and clip['video_length'] == [5] * 5
+    assert flips == {True, False}
+
+    # Without crop the frame size is the shortest-edge resize of the input.
+    no_crop = PseudoVideoFromImage(num_frames=2, crop_prob=0.0, max_rotate_angle=0.0,
+                                   flip_prob=1.0)
+    sizes = set()
+    for seed in range(10):
+        np.random.seed(seed)
+        clip = no_crop(_synthetic_image_results())
+        frame_h, frame_w = clip['img_shape'][0]
+        assert (frame_w, frame_h) in {mmcv.rescale_size((W, H), (768, short))
+                                      for short in no_crop.resize_short_edges}
+        sizes.add(frame_h)
+        # Flipped: the red patch (left in the input) is in the right half.
+        red = np.abs(clip['img'][0].astype(int) - (0, 0, 255)).max(2) < 40
+        assert np.nonzero(red)[1].mean() > frame_w / 2
+    assert len(sizes) > 2
+
+    # Without crop, flip and rotation a frame is exactly mmcv's keep-ratio rescale.
+    plain = PseudoVideoFromImage(num_frames=1, crop_prob=0.0, max_rotate_angle=0.0,
+                                 flip_prob=0.0, resize_short_edges=(400, ))
+    results = _synthetic_image_results()
+    results['img'] = cv2.GaussianBlur(results['img'], (0, 0), 5)  # edges in every direction
+    expected = mmcv.imrescale(results['img'], (768, 400))
+    frame = plain(results)['img'][0]
+    assert frame.shape == expected.shape
+    assert np.abs(frame.astype(int) - expected).max() <= 1
+
+
+def test_list_layout_input_and_errors():
+    results = _synthetic_image_results()
+    listed = {key: [value] for key, value in results.items()}
+    np.random.seed(3)
+    from_list = PseudoVideoFromImage(num_frames=2)(listed)
+    np.random.seed(3)
+    from_dict = PseudoVideoFromImage(num_frames=2)(results)
+    np.testing.assert_array_equal(from_list['img'][1], from_dict['img'][1])
+    assert from_list['img_path'] == ['synthetic.png'] * 2
+
+    with pytest.raises(ValueError, match='expects one image'):
+        PseudoVideoFromImage()({key: [value, value] for key, value in results.items()})
+    with pytest.raises(ValueError, match='gt_masks are 10x10'):
+        PseudoVideoFromImage()(dict(results, gt_masks=BitmapMasks(np.zeros((3, 10, 10)), 10, 10)))
+    with pytest.raises(ValueError, match='gt_instances_ids has 2 entries'):
+        PseudoVideoFromImage()(dict(results, gt_instances_ids=np.array([1, 2])))
+    with pytest.raises(ValueError, match='crop_size_range'):
+        PseudoVideoFromImage(crop_size_range=(600, 384))
+    with pytest.raises(ValueError, match='resize_short_edges'):
+        PseudoVideoFromImage(resize_short_edges=(800, ), resize_max_edge=768)
+
+
+def test_pipeline_from_coco_file_to_packed_clip(tmp_path):
+    ann_file = _write_coco(tmp_path, with_images=True)
+    pipeline = [
+        dict(type='BaseFrameSample'),
+        dict(type='TransformBroadcaster', transforms=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadTrackAnnotations', with_mask=True)]),
+        dict(type='PseudoVideoFromImage', num_frames=3, crop_prob=0.0, max_rotate_angle=5.0),
+        dict(type='PackTrackInputs'),
+    ]
+    init_default_scope('mmdet')
+    dataset = CocoPseudoVideoDataset(target='ovis', ann_file=ann_file,
+                                     data_prefix=dict(img_path=str(tmp_path)), pipeline=pipeline)
+    np.random.seed(0)
+    packed = dataset[0]  # image 1: person (red) and bus (blue)
+    inputs, sample = packed['inputs'], packed['data_samples']
+    assert inputs.dtype == torch.uint8 and inputs.shape[:2] == (3, 3)
+    frames = sample.video_data_samples
+    assert len(frames) == 3
+    vehicle = OVIS_CLASSES.index('Vehical')
+    for t, frame in enumerate(frames):
+        gt = frame.gt_instances
+        assert gt.labels.tolist() == [0, vehicle] and gt.instances_ids.tolist() == [10, 18]
+        assert gt.masks.masks.shape == (2, *inputs.shape[2:])
+        assert frame.metainfo['frame_id'] == t and frame.metainfo['img_id'] == 1
+        image = inputs[t].permute(1, 2, 0).numpy()
+        for mask, colour in zip(gt.masks.masks, [(0, 0, 255), (255, 0, 0)]):
+            core = _core(mask, max(frame.metainfo['scale_factor']))
+            assert core.sum() > 50
+            assert (np.abs(image[core].astype(int) - colour).max(1) < 40).all()
+    crowd = CocoPseudoVideoDataset(target='ovis', ann_file=ann_file,
+                                   data_prefix=dict(img_path=str(tmp_path)), pipeline=pipeline)[2]
+    first = crowd['data_samples'].video_data_samples[0]
+    assert first.gt_instances.instances_ids.tolist() == [14]
+    assert first.ignored_instances.instances_ids.tolist() == [15]
+
+
+# ----------------------------------------------------------------------------- sampler
+class _RangeDataset(BaseDataset):
+    """n items whose content is their own index."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__(metainfo=dict(classes=('a', )), pipeline=[], serialize_data=False)
+
+    def load_data_list(self):
+        return [dict(value=i) for i in range(self.size)]
+
+
+def _take(sampler, count):
+    iterator = iter(sampler)
+    return [next(iterator) for _ in range(count)]
+
+
+def test_sampler_hits_the_ratios_and_covers_each_dataset():
+    concat = ConcatDataset([_RangeDataset(7), _RangeDataset(13)])
+    sampler = DatasetRatioSampler(concat, ratios=[1.0, 1.5], seed=0)
+    indices = np.array(_take(sampler, 20000))
+    assert ((indices >= 0) & (indices < 20)).all()
+    pseudo_share = (indices < 7).mean()
+    assert abs(pseudo_share - 0.4) < 0.015  # binomial std 0.0035
+    for part, size in ((indices[indices < 7], 7), (indices[indices >= 7] - 7, 13)):
+        counts = np.bincount(part, minlength=size)
+        # Permutation passes: after k picks every item has floor(k/n) or that + 1.
+        assert counts.max() - counts.min() <= 1
+    assert len(sampler) == 20
+
+    ovis_like = DatasetRatioSampler(concat, ratios=[1.0, 0.75], seed=1)
+    assert abs((np.array(_take(ovis_like, 20000)) < 7).mean() - 1 / 1.75) < 0.015
+
+
+def test_sampler_is_seeded_and_continues_its_stream():
+    concat = ConcatDataset([_RangeDataset(5), _RangeDataset(9)])
+    first = DatasetRatioSampler(concat, ratios=[1, 1], seed=3)
+    assert _take(first, 200) == _take(DatasetRatioSampler(concat, ratios=[1, 1], seed=3), 200)
+    assert _take(DatasetRatioSampler(concat, ratios=[1, 1], seed=4), 200) != \
+        _take(DatasetRatioSampler(concat, ratios=[1, 1], seed=3), 200)
+    # A second iter() continues where the first stopped (like InfiniteSampler).
+    assert _take(first, 50) == _take(DatasetRatioSampler(concat, ratios=[1, 1], seed=3),
+                                     250)[200:]
+
+
+def test_sampler_gives_each_rank_its_own_stream(monkeypatch):
+    concat = ConcatDataset([_RangeDataset(6), _RangeDataset(10)])
+    single = _take(DatasetRatioSampler(concat, ratios=[1, 1.5], seed=0), 400)
+    per_rank = []
+    for rank in (0, 1):
+        monkeypatch.setattr(samplers_module, 'get_dist_info', lambda rank=rank: (rank, 2))
+        sampler = DatasetRatioSampler(concat, ratios=[1, 1.5], seed=0)
+        assert (sampler.rank, sampler.world_size) == (rank, 2)
+        per_rank.append(_take(sampler, 200))
+    assert per_rank[0] != per_rank[1]
+    assert per_rank[0] == single[0::2] and per_rank[1] == single[1::2]
+
+
+def test_sampler_rejects_bad_arguments():
+    concat = ConcatDataset([_RangeDataset(3), _RangeDataset(4)])
+    with pytest.raises(ValueError, match='2 sub-datasets'):
+        DatasetRatioSampler(concat, ratios=[1.0])
+    with pytest.raises(ValueError, match='not all 0'):
+        DatasetRatioSampler(concat, ratios=[0, 0])
+    with pytest.raises(ValueError, match='>= 0'):
+        DatasetRatioSampler(concat, ratios=[1, -1])
+    with pytest.raises(TypeError, match='ConcatDataset'):
+        DatasetRatioSampler(_RangeDataset(3), ratios=[1.0])
+    with pytest.raises(ValueError, match='empty'):
+        DatasetRatioSampler(ConcatDataset([_RangeDataset(0), _RangeDataset(4)]),
+                            ratios=[1, 1])
+
+
+def test_joint_training_dataloader_mixes_pseudo_and_real_clips(tmp_path):
+    """Runner-built dataloader over ConcatDataset(pseudo COCO, toy videos) with the sampler."""
+    init_default_scope('mmdet')
+    num_frames = 3
+    toy = make_toy_vis(str(tmp_path / 'toy'), 2, 5, seed=0, size=(48, 64))
+    pseudo = CocoPseudoVideoDataset(
+        category_map={'person': 'disc', 'car': 'square'}, metainfo=dict(classes=TOY_CLASSES),
+        ann_file=_write_coco(tmp_path, with_images=True), data_prefix=dict(img_path=str(tmp_path)),
+        pipeline=[
+            dict(type='BaseFrameSample'),
+            dict(type='TransformBroadcaster', transforms=[
+                dict(type='LoadImageFromFile'), dict(type='LoadTrackAnnotations', with_mask=True)]),
+            dict(type='PseudoVideoFromImage', num_frames=num_frames, resize_short_edges=(48, ),
+                 crop_prob=0.0),
+            dict(type='PackTrackInputs'),
+        ])
+    real = YTVISDataset(
+        ann_file=toy['train'], data_prefix=dict(img_path=toy['img_root']), pipeline=[
+            dict(type='VideoClipSample', num_frames=num_frames, frame_range=2),
+            dict(type='TransformBroadcaster', share_random_params=True, transforms=[
+                dict(type='LoadImageFromFile'), dict(type='LoadTrackAnnotations', with_mask=True)]),
+            dict(type='PackTrackInputs'),
+        ])
+    loader = Runner.build_dataloader(dict(
+        batch_size=4, num_workers=0, dataset=ConcatDataset([pseudo, real]),
+        sampler=dict(type='DatasetRatioSampler', ratios=[1.0, 1.5]),
+        collate_fn=dict(type='pseudo_collate')), seed=0)
+    sources = Counter()
+    batches = iter(loader)
+    for _ in range(5):
+        batch = next(batches)
+        assert len(batch['inputs']) == 4
+        for inputs, sample in zip(batch['inputs'], batch['data_samples']):
+            assert inputs.shape[0] == num_frames and len(sample.video_data_samples) == num_frames
+            path = sample.video_data_samples[0].metainfo['img_path']
+            sources['pseudo' if path.endswith('.png') else 'real'] += 1
+    assert sources['pseudo'] > 0 and sources['real'] > 0
