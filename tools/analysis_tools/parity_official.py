@@ -11,6 +11,7 @@ tolerance. With ``--frames-dir`` the JPEG frames also go through the project's o
 tracks and labels are compared.
 """
 import argparse
+import copy
 import json
 import os.path as osp
 import sys
@@ -119,13 +120,13 @@ def run_reference_input(model, ref) -> tuple:
 
 
 def run_pipeline(model, cfg: Config, frames_dir: str, ref) -> TrackDataSample:
-    """Feed the JPEG frames through the project's test pipeline at the reference's test scale."""
+    """Feed the JPEG frames through the config's test pipeline at the reference's test scale."""
     short_side = int(min(ref['image_size_resized']))
-    pipeline = Compose([
-        dict(type='TransformBroadcaster', transforms=[
-            dict(type='LoadImageFromFile'),
-            dict(type='Resize', scale=(1333, short_side), keep_ratio=True)]),
-        dict(type='PackTrackInputs')])
+    pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
+    for transform in pipeline[0]['transforms']:
+        if transform['type'] == 'Resize':
+            transform['scale'] = (1333, short_side)
+    pipeline = Compose(pipeline)
     names = sorted(n for n in json.loads(str(ref['meta_json']))['frame_files'])
     result = None
     with torch.no_grad():

@@ -51,7 +51,8 @@ test_pipeline = [
         type='TransformBroadcaster',
         transforms=[
             dict(type='LoadImageFromFile', backend_args=backend_args),
-            dict(type='Resize', scale=test_scale, keep_ratio=True),
+            # Pillow's bilinear resize, as the official pre-processing (cv2's differs slightly)
+            dict(type='Resize', scale=test_scale, keep_ratio=True, backend='pillow'),
         ]),
     dict(type='PackTrackInputs')
 ]
