@@ -392,10 +392,12 @@ def test_list_layout_input_and_errors():
         PseudoVideoFromImage(resize_short_edges=(800, ), resize_max_edge=768)
 
 
-def test_pipeline_from_coco_file_to_packed_clip(tmp_path):
+@pytest.mark.parametrize('frame_sampler', [
+    dict(type='BaseFrameSample'), dict(type='VideoClipSample', num_frames=1, frame_range=1)])
+def test_pipeline_from_coco_file_to_packed_clip(tmp_path, frame_sampler):
     ann_file = _write_coco(tmp_path, with_images=True)
     pipeline = [
-        dict(type='BaseFrameSample'),
+        frame_sampler,
         dict(type='TransformBroadcaster', transforms=[
             dict(type='LoadImageFromFile'),
             dict(type='LoadTrackAnnotations', with_mask=True)]),
