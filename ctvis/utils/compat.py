@@ -28,6 +28,9 @@ changes. docs/troubleshooting.md lists the symptoms each fix removes.
    lookups are answered with ``importlib`` instead.
 4. **Known deprecation noise** from torch/mmengine/mmdet on this stack is silenced by exact
    message + module filters (never a blanket ignore), so the warnings that matter stay visible.
+5. **Distributed on a CPU-only torch**: mmengine's launcher calls ``torch.cuda.set_device`` and
+   its Runner hands ``device_ids`` to DDP for CPU modules; both fail without CUDA. Here they are
+   skipped when there is no CUDA / the module is on the CPU (the tools pick the gloo backend).
 """
 import collections
 import functools
@@ -539,6 +542,47 @@ def _filter_known_deprecation_noise() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# 5. Distributed runs with a CPU-only torch (gloo)
+# ----------------------------------------------------------------------------------------------
+
+
+def _set_cuda_device_if_any(device: Any) -> None:
+    """``torch.cuda.set_device`` that does nothing where torch has no CUDA.
+
+    mmengine's pytorch/slurm/mpi launchers call ``torch.cuda.set_device(local_rank)``
+    unconditionally; a CPU-only torch raises ``AttributeError: module 'torch._C' has no
+    attribute '_cuda_setDevice'`` there.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.set_device(device)
+
+
+def _patch_mmengine_cpu_distributed() -> None:
+    """Let ``init_dist`` and the Runner's DDP wrapper work on CPU-only machines (gloo)."""
+    import mmengine.dist.utils as dist_utils
+    from mmengine.model.wrappers.distributed import MMDistributedDataParallel
+    if not isinstance(dist_utils.torch, _ModuleOverlay):
+        dist_utils.torch = _ModuleOverlay(
+            torch, cuda=_ModuleOverlay(torch.cuda, set_device=_set_cuda_device_if_any))
+
+    wrap = MMDistributedDataParallel.__init__
+    if getattr(wrap, '_ctvis_cpu_modules', False):
+        return
+
+    @functools.wraps(wrap)
+    def init_without_cpu_device_ids(self, module: torch.nn.Module, *args: Any,
+                                    **kwargs: Any) -> None:
+        # The Runner always passes device_ids=[LOCAL_RANK]; torch's DDP accepts device_ids only
+        # for modules on one GPU and rejects them for CPU modules.
+        if kwargs.get('device_ids') and all(p.device.type == 'cpu' for p in module.parameters()):
+            kwargs['device_ids'] = None
+        wrap(self, module, *args, **kwargs)
+
+    init_without_cpu_device_ids._ctvis_cpu_modules = True
+    MMDistributedDataParallel.__init__ = init_without_cpu_device_ids
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def apply_compat_fixes() -> None:
@@ -547,6 +591,7 @@ def apply_compat_fixes() -> None:
     _patch_mmengine_checkpoint_loading()
     _patch_package_lookup_without_pkg_resources()
     _patch_mmdet_ytviseval_np_float()
+    _patch_mmengine_cpu_distributed()
 
 
 apply_compat_fixes()

@@ -1,0 +1,316 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh end to end on a tiny config.
+
+The config (tests/data/configs/toy_vis_tools.py) uses the toy model, dataset and hook registered
+below; the tools import this module through the config's ``custom_imports`` (the tests put
+tests/ on PYTHONPATH), so the tools run exactly as they would on a real config.
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import shutil
+import socket
+import subprocess
+import sys
+
+import mmcv
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.dataset import BaseDataset
+from mmengine.dist import get_dist_info
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.structures import InstanceData
+
+from mmdet.registry import DATASETS, HOOKS, MODELS
+from mmdet.structures import DetDataSample, TrackDataSample
+
+TESTS = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(TESTS)
+CONFIG = osp.join(TESTS, 'data', 'configs', 'toy_vis_tools.py')
+PYTHON = sys.executable
+
+# ----------------------------------------------------------------------------------------------
+# Toy components (registered on import, in pytest and in the tool subprocesses alike)
+# ----------------------------------------------------------------------------------------------
+
+
+@DATASETS.register_module()
+class ToolsTestVideos(BaseDataset):
+    """Videos of a raw YouTube-VIS JSON; one item is a whole video.
+
+    Item: ``inputs`` uint8 (T, 3, H, W) BGR frames, ``data_samples`` a TrackDataSample whose
+    frames carry ``img_path``, ``frame_id``, ``ori_shape``, ``ori_video_length``, ``video_id`` and,
+    in training, ``gt_instances.masks`` float (N, H, W).
+    """
+    METAINFO = dict(classes=('square', ))
+
+    def load_data_list(self) -> list:
+        with open(self.ann_file) as f:
+            annotations = json.load(f)
+        masks = {a['video_id']: a['segmentations'] for a in annotations['annotations']}
+        return [
+            dict(video_id=video['id'],
+                 img_paths=[osp.join(self.data_root, name) for name in video['file_names']],
+                 masks=masks.get(video['id'], [None] * video['length']))
+            for video in annotations['videos']
+        ]
+
+    def prepare_data(self, idx: int) -> dict:
+        info = self.get_data_info(idx)
+        frames, samples = [], []
+        for frame_id, (path, rle) in enumerate(zip(info['img_paths'], info['masks'])):
+            image = mmcv.imread(path)
+            frames.append(torch.from_numpy(image).permute(2, 0, 1))
+            sample = DetDataSample(metainfo=dict(
+                img_path=path, frame_id=frame_id, video_id=info['video_id'],
+                ori_shape=image.shape[:2], ori_video_length=len(info['img_paths'])))
+            if not self.test_mode:
+                mask = mask_utils.decode(rle) if rle else np.zeros(image.shape[:2], np.uint8)
+                sample.gt_instances = InstanceData(masks=torch.from_numpy(mask)[None].float())
+            samples.append(sample)
+        video = TrackDataSample(metainfo=dict(video_id=info['video_id']))
+        video.video_data_samples = samples
+        return dict(inputs=torch.stack(frames), data_samples=video)
+
+
+@MODELS.register_module()
+class ToolsTestPixelVIS(BaseModel):
+    """Per-pixel foreground logits from a 1x1 conv; one video-level prediction per video.
+
+    Predictions have the layout of ctvis' online model once a video is complete (what the
+    YTVISMetric consumes): one TrackDataSample per video with ``video_complete=True``, one frame
+    per video frame, ``pred_track_instances`` with RLE ``masks``, ``labels``, ``scores``,
+    ``instances_id``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pixel_logit = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():  # bright pixels (the squares) start out as foreground
+            self.pixel_logit.weight.fill_(10 / 3)
+            self.pixel_logit.bias.fill_(-5.)
+
+    def forward(self, inputs, data_samples, mode: str = 'tensor'):
+        frames = torch.stack(inputs).float() / 255  # (N, T, 3, H, W)
+        logits = self.pixel_logit(frames.flatten(0, 1)).squeeze(1)  # (N*T, H, W)
+        if mode == 'tensor':
+            return logits
+        if mode == 'loss':
+            targets = torch.cat([
+                frame.gt_instances.masks for video in data_samples for frame in video
+            ])
+            return dict(loss_mask=F.binary_cross_entropy_with_logits(logits, targets))
+        return [self.video_prediction(video_logits, video)
+                for video_logits, video in zip(logits.split(frames.shape[1]), data_samples)]
+
+    @staticmethod
+    def video_prediction(logits: torch.Tensor, video: TrackDataSample) -> TrackDataSample:
+        """(T, H, W) logits of one video -> its video-complete prediction sample."""
+        foreground = logits > 0
+        score = torch.sigmoid(logits[foreground].mean()) if foreground.any() else logits.new_zeros(())
+        frames = []
+        for frame_id, mask in enumerate(foreground):
+            rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+            frame = DetDataSample(metainfo=dict(frame_id=frame_id,
+                                                ori_shape=video[frame_id].ori_shape))
+            frame.pred_track_instances = InstanceData(
+                masks=[rle if mask.any() else None], labels=torch.tensor([0]),
+                scores=score.detach().reshape(1), instances_id=torch.tensor([0]))
+            frames.append(frame)
+        result = TrackDataSample(metainfo=dict(video_id=video.video_id, video_complete=True,
+                                               ori_video_length=len(frames)))
+        result.video_data_samples = frames
+        return result
+
+
+@HOOKS.register_module()
+class ToolsTestRankMarker(Hook):
+    """After training, each rank writes its rank, world size and a weight checksum."""
+
+    def after_train(self, runner) -> None:
+        rank, world_size = get_dist_info()
+        checksum = sum(float(p.detach().double().sum()) for p in runner.model.parameters())
+        with open(osp.join(runner.work_dir, f'finished_rank{rank}.json'), 'w') as f:
+            json.dump(dict(rank=rank, world_size=world_size, checksum=checksum), f)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data and helpers
+# ----------------------------------------------------------------------------------------------
+
+NUM_VIDEOS, NUM_FRAMES, SIZE = 3, 3, 16
+
+
+def write_toy_videos(root: str) -> None:
+    """3 videos x 3 frames of a bright 6x6 square moving on a dark 16x16 background."""
+    videos, annotations = [], []
+    for video_id in range(1, NUM_VIDEOS + 1):
+        names, rles = [], []
+        for frame_id in range(NUM_FRAMES):
+            image = np.full((SIZE, SIZE, 3), 25, np.uint8)
+            mask = np.zeros((SIZE, SIZE), np.uint8)
+            y, x = 2 + video_id, 1 + 3 * frame_id
+            image[y:y + 6, x:x + 6] = 230
+            mask[y:y + 6, x:x + 6] = 1
+            name = f'video{video_id}/{frame_id:05d}.png'
+            mmcv.imwrite(image, osp.join(root, name))
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            rle['counts'] = rle['counts'].decode()
+            names.append(name)
+            rles.append(rle)
+        videos.append(dict(id=video_id, width=SIZE, height=SIZE, length=NUM_FRAMES,
+                           file_names=names))
+        annotations.append(dict(id=video_id, video_id=video_id, category_id=1, iscrowd=0,
+                                segmentations=rles, areas=[36.0] * NUM_FRAMES,
+                                bboxes=[[1.0 + 3 * t, 2.0 + video_id, 6.0, 6.0]
+                                        for t in range(NUM_FRAMES)]))
+    with open(osp.join(root, 'annotations.json'), 'w') as f:
+        json.dump(dict(videos=videos, annotations=annotations,
+                       categories=[dict(id=1, name='square')]), f)
+
+
+def data_options(root: str) -> list:
+    return [
+        f'train_dataloader.dataset.data_root={root}', f'test_dataloader.dataset.data_root={root}',
+        f'test_evaluator.ann_file={osp.join(root, "annotations.json")}'
+    ]
+
+
+def run_tool(args: list, cwd: str, timeout: int = 120, **env) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, REPO]), **env)
+    return subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def load_tool(name: str):
+    """Import tools/<name>.py as a module (to call its functions in-process)."""
+    spec = importlib.util.spec_from_file_location(f'ctvis_tool_{name}',
+                                                  osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def toy_data(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp('toy_videos'))
+    write_toy_videos(root)
+    return root
+
+
+@pytest.fixture(scope='module')
+def trained(toy_data, tmp_path_factory) -> dict:
+    """tools/train.py for 4 iterations (checkpoints at 2 and 4)."""
+    work_dir = str(tmp_path_factory.mktemp('train'))
+    result = run_tool([PYTHON, 'tools/train.py', CONFIG, '--work-dir', work_dir,
+                       '--cfg-options', *data_options(toy_data)], cwd=REPO)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return dict(work_dir=work_dir, log=result.stdout + result.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# train.py
+# ----------------------------------------------------------------------------------------------
+
+def test_train_writes_checkpoints_and_honours_cfg_options(trained):
+    work_dir = trained['work_dir']
+    assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+    assert osp.isfile(osp.join(work_dir, 'iter_4.pth'))
+    assert 'Iter(train) [4/4]' in trained['log']
+    with open(osp.join(work_dir, 'finished_rank0.json')) as f:
+        assert json.load(f)['world_size'] == 1
+    # the dumped config carries the --cfg-options values
+    dumped = [n for n in os.listdir(work_dir) if n.endswith('.py')]
+    assert dumped == ['toy_vis_tools.py']
+    with open(osp.join(work_dir, dumped[0])) as f:
+        assert 'annotations.json' in f.read()
+
+
+def test_resume_from_a_given_checkpoint(trained):
+    train = load_tool('train')
+    args = train.parse_args([CONFIG, '--work-dir', trained['work_dir'], '--resume',
+                             osp.join(trained['work_dir'], 'iter_2.pth')])
+    cfg = train.configure_training(args)
+    assert cfg.resume is True and cfg.load_from.endswith('iter_2.pth')
+    assert cfg.work_dir == trained['work_dir']
+
+    missing = train.parse_args([CONFIG, '--resume', 'no/such/iter_9.pth'])
+    with pytest.raises(train.ConfigError, match=r'no/such/iter_9\.pth: --resume checkpoint not'):
+        train.configure_training(missing)
+
+
+def test_work_dir_precedence_and_option_errors(tmp_path):
+    train = load_tool('train')
+    cfg = train.configure_training(train.parse_args([CONFIG]))
+    assert cfg.work_dir == osp.join('./work_dirs', 'toy_vis_tools')
+    cfg = train.configure_training(train.parse_args([CONFIG, '--cfg-options', 'work_dir=a/b']))
+    assert cfg.work_dir == 'a/b'
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--work-dir', 'c', '--cfg-options', 'work_dir=a/b']))
+    assert cfg.work_dir == 'c'
+
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--auto-scale-lr', '--cfg-options', 'optim_wrapper.optimizer.lr=0.25',
+         'train_dataloader.sampler.shuffle=False', '+model.note=added']))
+    assert cfg.auto_scale_lr.enable is True
+    assert cfg.optim_wrapper.optimizer.lr == 0.25 and cfg.train_dataloader.sampler.shuffle is False
+    assert cfg.model.note == 'added'
+
+    with pytest.raises(train.ConfigError, match=r"'optimiser' is not in 'optim_wrapper' "
+                       r"\(did you mean 'optimizer'\?\)"):
+        train.configure_training(train.parse_args(
+            [CONFIG, '--cfg-options', 'optim_wrapper.optimiser.lr=0.1']))
+    with pytest.raises(train.ConfigError, match=r'nope\.py: config file not found'):
+        train.configure_training(train.parse_args([str(tmp_path / 'nope.py')]))
+    if not torch.cuda.is_available():
+        with pytest.raises(train.ConfigError, match='--amp needs a CUDA GPU'):
+            train.configure_training(train.parse_args([CONFIG, '--amp']))
+    else:
+        cfg = train.configure_training(train.parse_args([CONFIG, '--amp']))
+        assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+
+
+def test_bad_cfg_options_key_exits_with_a_clear_message(tmp_path):
+    train = load_tool('train')
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([CONFIG, '--work-dir', str(tmp_path), '--cfg-options', 'train_cfg.max_iter=2'])
+    message = str(exit_info.value.code)
+    assert message.startswith('train.py: error: ')
+    assert "'max_iter' is not in 'train_cfg' (did you mean 'max_iters'?)" in message
+    assert not os.listdir(tmp_path)  # nothing ran
+
+
+# ----------------------------------------------------------------------------------------------
+# dist_train.sh
+# ----------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_path):
+    """``--resume`` without a path under dist_train.sh: 2 CPU processes continue iteration 2."""
+    work_dir = tmp_path / 'dist'
+    work_dir.mkdir()
+    shutil.copy(osp.join(trained['work_dir'], 'iter_2.pth'), work_dir / 'iter_2.pth')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_2.pth'))
+    result = run_tool(['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(work_dir),
+                       '--resume', '--cfg-options', *data_options(toy_data)], cwd=REPO,
+                      PORT=str(free_port()))
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert 'Auto resumed from the latest checkpoint' in log and 'resumed epoch: ' in log
+    assert 'iter: 2' in log and 'Iter(train) [3/4]' in log and 'Iter(train) [1/4]' not in log
+    assert (work_dir / 'iter_4.pth').is_file()
+    markers = [json.loads((work_dir / f'finished_rank{rank}.json').read_text()) for rank in (0, 1)]
+    assert [m['world_size'] for m in markers] == [2, 2]
+    assert markers[0]['checksum'] == markers[1]['checksum']  # DDP kept the replicas in sync
+    if not torch.cuda.is_available():
+        assert "backend='gloo'" in (work_dir / 'toy_vis_tools.py').read_text()
