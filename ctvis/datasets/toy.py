@@ -3,17 +3,19 @@
 A real VIS dataset is far too large to train on a CPU in minutes, and a trivially easy one does not
 exercise tracking. This generator renders short videos in the YouTube-VIS layout with four classes
 of textured shapes (``disc``, ``square``, ``triangle``, ``ring``). Each class has its own colour
-family and texture; instances of one class look alike. Every video is built so that tracking matters:
+family and texture; instances of one class look alike. The videos are built so that tracking
+matters:
 
-* two instances cross paths (often of the same class), so one occludes the other for a few frames;
+* in most videos two instances cross paths (often of the same class), so one occludes the other
+  for a few frames;
 * instances may make an *excursion*: leave the frame over an edge and come back, so the tracker has
   to re-identify them after they were absent (their annotation is ``null`` meanwhile);
 * shapes change scale and rotate smoothly; backgrounds are random low-saturation gradients with
   smooth noise, and every frame gets sensor noise.
 
-Masks are exact: they are the pixels each shape owns after painting in depth order (far to near), so
-an occluded part is not in the mask, the ring's hole shows what is behind it, and a fully occluded or
-off-frame instance is ``null`` in that frame.
+Masks are exact: they are the pixels each shape owns after painting in depth order (far to near),
+so an occluded part is not in the mask, the ring's hole shows what is behind it, and a fully
+occluded or off-frame instance is ``null`` in that frame.
 
 The output is deterministic for a seed: the JSON bytes are identical for the same arguments, and the
 JPEG frames are identical for the same libjpeg. Each video draws from its own random stream
