@@ -106,6 +106,22 @@ def test_readable_by_the_ytvis_api(toy_dir):
     assert api.annToMask(ann, frame).sum() == ann['areas'][frame]
 
 
+def test_official_evaluation_scores_the_ground_truth_as_perfect(toy_dir):
+    from mmdet.evaluation.functional.ytvis import YTVIS
+    from mmdet.evaluation.functional.ytviseval import YTVISeval
+
+    ann_file = osp.join(toy_dir, 'valid.json')
+    api = YTVIS(ann_file)
+    results = [dict(video_id=a['video_id'], category_id=a['category_id'],
+                    segmentations=a['segmentations'], score=1.0)
+               for a in _load(ann_file)['annotations']]
+    evaluator = YTVISeval(api, api.loadRes(results), 'segm')
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert evaluator.stats[0] == pytest.approx(1.0)  # AP
+
+
 def test_masks_match_the_rendered_colours(toy_dir):
     """Inside each mask the JPEG shows the class colour family; outside all masks it does not."""
     class_rgb = np.array([(220, 45, 40), (45, 185, 60), (50, 85, 230), (240, 200, 35)], float)
