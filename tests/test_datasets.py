@@ -20,7 +20,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 
 from ctvis.datasets import (DatasetFormatError, DropEmptyMaskInstances, MissingFrameError,
-                            OVISDataset, VideoClipSample, YTVISDataset)
+                            VideoClipSample, YTVISDataset)
 from ctvis.datasets.ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
                                   compressed_rle_pixel_totals)
 from mmdet.datasets.samplers import TrackImgSampler
@@ -281,6 +281,11 @@ def _delete(key: str) -> Callable[[dict, str], None]:
     return lambda raw, root: raw.pop(key)
 
 
+def _overwrite(path: str, text: str) -> None:
+    with open(path, 'w') as f:
+        f.write(text)
+
+
 def _counts_plus(delta: int):
     return lambda rle: dict(rle, counts=rle['counts'][:-1] + [rle['counts'][-1] + delta])
 
@@ -288,13 +293,22 @@ def _counts_plus(delta: int):
 BAD_INPUTS = {
     'not json': (_raw_text('{"videos": ['), DatasetFormatError, 'not valid JSON'),
     'top level list': (_raw_text('[]'), DatasetFormatError, 'top level is a list'),
-    'missing videos': (_delete('videos'), DatasetFormatError, "missing top-level key(s) ['videos']"),
+    'missing videos': (_delete('videos'), DatasetFormatError,
+                       "missing top-level key(s) ['videos']"),
     'missing categories': (_delete('categories'), DatasetFormatError, 'missing top-level key'),
     'missing frame': (lambda raw, root: os.remove(osp.join(root, 'JPEGImages', 'vid_b',
                                                            '00002.jpg')),
                       MissingFrameError, 'video id=2, frame 2: {root}/JPEGImages/vid_b/00002.jpg'),
     'missing folder': (lambda raw, root: shutil.rmtree(osp.join(root, 'JPEGImages', 'vid_c')),
                        MissingFrameError, 'vid_c/00000.jpg does not exist (folder missing)'),
+    'frame size differs': (lambda raw, root: cv2.imwrite(
+        osp.join(root, 'JPEGImages', 'vid_b', '00000.jpg'), np.zeros((10, 12, 3), np.uint8)),
+                           DatasetFormatError,
+                           'video id=2: frame 0 ({root}/JPEGImages/vid_b/00000.jpg) is 10x12 '
+                           '(HxW) but the file says 20x28'),
+    'unreadable frame': (lambda raw, root: _overwrite(
+        osp.join(root, 'JPEGImages', 'vid_c', '00000.jpg'), 'not an image'),
+                         DatasetFormatError, 'video id=3, frame 0: cannot read'),
     'video without frames': (_set('videos.1.file_names', []), DatasetFormatError,
                              'video id=2: video has no frames'),
     'video length mismatch': (_set('videos.0.length', 5), DatasetFormatError,
@@ -594,7 +608,8 @@ def test_train_pipeline_packs_clips_with_consistent_instances(tmp_path):
     segmentations[1][2] = None  # the green box is not annotated in frame 2
     raw = dict(videos=[dict(id=4, file_names=names, length=6, height=400, width=480)],
                categories=[dict(id=10, name='red'), dict(id=20, name='green')],
-               annotations=[dict(id=101, video_id=4, category_id=10, segmentations=segmentations[0]),
+               annotations=[dict(id=101, video_id=4, category_id=10,
+                                 segmentations=segmentations[0]),
                             dict(id=202, video_id=4, category_id=20,
                                  segmentations=segmentations[1])])
     dump(root, raw)
@@ -666,3 +681,42 @@ def test_test_pipeline_with_track_img_sampler_visits_every_frame_in_order(tmp_pa
         assert meta['ori_shape'] == (h, w) and meta['img_shape'] == expected
         np.testing.assert_allclose(meta['scale_factor'], (expected[1] / w, expected[0] / h))
         assert packed['inputs'].shape == (1, 3) + expected
+
+
+def test_documented_dataloader_feeds_the_track_data_preprocessor(tmp_path):
+    """The docs' train dataloader config builds with mmengine and yields (N, T, 3, H, W) batches."""
+    from mmengine.runner import Runner
+    from mmdet.registry import MODELS
+
+    root = str(tmp_path)
+    raw = dict(videos=[], annotations=[], categories=categories(['box']))
+    for video_id in (1, 2):
+        names, masks = moving_boxes_video(root, f'boxes{video_id}', 4, 40, 48,
+                                          [((0, 0, 250), 5, 5, 10, 3)], video_id)
+        raw['videos'].append(dict(id=video_id, file_names=names, length=4, height=40, width=48))
+        raw['annotations'].append(dict(id=video_id, video_id=video_id, category_id=1,
+                                       segmentations=[compressed_rle(m) for m in masks[0]]))
+    dump(root, raw, 'train.json')
+    with open(DOC) as f:
+        blocks = re.findall(r'```python\n(.*?)```', f.read(), flags=re.S)
+    scope: dict = {}
+    for block in blocks:  # the pipelines, then the dataloaders that use them
+        if 'pipeline = [' in block or 'train_dataloader = dict(' in block:
+            exec(block, scope)
+    cfg = copy.deepcopy(scope['train_dataloader'])
+    cfg.update(num_workers=0, persistent_workers=False)
+    cfg['dataset'].update(data_root=root, dataset_version=None,
+                          data_prefix=dict(img_path='JPEGImages'))
+    cfg['dataset']['pipeline'][0].update(num_frames=3)
+    np.random.seed(0)
+    batch = next(iter(Runner.build_dataloader(cfg, seed=0)))
+    preprocessor = MODELS.build(dict(type='TrackDataPreprocessor', bgr_to_rgb=True,
+                                     pad_size_divisor=32, pad_mask=True,
+                                     mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]))
+    data = preprocessor(batch, training=True)
+    assert data['inputs'].shape[:3] == (2, 3, 3) and data['inputs'].dtype == torch.float32
+    assert data['inputs'].shape[-2] % 32 == 0 and data['inputs'].shape[-1] % 32 == 0
+    for clip in data['data_samples']:
+        for frame in clip:
+            assert frame.gt_instances.masks.masks.shape[-2:] == tuple(data['inputs'].shape[-2:])
+            assert frame.gt_instances.instances_ids.tolist() in ([], [1], [2])
