@@ -330,6 +330,10 @@ def test_detectron2_pickle_of_numpy_arrays_loads(tmp_path, no_trust, protocol):
     for key, value in d2['model'].items():
         np.testing.assert_array_equal(loaded['model'][key], value)
         assert loaded['model'][key].dtype == value.dtype
+    bare = tmp_path / 'array.pkl'  # a pickle whose first object is not a dict
+    with open(bare, 'wb') as f:
+        pickle.dump(np.arange(5), f, protocol=protocol)
+    np.testing.assert_array_equal(safe_load_file(bare), np.arange(5))
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -240,43 +240,47 @@ def _torch_forces_weights_only() -> bool:
     return os.getenv('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in ('1', 'y', 'yes', 'true')
 
 
-def _load_stream(stream: BinaryIO, map_location: MapLocation, source: str) -> Any:
-    """Load a torch checkpoint (zip or legacy) or a plain pickle from a seekable binary stream."""
+def _is_torch_legacy_header(first_object: Any) -> bool:
+    return isinstance(first_object, int) and first_object == _TORCH_LEGACY_MAGIC_NUMBER
+
+
+def _load_stream(stream: BinaryIO, map_location: MapLocation, source: str,
+                 path: Optional[str] = None) -> Any:
+    """Load a torch checkpoint (zip or legacy) or a plain pickle from a seekable binary stream.
+
+    ``path``, when the stream is that file, lets torch read the file itself (twice as fast).
+    """
     start = stream.tell()
+    is_zip = zipfile.is_zipfile(stream)
+    stream.seek(start)
+    is_tar = not is_zip and _is_tar(stream)
+
+    def torch_load(**kwargs: Any) -> Any:
+        stream.seek(start)
+        return torch.load(path if path is not None else stream, map_location=map_location,
+                          **kwargs)
+
     if _is_trusted(source):
         from mmengine.logging import print_log
         print_log(f'{source} is trusted ({TRUSTED_CHECKPOINTS_ENV} / trust_checkpoint): loading '
                   'it with full unpickling', logger='current', level=logging.INFO)
-        if zipfile.is_zipfile(stream) or _is_tar(stream):
-            stream.seek(start)
-            return torch.load(stream, map_location=map_location, weights_only=False)
-        stream.seek(start)
-        first = pickle.load(stream, encoding='latin1')
-        if first != _TORCH_LEGACY_MAGIC_NUMBER:
-            return first
-        stream.seek(start)
-        return torch.load(stream, map_location=map_location, weights_only=False)
-
+        if not (is_zip or is_tar):
+            first = pickle.load(stream, encoding='latin1')
+            if not _is_torch_legacy_header(first):
+                return first
+        return torch_load(weights_only=False)
     if _torch_forces_weights_only():  # the user asked torch for its own, stricter loader
-        return torch.load(stream, map_location=map_location, weights_only=True)
+        return torch_load(weights_only=True)
     try:
-        if zipfile.is_zipfile(stream):
-            stream.seek(start)
+        if is_zip:
             with zipfile.ZipFile(stream) as archive:
                 if any(n.endswith('constants.pkl') for n in archive.namelist()):
                     raise UnsafeCheckpointError(source, 'a TorchScript archive (it holds code)')
-            stream.seek(start)
-            return torch.load(stream, map_location=map_location, weights_only=False,
-                              pickle_module=_restricted_pickle_module())
-        stream.seek(start)
-        if not _is_tar(stream):
-            stream.seek(start)
+        elif not is_tar:
             first = _RestrictedUnpickler(stream, encoding='latin1').load()
-            if first != _TORCH_LEGACY_MAGIC_NUMBER:
+            if not _is_torch_legacy_header(first):
                 return first  # a plain pickle, e.g. detectron2 .pkl weights
-        stream.seek(start)
-        return torch.load(stream, map_location=map_location, weights_only=False,
-                          pickle_module=_restricted_pickle_module())
+        return torch_load(weights_only=False, pickle_module=_restricted_pickle_module())
     except _Refused as refused:
         raise UnsafeCheckpointError(source, str(refused)) from None
 
@@ -314,7 +318,7 @@ def safe_load_file(path: Union[str, os.PathLike],
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: checkpoint file not found')
     with open(path, 'rb') as stream:
-        return _load_stream(stream, map_location, path)
+        return _load_stream(stream, map_location, path, path)
 
 
 def safe_torch_load(f: Union[str, os.PathLike, BinaryIO],
