@@ -244,11 +244,12 @@ def _is_torch_legacy_header(first_object: Any) -> bool:
     return isinstance(first_object, int) and first_object == _TORCH_LEGACY_MAGIC_NUMBER
 
 
-def _load_stream(stream: BinaryIO, map_location: MapLocation, source: str,
+def _load_stream(stream: BinaryIO, map_location: MapLocation, source: str, trusted: bool,
                  path: Optional[str] = None) -> Any:
     """Load a torch checkpoint (zip or legacy) or a plain pickle from a seekable binary stream.
 
-    ``path``, when the stream is that file, lets torch read the file itself (twice as fast).
+    ``source`` names the file in messages; ``trusted`` files are fully unpickled; ``path``, when
+    the stream is that file, lets torch read the file itself (twice as fast).
     """
     start = stream.tell()
     is_zip = zipfile.is_zipfile(stream)
@@ -260,7 +261,7 @@ def _load_stream(stream: BinaryIO, map_location: MapLocation, source: str,
         return torch.load(path if path is not None else stream, map_location=map_location,
                           **kwargs)
 
-    if _is_trusted(source):
+    if trusted:
         from mmengine.logging import print_log
         print_log(f'{source} is trusted ({TRUSTED_CHECKPOINTS_ENV} / trust_checkpoint): loading '
                   'it with full unpickling', logger='current', level=logging.INFO)
@@ -315,10 +316,14 @@ def safe_load_file(path: Union[str, os.PathLike],
         UnsafeCheckpointError: the file asks for a global outside the allow-list.
     """
     path = osp.expanduser(os.fspath(path))
+    return _load_path(path, map_location, path, _is_trusted(path))
+
+
+def _load_path(path: str, map_location: MapLocation, source: str, trusted: bool) -> Any:
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: checkpoint file not found')
     with open(path, 'rb') as stream:
-        return _load_stream(stream, map_location, path, path)
+        return _load_stream(stream, map_location, source, trusted, path)
 
 
 def safe_torch_load(f: Union[str, os.PathLike, BinaryIO],
@@ -329,9 +334,12 @@ def safe_torch_load(f: Union[str, os.PathLike, BinaryIO],
     """
     if isinstance(f, (str, os.PathLike)):
         return safe_load_file(f, map_location)
+    name = getattr(f, 'name', None)
     if not f.seekable():
         f = io.BytesIO(f.read())
-    return _load_stream(f, map_location, getattr(f, 'name', None) or '<in-memory checkpoint>')
+    if isinstance(name, str):
+        return _load_stream(f, map_location, name, _is_trusted(name))
+    return _load_stream(f, map_location, '<in-memory checkpoint>', False)
 
 
 def safe_load_url(url: str,
@@ -365,16 +373,7 @@ def safe_load_url(url: str,
             if len(members) == 1 and not members[0].is_dir():  # torch < 1.6 hub convention
                 archive.extractall(model_dir)
                 cached_file = osp.join(model_dir, members[0].filename)
-    trusted = _is_trusted(url)
-    if trusted:
-        _trusted_sources.add(cached_file)
-    try:
-        return safe_load_file(cached_file, map_location)
-    except UnsafeCheckpointError as error:
-        raise UnsafeCheckpointError(f'{url} (cached as {cached_file})', error.refused) from None
-    finally:
-        if trusted:
-            _trusted_sources.discard(cached_file)
+    return _load_path(cached_file, map_location, url, _is_trusted(url) or _is_trusted(cached_file))
 
 
 class _ModuleOverlay(types.ModuleType):
