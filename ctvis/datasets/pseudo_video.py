@@ -21,7 +21,6 @@ A training pipeline for the pseudo-video dataset::
         dict(type='PackTrackInputs'),
     ]
 """
-import json
 import math
 import os.path as osp
 from collections import Counter
@@ -31,15 +30,14 @@ import cv2
 import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform
-from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
 from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS, TRANSFORMS
 from mmdet.structures.bbox import BaseBoxes, HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
-from .ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
-                    DatasetFormatError)
+from .ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, DatasetFormatError,
+                    read_annotation_json)
 
 # ----------------------------------------------------------------------------- category maps
 # Rules used for all three maps (derived from the class names, COCO 2017 names on the left):
@@ -244,19 +242,7 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
         return data_list
 
     def _read_json(self) -> dict:
-        if not self.ann_file:
-            raise ValueError(f'{type(self).__name__}: ann_file is not set')
-        try:
-            with get_local_path(self.ann_file) as local_path:
-                with open(local_path, encoding='utf-8') as f:
-                    raw = json.load(f)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f'{self.ann_file}: annotation file not found') from error
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise DatasetFormatError(f'{self.ann_file}: not valid JSON: {error}') from error
-        if not isinstance(raw, dict):
-            raise DatasetFormatError(
-                f'{self.ann_file}: top level is a {type(raw).__name__}, expected an object')
+        raw = read_annotation_json(self.ann_file, type(self).__name__)
         for key in ('images', 'annotations', 'categories'):
             if not isinstance(raw.get(key), list):
                 raise DatasetFormatError(

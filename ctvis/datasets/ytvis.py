@@ -210,6 +210,24 @@ def _mask_to_coco_rle(mask: Any, height: int, width: int) -> dict:
     return mask
 
 
+def read_annotation_json(ann_file: str, owner: str) -> dict:
+    """Load an annotation JSON whose top level is an object; errors name the file."""
+    if not ann_file:
+        raise ValueError(f'{owner}: ann_file is not set')
+    try:
+        with get_local_path(ann_file) as local_path:
+            with open(local_path, encoding='utf-8') as f:
+                raw = json.load(f)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f'{ann_file}: annotation file not found') from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetFormatError(f'{ann_file}: not valid JSON: {error}') from error
+    if not isinstance(raw, dict):
+        raise DatasetFormatError(
+            f'{ann_file}: top level is a {type(raw).__name__}, expected an object')
+    return raw
+
+
 @DATASETS.register_module()
 class YTVISDataset(BaseVideoDataset):
     """YouTube-VIS format video dataset read from the official raw JSON.
@@ -290,19 +308,7 @@ class YTVISDataset(BaseVideoDataset):
         return data_list
 
     def _read_json(self) -> dict:
-        if not self.ann_file:
-            raise ValueError(f'{type(self).__name__}: ann_file is not set')
-        try:
-            with get_local_path(self.ann_file) as local_path:
-                with open(local_path, encoding='utf-8') as f:
-                    raw = json.load(f)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f'{self.ann_file}: annotation file not found') from error
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise DatasetFormatError(f'{self.ann_file}: not valid JSON: {error}') from error
-        if not isinstance(raw, dict):
-            raise DatasetFormatError(
-                f'{self.ann_file}: top level is a {type(raw).__name__}, expected an object')
+        raw = read_annotation_json(self.ann_file, type(self).__name__)
         missing = [key for key in ('videos', 'categories') if key not in raw]
         if missing:
             raise DatasetFormatError(
