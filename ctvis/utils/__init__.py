@@ -17,7 +17,7 @@ from mmengine.utils import import_modules_from_strings  # noqa: E402
 
 __all__ = [
     'TRUSTED_CHECKPOINTS_ENV', 'UnsafeCheckpointError', 'safe_load_file', 'safe_load_url',
-    'trust_checkpoint', 'ConfigError', 'load_tool_config', 'apply_cfg_options',
+    'trust_checkpoint', 'ConfigError', 'RUNNER_KEYS', 'load_tool_config', 'apply_cfg_options',
     'choose_dist_backend', 'build_runner'
 ]
 
@@ -66,7 +66,8 @@ def apply_cfg_options(cfg: Config, options: Dict[str, Any], config_path: str) ->
     """
     checked = {}
     for key, value in options.items():
-        if key.startswith('+') or key.split('.')[0] in RUNNER_KEYS and key.split('.')[0] not in cfg:
+        top_level = key.split('.')[0]
+        if key.startswith('+') or (top_level in RUNNER_KEYS and top_level not in cfg):
             checked[key.lstrip('+')] = value
             continue
         missing = _missing_key(cfg, key)

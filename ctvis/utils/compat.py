@@ -193,16 +193,16 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
         ('torch', 'UntypedStorage'): torch.UntypedStorage,
         ('torch.nn.parameter', 'Parameter'): torch.nn.Parameter,
         ('torch._utils', '_rebuild_tensor'): utils._rebuild_tensor,
-        ('torch._utils', '_rebuild_tensor_v2'): _without_backward_hooks(utils._rebuild_tensor_v2, 5),
-        ('torch._utils', '_rebuild_tensor_v3'): _without_backward_hooks(utils._rebuild_tensor_v3, 5),
-        ('torch._utils', '_rebuild_parameter'): _without_backward_hooks(utils._rebuild_parameter, 2),
-        ('torch._utils', '_rebuild_parameter_with_state'):
-        _without_backward_hooks(utils._rebuild_parameter_with_state, 2),
         ('torch._tensor', '_rebuild_from_type_v2'): _rebuild_tensor_subclass,
         ('numpy', 'ndarray'): np.ndarray,
         ('numpy', 'dtype'): np.dtype,
         ('mmengine.logging.history_buffer', 'HistoryBuffer'): HistoryBuffer,
     }
+    # the rebuild functions that take backward hooks, and the position of that argument
+    for rebuild, hooks_index in ((utils._rebuild_tensor_v2, 5), (utils._rebuild_tensor_v3, 5),
+                                 (utils._rebuild_parameter, 2),
+                                 (utils._rebuild_parameter_with_state, 2)):
+        allowed[('torch._utils', rebuild.__name__)] = _without_backward_hooks(rebuild, hooks_index)
     # numpy 2 pickles name numpy._core, numpy 1 pickles numpy.core: both map to the same objects
     # without importing the deprecated numpy.core shim.
     for package in ('numpy._core', 'numpy.core'):
