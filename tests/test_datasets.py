@@ -700,9 +700,11 @@ def test_documented_dataloader_feeds_the_track_data_preprocessor(tmp_path):
     with open(DOC) as f:
         blocks = re.findall(r'```python\n(.*?)```', f.read(), flags=re.S)
     scope: dict = {}
-    for block in blocks:  # the pipelines, then the dataloaders that use them
+    for block in blocks:  # the pipelines, then the real-video dataloader that uses them
         if 'pipeline = [' in block or 'train_dataloader = dict(' in block:
             exec(block, scope)
+        if 'train_dataloader' in scope:
+            break
     cfg = copy.deepcopy(scope['train_dataloader'])
     cfg.update(num_workers=0, persistent_workers=False)
     cfg['dataset'].update(data_root=root, dataset_version=None,
