@@ -1,1 +1,3 @@
 """ctvis.evaluation."""
+from .ytvis_eval import YTVISEvaluator, YTVISFormatError, evaluate_ytvis  # noqa: F401,E501
+from .ytvis_metric import YTVISMetric, dump_results, results2json  # noqa: F401

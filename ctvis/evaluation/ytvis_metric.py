@@ -1,0 +1,271 @@
+"""YouTube-VIS / OVIS video mask AP for online models (an mmengine metric).
+
+The model sees one frame per test step; when it has seen a video's last frame
+it emits a :class:`~mmdet.structures.TrackDataSample` whose metainfo has
+``video_complete=True`` and which holds one ``DetDataSample`` per frame. Each
+frame's ``pred_track_instances`` lists the video-level predictions::
+
+    InstanceData(masks=[RLE dict or None] * K,   # that frame's mask of each
+                 labels=LongTensor(K),           # index into sorted GT ids
+                 scores=Tensor(K),
+                 instances_id=LongTensor(K))
+
+:class:`YTVISMetric` turns those into the standard results list
+``[{video_id, category_id, score, segmentations}]`` and scores it with
+:mod:`ctvis.evaluation.ytvis_eval` against the raw YouTube-VIS JSON (so the
+test pipeline needs no ground-truth masks), or writes the submission files.
+"""
+import json
+import os
+import os.path as osp
+import zipfile
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger
+
+from mmdet.registry import METRICS
+from mmdet.structures import TrackDataSample
+from .ytvis_eval import (YTVISEvaluator, evaluate_ytvis, load_long_video_ids,
+                         metrics_table)
+
+__all__ = [
+    'YTVISMetric', 'video_predictions', 'results2json', 'dump_results'
+]
+
+
+def _as_list(values: Any) -> list:
+    return values.tolist() if hasattr(values, 'tolist') else list(values)
+
+
+def _json_rle(rle: Optional[dict], where: str) -> Optional[dict]:
+    """A pycocotools RLE (bytes or str counts) as a JSON-ready dict."""
+    if rle is None:
+        return None
+    if not isinstance(rle, dict) or 'counts' not in rle or 'size' not in rle:
+        raise TypeError(f'{where}: masks must be pycocotools RLE dicts (size, '
+                        f'counts) or None, got {type(rle).__name__}')
+    counts = rle['counts']
+    if isinstance(counts, bytes):
+        counts = counts.decode('ascii')
+    return {'size': [int(s) for s in rle['size']], 'counts': counts}
+
+
+def video_predictions(sample: Union[TrackDataSample, dict]) -> Optional[dict]:
+    """The predictions of one finished video, or None for a sample that is
+    not ``video_complete`` (an intermediate frame).
+
+    Args:
+        sample: a ``TrackDataSample`` or its ``to_dict()`` (what
+            ``mmengine.evaluator.Evaluator`` passes to metrics).
+
+    Returns:
+        dict: ``video_id`` and ``predictions``, a list of dicts with
+        ``label`` (contiguous), ``score``, ``instance_id`` and
+        ``segmentations`` (one JSON-ready RLE or None per frame).
+    """
+    if isinstance(sample, TrackDataSample):
+        meta, frames = sample.metainfo, sample.video_data_samples
+    else:
+        meta, frames = sample, sample.get('video_data_samples', [])
+    if not meta.get('video_complete', False):
+        return None
+    video_id = meta.get('video_id')
+    if video_id is None and frames:
+        video_id = frames[0].metainfo.get('video_id')
+    if video_id is None:
+        raise KeyError('a video_complete sample needs metainfo video_id')
+    where = f'video {video_id}'
+    instances = [frame.pred_track_instances for frame in frames]
+    first = instances[0]
+    labels, scores = _as_list(first.labels), _as_list(first.scores)
+    ids = _as_list(first.instances_id)
+    for index, frame in enumerate(instances):
+        if (_as_list(frame.instances_id) != ids
+                or _as_list(frame.labels) != labels
+                or _as_list(frame.scores) != scores
+                or len(frame.masks) != len(ids)):
+            raise ValueError(
+                f'{where}, frame {index}: every frame must list the same '
+                f'video-level predictions (instances_id, labels, scores) and '
+                f'one mask per prediction')
+    predictions = []
+    for k, (label, score, instance_id) in enumerate(zip(labels, scores, ids)):
+        predictions.append(
+            dict(
+                label=int(label),
+                score=float(score),
+                instance_id=int(instance_id),
+                segmentations=[
+                    _json_rle(frame.masks[k], f'{where}, frame {index}')
+                    for index, frame in enumerate(instances)
+                ]))
+    return dict(video_id=int(video_id), predictions=predictions)
+
+
+def results2json(videos: Iterable[dict],
+                 category_ids: Sequence[int]) -> List[dict]:
+    """The standard YouTube-VIS results list of :func:`video_predictions`
+    outputs.
+
+    Args:
+        videos: per-video prediction records.
+        category_ids: sorted ground-truth category ids; label ``i`` is
+            ``category_ids[i]``.
+
+    Returns:
+        list[dict]: ``{video_id, category_id, score, segmentations}`` entries.
+    """
+    results = []
+    for video in videos:
+        for prediction in video['predictions']:
+            label = prediction['label']
+            if not 0 <= label < len(category_ids):
+                raise ValueError(
+                    f"video {video['video_id']}: label {label} is outside "
+                    f'the {len(category_ids)} ground-truth categories')
+            results.append(
+                dict(
+                    video_id=video['video_id'],
+                    category_id=int(category_ids[label]),
+                    score=prediction['score'],
+                    segmentations=prediction['segmentations']))
+    return results
+
+
+def dump_results(results: List[dict], path: str) -> None:
+    """Write a results list: JSON, or for a ``.zip`` path a zip holding
+    ``results.json`` (the layout the YouTube-VIS / OVIS CodaLab servers
+    expect)."""
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    if path.endswith('.zip'):
+        with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr('results.json', json.dumps(results))
+    else:
+        with open(path, 'w', encoding='utf-8') as f:
+            json.dump(results, f)
+
+
+@METRICS.register_module()
+class YTVISMetric(BaseMetric):
+    """Video mask AP / AR of an online VIS model on YouTube-VIS or OVIS.
+
+    Reads the ground truth from the raw annotation file (so validation and
+    test pipelines need no ground-truth masks) and evaluates with
+    :class:`~ctvis.evaluation.ytvis_eval.YTVISEvaluator`, which gives the
+    numbers of the official cocoapi ``ytvoseval``. We do not subclass mmdet's
+    ``YouTubeVISMetric``: it gathers the ground truth from the data samples,
+    expects clip-level predictions and evaluates with mmdet's ytvoseval copy
+    (broken on numpy >= 1.24, and slow).
+
+    Args:
+        ann_file (str): YouTube-VIS style JSON of the split (videos,
+            categories, and annotations unless ``format_only``).
+        metric (str): only ``'youtube_vis_ap'``.
+        format_only (bool): only write ``<outfile_prefix>/results.json`` and
+            ``<outfile_prefix>/results.zip`` (for the evaluation server) and
+            return no metrics.
+        outfile_prefix (str, optional): directory for those files; also
+            written when evaluating if given.
+        long_video_ids (str | Sequence[int], optional): YouTube-VIS 2022 long
+            videos (ids or a JSON file); adds ``AP_short``, ``AP_long``,
+            ``AP_2022`` and the other per-split numbers.
+        collect_device (str): ``'cpu'`` or ``'gpu'``, to gather results
+            across ranks.
+        prefix (str, optional): metric name prefix; ``'youtube_vis'``.
+
+    Metric values are fractions in [0, 1] (mmdet's convention); -1 where no
+    category has ground truth (e.g. ``AP_L`` without large objects).
+    """
+    default_prefix: Optional[str] = 'youtube_vis'
+
+    def __init__(self,
+                 ann_file: str,
+                 metric: str = 'youtube_vis_ap',
+                 format_only: bool = False,
+                 outfile_prefix: Optional[str] = None,
+                 long_video_ids: Optional[Union[str, Sequence[int]]] = None,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        if metric != 'youtube_vis_ap':
+            raise ValueError(f"YTVISMetric: metric must be 'youtube_vis_ap', "
+                             f'got {metric!r}')
+        if format_only and outfile_prefix is None:
+            raise ValueError('YTVISMetric: format_only=True needs an '
+                             'outfile_prefix to write results.json/.zip to')
+        self.ann_file = ann_file
+        self.format_only = format_only
+        self.outfile_prefix = outfile_prefix
+        self.long_video_ids = long_video_ids
+        self._evaluator: Optional[YTVISEvaluator] = None
+
+    @property
+    def evaluator(self) -> YTVISEvaluator:
+        """The evaluator of ``ann_file`` (loaded on first use, then kept)."""
+        if self._evaluator is None:
+            self._evaluator = YTVISEvaluator(self.ann_file)
+        return self._evaluator
+
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        """Keep the predictions of every finished video; intermediate frames
+        (samples without ``video_complete=True``) are skipped."""
+        for sample in data_samples:
+            video = video_predictions(sample)
+            if video is not None:
+                self.results.append(video)
+
+    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+        """Evaluate (or format) the gathered per-video predictions.
+
+        Raises:
+            ValueError: a video was predicted more than once (e.g. duplicated
+                across ranks).
+        """
+        logger = MMLogger.get_current_instance()
+        repeated = sorted(
+            video_id
+            for video_id, count in Counter(r['video_id']
+                                           for r in results).items()
+            if count > 1)
+        if repeated:
+            raise ValueError(
+                f'YTVISMetric: videos {repeated[:20]} were predicted more than '
+                'once (duplicated across ranks by the sampler?)')
+        evaluator = self.evaluator
+        predictions = results2json(results, evaluator.category_ids)
+        missing = len(set(evaluator.video_ids) - {r['video_id']
+                                                  for r in results})
+        if missing:
+            logger.warning(
+                f'YTVISMetric: {missing} of {len(evaluator.video_ids)} videos '
+                f'of {self.ann_file} got no prediction')
+        source = 'predictions of the model'
+        metrics: Dict[str, float] = {}
+        if self.format_only:
+            evaluator.check_results(predictions, source)
+        else:
+            long_video_ids = self.long_video_ids
+            if isinstance(long_video_ids, (str, os.PathLike)):
+                long_video_ids = load_long_video_ids(long_video_ids)
+            metrics = evaluator.evaluate(predictions, long_video_ids, source)
+            logger.info('YouTube-VIS evaluation (percent):\n' +
+                        metrics_table(metrics))
+        if self.outfile_prefix is not None:
+            for name in ('results.json', 'results.zip'):
+                path = osp.join(self.outfile_prefix, name)
+                dump_results(predictions, path)
+                logger.info(f'YTVISMetric: wrote {path}')
+        return metrics
+
+    @staticmethod
+    def evaluate_results(
+        gt: Union[str, dict],
+        results: Union[str, List[dict]],
+        long_video_ids: Optional[Union[str, Iterable[int]]] = None
+    ) -> Dict[str, float]:
+        """Evaluate a standard results list or file outside a Runner (see
+        :func:`~ctvis.evaluation.ytvis_eval.evaluate_ytvis`)."""
+        return evaluate_ytvis(gt, results, long_video_ids)
