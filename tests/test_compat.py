@@ -470,7 +470,16 @@ NOISE_SCRIPT = textwrap.dedent("""
         pass
     exec(compile('GradScaler()', amp_wrapper.__file__, 'exec'), vars(amp_wrapper))
     FileClient.infer_client(None, '.')                # mmengine's own deprecated FileClient
-    torch.get_autocast_gpu_dtype()                    # control: a user's own deprecated call
+    import numpy as np, pycocotools.mask as mask_utils
+    mask_utils.decode(mask_utils.encode(np.asfortranarray(np.ones((4, 4), np.uint8))))
+    from mmdet.models.layers.transformer import DeformableDetrTransformerEncoder as Encoder
+    points = Encoder.get_encoder_reference_points(torch.tensor([[2, 3]]), torch.ones(1, 1, 2),
+                                                  'cpu')
+    expected = torch.tensor([[0.5, 0.5], [1.5, 0.5], [2.5, 0.5], [0.5, 1.5], [1.5, 1.5],
+                             [2.5, 1.5]]) / torch.tensor([3.0, 2.0])  # (x, y), 'ij' order
+    assert torch.allclose(points[0, :, 0], expected)
+    torch.get_autocast_gpu_dtype()                    # controls: a user's own deprecated calls
+    torch.meshgrid(torch.arange(2), torch.arange(2))
     print_log('control: a real warning', logger='current', level=logging.WARNING)
 """)
 
@@ -478,7 +487,7 @@ NOISE_SCRIPT = textwrap.dedent("""
 def test_known_noise_is_silenced_and_the_rest_still_shows(tmp_path):
     config = tmp_path / 'inherits_mmdet.py'
     config.write_text(MMDET_BASE_CONFIG)
-    script = tmp_path / 'noise.py'
+    script = tmp_path / 'test_noise_script.py'
     script.write_text(NOISE_SCRIPT)
     result = subprocess.run([sys.executable, '-W', 'always', str(script), str(config)],
                             capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
@@ -486,10 +495,15 @@ def test_known_noise_is_silenced_and_the_rest_still_shows(tmp_path):
     assert result.returncode == 0, output
     for noise in ('pkg_resources is deprecated', '`torch.jit.script` is deprecated',
                   '`torch.cuda.amp.GradScaler(args...)` is deprecated',
-                  '"FileClient" will be deprecated', '"HardDiskBackend" is the alias'):
+                  '"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
+                  "__array__ implementation doesn't accept a copy keyword"):
         assert noise not in output
-    # the user's own deprecated call, the unrelated GradScaler warning and real log lines remain
+    # the user's own deprecated calls, the unrelated GradScaler warning and real log lines remain
     assert output.count('torch.get_autocast_gpu_dtype() is deprecated') == 1
+    assert output.count('torch.meshgrid: in an upcoming release') == 1
+    # torch warns about meshgrid once per process: here only at the user's call, made last
+    assert (output.index('torch.meshgrid: in an upcoming release')
+            > output.index('torch.get_autocast_gpu_dtype() is deprecated'))
     assert 'CUDA is not available.  Disabling' in output
     assert 'control: a real warning' in output
 

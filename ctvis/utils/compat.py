@@ -26,8 +26,9 @@ changes. docs/troubleshooting.md lists the symptoms each fix removes.
 3. **pkg_resources**: mmengine resolves ``mmdet::`` config bases with ``pkg_resources``. It works
    on the pinned setuptools (<80) but warns; where setuptools no longer ships it (>= 82) the same
    lookups are answered with ``importlib`` instead.
-4. **Known deprecation noise** from torch/mmengine/mmdet on this stack is silenced by exact
-   message + module filters (never a blanket ignore), so the warnings that matter stay visible.
+4. **Known deprecation noise** from torch/mmengine/mmdet/pycocotools on this stack is silenced by
+   exact message + module filters (never a blanket ignore), so the warnings that matter stay
+   visible; mmdet's ``torch.meshgrid`` calls get the ``indexing='ij'`` they rely on.
 5. **Distributed on a CPU-only torch**: mmengine's launcher calls ``torch.cuda.set_device`` and
    its Runner hands ``device_ids`` to DDP for CPU modules; both fail without CUDA. Here they are
    skipped when there is no CUDA / the module is on the CPU (the tools pick the gloo backend).
@@ -500,6 +501,10 @@ KNOWN_DEPRECATION_WARNINGS = (
     # mmdet imports MultiScaleDeformableAttention from its old mmcv location.
     (r'``MultiScaleDeformableAttention`` has been moved to ``mmcv\.ops\.multi_scale_deform_attn``',
      ImportWarning, r'mmcv\.cnn\.bricks\.transformer\Z'),
+    # pycocotools' Cython Masks.__array__ predates numpy 2's copy keyword; every mask.decode()
+    # warns (numpy falls back to the old call, results are right).
+    (r"__array__ implementation doesn't accept a copy keyword", DeprecationWarning,
+     r'pycocotools\.mask\Z'),
 )
 
 # Emitted while importing torch.distributed.optim (mmengine's ZeroRedundancyOptimizer import):
@@ -542,6 +547,33 @@ def _filter_known_deprecation_noise() -> None:
 
         filter_known_noise._ctvis_known_noise = True
         duplicate_filter.filter = filter_known_noise
+
+
+# mmdet modules that call torch.meshgrid without ``indexing`` (torch warns it will become
+# required); they all mean the current default, 'ij'. CTVIS' pixel decoder goes through the first.
+MMDET_MESHGRID_MODULES = (
+    'mmdet.models.layers.transformer.deformable_detr_layers',
+    'mmdet.models.detectors.deformable_detr',
+    'mmdet.models.task_modules.prior_generators.point_generator',
+    'mmdet.models.dense_heads.cascade_rpn_head',
+    'mmdet.models.utils.misc',
+)
+
+
+def _meshgrid_ij(*tensors: Any, indexing: str = 'ij') -> Tuple[torch.Tensor, ...]:
+    return torch.meshgrid(*tensors, indexing=indexing)
+
+
+def _patch_mmdet_meshgrid_indexing() -> None:
+    """Pass ``indexing='ij'`` (today's default) for mmdet's torch.meshgrid calls.
+
+    Removes ``UserWarning: torch.meshgrid: in an upcoming release, it will be required to pass
+    the indexing argument`` at its source, without hiding it for anyone else's calls.
+    """
+    for name in MMDET_MESHGRID_MODULES:
+        module = importlib.import_module(name)
+        if not isinstance(module.torch, _ModuleOverlay):
+            module.torch = _ModuleOverlay(torch, meshgrid=_meshgrid_ij)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -594,6 +626,7 @@ def apply_compat_fixes() -> None:
     _patch_mmengine_checkpoint_loading()
     _patch_package_lookup_without_pkg_resources()
     _patch_mmdet_ytviseval_np_float()
+    _patch_mmdet_meshgrid_indexing()
     _patch_mmengine_cpu_distributed()
 
 
