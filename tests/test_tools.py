@@ -29,6 +29,10 @@ from mmengine.structures import InstanceData
 from mmdet.registry import DATASETS, HOOKS, MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
+# pycocotools 2.0.11 + numpy 2 (see docs/troubleshooting.md); ctvis filters it outside pytest
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
 TESTS = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(TESTS)
 CONFIG = osp.join(TESTS, 'data', 'configs', 'toy_vis_tools.py')
@@ -112,7 +116,7 @@ class ToolsTestPixelVIS(BaseModel):
     def video_prediction(logits: torch.Tensor, video: TrackDataSample) -> TrackDataSample:
         """(T, H, W) logits of one video -> its video-complete prediction sample."""
         foreground = logits > 0
-        score = torch.sigmoid(logits[foreground].mean()) if foreground.any() else logits.new_zeros(())
+        score = torch.sigmoid(logits[foreground].mean()) if foreground.any() else torch.zeros(())
         frames = []
         for frame_id, mask in enumerate(foreground):
             rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
@@ -155,7 +159,7 @@ def write_toy_videos(root: str) -> None:
             image = np.full((SIZE, SIZE, 3), 25, np.uint8)
             mask = np.zeros((SIZE, SIZE), np.uint8)
             y, x = 2 + video_id, 1 + 3 * frame_id
-            image[y:y + 6, x:x + 6] = 230
+            image[y:y + 6, x:x + 6] = 190 + 20 * video_id  # videos differ in brightness
             mask[y:y + 6, x:x + 6] = 1
             name = f'video{video_id}/{frame_id:05d}.png'
             mmcv.imwrite(image, osp.join(root, name))
@@ -314,3 +318,78 @@ def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_
     assert markers[0]['checksum'] == markers[1]['checksum']  # DDP kept the replicas in sync
     if not torch.cuda.is_available():
         assert "backend='gloo'" in (work_dir / 'toy_vis_tools.py').read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# test.py
+# ----------------------------------------------------------------------------------------------
+
+def expected_video_scores(checkpoint: str, toy_data: str) -> dict:
+    """Scores the toy model gives each video with the checkpoint's weights, computed here."""
+    from ctvis.utils import safe_load_file
+    model = ToolsTestPixelVIS()
+    model.load_state_dict(safe_load_file(checkpoint)['state_dict'])
+    dataset = ToolsTestVideos(data_root=toy_data, ann_file='annotations.json', test_mode=True)
+    scores = {}
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            item = dataset[index]
+            result = model([item['inputs']], [item['data_samples']], mode='predict')[0]
+            scores[result.video_id] = float(result[0].pred_track_instances.scores[0])
+    return scores
+
+
+def test_test_py_evaluates_writes_results_and_draws(trained, toy_data, tmp_path):
+    checkpoint = osp.join(trained['work_dir'], 'iter_4.pth')
+    out_file = tmp_path / 'results' / 'toy_results.json'
+    show_dir = tmp_path / 'painted'
+    result = run_tool([PYTHON, 'tools/test.py', CONFIG, checkpoint, '--work-dir',
+                       str(tmp_path / 'test'), '--out', str(out_file), '--show-dir',
+                       str(show_dir), '--cfg-options', *data_options(toy_data)], cwd=REPO)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert 'Load checkpoint from' in log and checkpoint in log
+    assert 'youtube_vis/AP: 1.0000' in log  # the masks are the ground truth
+
+    # the standard YouTube-VIS results JSON, with the checkpoint's (trained) scores
+    results = json.loads(out_file.read_text())
+    assert sorted(r['video_id'] for r in results) == [1, 2, 3]
+    scores = expected_video_scores(checkpoint, toy_data)
+    assert len(set(round(s, 6) for s in scores.values())) == 3  # the scores tell videos apart
+    with open(osp.join(toy_data, 'annotations.json')) as f:
+        truth = {a['video_id']: a['segmentations'] for a in json.load(f)['annotations']}
+    for entry in results:
+        assert entry['category_id'] == 1
+        assert entry['score'] == pytest.approx(scores[entry['video_id']], abs=1e-6)
+        assert len(entry['segmentations']) == NUM_FRAMES
+        for predicted, expected in zip(entry['segmentations'], truth[entry['video_id']]):
+            np.testing.assert_array_equal(mask_utils.decode(predicted),
+                                          mask_utils.decode(expected))
+
+    # every frame drawn, into one folder per video, with the mask painted over the square
+    for video_id in range(1, NUM_VIDEOS + 1):
+        for frame_id in range(NUM_FRAMES):
+            painted = mmcv.imread(str(show_dir / str(video_id) / f'{frame_id:05d}.png'))
+            original = mmcv.imread(osp.join(toy_data, f'video{video_id}/{frame_id:05d}.png'))
+            assert painted.shape == original.shape
+            y, x = 2 + video_id, 1 + 3 * frame_id
+            assert not np.array_equal(painted[y + 2:y + 4, x + 2:x + 4],
+                                      original[y + 2:y + 4, x + 2:x + 4])
+
+
+def test_test_py_option_errors(trained, tmp_path):
+    test = load_tool('test')
+    checkpoint = osp.join(trained['work_dir'], 'iter_4.pth')
+    cfg = test.configure_testing(test.parse_args([CONFIG, checkpoint]))
+    assert cfg.load_from == checkpoint and cfg.work_dir == osp.join('./work_dirs', 'toy_vis_tools')
+    with pytest.raises(test.ConfigError, match=r'nope\.pth: checkpoint not found'):
+        test.configure_testing(test.parse_args([CONFIG, str(tmp_path / 'nope.pth')]))
+    with pytest.raises(test.ConfigError, match=r'must end in \.json'):
+        test.configure_testing(test.parse_args([CONFIG, checkpoint, '--out', 'r.pkl']))
+    with pytest.raises(test.ConfigError, match=r'needs a YTVISMetric|has none \(metrics: '
+                       r'CocoVideoMetric\)'):
+        test.configure_testing(test.parse_args(
+            [CONFIG, checkpoint, '--out', str(tmp_path / 'r.json'), '--cfg-options',
+             'test_evaluator.type=CocoVideoMetric']))
+    with pytest.raises(SystemExit, match="'test_evaluater' is not in the config"):
+        test.main([CONFIG, checkpoint, '--cfg-options', 'test_evaluater.type=X'])
