@@ -22,6 +22,8 @@ import zipfile
 from collections import Counter
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
+from mmengine.dist import (all_gather_object, broadcast_object_list,
+                           is_main_process)
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
@@ -172,8 +174,9 @@ class YTVISMetric(BaseMetric):
         long_video_ids (str | Sequence[int], optional): YouTube-VIS 2022 long
             videos (ids or a JSON file); adds ``AP_short``, ``AP_long``,
             ``AP_2022`` and the other per-split numbers.
-        collect_device (str): ``'cpu'`` or ``'gpu'``, to gather results
-            across ranks.
+        collect_device (str): kept for the ``BaseMetric`` interface; results
+            are gathered with ``all_gather_object`` on the process group's
+            backend.
         prefix (str, optional): metric name prefix; ``'youtube_vis'``.
 
     Metric values are fractions in [0, 1] (mmdet's convention); -1 where no
@@ -216,6 +219,34 @@ class YTVISMetric(BaseMetric):
             video = video_predictions(sample)
             if video is not None:
                 self.results.append(video)
+
+    def evaluate(self, size: int = 0) -> Dict[str, float]:
+        """Gather every rank's videos and compute the metrics.
+
+        Unlike ``BaseMetric.evaluate`` this does not interleave the ranks'
+        results sample by sample nor cut them to ``size``: there is one
+        result per video, and ranks may hold different numbers of videos
+        (the test sampler keeps whole videos on one rank).
+
+        Args:
+            size (int): unused (the dataset length, given by the loops).
+        """
+        if not self.results:
+            MMLogger.get_current_instance().warning(
+                'YTVISMetric: no complete video was processed on this rank')
+        results = [
+            video for part in all_gather_object(self.results)
+            for video in part
+        ]
+        metrics = [None]
+        if is_main_process():
+            metrics = [{
+                f'{self.prefix}/{name}' if self.prefix else name: value
+                for name, value in self.compute_metrics(results).items()
+            }]
+        broadcast_object_list(metrics)
+        self.results.clear()
+        return metrics[0]
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Evaluate (or format) the gathered per-video predictions.

@@ -1,0 +1,560 @@
+"""Tests of the YouTube-VIS evaluation: ctvis.evaluation.ytvis_eval (against
+mmdet's copy of the official ytvoseval), YTVISMetric, and the two tools."""
+import copy
+import importlib.util
+import json
+import logging
+import os.path as osp
+import subprocess
+import sys
+import zipfile
+from typing import List, Optional
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from mmengine.structures import InstanceData
+from pycocotools import mask as mask_utils
+
+from mmdet.registry import METRICS
+from mmdet.structures import DetDataSample, TrackDataSample
+from ctvis.evaluation import YTVISMetric
+from ctvis.evaluation.ytvis_eval import (METRIC_NAMES, YTVISEvaluator,
+                                         YTVISFormatError, evaluate_ytvis)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
+BENCHMARK_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
+                          'benchmark_ytvis_eval.py')
+
+
+# ---------------------------------------------------------------------------
+# Tiny deterministic data
+# ---------------------------------------------------------------------------
+def runs_of(mask: np.ndarray) -> List[int]:
+    """Uncompressed RLE counts (column-major, background first)."""
+    flat = np.asarray(mask, np.uint8).flatten(order='F')
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1,
+                             [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return [0] + runs if flat[0] else runs
+
+
+def rle_of(mask: np.ndarray, kind: str = 'str') -> dict:
+    """pycocotools RLE of a binary mask: 'str' / 'bytes' counts, or 'list'
+    (uncompressed)."""
+    height, width = mask.shape
+    if kind == 'list':
+        return {'size': [height, width], 'counts': runs_of(mask)}
+    counts = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))[
+        'counts']
+    return {
+        'size': [height, width],
+        'counts': counts.decode() if kind == 'str' else counts
+    }
+
+
+def box_mask(height: int, width: int, box) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    mask = np.zeros((height, width), bool)
+    mask[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = True
+    return mask
+
+
+def random_ytvis_set(seed: int = 3):
+    """Small ground truth + results exercising ytvoseval's corner cases:
+    absent frames, crowd, annotation id 0, several categories (one without
+    ground truth), a video without annotations, uncompressed / compressed /
+    polygon ground truth, size-range bins through ``areas``, empty predicted
+    masks, score ties within and across videos, and a (video, category) with
+    more than 100 predictions."""
+    rng = np.random.default_rng(seed)
+    video_shapes = {1: (24, 32, 6), 2: (20, 28, 5), 3: (130, 140, 4),
+                    4: (12, 16, 3), 9: (16, 16, 4)}
+    categories = [2, 5, 7, 11]  # 7 never has ground truth
+    videos, annotations, results = [], [], []
+    scores = (0.9, 0.8, 0.5, 0.3)
+    for video_id, (height, width, length) in video_shapes.items():
+        video = dict(id=video_id, height=height, width=width,
+                     file_names=[f'{video_id}/{t}.jpg' for t in range(length)])
+        if video_id != 2:  # video 2 gives its length through file_names
+            video['length'] = length
+        videos.append(video)
+        if video_id == 4:  # no annotations: predictions are all false
+            for _ in range(3):
+                results.append(
+                    dict(video_id=4, category_id=int(rng.choice(categories)),
+                         score=float(rng.choice(scores)),
+                         segmentations=[
+                             rle_of(box_mask(height, width, (1, 1, 9, 7)))
+                             for _ in range(length)
+                         ]))
+            continue
+        for obj in range(int(rng.integers(2, 5))):
+            category = int(rng.choice([2, 5, 11]))
+            x1, y1 = int(rng.integers(0, width // 2)), int(
+                rng.integers(0, height // 2))
+            w, h = int(rng.integers(3, width // 2)), int(
+                rng.integers(3, height // 2))
+            first, last = int(rng.integers(0, 2)), int(
+                rng.integers(length - 1, length + 1))
+            kind = ('list', 'str', 'polygon')[(video_id + obj) % 3]
+            masks, segmentations, areas = [], [], []
+            for t in range(length):
+                box = (x1 + t, y1, x1 + t + w, y1 + h)
+                mask = box_mask(height, width, box)
+                if not first <= t < last:
+                    masks.append(None)
+                    segmentations.append(None)
+                    areas.append(None)
+                    continue
+                masks.append(mask)
+                if kind == 'polygon':
+                    bx1, by1 = box[0], box[1]
+                    bx2, by2 = min(box[2], width), min(box[3], height)
+                    segmentations.append(
+                        [[bx1, by1, bx2, by1, bx2, by2, bx1, by2]])
+                else:
+                    segmentations.append(rle_of(mask, kind))
+                areas.append(float(mask.sum()))
+            if obj == 1:  # push through the medium / large size bins
+                areas = [a * (30 if video_id == 1 else 300) if a else a
+                         for a in areas]
+            annotation_id = len(annotations) + (0 if video_id == 1 else 1)
+            annotations.append(
+                dict(id=annotation_id, video_id=video_id,
+                     category_id=category, segmentations=segmentations,
+                     areas=areas, iscrowd=int(obj == 2 and video_id == 3),
+                     height=height, width=width))
+            for copy_index in range(int(rng.integers(0, 3))):
+                shift = int(rng.integers(-2, 3))
+                segmentation = []
+                for t, mask in enumerate(masks):
+                    if mask is None or rng.random() < 0.15:
+                        segmentation.append(None)
+                    elif rng.random() < 0.1:  # an empty mask
+                        segmentation.append(rle_of(np.zeros_like(mask)))
+                    else:
+                        segmentation.append(
+                            rle_of(np.roll(mask, shift, axis=1 + copy_index %
+                                           2 - 1)))
+                results.append(
+                    dict(video_id=video_id,
+                         category_id=(category if rng.random() < 0.8 else
+                                      int(rng.choice(categories))),
+                         score=float(rng.choice(scores)),
+                         segmentations=segmentation))
+        for _ in range(int(rng.integers(1, 4))):  # false positives
+            box = (int(rng.integers(0, width - 4)),
+                   int(rng.integers(0, height - 4)), width, height)
+            results.append(
+                dict(video_id=video_id,
+                     category_id=int(rng.choice(categories)),
+                     score=float(rng.choice(scores)),
+                     segmentations=[
+                         rle_of(box_mask(height, width, box), 'bytes'
+                                if t % 2 else 'str') for t in range(length)
+                     ]))
+    # 105 tiny predictions in one (video, category): exceeds maxDets = 100.
+    for index in range(105):
+        mask = np.zeros((16, 16), bool)
+        mask[index % 16, (index // 16) % 16] = True
+        results.append(
+            dict(video_id=9, category_id=5, score=float(rng.choice(scores)),
+                 segmentations=[rle_of(mask)] * 4))
+    gt = dict(videos=videos, annotations=annotations,
+              categories=[dict(id=c, name=f'c{c}') for c in categories])
+    return gt, results
+
+
+def jsonable(results: List[dict]) -> List[dict]:
+    """``results`` with bytes RLE counts decoded (for JSON files)."""
+    return [
+        dict(r, segmentations=[
+            dict(s, counts=s['counts'].decode())
+            if s is not None and isinstance(s['counts'], bytes) else s
+            for s in r['segmentations']
+        ]) for r in results
+    ]
+
+
+def reference_eval(gt: dict, results: List[dict], monkeypatch,
+                   video_ids: Optional[List[int]] = None):
+    """mmdet's YTVIS / YTVISeval on copies of the inputs, with ``np.float``
+    aliased for the run (it crashes on numpy >= 1.24 otherwise)."""
+    from mmdet.evaluation.functional import YTVIS, YTVISeval
+    gt, results = copy.deepcopy(gt), copy.deepcopy(results)
+    if video_ids is not None:
+        keep = set(video_ids)
+        gt['videos'] = [v for v in gt['videos'] if v['id'] in keep]
+        gt['annotations'] = [
+            a for a in gt['annotations'] if a['video_id'] in keep
+        ]
+        results = [r for r in results if r['video_id'] in keep]
+    with monkeypatch.context() as patch:
+        patch.setattr(np, 'float', float, raising=False)
+        ytvis = YTVIS(gt)
+        evaluator = YTVISeval(ytvis, ytvis.loadRes(results), 'segm')
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator
+
+
+def single_category_gt(num_frames: int = 2, masks=None) -> dict:
+    """One 10x10 video, category 1, with the given per-object frame masks."""
+    annotations = []
+    for index, frames in enumerate(masks or []):
+        annotations.append(
+            dict(id=index + 1, video_id=1, category_id=1,
+                 segmentations=[rle_of(m) if m is not None else None
+                                for m in frames],
+                 areas=[float(m.sum()) if m is not None else None
+                        for m in frames], iscrowd=0))
+    return dict(videos=[dict(id=1, height=10, width=10, length=num_frames)],
+                annotations=annotations,
+                categories=[dict(id=1, name='thing')])
+
+
+# ---------------------------------------------------------------------------
+# The evaluator
+# ---------------------------------------------------------------------------
+def test_perfect_predictions_score_one():
+    gt, _ = random_ytvis_set()
+    for annotation in gt['annotations']:
+        # ytvoseval records a match as the annotation id and tests it for
+        # truth: a match with annotation id 0 counts as a miss.
+        annotation['id'] += 1
+    results = []
+    for annotation in gt['annotations']:
+        if annotation['iscrowd']:
+            continue
+        height = next(v['height'] for v in gt['videos']
+                      if v['id'] == annotation['video_id'])
+        width = next(v['width'] for v in gt['videos']
+                     if v['id'] == annotation['video_id'])
+        segmentations = []
+        for segmentation in annotation['segmentations']:
+            if isinstance(segmentation, list):  # polygon
+                segmentation = mask_utils.merge(
+                    mask_utils.frPyObjects(segmentation, height, width))
+            elif segmentation is not None and isinstance(
+                    segmentation['counts'], list):
+                segmentation = mask_utils.frPyObjects(segmentation, height,
+                                                      width)
+            segmentations.append(segmentation)
+        results.append(
+            dict(video_id=annotation['video_id'],
+                 category_id=annotation['category_id'], score=1.0,
+                 segmentations=segmentations))
+    metrics = evaluate_ytvis(gt, results)
+    for name in ('AP', 'AP50', 'AP75', 'AP_S', 'AR10', 'AR100'):
+        assert metrics[name] == 1.0, name
+
+
+def test_no_predictions_score_zero():
+    gt, _ = random_ytvis_set()
+    metrics = evaluate_ytvis(gt, [])
+    assert metrics['AP'] == 0.0 and metrics['AR100'] == 0.0
+    assert metrics['AP_S'] == 0.0
+
+
+def test_hand_computed_case():
+    """Two objects; predictions by score: A (IoU 0.625 with object 1), B
+    (no overlap), C (object 2 exactly).
+
+    IoU thresholds .50, .55, .60: TP, FP, TP -> precision 1 up to recall .5,
+    2/3 after: AP_t = (51 * 1 + 50 * 2/3) / 101 = 253 / 303.
+    Thresholds .65 ... .95 (7 of them): FP, FP, TP -> precision 1/3 up to
+    recall .5, 0 after: AP_t = 51 / 3 / 101 = 17 / 101.
+    AP = (3 * 253/303 + 7 * 17/101) / 10 = 372 / 1010.
+    Recall: 1 at the first three thresholds, .5 at the others -> AR100 =
+    .65; with one detection (A) per video: .5 and 0 -> AR1 = .15.
+    """
+    object_1 = box_mask(10, 10, (0, 0, 4, 2))  # 8 pixels
+    object_2 = box_mask(10, 10, (6, 6, 9, 9))
+    gt = single_category_gt(2, [[object_1, object_1], [object_2, object_2]])
+    partial = box_mask(10, 10, (0, 0, 1, 2))  # 2 of object 1's pixels
+    # IoU(A, object 1) = (8 + 2) / (8 + 8) = 0.625
+    results = [
+        dict(video_id=1, category_id=1, score=0.9,
+             segmentations=[rle_of(object_1), rle_of(partial)]),
+        dict(video_id=1, category_id=1, score=0.8,
+             segmentations=[rle_of(box_mask(10, 10, (5, 0, 8, 3)))] * 2),
+        dict(video_id=1, category_id=1, score=0.7,
+             segmentations=[rle_of(object_2)] * 2),
+    ]
+    metrics = evaluate_ytvis(gt, results)
+    assert metrics['AP'] == pytest.approx(372 / 1010, abs=1e-12)
+    assert metrics['AP50'] == pytest.approx(253 / 303, abs=1e-12)
+    assert metrics['AP75'] == pytest.approx(17 / 101, abs=1e-12)
+    assert metrics['AR100'] == pytest.approx(0.65, abs=1e-12)
+    assert metrics['AR1'] == pytest.approx(0.15, abs=1e-12)
+    assert metrics['AP_S'] == metrics['AP']  # all objects are small
+    assert metrics['AP_M'] == -1 and metrics['AP_L'] == -1  # none there
+
+
+def test_equals_ytvoseval_on_random_set(monkeypatch):
+    gt, results = random_ytvis_set()
+    reference = reference_eval(gt, results, monkeypatch)
+    precision, recall, _ = YTVISEvaluator(gt).accumulate(results)
+    np.testing.assert_array_equal(precision, reference.eval['precision'])
+    np.testing.assert_array_equal(recall, reference.eval['recall'])
+    metrics = evaluate_ytvis(gt, results)
+    for index, name in enumerate(METRIC_NAMES):
+        assert abs(metrics[name] - reference.stats[index]) <= 1e-6, name
+    # The set must exercise matches, misses and every size bin.
+    assert 0.05 < metrics['AP'] < 0.95
+    assert all(metrics[name] >= 0 for name in ('AP_S', 'AP_M', 'AP_L'))
+
+
+def test_equals_ytvoseval_on_2022_splits(monkeypatch):
+    gt, results = random_ytvis_set(seed=5)
+    long_ids = [1, 3]
+    metrics = evaluate_ytvis(gt, results, long_video_ids=long_ids)
+    short = reference_eval(gt, results, monkeypatch, [2, 4, 9]).stats
+    long = reference_eval(gt, results, monkeypatch, long_ids).stats
+    for split, stats in (('short', short), ('long', long)):
+        for index, name in enumerate(('AP', 'AP50', 'AP75')):
+            assert abs(metrics[f'{name}_{split}'] - stats[index]) <= 1e-6
+        assert abs(metrics[f'AR1_{split}'] - stats[6]) <= 1e-6
+        assert abs(metrics[f'AR10_{split}'] - stats[7]) <= 1e-6
+    assert metrics['AP_2022'] == pytest.approx(
+        (metrics['AP_short'] + metrics['AP_long']) / 2)
+    assert metrics['AP_short'] != metrics['AP_long']
+
+
+def _malformed(results: List[dict], case: str) -> List[dict]:
+    """Return ``results`` broken in one way (see test parameters)."""
+    results = copy.deepcopy(results)
+    entry = results[1]
+    frame = next(i for i, s in enumerate(entry['segmentations']) if s)
+    segmentation = entry['segmentations'][frame]
+    if case == 'not a list':
+        return {'results': results}
+    if case == 'missing key':
+        del entry['score']
+    elif case == 'unknown video':
+        entry['video_id'] = 1234
+    elif case == 'unknown category':
+        entry['category_id'] = 99
+    elif case == 'frame count':
+        entry['segmentations'].append(None)
+    elif case == 'bad score':
+        entry['score'] = float('nan')
+    elif case == 'size':
+        segmentation['size'] = [segmentation['size'][0] + 1,
+                                segmentation['size'][1]]
+    elif case == 'character':
+        segmentation['counts'] = segmentation['counts'][:-1] + ' '
+    elif case == 'truncated':
+        segmentation['counts'] = segmentation['counts'] + 'P'
+    elif case == 'other frame size':  # right size field, wrong run lengths
+        height, width = segmentation['size']
+        segmentation['counts'] = rle_of(np.ones((height, width - 1),
+                                                bool))['counts']
+    elif case == 'uncompressed sum':
+        segmentation['counts'] = [3, 4]
+    elif case == 'not a dict':
+        entry['segmentations'][frame] = 'mask'
+    return results
+
+
+@pytest.mark.parametrize('case, message', [
+    ('not a list', 'must be a list'),
+    ('missing key', 'misses score'),
+    ('unknown video', 'video_id 1234 is not a video'),
+    ('unknown category', 'category_id 99 is not one of'),
+    ('frame count', 'segmentations for a video of'),
+    ('bad score', 'score must be a finite number'),
+    ('size', 'does not match the video size'),
+    ('character', 'invalid character'),
+    ('truncated', 'ends inside a number'),
+    ('other frame size', 'run lengths cover'),
+    ('uncompressed sum', 'uncompressed counts must be'),
+    ('not a dict', 'must be an RLE dict'),
+])
+def test_malformed_results_are_rejected(tmp_path, case, message):
+    gt, results = random_ytvis_set()
+    path = tmp_path / 'results.json'
+    path.write_text(json.dumps(_malformed(jsonable(results), case)))
+    with pytest.raises(YTVISFormatError) as error:
+        evaluate_ytvis(gt, str(path))
+    assert str(path) in str(error.value)
+    assert message in str(error.value)
+    if case != 'not a list':
+        assert 'results[1]' in str(error.value)
+
+
+def test_malformed_ground_truth_is_rejected():
+    gt, results = random_ytvis_set()
+    gt['annotations'][0]['areas'] = gt['annotations'][0]['areas'][:-1]
+    with pytest.raises(YTVISFormatError, match=r"annotations\[0\].*'areas'"):
+        YTVISEvaluator(gt, gt_name='gt.json')
+
+
+# ---------------------------------------------------------------------------
+# The metric
+# ---------------------------------------------------------------------------
+def track_samples(gt: dict, results: List[dict]) -> List[TrackDataSample]:
+    """Pack results the way the online model emits them: one complete
+    TrackDataSample per video (frames' InstanceData: masks as RLE with bytes
+    counts, contiguous labels, float32 scores), preceded by an intermediate
+    one that must be ignored."""
+    category_ids = sorted(c['id'] for c in gt['categories'])
+    lengths = {v['id']: len(v['file_names']) for v in gt['videos']}
+    samples = []
+    for video_id, length in lengths.items():
+        entries = [r for r in results if r['video_id'] == video_id]
+        intermediate = TrackDataSample(metainfo=dict(video_id=video_id))
+        intermediate.video_data_samples = [DetDataSample()]
+        samples.append(intermediate)
+        frames = []
+        for t in range(length):
+            frame = DetDataSample(metainfo=dict(video_id=video_id,
+                                                frame_id=t))
+            masks = []
+            for entry in entries:
+                rle = entry['segmentations'][t]
+                if rle is not None:
+                    rle = dict(rle, counts=rle['counts'].encode() if isinstance(
+                        rle['counts'], str) else rle['counts'])
+                masks.append(rle)
+            frame.pred_track_instances = InstanceData(
+                masks=masks,
+                labels=torch.tensor(
+                    [category_ids.index(e['category_id']) for e in entries],
+                    dtype=torch.long),
+                scores=torch.tensor([e['score'] for e in entries],
+                                    dtype=torch.float32),
+                instances_id=torch.arange(len(entries)))
+            frames.append(frame)
+        sample = TrackDataSample(
+            metainfo=dict(video_id=video_id, video_complete=True))
+        sample.video_data_samples = frames
+        samples.append(sample)
+    return samples
+
+
+def float32_scores(results: List[dict]) -> List[dict]:
+    return [
+        dict(r, score=float(np.float32(r['score']))) for r in results
+    ]
+
+
+@pytest.fixture
+def gt_file(tmp_path):
+    gt, results = random_ytvis_set()
+    path = tmp_path / 'gt.json'
+    path.write_text(json.dumps(gt))
+    return str(path), gt, jsonable(results)
+
+
+def test_metric_process_and_compute(gt_file):
+    path, gt, results = gt_file
+    metric = METRICS.build(dict(type='YTVISMetric', ann_file=path))
+    samples = track_samples(gt, results)
+    # The Runner's Evaluator hands metrics the samples as dicts.
+    metric.process({}, [s.to_dict() for s in samples[:4]])
+    metric.process({}, samples[4:])
+    metrics = metric.evaluate(size=len(samples))
+    expected = evaluate_ytvis(gt, float32_scores(results))
+    assert set(metrics) == {f'youtube_vis/{name}' for name in expected}
+    for name, value in expected.items():
+        assert metrics[f'youtube_vis/{name}'] == value
+
+
+def test_metric_rejects_duplicated_videos_and_logs_missing(gt_file):
+    path, gt, results = gt_file
+    samples = track_samples(gt, results)
+    metric = YTVISMetric(ann_file=path)
+    metric.process({}, samples + samples[1:2])
+    with pytest.raises(ValueError, match=r'videos \[1\] were predicted more'):
+        metric.evaluate(size=len(samples))
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        metric = YTVISMetric(ann_file=path)
+        metric.process({}, samples[2:])  # video 1 not predicted
+        metrics = metric.evaluate(size=len(samples))
+    finally:
+        logger.removeHandler(handler)
+    assert any('1 of 5 videos' in r.getMessage() for r in records)
+    assert metrics['youtube_vis/AP'] < evaluate_ytvis(
+        gt, float32_scores(results))['AP']
+
+
+def test_metric_format_only_writes_submission(gt_file, tmp_path):
+    path, gt, results = gt_file
+    test_split = dict(gt)
+    del test_split['annotations']  # a test split has no annotations
+    test_path = tmp_path / 'test_split.json'
+    test_path.write_text(json.dumps(test_split))
+    out_dir = tmp_path / 'submission'
+    metric = YTVISMetric(ann_file=str(test_path), format_only=True,
+                         outfile_prefix=str(out_dir))
+    metric.process({}, track_samples(gt, results))
+    assert metric.evaluate(size=1) == {}
+    written = json.loads((out_dir / 'results.json').read_text())
+    assert written == float32_scores(
+        sorted(results, key=lambda r: r['video_id']))
+    with zipfile.ZipFile(out_dir / 'results.zip') as archive:
+        assert archive.namelist() == ['results.json']
+    # Round trip: the zip evaluates to what the metric reports.
+    evaluated = YTVISMetric.evaluate_results(gt, str(out_dir / 'results.zip'))
+    assert evaluated == evaluate_ytvis(gt, float32_scores(results))
+    with pytest.raises(ValueError, match='outfile_prefix'):
+        YTVISMetric(ann_file=path, format_only=True)
+
+
+# ---------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------
+def test_eval_tool_prints_table_and_writes_json(gt_file, tmp_path):
+    path, gt, results = gt_file
+    results_path = tmp_path / 'results.json'
+    results_path.write_text(json.dumps(results))
+    long_path = tmp_path / 'long.json'
+    long_path.write_text(json.dumps([1, 3]))
+    out = tmp_path / 'metrics.json'
+    done = subprocess.run([
+        sys.executable, EVAL_TOOL, path,
+        str(results_path), '--json',
+        str(out), '--long-video-ids',
+        str(long_path)
+    ], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = evaluate_ytvis(gt, results, long_video_ids=[1, 3])
+    assert f"AP50          {expected['AP50'] * 100:.2f}" in done.stdout
+    written = json.loads(out.read_text())
+    assert set(written) == set(expected)
+    for name, value in expected.items():
+        assert written[name] == pytest.approx(
+            value * 100 if value >= 0 else -1)
+
+    bad = tmp_path / 'bad.json'
+    bad.write_text(json.dumps(_malformed(results, 'other frame size')))
+    done = subprocess.run([sys.executable, EVAL_TOOL, path, str(bad)],
+                          capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert done.returncode == 1
+    assert 'Traceback' not in done.stderr
+    assert f'{bad}: results[1]' in done.stderr
+
+
+def test_benchmark_tool_agrees_with_ytvoseval(monkeypatch):
+    spec = importlib.util.spec_from_file_location('benchmark_ytvis_eval',
+                                                  BENCHMARK_TOOL)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    report = benchmark.run_benchmark(num_videos=4, height=72, width=96,
+                                     repeats=1, log=None)
+    assert report['stats']['predictions'] >= 40
+    assert max(report['max_abs_diff'].values()) == 0
+    assert report['max_abs_diff_arrays'] == 0
+    assert report['metrics']['AP'] > 0
