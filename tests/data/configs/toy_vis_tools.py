@@ -16,7 +16,8 @@ train_dataloader = dict(
 test_dataloader = dict(
     batch_size=1,
     num_workers=0,
-    sampler=dict(type='DefaultSampler', shuffle=False),
+    # round_up=False: no padded duplicates across ranks (YTVISMetric counts each video once)
+    sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
     collate_fn=dict(type='pseudo_collate'),
     dataset=dict(type='ToolsTestVideos', data_root='', ann_file='annotations.json',
                  test_mode=True))
