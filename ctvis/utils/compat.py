@@ -210,9 +210,9 @@ def _allowed_globals() -> Dict[Tuple[str, str], Any]:
         allowed[(f'{package}.multiarray', '_reconstruct')] = multiarray._reconstruct
         allowed[(f'{package}.multiarray', 'scalar')] = multiarray.scalar
         allowed[(f'{package}.numeric', '_frombuffer')] = numeric._frombuffer
-    for name in dir(torch):
-        if isinstance(getattr(torch, name, None), torch.dtype):
-            allowed[('torch', name)] = getattr(torch, name)
+    for name, value in vars(torch).items():  # not dir()/getattr: that would import lazy modules
+        if isinstance(value, torch.dtype):
+            allowed[('torch', name)] = value
     return allowed
 
 
