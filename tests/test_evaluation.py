@@ -417,9 +417,8 @@ def track_samples(gt: dict, results: List[dict]) -> List[TrackDataSample]:
             masks = []
             for entry in entries:
                 rle = entry['segmentations'][t]
-                if rle is not None:
-                    rle = dict(rle, counts=rle['counts'].encode() if isinstance(
-                        rle['counts'], str) else rle['counts'])
+                if rle is not None and isinstance(rle['counts'], str):
+                    rle = dict(rle, counts=rle['counts'].encode())
                 masks.append(rle)
             frame.pred_track_instances = InstanceData(
                 masks=masks,

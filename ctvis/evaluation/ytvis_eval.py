@@ -2,28 +2,32 @@
 
 :func:`evaluate_ytvis` returns the numbers of the official YouTube-VIS cocoapi
 (``ytvoseval.YTVISeval``; mmdet ships a copy as
-``mmdet.evaluation.functional.YTVISeval``) on the same inputs, bit for bit, and
-is several times faster. We keep our own evaluator because that copy
+``mmdet.evaluation.functional.YTVISeval``) on the same inputs, bit for bit,
+and faster. We keep our own evaluator because that copy
 
 * crashes on numpy >= 1.24 (``np.float`` in ``accumulate``),
 * merges the RLE masks of every (prediction, ground truth, frame) triple one
-  call at a time from Python, and
+  pycocotools call at a time from Python, and
 * hangs or reads out of bounds on a malformed RLE (pycocotools trusts the run
   lengths), where we want an error that names the entry.
 
-How the work is organised:
+How the work is organised (all mask work runs in pycocotools' C code, on
+many masks per call, and never decodes a mask to pixels):
 
-* every RLE is checked first (characters, termination, run lengths adding up to
-  the frame); the areas and the check take two ``pycocotools.mask.area`` calls
-  over all masks, the check using the area of each mask's complement;
-* the video IoU (sum over frames of the intersections / sum over frames of the
-  unions) takes one ``pycocotools.mask.iou`` call per (video, category, block
-  of :data:`FRAMES_PER_IOU_CALL` frames). The frames of a block are laid side by
-  side on a wide canvas (an RLE is column-major, so shifting a mask right by a
-  whole frame only changes its first run length), so masks of different frames
-  never overlap and their pairs are dropped by the bounding-box test in C;
-* the greedy matching is vectorised over the 4 area ranges x 10 IoU thresholds,
-  the accumulation over whole categories.
+* every RLE is checked first: characters and termination (numpy, on all
+  strings at once), then whether its runs cover the frame exactly, as the
+  area of the mask plus the area of its complement (two
+  ``pycocotools.mask.area`` passes, which also give the areas);
+* the video IoU, sum over frames of the intersections / sum over frames of
+  the unions, takes one ``pycocotools.mask.iou`` call per (video, category,
+  block of :data:`FRAMES_PER_IOU_CALL` frames). The frames of a block are laid
+  side by side on a wide canvas (an RLE is column-major, so moving a mask a
+  whole frame to the right only changes its first run length), so masks of
+  different frames never overlap and their pairs are dropped by the
+  bounding-box test in C. Pairs whose IoU cannot reach 0.5 (bounded by the
+  per-frame areas) are not computed at all: they can never match;
+* the greedy matching is vectorised over the 4 area ranges x 10 IoU
+  thresholds, the accumulation over whole categories.
 
 Ground truth is the raw YouTube-VIS / OVIS JSON (``videos``, ``annotations``
 with per-frame ``segmentations`` and ``areas``, ``categories``); results are
@@ -93,8 +97,9 @@ _RLE_FIRST_CHAR, _RLE_LAST_CHAR = 48, 111  # pycocotools: 6 bits per char
 _RLE_MORE_BIT = 0x20  # "another 5-bit chunk follows"
 _RLE_SIGN_BIT = 0x10  # set in the last chunk of a negative number
 _RLE_MAX_CHUNKS = 7  # a run length < 2**32 needs at most 7 chunks
-_AREA_CALL_LIMIT = 255  # pycocotools 2.0.x area() breaks on longer lists
-                        # with numpy 2 (a uint8 array sized by the list)
+# pycocotools 2.0.x area() fails on longer lists with numpy 2 (it builds a
+# uint8 array from the list length).
+_AREA_CALL_LIMIT = 255
 _MAX_CANVAS_PIXELS = 2**32  # pycocotools run lengths are uint32
 
 PathOrDict = Union[str, 'os.PathLike[str]', dict]
@@ -514,29 +519,30 @@ class _MaskCollector:
         ``describe()`` names the frame in error messages."""
         height, width = size
         if type(segmentation) is dict:
-            given, counts = segmentation.get('size'), segmentation.get('counts')
+            given = segmentation.get('size')
+            counts = segmentation.get('counts')
             if given is None or 'counts' not in segmentation:
                 raise YTVISFormatError(
-                    f"{describe()}: malformed RLE: needs 'size' and 'counts', has "
-                    f'{sorted(segmentation)}')
+                    f"{describe()}: malformed RLE: needs 'size' and 'counts', "
+                    f'has {sorted(segmentation)}')
             if not (isinstance(given, (list, tuple)) and len(given) == 2
                     and list(given) == size):
                 raise YTVISFormatError(
-                    f'{describe()}: RLE size {given!r} does not match the video '
-                    f'size [height, width] = {size}')
+                    f'{describe()}: RLE size {given!r} does not match the '
+                    f'video size [height, width] = {size}')
             if type(counts) is str or type(counts) is bytes:
                 return counts, -1
             if type(counts) is list:
                 converted = _uncompressed_to_string(counts, height, width)
                 if converted is None:
                     raise YTVISFormatError(
-                        f'{describe()}: malformed RLE: uncompressed counts must be '
-                        'non-negative integers summing to height*width = '
-                        f'{height * width}')
+                        f'{describe()}: malformed RLE: uncompressed counts '
+                        'must be non-negative integers summing to '
+                        f'height*width = {height * width}')
                 return converted
             raise YTVISFormatError(
-                f"{describe()}: malformed RLE: 'counts' must be a string or a list "
-                f'of run lengths, got {type(counts).__name__}')
+                f"{describe()}: malformed RLE: 'counts' must be a string or a "
+                f'list of run lengths, got {type(counts).__name__}')
         if accept_polygons and type(segmentation) is list:
             if not segmentation:  # ytvoseval treats [] as "no mask"
                 return None, -1
@@ -548,8 +554,8 @@ class _MaskCollector:
                     'counts': string
                 }))
         raise YTVISFormatError(
-            f'{describe()}: a segmentation must be an RLE dict with size and counts'
-            + (', a polygon list' if accept_polygons else '') +
+            f'{describe()}: a segmentation must be an RLE dict with size and '
+            'counts' + (', a polygon list' if accept_polygons else '') +
             f' or null, got {type(segmentation).__name__}')
 
     def build(self, num_tracks: int, with_canvas: np.ndarray,
@@ -605,10 +611,11 @@ def _build_mask_table(strings: List[Union[str, bytes]],
                                f'malformed RLE: {problem}')
 
     try:
-        joined = ''.join(strings).encode('ascii')
-    except TypeError:  # some are bytes
-        joined = b''.join(s if type(s) is bytes else s.encode('ascii')
-                          for s in strings)
+        try:
+            joined = ''.join(strings).encode('ascii')
+        except TypeError:  # some are bytes
+            joined = b''.join(s if type(s) is bytes else s.encode('ascii')
+                              for s in strings)
     except UnicodeEncodeError:
         for row, s in enumerate(strings):
             if type(s) is str and not s.isascii():
@@ -822,8 +829,9 @@ def _parse_ground_truth(gt: dict, name: str) -> _GroundTruth:
         areas = annotation.get('areas')
         length = int(videos.length[video_position])
         if (not isinstance(areas, list) or len(areas) != length
-                or not all(a is None or (type(a) in (int, float) or _is_real(a))
-                           and a >= 0 for a in areas)):
+                or not all(a is None or (type(a) in (int, float)
+                                         or _is_real(a)) and a >= 0
+                           for a in areas)):
             raise YTVISFormatError(
                 f"{describe(index, -1)}: 'areas' must list one non-negative "
                 f'number or null per frame ({length} frames)')
@@ -1224,10 +1232,6 @@ class YTVISEvaluator:
     def video_ids(self) -> List[int]:
         """Sorted ground-truth video ids."""
         return self._gt.videos.ids.tolist()
-
-    def video_length(self, video_id: int) -> int:
-        """Number of frames of a ground-truth video."""
-        return int(self._gt.videos.length[self._gt.videos.index[video_id]])
 
     @property
     def has_annotations(self) -> bool:

@@ -263,8 +263,8 @@ class YTVISMetric(BaseMetric):
             if count > 1)
         if repeated:
             raise ValueError(
-                f'YTVISMetric: videos {repeated[:20]} were predicted more than '
-                'once (duplicated across ranks by the sampler?)')
+                f'YTVISMetric: videos {repeated[:20]} were predicted more '
+                'than once (duplicated across ranks by the sampler?)')
         evaluator = self.evaluator
         predictions = results2json(results, evaluator.category_ids)
         missing = len(set(evaluator.video_ids) - {r['video_id']

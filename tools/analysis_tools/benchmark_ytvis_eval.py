@@ -44,8 +44,8 @@ def ellipse_counts(height: int, width: int, center: Tuple[float, float],
     """
     cx, cy = center
     ax, ay = axes
-    x0, x1 = max(int(np.floor(cx - ax)), 0), min(int(np.ceil(cx + ax)),
-                                                  width - 1)
+    x0 = max(int(np.floor(cx - ax)), 0)
+    x1 = min(int(np.ceil(cx + ax)), width - 1)
     if x1 < x0:
         return np.array([height * width])
     xs = np.arange(x0, x1 + 1)
@@ -97,18 +97,20 @@ def make_synthetic_ytvis(num_videos: int = 100,
                          height: int = 720,
                          width: int = 1280,
                          frame_range: Tuple[int, int] = (20, 40),
+                         object_range: Tuple[int, int] = (1, 5),
                          category_ids: Tuple[int, ...] = (1, 2, 3, 5, 8, 13),
                          min_predictions: int = 10,
                          seed: int = 0) -> Tuple[dict, List[dict]]:
     """A seeded synthetic YouTube-VIS ground truth and results list.
 
     Ground truth follows the official YouTube-VIS layout (uncompressed RLE
-    per frame, None where the object is absent, ``areas``, 5% crowd);
-    predictions are compressed RLEs: 1-2 perturbed copies of every object
-    (shifted, rescaled, a few frames dropped, 15% with a wrong category) and
-    false positives (random objects and categories, lower scores) up to at
-    least ``min_predictions`` per video. Scores have two decimals, so ties
-    occur.
+    per frame, None where the object is absent, ``areas``, 5% crowd).
+    Predictions look like the output of query-based VIS models (ours
+    included): a compressed RLE in every frame, empty where the object is
+    not seen; 1-2 perturbed copies of every object (shifted, rescaled, a few
+    frames missed, 15% with a wrong category) and false positives (random
+    objects and categories, lower scores) up to at least ``min_predictions``
+    per video. Scores have two decimals, so ties occur.
     """
     rng = np.random.default_rng(seed)
     videos, annotations, results = [], [], []
@@ -120,6 +122,8 @@ def make_synthetic_ytvis(num_videos: int = 100,
                 'size': [height, width]
             }, height, width)
         return {'size': [height, width], 'counts': rle['counts'].decode()}
+
+    empty = compressed(np.array([height * width]))
 
     for video_id in range(1, num_videos + 1):
         num_frames = int(rng.integers(frame_range[0], frame_range[1] + 1))
@@ -133,7 +137,8 @@ def make_synthetic_ytvis(num_videos: int = 100,
                     f'{video_id:05d}/{t:05d}.jpg' for t in range(num_frames)
                 ]))
         objects = []
-        for _ in range(int(rng.integers(1, 6))):
+        for _ in range(
+                int(rng.integers(object_range[0], object_range[1] + 1))):
             track = _track(rng, height, width, num_frames)
             track['category'] = int(rng.choice(category_ids))
             segmentations, areas = [None] * num_frames, [None] * num_frames
@@ -163,7 +168,7 @@ def make_synthetic_ytvis(num_videos: int = 100,
                         rng.choice(category_ids)))
                 offset = rng.normal(0, 0.1 * track['axes'].mean(), 2)
                 scale = rng.uniform(0.85, 1.15)
-                segmentations = [None] * num_frames
+                segmentations = [empty] * num_frames
                 for frame in track['frames']:
                     if rng.random() < 0.05:
                         continue
@@ -178,7 +183,7 @@ def make_synthetic_ytvis(num_videos: int = 100,
                         segmentations=segmentations))
         while len(predictions) < min_predictions or rng.random() < 0.3:
             track = _track(rng, height, width, num_frames)
-            segmentations = [None] * num_frames
+            segmentations = [empty] * num_frames
             for frame in track['frames']:
                 segmentations[frame] = compressed(
                     _frame_counts(track, frame, height, width, rng))
@@ -247,7 +252,8 @@ def run_benchmark(num_videos: int = 100,
                   width: int = 1280,
                   repeats: int = 3,
                   seed: int = 0,
-                  log: Optional[Callable[[str], None]] = print) -> Dict:
+                  log: Optional[Callable[[str], None]] = print,
+                  **set_options) -> Dict:
     """Generate the set, time both evaluators and compare their numbers.
 
     Returns:
@@ -255,10 +261,12 @@ def run_benchmark(num_videos: int = 100,
         ``repeats`` runs), ``*_cpu_seconds``, ``speedup``, ``max_abs_diff``
         (metric -> |ours - reference|), ``max_abs_diff_arrays`` (over the
         whole precision and recall arrays) and ``stats`` of the set.
+        ``set_options`` go to :func:`make_synthetic_ytvis`.
     """
     log = log or (lambda _: None)
     start = time.perf_counter()
-    gt, results = make_synthetic_ytvis(num_videos, height, width, seed=seed)
+    gt, results = make_synthetic_ytvis(
+        num_videos, height, width, seed=seed, **set_options)
     num_masks = sum(s is not None for r in results
                     for s in r['segmentations'])
     stats = dict(
@@ -330,14 +338,36 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--repeats', type=int, default=3, help='runs per evaluator; the '
         'fastest counts')
+    parser.add_argument(
+        '--frames', type=int, nargs=2, default=(20, 40), metavar=('MIN',
+                                                                  'MAX'))
+    parser.add_argument(
+        '--objects',
+        type=int,
+        nargs=2,
+        default=(1, 5),
+        metavar=('MIN', 'MAX'),
+        help='ground-truth objects per video')
+    parser.add_argument(
+        '--min-predictions',
+        type=int,
+        default=10,
+        help='predictions per video, at least')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    report = run_benchmark(args.num_videos, args.height, args.width,
-                           args.repeats, args.seed)
+    report = run_benchmark(
+        args.num_videos,
+        args.height,
+        args.width,
+        args.repeats,
+        args.seed,
+        frame_range=tuple(args.frames),
+        object_range=tuple(args.objects),
+        min_predictions=args.min_predictions)
     worst = max(report['max_abs_diff'].values())
     if worst > 1e-6 or report['max_abs_diff_arrays'] > 1e-6:
         raise SystemExit(f'numbers differ from ytvoseval (up to {worst})')
