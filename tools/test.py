@@ -31,7 +31,7 @@ from mmdet.structures.mask import mask2bbox
 YTVIS_METRIC_TYPES = ('YTVISMetric', 'ctvis.YTVISMetric', 'mmdet.YTVISMetric', YTVISMetric)
 
 
-@METRICS.register_module()
+@METRICS.register_module(force=True)  # force: this script may be imported more than once
 class YTVISMetricWritingResults(YTVISMetric):
     """YTVISMetric that also writes its results list to one JSON file (``--out``).
 
