@@ -79,26 +79,30 @@ def video_predictions(sample: Union[TrackDataSample, dict]) -> Optional[dict]:
     if video_id is None:
         raise KeyError('a video_complete sample needs metainfo video_id')
     where = f'video {video_id}'
+    if not frames:
+        raise ValueError(f'{where}: a video_complete sample has no frames')
     instances = [frame.pred_track_instances for frame in frames]
-    first = instances[0]
-    labels, scores = _as_list(first.labels), _as_list(first.scores)
-    ids = _as_list(first.instances_id)
+
+    def fields(frame: Any) -> tuple:
+        ids = getattr(frame, 'instances_id', None)
+        return (_as_list(frame.labels), _as_list(frame.scores),
+                None if ids is None else _as_list(ids))
+
+    labels, scores, ids = fields(instances[0])
     for index, frame in enumerate(instances):
-        if (_as_list(frame.instances_id) != ids
-                or _as_list(frame.labels) != labels
-                or _as_list(frame.scores) != scores
-                or len(frame.masks) != len(ids)):
+        if fields(frame) != (labels, scores, ids) or len(
+                frame.masks) != len(labels):
             raise ValueError(
                 f'{where}, frame {index}: every frame must list the same '
-                f'video-level predictions (instances_id, labels, scores) and '
-                f'one mask per prediction')
+                'video-level predictions (labels, scores, instances_id) and '
+                'one mask per prediction')
     predictions = []
-    for k, (label, score, instance_id) in enumerate(zip(labels, scores, ids)):
+    for k, (label, score) in enumerate(zip(labels, scores)):
         predictions.append(
             dict(
                 label=int(label),
                 score=float(score),
-                instance_id=int(instance_id),
+                instance_id=None if ids is None else int(ids[k]),
                 segmentations=[
                     _json_rle(frame.masks[k], f'{where}, frame {index}')
                     for index, frame in enumerate(instances)
