@@ -7,6 +7,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -506,6 +507,33 @@ def test_known_noise_is_silenced_and_the_rest_still_shows(tmp_path):
             > output.index('torch.get_autocast_gpu_dtype() is deprecated'))
     assert 'CUDA is not available.  Disabling' in output
     assert 'control: a real warning' in output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only code paths')
+def test_cpu_only_distributed_pieces(monkeypatch):
+    """mmengine's launcher device call and the Runner's DDP wrapping work without CUDA."""
+    import torch.distributed as torch_dist
+    import mmengine.dist.utils as dist_utils
+    from mmengine.model.wrappers import MMDistributedDataParallel
+    with pytest.raises(AttributeError, match='_cuda_setDevice'):
+        torch.cuda.set_device(0)  # what mmengine's _init_dist_pytorch would hit
+    dist_utils.torch.cuda.set_device(0)  # ctvis: a no-op without CUDA
+
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        monkeypatch.setenv('MASTER_PORT', str(sock.getsockname()[1]))
+    torch_dist.init_process_group('gloo', rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match='device_ids'):  # plain torch DDP refuses
+            nn.parallel.DistributedDataParallel(TinyRegressor(), device_ids=[0])
+        wrapped = MMDistributedDataParallel(module=TinyRegressor(), device_ids=[0],
+                                            broadcast_buffers=False)
+        assert wrapped.device_ids is None
+        losses = wrapped(inputs=[torch.ones(3)], targets=[torch.tensor(1.)], mode='loss')
+        losses['loss'].backward()
+    finally:
+        torch_dist.destroy_process_group()
 
 
 def test_apply_compat_fixes_is_idempotent():
