@@ -352,8 +352,8 @@ def _malformed(results: List[dict], case: str) -> List[dict]:
         segmentation['counts'] = segmentation['counts'] + 'P'
     elif case == 'other frame size':  # right size field, wrong run lengths
         height, width = segmentation['size']
-        segmentation['counts'] = rle_of(np.ones((height, width - 1),
-                                                bool))['counts']
+        segmentation['counts'] = rle_of(
+            box_mask(height, width - 1, (2, 3, 9, 8)))['counts']
     elif case == 'uncompressed sum':
         segmentation['counts'] = [3, 4]
     elif case == 'not a dict':
