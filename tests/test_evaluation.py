@@ -21,7 +21,8 @@ from mmdet.registry import METRICS
 from mmdet.structures import DetDataSample, TrackDataSample
 from ctvis.evaluation import YTVISMetric
 from ctvis.evaluation.ytvis_eval import (METRIC_NAMES, YTVISEvaluator,
-                                         YTVISFormatError, evaluate_ytvis)
+                                         YTVISFormatError, evaluate_ytvis,
+                                         load_long_video_ids)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
@@ -387,6 +388,21 @@ def test_malformed_results_are_rejected(tmp_path, case, message):
         assert 'results[1]' in str(error.value)
 
 
+def test_long_video_ids_formats(tmp_path):
+    for content in ([3, 1], [{'id': 3}, {'id': 1}],
+                    {'videos': [{'id': 3}, {'id': 1}]},
+                    {'long_video_ids': [3, 1]}):
+        path = tmp_path / 'long.json'
+        path.write_text(json.dumps(content))
+        assert load_long_video_ids(str(path)) == [3, 1]
+    path.write_text(json.dumps(['three']))
+    with pytest.raises(YTVISFormatError, match="entry 0 is not a video id"):
+        load_long_video_ids(str(path))
+    gt, results = random_ytvis_set()
+    with pytest.raises(YTVISFormatError, match='long video id 77'):
+        evaluate_ytvis(gt, results, long_video_ids=[1, 77])
+
+
 def test_malformed_ground_truth_is_rejected():
     gt, results = random_ytvis_set()
     gt['annotations'][0]['areas'] = gt['annotations'][0]['areas'][:-1]
@@ -462,6 +478,14 @@ def test_metric_process_and_compute(gt_file):
     assert set(metrics) == {f'youtube_vis/{name}' for name in expected}
     for name, value in expected.items():
         assert metrics[f'youtube_vis/{name}'] == value
+
+    # YouTube-VIS 2022: the split numbers come along.
+    metric = YTVISMetric(ann_file=path, long_video_ids=[1, 3])
+    metric.process({}, samples)
+    metrics = metric.evaluate(size=len(samples))
+    expected = evaluate_ytvis(gt, float32_scores(results), [1, 3])
+    assert metrics['youtube_vis/AP_2022'] == expected['AP_2022']
+    assert metrics['youtube_vis/AP_long'] == expected['AP_long']
 
 
 def test_metric_rejects_duplicated_videos_and_logs_missing(gt_file):

@@ -270,7 +270,8 @@ def _encode_counts(values: np.ndarray) -> Tuple[bytes, int, np.ndarray]:
             follows = np.where(code & _RLE_SIGN_BIT, value != -1, value != 0)
             rows = np.flatnonzero(more)
             out[rows, lengths[rows]] = (
-                code[rows] | np.where(follows[rows], _RLE_MORE_BIT, 0)) + 48
+                code[rows]
+                | np.where(follows[rows], _RLE_MORE_BIT, 0)) + _RLE_FIRST_CHAR
             lengths[rows] += 1
             more &= follows
     return out.tobytes(), stride, lengths
