@@ -9,6 +9,7 @@ checked against the model that config builds: shapes must agree, and the file mu
 the class head, whose size differs, is dropped and the re-id head is left to its initialisation).
 """
 import argparse
+import pickle
 import sys
 
 import torch
@@ -36,7 +37,7 @@ def main() -> int:
     args = parse_args()
     try:
         source = unwrap_d2_checkpoint(safe_load_file(args.src), args.src)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, pickle.UnpicklingError) as e:
         print(f'ctvis_d2_to_mmdet: {e}', file=sys.stderr)
         return 2
     conversion = convert_state_dict(source)

@@ -1,0 +1,128 @@
+"""tools/model_converters/ctvis_d2_to_mmdet.py on state dicts with the official key names/shapes."""
+import importlib.util
+import os.path as osp
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, SHARED
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from ctvis.utils.d2_conversion import (_swin_norm_order, _swin_reduction_order,
+                                       check_against_model, convert_state_dict)
+from mmdet.registry import MODELS
+
+TOOL = osp.join(REPO, 'tools', 'model_converters', 'ctvis_d2_to_mmdet.py')
+R50_YTVIS19 = osp.join(REPO, 'configs', 'ctvis', 'ctvis_r50_8xb2-16k_ytvis19.py')
+SWIN_OVIS = osp.join(REPO, 'configs', 'ctvis', 'ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ovis.py')
+
+
+def official_keys():
+    spec = importlib.util.spec_from_file_location(
+        'ctvis_d2_keys', osp.join(SHARED, 'parity', 'ctvis_d2_keys.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def official_state_dict(backbone: str, queries: int, classes: int) -> dict:
+    keys = official_keys()
+    shapes, channels = getattr(keys, backbone)()
+    shapes.update(keys.head(channels, queries, classes))
+    rng = np.random.RandomState(0)
+    return {k: torch.from_numpy(rng.standard_normal(v).astype(np.float32))
+            for k, v in shapes.items()}
+
+
+def convert(tmp_path, source, *args):
+    dst = tmp_path / 'converted.pth'
+    result = subprocess.run([sys.executable, TOOL, str(source), str(dst), *map(str, args)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    return result, dst
+
+
+def test_official_r50_release_converts_and_loads_strictly(tmp_path):
+    state = official_state_dict('resnet50', 100, 40)
+    assert len(state) == 564
+    source = tmp_path / 'ctvis_r50_ytvis19.pth'
+    torch.save({'model': state}, source)
+    result, dst = convert(tmp_path, source, '--config', R50_YTVIS19)
+    assert result.returncode == 0, result.stderr
+    assert 'strict=True' in result.stdout and 'criterion.empty_weight' in result.stdout
+    converted = torch.load(dst, weights_only=True)['state_dict']
+    assert torch.equal(converted['track_head.reid_embed.4.weight'],
+                       state['sem_seg_head.predictor.reid_embed.layers.2.weight'])
+    assert torch.equal(converted['backbone.layer3.5.bn2.running_var'],
+                       state['backbone.res4.5.conv2.norm.running_var'])
+    assert torch.equal(converted['track_head.pixel_decoder.level_encoding.weight'],
+                       state['sem_seg_head.pixel_decoder.transformer.level_embed'])
+
+
+def test_official_swin_l_release_converts_and_loads_strictly():
+    keys = official_keys()
+    shapes, channels = keys.swinl()
+    shapes.update(keys.head(channels, 200, 25))
+    assert len(shapes) == 656
+    state = {k: torch.zeros(v) for k, v in shapes.items()}  # values do not matter here
+    conversion = convert_state_dict(state)
+    assert not conversion.unmapped
+    cfg = Config.fromfile(SWIN_OVIS)
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    assert check_against_model(conversion.state_dict, model) == ([], [], [])
+    model.load_state_dict(conversion.state_dict, strict=True)
+
+
+def test_swin_patch_merging_reorder():
+    # official unfold order (x0, x1, x2, x3) = ((0,0), (1,0), (0,1), (1,1)); mmdet's nn.Unfold
+    # gives per channel ((0,0), (0,1), (1,0), (1,1)) interleaved over channels
+    channels = 2
+    weight = torch.arange(4 * channels, dtype=torch.float32)[None]
+    reordered = _swin_reduction_order(weight)[0]
+    assert reordered.tolist() == [0, 4, 2, 6, 1, 5, 3, 7]
+    assert torch.equal(_swin_norm_order(torch.arange(8.)), reordered)
+
+
+def test_mask2former_coco_pickle_initialises_training(tmp_path):
+    state = official_state_dict('resnet50', 100, 80)
+    state = {k: v.numpy() for k, v in state.items() if 'reid_embed' not in k}
+    source = tmp_path / 'model_final_3c8ec9.pkl'
+    with open(source, 'wb') as f:
+        pickle.dump({'model': state, '__author__': 'Mask2Former'}, f)
+    result, dst = convert(tmp_path, source, '--config', R50_YTVIS19)
+    assert result.returncode == 1 and 'shape mismatch track_head.cls_embed.weight' in result.stderr
+    result, dst = convert(tmp_path, source, '--config', R50_YTVIS19, '--init')
+    assert result.returncode == 0, result.stderr
+    assert 'dropped (shape differs' in result.stdout and 'reid_embed' in result.stdout
+    converted = torch.load(dst, weights_only=True)['state_dict']
+    assert 'track_head.cls_embed.weight' not in converted
+    assert 'track_head.mask_embed.0.weight' in converted
+
+
+def test_unknown_keys_are_reported(tmp_path):
+    state = official_state_dict('resnet50', 100, 40)
+    state['sem_seg_head.predictor.some_new_head.weight'] = torch.zeros(3)
+    source = tmp_path / 'odd.pth'
+    torch.save({'model': state}, source)
+    result, _ = convert(tmp_path, source)
+    assert result.returncode == 1
+    assert 'sem_seg_head.predictor.some_new_head.weight' in result.stderr
+    assert convert_state_dict(state).unmapped == ['sem_seg_head.predictor.some_new_head.weight']
+
+
+def test_code_executing_checkpoint_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / 'pwned'), 'w'))
+
+    source = tmp_path / 'evil.pkl'
+    with open(source, 'wb') as f:
+        pickle.dump({'model': {'x': Payload()}}, f)
+    result, _ = convert(tmp_path, source)
+    assert result.returncode == 2 and 'evil.pkl' in result.stderr
+    assert not (tmp_path / 'pwned').exists()
