@@ -31,12 +31,14 @@ def mask_nms(masks: Tensor, iou_thr: float) -> Tensor:
     flat = masks.flatten(1).float()
     inter = flat @ flat.T
     area = flat.sum(1)
-    iou = inter / (area[:, None] + area[None] - inter).clamp(min=1e-6)
+    overlaps = (inter / (area[:, None] + area[None] - inter).clamp(min=1e-6) > iou_thr).cpu()
+    suppressed = torch.zeros(len(masks), dtype=torch.bool)
     keep: List[int] = []
     for i in range(len(masks)):
-        if all(iou[i, j] <= iou_thr for j in keep):
+        if not suppressed[i]:
             keep.append(i)
-    return torch.as_tensor(keep, dtype=torch.long)
+            suppressed |= overlaps[i]
+    return torch.as_tensor(keep, dtype=torch.long, device=masks.device)
 
 
 def bisoftmax_scores(det_embeds: Tensor, track_embeds: Tensor) -> Tensor:
