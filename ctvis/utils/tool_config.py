@@ -1,0 +1,130 @@
+"""Config set-up shared by tools/train.py and tools/test.py, so both read configs, overrides
+and launchers the same way."""
+import difflib
+import inspect
+import os.path as osp
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+from mmengine.utils import import_modules_from_strings
+
+# Top-level keys the Runner reads even when a config leaves them out (so they may be set).
+RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'} | {
+    'runner_type', 'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn', 'compile'
+}
+
+
+class ConfigError(ValueError):
+    """A config file or a ``--cfg-options`` override that cannot be used; says which and why."""
+
+
+def _missing_key(cfg: Config, dotted_key: str) -> Optional[Tuple[str, str, list]]:
+    """(existing prefix, first missing part, keys available there) or None if the key exists.
+
+    Digit parts index lists, as ``Config.merge_from_dict`` allows (``pipeline.0.type``).
+    """
+    node: Any = cfg
+    parts = dotted_key.split('.')
+    for depth, part in enumerate(parts):
+        prefix = '.'.join(parts[:depth])
+        if isinstance(node, (list, tuple)):
+            if not (part.isdigit() and int(part) < len(node)):
+                return prefix, part, [str(i) for i in range(len(node))]
+            node = node[int(part)]
+        elif hasattr(node, 'keys'):
+            if part not in node:
+                return prefix, part, sorted(map(str, node.keys()))
+            node = node[part]
+        else:
+            return prefix, part, []
+    return None
+
+
+def apply_cfg_options(cfg: Config, options: Dict[str, Any], config_path: str) -> None:
+    """Merge ``--cfg-options`` into ``cfg``; every key must already exist in the config.
+
+    A misspelt key would otherwise add a new, unused entry and the run would silently use the
+    old value. Top-level Runner settings (:data:`RUNNER_KEYS`, e.g. ``work_dir``) may be added;
+    prefix any other new key with ``+`` to add it on purpose (``+model.test_cfg.x=1``).
+
+    Raises:
+        ConfigError: a key (without ``+``) is not in the config.
+    """
+    checked = {}
+    for key, value in options.items():
+        top_level = key.split('.')[0]
+        if key.startswith('+') or (top_level in RUNNER_KEYS and top_level not in cfg):
+            checked[key.lstrip('+')] = value
+            continue
+        missing = _missing_key(cfg, key)
+        if missing is not None:
+            prefix, part, available = missing
+            where = f"'{prefix}'" if prefix else 'the config'
+            close = difflib.get_close_matches(part, available, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ''
+            listed = ', '.join(available[:20]) + (', ...' if len(available) > 20 else '')
+            raise ConfigError(
+                f"{config_path}: --cfg-options key '{key}': '{part}' is not in {where}{hint}. "
+                f'Keys there: {listed or "none (not a dict)"}. To add a new key on purpose, '
+                f"write '+{key}=...'.")
+        checked[key] = value
+    cfg.merge_from_dict(checked)
+
+
+def choose_dist_backend(cfg: Config) -> None:
+    """Use gloo where the config asks for nccl but this machine has no CUDA.
+
+    mmengine passes ``env_cfg.dist_cfg.backend`` (default ``nccl``) to
+    ``init_process_group`` as is, and nccl needs CUDA devices.
+    """
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    if dist_cfg.get('backend', 'nccl') == 'nccl' and not torch.cuda.is_available():
+        dist_cfg['backend'] = 'gloo'
+        print_log('No CUDA device: using the gloo backend for distributed runs '
+                  '(env_cfg.dist_cfg.backend).', logger='current')
+
+
+def load_tool_config(config_path: str,
+                     cfg_options: Optional[Dict[str, Any]] = None,
+                     launcher: str = 'none',
+                     work_dir: Optional[str] = None) -> Config:
+    """Read a config for tools/train.py and tools/test.py.
+
+    Checks the file exists, merges ``cfg_options`` (:func:`apply_cfg_options`), imports the
+    config's ``custom_imports`` (again, in case an override changed them), records the launcher
+    (gloo backend without CUDA) and sets ``work_dir``: ``work_dir`` argument > the config's
+    ``work_dir`` > ``./work_dirs/<config name>``.
+
+    Raises:
+        ConfigError: the file does not exist or is not a ``.py``/``.json``/``.yaml`` config, or
+            an override key is wrong.
+    """
+    if not osp.isfile(config_path):
+        raise ConfigError(f'{config_path}: config file not found')
+    if not config_path.endswith(('.py', '.json', '.yaml', '.yml')):
+        raise ConfigError(f'{config_path}: not a config file (.py, .json or .yaml expected)')
+    cfg = Config.fromfile(config_path)
+    if cfg_options:
+        apply_cfg_options(cfg, cfg_options, config_path)
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    cfg.launcher = launcher
+    if launcher != 'none':
+        choose_dist_backend(cfg)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """mmengine's default Runner, or the registered ``runner_type`` when the config names one."""
+    if 'runner_type' in cfg:
+        from mmdet.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
