@@ -13,7 +13,7 @@ DATA=data/toy_vis
 START=$(date +%s)
 
 echo "[quickstart] 1/5 toy dataset -> $DATA"
-"$PY" tools/misc/make_toy_vis.py "$DATA" --videos 60 --frames 20 --val-videos 12 --seed 0
+"$PY" tools/misc/make_toy_vis.py "$DATA" --videos 120 --frames 20 --val-videos 12 --seed 0
 
 echo "[quickstart] 2/5 training $CONFIG"
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK"

@@ -1,9 +1,10 @@
 # Quickstart: a small CTVIS trained from scratch on the built-in toy dataset, on a CPU.
-#   python tools/misc/make_toy_vis.py data/toy_vis --videos 60 --frames 20 --val-videos 12
+#   python tools/misc/make_toy_vis.py data/toy_vis --videos 120 --frames 20 --val-videos 12
 #   python tools/train.py configs/ctvis/ctvis_quickstart.py
 # What it changes from the R50 recipe: a narrow ResNet-18 trained from scratch, 64-channel
 # pixel/transformer decoder with 2 encoder and 3 decoder layers, 10 queries, 5-frame clips, the
-# toy data (classes read from its JSON), 1200 iterations at lr 4e-4.
+# toy data, 3000 iterations at lr 4e-4, and tracker score thresholds of 0.3 (the official 0.01
+# keeps the many low-score queries of this small model as spurious tracks: 42.0 -> 45.0 AP).
 _base_ = ['../_base_/models/ctvis_r50.py', '../_base_/default_runtime.py']
 
 data_root = 'data/toy_vis/'
@@ -13,7 +14,7 @@ num_queries = 10
 num_frames = 5
 frame_range = 4
 channels = 64
-max_iters = 1200
+max_iters = 3000
 
 model = dict(
     backbone=dict(
@@ -41,7 +42,7 @@ model = dict(
                 ffn_cfg=dict(embed_dims=channels, feedforward_channels=256))),
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1]),
         train_cfg=dict(num_points=1024)),
-    tracker=dict(num_classes=num_classes),
+    tracker=dict(num_classes=num_classes, score_thr=0.3, init_score_thr=0.3),
     test_cfg=dict(max_per_video=10))
 
 train_pipeline = [
@@ -99,7 +100,7 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=1.0, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
-    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[900],
+    dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[2500],
          gamma=0.1)
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
