@@ -357,6 +357,8 @@ def _malformed(results: List[dict], case: str) -> List[dict]:
             box_mask(height, width - 1, (2, 3, 9, 8)))['counts']
     elif case == 'uncompressed sum':
         segmentation['counts'] = [3, 4]
+    elif case == 'negative run':  # 'K' encodes -5
+        segmentation['counts'] = 'K' + segmentation['counts']
     elif case == 'not a dict':
         entry['segmentations'][frame] = 'mask'
     return results
@@ -374,6 +376,7 @@ def _malformed(results: List[dict], case: str) -> List[dict]:
     ('truncated', 'ends inside a number'),
     ('other frame size', 'run lengths cover'),
     ('uncompressed sum', 'uncompressed counts must be'),
+    ('negative run', 'a run length is negative'),
     ('not a dict', 'must be an RLE dict'),
 ])
 def test_malformed_results_are_rejected(tmp_path, case, message):
@@ -408,6 +411,96 @@ def test_malformed_ground_truth_is_rejected():
     gt['annotations'][0]['areas'] = gt['annotations'][0]['areas'][:-1]
     with pytest.raises(YTVISFormatError, match=r"annotations\[0\].*'areas'"):
         YTVISEvaluator(gt, gt_name='gt.json')
+    # An uncompressed RLE of the wrong length, among the annotation's other
+    # uncompressed ones (checked all at once).
+    gt, results = random_ytvis_set()
+    index, annotation = next(
+        (i, a) for i, a in enumerate(gt['annotations'])
+        if all(isinstance(s, dict) and isinstance(s['counts'], list)
+               for s in a['segmentations'] if s is not None))
+    frame = next(f for f, s in enumerate(annotation['segmentations']) if s)
+    annotation['segmentations'][frame]['counts'].append(1)
+    with pytest.raises(YTVISFormatError) as error:
+        YTVISEvaluator(gt, gt_name='gt.json')
+    assert (f"gt.json: annotations[{index}] (id {annotation['id']}), frame "
+            f'{frame}: malformed RLE: uncompressed counts must be'
+            ) in str(error.value)
+
+
+def test_empty_runs_in_uncompressed_rles():
+    """Uncompressed RLEs with empty runs inside score as the same masks
+    without them (pycocotools' iou loop stops early where both masks have an
+    empty run)."""
+    gt, results = random_ytvis_set()
+    split = copy.deepcopy(gt)
+    for annotation in split['annotations']:
+        for segmentation in annotation['segmentations']:
+            if (isinstance(segmentation, dict)
+                    and isinstance(segmentation['counts'], list)
+                    and segmentation['counts'][1] >= 2):
+                counts = segmentation['counts']
+                # The first foreground run in two, and an empty run at the end
+                segmentation['counts'] = [counts[0], 1, 0, counts[1] - 1
+                                          ] + counts[2:] + [0]
+
+    def with_copies(gt: dict) -> List[dict]:
+        """``results`` and a copy of every uncompressed ground-truth track."""
+        return results + [
+            dict(video_id=a['video_id'], category_id=a['category_id'],
+                 score=0.7, segmentations=a['segmentations'])
+            for a in gt['annotations']
+            if all(isinstance(s, dict) and isinstance(s['counts'], list)
+                   for s in a['segmentations'] if s is not None)
+        ]
+
+    precision, recall, _ = YTVISEvaluator(gt).accumulate(with_copies(gt))
+    split_precision, split_recall, _ = YTVISEvaluator(split).accumulate(
+        with_copies(split))
+    np.testing.assert_array_equal(split_precision, precision)
+    np.testing.assert_array_equal(split_recall, recall)
+
+
+def box_rle(height: int, width: int, box, kind: str = 'str') -> dict:
+    """RLE of a box mask written from its run lengths (for frames too large
+    to rasterise)."""
+    x1, y1, x2, y2 = box
+    runs = [x1 * height + y1]
+    for _ in range(x1, x2 - 1):
+        runs += [y2 - y1, height - (y2 - y1)]
+    runs += [y2 - y1, height * width - sum(runs) - (y2 - y1)]
+    if kind == 'list':
+        return {'size': [height, width], 'counts': runs}
+    rle = mask_utils.frPyObjects({'size': [height, width], 'counts': runs},
+                                 height, width)
+    return {'size': [height, width], 'counts': rle['counts'].decode()}
+
+
+def test_frames_too_large_for_one_canvas(monkeypatch):
+    """20000x20000 frames: only 10 fit side by side on a canvas (uint32 run
+    lengths), so a 13-frame video takes two."""
+    size, length = 20000, 13
+    gt = dict(videos=[dict(id=1, height=size, width=size, length=length)],
+              categories=[dict(id=1, name='thing')], annotations=[])
+    results = []
+    for index, (x, y) in enumerate(((100, 200), (5000, 9000))):
+        boxes = [(x + 30 * t, y, x + 30 * t + 400, y + 300 + 10 * t)
+                 for t in range(length)]
+        gt['annotations'].append(dict(
+            id=index + 1, video_id=1, category_id=1, iscrowd=0,
+            segmentations=[box_rle(size, size, b, 'list') for b in boxes],
+            areas=[float((b[2] - b[0]) * (b[3] - b[1])) for b in boxes]))
+        for shift, score in ((20, 0.9), (150, 0.6)):
+            results.append(dict(
+                video_id=1, category_id=1, score=score - index / 10,
+                segmentations=[
+                    box_rle(size, size, (b[0] + shift, b[1], b[2] + shift,
+                                         b[3])) for b in boxes
+                ]))
+    reference = reference_eval(gt, results, monkeypatch)
+    precision, recall, _ = YTVISEvaluator(gt).accumulate(results)
+    np.testing.assert_array_equal(precision, reference.eval['precision'])
+    np.testing.assert_array_equal(recall, reference.eval['recall'])
+    assert 0 < evaluate_ytvis(gt, results)['AP'] < 1
 
 
 # ---------------------------------------------------------------------------
@@ -581,3 +674,13 @@ def test_benchmark_tool_agrees_with_ytvoseval(monkeypatch):
     assert max(report['max_abs_diff'].values()) == 0
     assert report['max_abs_diff_arrays'] == 0
     assert report['metrics']['AP'] > 0
+
+    # Metric level: mmdet's YouTubeVISMetric on dense masks, ctvis'
+    # YTVISMetric on the RLEs our model emits.
+    gt, results = benchmark.make_synthetic_ytvis(num_videos=3, height=72,
+                                                 width=96)
+    report = benchmark.run_metric_benchmark(gt, results, repeats=1, log=None)
+    assert max(report['max_abs_diff'].values()) == 0
+    assert report['max_abs_diff_arrays'] == 0
+    assert 0 < report['metrics']['AP'] < 1
+    assert report['mmdet']['encode'] > 0

@@ -14,20 +14,30 @@ and faster. We keep our own evaluator because that copy
 How the work is organised (all mask work runs in pycocotools' C code, on
 many masks per call, and never decodes a mask to pixels):
 
-* every RLE is checked first: characters and termination (numpy, on all
-  strings at once), then whether its runs cover the frame exactly, as the
-  area of the mask plus the area of its complement (two
-  ``pycocotools.mask.area`` passes, which also give the areas);
+* every RLE is checked first. Uncompressed ones (ground truth) are read into
+  one array and summed with numpy, all at once. Compressed strings: their
+  characters and termination (numpy, on all strings at once), then whether
+  their runs cover the frame exactly, as the area of the mask plus the area
+  of its complement (two ``pycocotools.mask.area`` passes, which also give
+  the areas; strings of at most three run lengths, e.g. empty masks, are
+  summed with numpy). Decoding the strings with numpy instead (e.g.
+  ``ctvis.datasets.ytvis.compressed_rle_pixel_totals``) was measured at 17
+  times the cost of one such C pass;
 * the video IoU, sum over frames of the intersections / sum over frames of
   the unions, takes one ``pycocotools.mask.iou`` call per (video, category,
-  block of :data:`FRAMES_PER_IOU_CALL` frames). The frames of a block are laid
-  side by side on a wide canvas (an RLE is column-major, so moving a mask a
-  whole frame to the right only changes its first run length), so masks of
-  different frames never overlap and their pairs are dropped by the
-  bounding-box test in C. Pairs whose IoU cannot reach 0.5 (bounded by the
-  per-frame areas) are not computed at all: they can never match;
-* the greedy matching is vectorised over the 4 area ranges x 10 IoU
-  thresholds, the accumulation over whole categories.
+  block of frames). The frames of a block are laid side by side on a wide
+  canvas (an RLE is column-major, so moving a mask a whole frame to the
+  right only changes its first run length), so masks of different frames
+  never overlap and their pairs are dropped by the bounding-box test in C.
+  The block length balances the cost of a call against that of the
+  bounding-box tests; a canvas holds as many frames as uint32 run lengths
+  allow (4660 at 720p), longer videos start another. Pairs whose IoU cannot reach 0.5 (bounded by the
+  per-frame areas) are not computed at all, nor frames where either side
+  has no mask. Ground-truth canvases are encoded once, when the ground truth
+  is parsed;
+* the greedy matching runs for all (video, category) pairs at once,
+  vectorised over the 4 area ranges x 10 IoU thresholds, the accumulation
+  over whole categories.
 
 Ground truth is the raw YouTube-VIS / OVIS JSON (``videos``, ``annotations``
 with per-frame ``segmentations`` and ``areas``, ``categories``); results are
@@ -57,7 +67,7 @@ __all__ = [
     'YTVISFormatError', 'YTVISEvaluator', 'evaluate_ytvis', 'load_json_file',
     'load_long_video_ids', 'metrics_table', 'METRIC_NAMES',
     'METRIC_NAMES_2022', 'IOU_THRESHOLDS', 'RECALL_THRESHOLDS', 'MAX_DETS',
-    'AREA_RANGES', 'FRAMES_PER_IOU_CALL'
+    'AREA_RANGES'
 ]
 
 # Evaluation parameters of ytvoseval (built the same way, so that the 0.5 and
@@ -68,8 +78,9 @@ MAX_DETS = (1, 10, 100)
 # (name, low, high) of the average-area ranges; bounds are inclusive.
 AREA_RANGES = (('all', 0, 1e5**2), ('small', 0, 128**2),
                ('medium', 128**2, 256**2), ('large', 256**2, 1e5**2))
-# Frames per pycocotools.mask.iou call (see the module docstring).
-FRAMES_PER_IOU_CALL = 8
+# Cost of one pycocotools.mask.iou call in bounding-box tests (measured:
+# about 9 us against 4.3 ns); sets the frames per call.
+_PAIRS_PER_CALL = 2000
 
 # name -> (is AP, IoU threshold or None for .50:.95, area range, max dets),
 # in the order of ytvoseval's summary.
@@ -100,7 +111,8 @@ _RLE_MAX_CHUNKS = 7  # a run length < 2**32 needs at most 7 chunks
 # pycocotools 2.0.x area() fails on longer lists with numpy 2 (it builds a
 # uint8 array from the list length).
 _AREA_CALL_LIMIT = 255
-_MAX_CANVAS_PIXELS = 2**32  # pycocotools run lengths are uint32
+_MAX_CANVAS_PIXELS = 2**32  # pycocotools run lengths and areas are uint32
+_UINT32_CODE = next(code for code in 'IL' if array.array(code).itemsize == 4)
 
 PathOrDict = Union[str, 'os.PathLike[str]', dict]
 PathOrList = Union[str, 'os.PathLike[str]', list]
@@ -214,35 +226,41 @@ def _decode_leading_counts(
         more chunks than any uint32 run length needs).
     """
     n = len(starts)
-    window = _RLE_MAX_CHUNKS * num
-    offsets = np.arange(window)
-    inside = offsets[None, :] < lengths[:, None]
-    positions = np.minimum(starts[:, None] + offsets[None, :], len(chars) - 1)
-    codes = chars[positions].astype(np.int64) - _RLE_FIRST_CHAR
     values = np.zeros((n, num), np.int64)
     ends = np.zeros((n, num), np.int64)
     present = np.zeros((n, num), bool)
     overlong = np.zeros(n, bool)
-    number = np.zeros(n, np.int64)  # which run length is being decoded
+    # The strings still being decoded (most are done after a few chars), the
+    # run length each is at, its chunk in that number and its value so far.
+    rows = np.arange(n)
+    number = np.zeros(n, np.int64)
     chunk = np.zeros(n, np.int64)
     value = np.zeros(n, np.int64)
-    for offset in range(window):
-        code = codes[:, offset]
-        active = inside[:, offset] & (number < num)
-        overlong |= active & (chunk >= _RLE_MAX_CHUNKS)
-        active &= ~overlong
-        value = np.where(active, value | ((code & 0x1f) << (5 * chunk)),
-                         value)
-        done = active & ((code & _RLE_MORE_BIT) == 0)
-        negative = done & ((code & _RLE_SIGN_BIT) != 0)
-        value = np.where(negative, value - (1 << (5 * (chunk + 1))), value)
-        rows = np.flatnonzero(done)
-        values[rows, number[rows]] = value[rows]
-        ends[rows, number[rows]] = offset + 1
-        present[rows, number[rows]] = True
-        chunk = np.where(done, 0, np.where(active, chunk + 1, chunk))
-        value = np.where(done, 0, value)
-        number += done
+    for offset in range(_RLE_MAX_CHUNKS * num):
+        live = offset < lengths[rows]
+        if not live.all():
+            rows, number, chunk, value = (rows[live], number[live],
+                                          chunk[live], value[live])
+        if not len(rows):
+            break
+        code = chars[starts[rows] + offset].astype(np.int64) - _RLE_FIRST_CHAR
+        value |= (code & 0x1f) << (5 * chunk)
+        chunk += 1
+        done = np.flatnonzero((code & _RLE_MORE_BIT) == 0)
+        negative = done[(code[done] & _RLE_SIGN_BIT) != 0]
+        value[negative] -= np.left_shift(1, 5 * chunk[negative])
+        done_rows, done_number = rows[done], number[done]
+        values[done_rows, done_number] = value[done]
+        ends[done_rows, done_number] = offset + 1
+        present[done_rows, done_number] = True
+        number[done] += 1
+        chunk[done] = 0
+        value[done] = 0
+        too_long = chunk >= _RLE_MAX_CHUNKS
+        overlong[rows[too_long]] = True
+        keep = (number < num) & ~too_long
+        rows, number, chunk, value = (rows[keep], number[keep], chunk[keep],
+                                      value[keep])
     return values, ends, present, overlong
 
 
@@ -279,11 +297,12 @@ def _encode_counts(values: np.ndarray) -> Tuple[bytes, int, np.ndarray]:
 
 @contextlib.contextmanager
 def _gc_paused():
-    """Pause the cyclic garbage collector while building many small objects.
+    """Pause the cyclic garbage collector while reading and checking inputs.
 
-    The inputs (a results list of every frame's RLE dict) hold millions of
-    objects, and each collection pass the new dicts trigger walks them all:
-    that, not the work itself, would dominate the run time.
+    The inputs (JSON files, a results list of every frame's RLE dict) hold
+    millions of objects, and each collection pass that new objects trigger
+    walks them all (and every other object of the process): that, not the
+    work itself, can dominate the run time. Nothing built here has cycles.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -325,36 +344,58 @@ def _uncompressed_to_string(counts: list, height: int,
     """Check an uncompressed RLE (list counts). Returns its compressed counts
     string and its area, or None if it is malformed."""
     try:  # rejects negative, fractional and non-numeric run lengths
-        runs = array.array('I', counts)
+        runs = array.array(_UINT32_CODE, counts)
     except (TypeError, OverflowError, ValueError):
         return None
-    values = np.frombuffer(runs, f'u{runs.itemsize}')
-    # (ufunc reductions: much less call overhead than ndarray.sum here)
-    if not len(values) or int(np.add.reduce(values,
-                                            dtype=np.int64)) != height * width:
+    values = np.frombuffer(runs, np.uint32)
+    if not len(values) or int(values.sum(dtype=np.int64)) != height * width:
         return None
-    if len(values) > 1 and not np.minimum.reduce(values[1:]):
-        # pycocotools' merge/iou loops stop early at an empty run inside an
-        # RLE, so merge the runs around it first.
-        parity = np.arange(len(values)) % 2
-        keep = values > 0
-        keep[0] = True
-        values, parity = values[keep], parity[keep]
-        first_of_group = np.concatenate([[True], parity[1:] != parity[:-1]])
-        values = np.add.reduceat(values, np.flatnonzero(first_of_group))
-        if parity[0] == 1:
-            values = np.concatenate([[0], values])
+    if len(values) > 1 and not values[1:].min():
+        values = _merge_empty_runs(values)
     rle = mask_utils.frPyObjects({
         'counts': values,
         'size': [height, width]
     }, height, width)
-    return rle['counts'], int(np.add.reduce(values[1::2], dtype=np.int64))
+    return rle['counts'], int(values[1::2].sum(dtype=np.int64))
 
 
 # --------------------------------------------------------------------------
 # Ground truth and results
 # --------------------------------------------------------------------------
 @dataclass
+class _Videos:
+    ids: np.ndarray  # int64 (V, ) sorted
+    index: Dict[int, int]  # video id -> position in ids
+    height: np.ndarray  # int64 (V, )
+    width: np.ndarray  # int64 (V, )
+    length: np.ndarray  # int64 (V, ) frames
+
+    @property
+    def slots(self) -> np.ndarray:
+        """int64 (V, ) frames that fit side by side on one IoU canvas (its
+        run lengths are uint32 in pycocotools)."""
+        return (_MAX_CANVAS_PIXELS - 1) // (self.height * self.width)
+
+
+@dataclass
+class _StringSource:
+    """Checked compressed counts strings, back to back (for canvases)."""
+    joined: bytes
+    starts: np.ndarray  # int64 (n, ) where each string begins in joined
+    ends: np.ndarray  # int64 (n, )
+    first: np.ndarray  # int64 (n, ) first run length
+    first_end: np.ndarray  # int64 (n, ) offset after it in the string
+
+
+@dataclass
+class _RunSource:
+    """Checked uncompressed run lengths (no empty run inside), back to back.
+    """
+    runs: np.ndarray  # uint32 (total, )
+    starts: np.ndarray  # int64 (n, )
+    ends: np.ndarray  # int64 (n, )
+
+
 class _MaskTable:
     """The present (non-None) frame masks of a set of tracks (ground-truth
     annotations or predictions), track after track, frames in order.
@@ -363,20 +404,26 @@ class _MaskTable:
         track (np.ndarray): int64 (N, ) the track of each mask.
         frame (np.ndarray): int64 (N, ) its frame index.
         area (np.ndarray): int64 (N, ) its number of foreground pixels.
-        canvas (list[dict]): pycocotools RLEs shifted right by
-            ``frame % FRAMES_PER_IOU_CALL`` frame widths (module docstring),
-            for the masks of the tracks that take part in IoU computations.
-        canvas_index (np.ndarray): int64 (N, ) position in ``canvas``, -1 for
-            masks without one.
         track_start (np.ndarray): int64 (num_tracks + 1, ) masks of track
             ``t`` are rows ``track_start[t]:track_start[t + 1]``.
+        canvas (list): per row, the mask as a pycocotools RLE moved right by
+            ``slot`` frame widths on a canvas of ``slot + 1`` frames (module
+            docstring), or None until :meth:`build_canvases` made it.
     """
-    track: np.ndarray
-    frame: np.ndarray
-    area: np.ndarray
-    canvas: List[dict]
-    canvas_index: np.ndarray
-    track_start: np.ndarray
+
+    def __init__(self, track: np.ndarray, frame: np.ndarray, area: np.ndarray,
+                 num_tracks: int, height: np.ndarray, width: np.ndarray,
+                 slots: np.ndarray, from_string: np.ndarray,
+                 source_index: np.ndarray, strings: Optional[_StringSource],
+                 runs: Optional[_RunSource]) -> None:
+        self.track, self.frame, self.area = track, frame, area
+        self.track_start = np.searchsorted(track, np.arange(num_tracks + 1))
+        self._height, self._width = height, width  # int64 (N, ) frame size
+        self._slot = frame % slots
+        self._from_string, self._source_index = from_string, source_index
+        self._strings, self._runs = strings, runs
+        self.canvas: List[Optional[dict]] = [None] * len(track)
+        self._has_canvas = np.zeros(len(track), bool)
 
     def track_areas(self) -> np.ndarray:
         """int64 (num_tracks, ) areas summed over frames."""
@@ -384,24 +431,59 @@ class _MaskTable:
         return (cumulative[self.track_start[1:]] -
                 cumulative[self.track_start[:-1]])
 
-    def rows_of(self, tracks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Mask rows of the given tracks and, per row, the position of its
-        track in ``tracks``."""
-        starts = self.track_start[tracks]
-        counts = self.track_start[tracks + 1] - starts
-        owner = np.repeat(np.arange(len(tracks)), counts)
-        first_of_owner = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rows = np.arange(counts.sum()) - first_of_owner[owner] + starts[owner]
-        return rows, owner
-
-
-@dataclass
-class _Videos:
-    ids: np.ndarray  # int64 (V, ) sorted
-    index: Dict[int, int]  # video id -> position in ids
-    height: np.ndarray  # int64 (V, )
-    width: np.ndarray  # int64 (V, )
-    length: np.ndarray  # int64 (V, ) frames
+    def build_canvases(self, rows: np.ndarray) -> None:
+        """Make the canvas RLEs of ``rows`` (int64, distinct) that are not
+        made yet."""
+        rows = rows[~self._has_canvas[rows]]
+        if not len(rows):
+            return
+        self._has_canvas[rows] = True
+        shift = self._slot[rows] * self._height[rows] * self._width[rows]
+        # [height, canvas width] of each row (one list per distinct size).
+        height, width = self._height[rows], self._width[rows] * (
+            self._slot[rows] + 1)
+        distinct, which = np.unique(height * _MAX_CANVAS_PIXELS + width,
+                                    return_inverse=True)
+        sizes = [[h, w] for h, w in zip(
+            (distinct // _MAX_CANVAS_PIXELS).tolist(),
+            (distinct % _MAX_CANVAS_PIXELS).tolist())]
+        canvas_sizes = [sizes[k] for k in which.tolist()]
+        from_string = self._from_string[rows]
+        index = self._source_index[rows]
+        canvas = self.canvas
+        if from_string.any():
+            # Rewrite the first run length (always stored absolute), keep the
+            # rest of the string.
+            source, picked = self._strings, np.flatnonzero(from_string)
+            i = index[picked]
+            first, stride, first_len = _encode_counts(
+                (source.first[i] + shift[picked])[:, None])
+            joined = source.joined
+            for row, size, head, n, tail, end in zip(
+                    rows[picked].tolist(),
+                    [canvas_sizes[k] for k in picked.tolist()],
+                    range(0, len(picked) * stride, stride),
+                    first_len.tolist(),
+                    (source.starts[i] + source.first_end[i]).tolist(),
+                    source.ends[i].tolist()):
+                canvas[row] = {
+                    'size': size,
+                    'counts': first[head:head + n] + joined[tail:end]
+                }
+        if not from_string.all():
+            # One pycocotools call encodes them all (sizes are per dict).
+            source, picked = self._runs, np.flatnonzero(~from_string)
+            i = index[picked]
+            shifted = source.runs.copy()
+            shifted[source.starts[i]] += shift[picked].astype(np.uint32)
+            encoded = mask_utils.frPyObjects([{
+                'size': canvas_sizes[k],
+                'counts': shifted[start:end]
+            } for k, start, end in zip(picked.tolist(),
+                                       source.starts[i].tolist(),
+                                       source.ends[i].tolist())], 1, 1)
+            for row, rle in zip(rows[picked].tolist(), encoded):
+                canvas[row] = rle
 
 
 @dataclass
@@ -427,28 +509,34 @@ _get_size, _get_counts = itemgetter('size'), itemgetter('counts')
 class _MaskCollector:
     """Checks the ``segmentations`` of tracks and gathers their frame masks.
 
-    Per present mask it keeps the compressed counts string (str or bytes)
-    and an RLE dict that pycocotools can read (the caller's own dict when it
-    already is a compressed RLE, so no copy is made).
+    A mask is kept as a compressed counts string (str or bytes; with the
+    caller's RLE dict when it has one, so no copy is made) or, for
+    uncompressed RLEs, as its list of run lengths; both are checked in bulk
+    by :meth:`build`.
     """
 
     def __init__(self, videos: _Videos) -> None:
         self.videos = videos
         self.sizes = [[int(h), int(w)]
                       for h, w in zip(videos.height, videos.width)]
+        self.lengths = videos.length.tolist()
         self.strings: List[Union[str, bytes]] = []
         self.rles: List[Optional[dict]] = []
-        self.known_area: List[int] = []  # -1: to be measured and checked
-        self.track: List[int] = []
-        self.frame: List[int] = []
-        self.video: List[int] = []
+        # Areas of the strings we encoded (string index -> area); the others
+        # are measured and checked.
+        self.known_area: Dict[int, int] = {}
+        self.run_lists: List[list] = []
+        self.frame: List[int] = []  # per mask
+        # Per run of masks added at once (consecutive in strings or in
+        # run_lists): track, video, number of masks, first index, kind.
+        self.segments: List[Tuple[int, int, int, int, bool]] = []
 
     def add_track(self, track_index: int, video: int, segmentations: Any,
                   accept_polygons: bool,
                   describe: Callable[[int, int], str]) -> None:
         """Check one track's ``segmentations`` (one entry per frame) and
         collect its masks."""
-        length = int(self.videos.length[video])
+        length = self.lengths[video]
         if type(segmentations) is not list:
             raise YTVISFormatError(
                 f'{describe(track_index, -1)}: segmentations must be a list '
@@ -471,31 +559,23 @@ class _MaskCollector:
         if set(map(type, present)) <= {dict}:
             try:
                 sizes = list(map(_get_size, present))
-                strings = list(map(_get_counts, present))
+                counts = list(map(_get_counts, present))
             except KeyError:
-                strings, sizes = [], []
-            counts_types = set(map(type, strings))
+                counts, sizes = [], []
+            counts_types = set(map(type, counts))
             if sizes.count(size) == num and counts_types <= {str, bytes}:
-                self.strings += strings
+                self.segments.append(
+                    (track_index, video, num, len(self.strings), True))
+                self.strings += counts
                 self.rles += present
-                self.known_area += [-1] * num
-                self.track += [track_index] * num
                 self.frame += frames
-                self.video += [video] * num
                 return
             if sizes.count(size) == num and counts_types == {list}:
-                height, width = size
-                converted = [
-                    _uncompressed_to_string(c, height, width) for c in strings
-                ]
-                if None not in converted:
-                    self.strings += [string for string, _ in converted]
-                    self.rles += [None] * num
-                    self.known_area += [area for _, area in converted]
-                    self.track += [track_index] * num
-                    self.frame += frames
-                    self.video += [video] * num
-                    return
+                self.segments.append(
+                    (track_index, video, num, len(self.run_lists), False))
+                self.run_lists += counts
+                self.frame += frames
+                return
         for frame_index in frames:
             segmentation = segmentations[frame_index]
             string, area = self._frame_string(
@@ -503,12 +583,13 @@ class _MaskCollector:
                 lambda: describe(track_index, frame_index))
             if string is None:  # an empty polygon list: no mask
                 continue
+            if area >= 0:
+                self.known_area[len(self.strings)] = area
+            self.segments.append(
+                (track_index, video, 1, len(self.strings), True))
             self.strings.append(string)
             self.rles.append(segmentation if area < 0 else None)
-            self.known_area.append(area)
-            self.track.append(track_index)
             self.frame.append(frame_index)
-            self.video.append(video)
 
     @staticmethod
     def _frame_string(segmentation: Any, size: List[int],
@@ -537,9 +618,8 @@ class _MaskCollector:
                 converted = _uncompressed_to_string(counts, height, width)
                 if converted is None:
                     raise YTVISFormatError(
-                        f'{describe()}: malformed RLE: uncompressed counts '
-                        'must be non-negative integers summing to '
-                        f'height*width = {height * width}')
+                        f'{describe()}: '
+                        f'{_uncompressed_problem(height * width)}')
                 return converted
             raise YTVISFormatError(
                 f"{describe()}: malformed RLE: 'counts' must be a string or a "
@@ -559,58 +639,78 @@ class _MaskCollector:
             'counts' + (', a polygon list' if accept_polygons else '') +
             f' or null, got {type(segmentation).__name__}')
 
-    def build(self, num_tracks: int, with_canvas: np.ndarray,
+    def build(self, num_tracks: int,
               describe: Callable[[int, int], str]) -> _MaskTable:
-        """Check the collected RLEs (:func:`_build_mask_table`).
+        """Check the collected masks in bulk and measure their areas.
 
         Args:
             num_tracks: number of tracks added.
-            with_canvas (np.ndarray): bool (num_tracks, ) tracks that take
-                part in IoU computations.
             describe: ``(track, frame) -> str`` names a mask in errors.
         """
-        video = np.asarray(self.video, np.int64)
-        with _gc_paused():
-            return _build_mask_table(self.strings, self.rles,
-                                     self.known_area, self.track, self.frame,
-                                     num_tracks, with_canvas,
-                                     self.videos.height[video],
-                                     self.videos.width[video], describe)
+        segments = np.array(self.segments, np.int64).reshape(-1, 5)
+        counts = segments[:, 2]
+        track = np.repeat(segments[:, 0], counts)
+        video = np.repeat(segments[:, 1], counts)
+        from_string = np.repeat(segments[:, 4].astype(bool), counts)
+        source_index = np.arange(len(track)) - np.repeat(
+            np.cumsum(counts) - counts - segments[:, 3], counts)
+        frame = np.asarray(self.frame, np.int64)
+        height, width = self.videos.height[video], self.videos.width[video]
+        frame_hw = height * width
+        area = np.zeros(len(track), np.int64)
+
+        def fail_at(rows: np.ndarray) -> Callable[[int, str], None]:
+            def fail(index: int, problem: str) -> None:
+                row = rows[index]
+                raise YTVISFormatError(
+                    f'{describe(track[row], frame[row])}: {problem}')
+
+            return fail
+
+        strings = runs = None
+        if self.strings:
+            rows = np.flatnonzero(from_string)
+            area[rows], strings = _check_strings(self.strings, self.rles,
+                                                 self.known_area,
+                                                 frame_hw[rows], fail_at(rows))
+        if self.run_lists:
+            rows = np.flatnonzero(~from_string)
+            area[rows], runs = _check_runs(self.run_lists, frame_hw[rows],
+                                           fail_at(rows))
+        return _MaskTable(track, frame, area, num_tracks, height, width,
+                          self.videos.slots[video], from_string,
+                          source_index, strings, runs)
 
 
-def _build_mask_table(strings: List[Union[str, bytes]],
-                      rles: List[Optional[dict]], known_area: List[int],
-                      track: List[int], frame: List[int], num_tracks: int,
-                      with_canvas: np.ndarray, frame_height: np.ndarray,
-                      frame_width: np.ndarray,
-                      describe: Callable[[int, int], str]) -> _MaskTable:
-    """Check compressed RLEs; compute their areas and IoU canvases.
+def _uncompressed_problem(num_pixels: int) -> str:
+    return ('malformed RLE: uncompressed counts must be non-negative '
+            f'integers summing to height*width = {num_pixels}')
+
+
+def _check_strings(strings: List[Union[str, bytes]],
+                   rles: List[Optional[dict]], known_area: Dict[int, int],
+                   frame_hw: np.ndarray, fail: Callable[[int, str], None]
+                   ) -> Tuple[np.ndarray, _StringSource]:
+    """Check compressed RLE counts strings and measure their areas.
+
+    Every string is checked for its characters and its termination (numpy,
+    all at once). The caller's RLEs (those not in ``known_area``) must also
+    cover the frame exactly: their runs are summed as the area of the mask
+    plus the area of its complement. Strings of at most three run lengths are summed
+    from the leading values decoded here (numpy), the others by two
+    ``pycocotools.mask.area`` passes (C).
 
     Args:
         strings: the compressed ``counts`` of each mask (str or bytes).
         rles: an RLE dict of each mask with those counts, None for masks we
             encoded ourselves (from run lengths or polygons).
-        known_area: the area of the masks we encoded, -1 for the others
-            (which are measured and checked here).
-        track, frame: the track and the frame of each mask; tracks ascending.
-        num_tracks: number of tracks (some may have no mask).
-        with_canvas (np.ndarray): bool (num_tracks, ) tracks needing canvases.
-        frame_height, frame_width (np.ndarray): int64 (N, ) the frame size of
-            each mask's video.
-        describe: ``(track, frame) -> str`` names a mask in error messages.
+        known_area: the area of the masks we encoded (string index -> area).
+        frame_hw (np.ndarray): int64 (n, ) pixels of each mask's frame.
+        fail: ``(index, problem)`` raises the error of a string.
+
+    Returns:
+        tuple: int64 (n, ) areas and the strings for canvases.
     """
-    track = np.asarray(track, np.int64)
-    frame = np.asarray(frame, np.int64)
-    track_start = np.searchsorted(track, np.arange(num_tracks + 1))
-    if not strings:
-        return _MaskTable(track, frame, np.zeros(0, np.int64), [],
-                          np.zeros(0, np.int64), track_start)
-    frame_hw = frame_height * frame_width
-
-    def fail(row: int, problem: str) -> None:
-        raise YTVISFormatError(f'{describe(track[row], frame[row])}: '
-                               f'malformed RLE: {problem}')
-
     try:
         try:
             joined = ''.join(strings).encode('ascii')
@@ -618,89 +718,144 @@ def _build_mask_table(strings: List[Union[str, bytes]],
             joined = b''.join(s if type(s) is bytes else s.encode('ascii')
                               for s in strings)
     except UnicodeEncodeError:
-        for row, s in enumerate(strings):
+        for index, s in enumerate(strings):
             if type(s) is str and not s.isascii():
-                fail(row, 'non-ASCII characters in counts')
+                fail(index, 'malformed RLE: non-ASCII characters in counts')
         raise
     chars = np.frombuffer(joined, np.uint8)
     lengths = np.fromiter(map(len, strings), np.int64, len(strings))
     ends = np.cumsum(lengths)
     starts = ends - lengths
     if (lengths == 0).any():
-        fail(int(np.argmax(lengths == 0)), 'empty counts string')
+        fail(int(np.argmax(lengths == 0)), 'malformed RLE: empty counts '
+             'string')
     if chars.min() < _RLE_FIRST_CHAR or chars.max() > _RLE_LAST_CHAR:
         bad = np.flatnonzero((chars < _RLE_FIRST_CHAR)
                              | (chars > _RLE_LAST_CHAR))[0]
-        row = int(np.searchsorted(ends, bad, side='right'))
-        fail(row, f'invalid character {chr(chars[bad])!r} in counts')
+        fail(int(np.searchsorted(ends, bad, side='right')),
+             f'malformed RLE: invalid character {chr(chars[bad])!r} in counts')
     truncated = ((chars[ends - 1] - _RLE_FIRST_CHAR) & _RLE_MORE_BIT) != 0
     if truncated.any():
-        fail(int(np.argmax(truncated)), 'counts string ends inside a number')
+        fail(int(np.argmax(truncated)), 'malformed RLE: counts string ends '
+             'inside a number')
 
     values, value_ends, present, overlong = _decode_leading_counts(
         chars, starts, lengths, 3)
-    num_leading = present.sum(1)
     out_of_range = present & ((values < 0) | (values > frame_hw[:, None]))
     bad = np.flatnonzero(overlong | out_of_range.any(1))
     if len(bad):
-        fail(int(bad[0]), 'a run length is negative, longer than the frame '
-             'or has too many chunks')
+        fail(int(bad[0]), 'malformed RLE: a run length is negative, longer '
+             'than the frame or has too many chunks')
 
-    # Masks from the caller's compressed RLEs: area, and whether foreground +
-    # background cover the frame exactly (otherwise the RLE belongs to another
-    # frame size or is corrupted, and pycocotools would loop forever comparing
-    # it with a valid mask). The background is the area of the complement,
-    # runs [0, c0, c1, c2, ...]: the old third run becomes the fourth and is
-    # now stored as a difference to c0.
-    area = np.asarray(known_area, np.int64)
+    area = np.full(len(strings), -1, np.int64)
+    area[list(known_area)] = list(known_area.values())
     check = np.flatnonzero(area < 0)
-    complement_values = values[check].copy()
+    complete = ~present[check, 2] | (value_ends[check, 2] == lengths[check])
+    short, long = check[complete], check[~complete]
+    area[short] = values[short, 1]
+    covered = np.zeros(len(strings), np.int64)
+    covered[short] = values[short].sum(1)
+    # Background of the long ones: the area of the complement, runs
+    # [0, c0, c1, c2, ...]: the old third run becomes the fourth and is now
+    # stored as a difference to c0; the rest of the string is unchanged.
+    complement_values = values[long].copy()
     complement_values[:, 2] -= complement_values[:, 0]
-    lead, lead_stride, _ = _encode_counts(complement_values)
-    lead_len = np.zeros(len(check), np.int64)
-    for column in range(3):
-        column_len = _encode_counts(complement_values[:, column:column + 1])[2]
-        lead_len += np.where(num_leading[check] > column, column_len, 0)
-    tail = starts[check] + np.where(num_leading[check] == 3,
-                                    value_ends[check, 2], lengths[check])
+    lead, lead_stride, lead_len = _encode_counts(complement_values)
     any_size = [1, 1]  # area() ignores the size
     complement = [{
         'size': any_size,
         'counts': b'0' + lead[i * lead_stride:i * lead_stride + n] +
         joined[t:e]
     } for i, (n, t, e) in enumerate(
-        zip(lead_len.tolist(), tail.tolist(), ends[check].tolist()))]
-    area[check] = _area_of([rles[row] for row in check.tolist()])
-    covered = area[check] + _area_of(complement)
-    wrong = np.flatnonzero(covered != frame_hw[check])
+        zip(lead_len.tolist(), (starts[long] + value_ends[long, 2]).tolist(),
+            ends[long].tolist()))]
+    area[long] = _area_of([rles[i] for i in long.tolist()])
+    covered[long] = area[long] + _area_of(complement)
+    wrong = np.flatnonzero(covered[check] != frame_hw[check])
     if len(wrong):
-        row = int(check[wrong[0]])
-        fail(row, f'run lengths cover {covered[wrong[0]] % _MAX_CANVAS_PIXELS}'
-             f' pixels, expected height*width = {frame_hw[row]}')
-
-    # Canvas: shift right by (frame % FRAMES_PER_IOU_CALL) frame widths.
-    rows = np.flatnonzero(with_canvas[track])
-    canvas_index = np.full(len(strings), -1, np.int64)
-    canvas_index[rows] = np.arange(len(rows))
-    shift = frame[rows] % FRAMES_PER_IOU_CALL
-    first, stride, first_len = _encode_counts(
-        values[rows, :1] + (shift * frame_hw[rows])[:, None])
-    sizes: Dict[Tuple[int, int], List[int]] = {}  # one list per canvas size
-    canvas_sizes = [
-        sizes.setdefault((h, w), [h, w]) for h, w in zip(
-            frame_height[rows].tolist(), (frame_width[rows] *
-                                          (shift + 1)).tolist())
-    ]
-    canvas = [{
-        'size': size,
-        'counts': first[i * stride:i * stride + n] + joined[t:e]
-    } for i, (size, n, t, e) in enumerate(
-        zip(canvas_sizes, first_len.tolist(),
-            (starts[rows] + value_ends[rows, 0]).tolist(),
-            ends[rows].tolist()))]
-    return _MaskTable(track, frame, area, canvas, canvas_index, track_start)
+        index = int(check[wrong[0]])
+        fail(index, 'malformed RLE: run lengths cover '
+             f'{covered[index] % _MAX_CANVAS_PIXELS} pixels, expected '
+             f'height*width = {frame_hw[index]}')
+    return area, _StringSource(joined, starts, ends, values[:, 0],
+                               value_ends[:, 0])
 
 
+def _check_runs(run_lists: List[list], frame_hw: np.ndarray,
+                fail: Callable[[int, str], None]
+                ) -> Tuple[np.ndarray, _RunSource]:
+    """Check uncompressed RLE counts (lists of run lengths) and measure their
+    areas, all at once.
+
+    Empty runs inside an RLE are merged with their neighbours first:
+    pycocotools' iou loop stops early at one.
+
+    Args:
+        run_lists: the ``counts`` list of each mask.
+        frame_hw (np.ndarray): int64 (n, ) pixels of each mask's frame.
+        fail: ``(index, problem)`` raises the error of a mask.
+
+    Returns:
+        tuple: int64 (n, ) areas and the checked run lengths.
+    """
+    def problem(index: int) -> str:
+        return _uncompressed_problem(int(frame_hw[index]))
+
+    try:  # rejects negative, fractional and non-numeric run lengths
+        arrays = [array.array(_UINT32_CODE, c) for c in run_lists]
+    except (TypeError, OverflowError, ValueError):
+        for index, counts in enumerate(run_lists):
+            try:
+                array.array(_UINT32_CODE, counts)
+            except (TypeError, OverflowError, ValueError):
+                fail(index, problem(index))
+        raise
+    lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
+    if not lengths.all():
+        index = int(np.argmin(lengths))
+        fail(index, problem(index))
+    runs = np.frombuffer(b''.join(arrays), np.uint32)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    total = np.add.reduceat(runs, starts, dtype=np.int64)
+    wrong = np.flatnonzero(total != frame_hw)
+    if len(wrong):
+        fail(int(wrong[0]), problem(int(wrong[0])))
+    # Foreground runs sit at odd positions of each RLE; sum the runs at odd
+    # positions of the whole array, and take the rest where an RLE starts at
+    # an odd position.
+    odd_runs = runs.copy()
+    odd_runs[::2] = 0
+    odd_total = np.add.reduceat(odd_runs, starts, dtype=np.int64)
+    area = np.where(starts % 2 == 0, odd_total, total - odd_total)
+    empty = np.flatnonzero(runs == 0)
+    owner = np.searchsorted(ends, empty, side='right')
+    to_merge = np.unique(owner[empty != starts[owner]])
+    if len(to_merge):
+        pieces, previous = [], 0
+        lengths = lengths.copy()
+        for index in to_merge.tolist():
+            merged = _merge_empty_runs(runs[starts[index]:ends[index]])
+            pieces += [runs[previous:starts[index]], merged]
+            previous = ends[index]
+            lengths[index] = len(merged)
+        runs = np.concatenate(pieces + [runs[previous:]])
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+    return area, _RunSource(runs, starts, ends)
+
+
+def _merge_empty_runs(values: np.ndarray) -> np.ndarray:
+    """Run lengths (uint32) with every empty run after the first merged into
+    its neighbours (the same mask)."""
+    parity = np.arange(len(values)) % 2
+    keep = values > 0
+    keep[0] = True
+    values, parity = values[keep], parity[keep]
+    first_of_group = np.concatenate([[True], parity[1:] != parity[:-1]])
+    values = np.add.reduceat(values, np.flatnonzero(first_of_group),
+                             dtype=np.int64)
+    return values.astype(np.uint32)
 def _parse_videos(gt: dict, name: str) -> _Videos:
     videos = gt.get('videos')
     if not isinstance(videos, list):
@@ -719,7 +874,7 @@ def _parse_videos(gt: dict, name: str) -> _Videos:
                 raise YTVISFormatError(
                     f"{where} (id {video_id}): '{key}' must be a positive "
                     f'integer, got {value!r}')
-        if height * width * FRAMES_PER_IOU_CALL >= _MAX_CANVAS_PIXELS:
+        if height * width >= _MAX_CANVAS_PIXELS:
             raise YTVISFormatError(
                 f'{where} (id {video_id}): frames of {height}x{width} are too '
                 'large for this evaluator')
@@ -855,7 +1010,9 @@ def _parse_ground_truth(gt: dict, name: str) -> _GroundTruth:
     if duplicates:
         raise YTVISFormatError(
             f'{name}: duplicate annotation ids {sorted(duplicates)[:10]}')
-    masks = collector.build(num, np.ones(num, bool), describe)
+    masks = collector.build(num, describe)
+    # Converted once: every evaluation against this ground truth uses them.
+    masks.build_canvases(np.flatnonzero(masks.area > 0))
     return _GroundTruth(videos, category_ids,
                         _Tracks(video, category, average_area, masks),
                         annotation_ids, crowd)
@@ -916,130 +1073,313 @@ def _parse_results(results: Any, name: str, gt: _GroundTruth) -> _Tracks:
                             False, describe)
         video[index], category[index] = video_position, category_position
         score[index] = entry_score
-    # Only predictions of a (video, category) with ground truth need IoUs.
-    with_canvas = np.zeros(num, bool)
-    if gt.tracks is not None:
-        num_categories = len(category_ids)
-        gt_keys = gt.tracks.video * num_categories + gt.tracks.category
-        with_canvas = np.isin(video * num_categories + category, gt_keys)
-    return _Tracks(video, category, score,
-                   collector.build(num, with_canvas, describe))
+    return _Tracks(video, category, score, collector.build(num, describe))
 
 
 # --------------------------------------------------------------------------
 # Matching and accumulation
 # --------------------------------------------------------------------------
-def _video_ious(dt_masks: _MaskTable, dt_tracks: np.ndarray,
-                dt_area: np.ndarray, gt_masks: _MaskTable,
-                gt_tracks: np.ndarray, gt_area: np.ndarray) -> np.ndarray:
-    """Video IoU of predictions x ground truths of one (video, category).
-
-    IoU = sum over frames of |P & G| / sum over frames of |P | G|, frames
-    where both are absent skipped (as ytvoseval).
-
-    Args:
-        dt_tracks, gt_tracks (np.ndarray): int64 (D, ), (G, ) track indices.
-        dt_area, gt_area (np.ndarray): int64 (D, ), (G, ) areas summed over
-            frames.
-
-    Returns:
-        np.ndarray: float64 (D, G).
+@dataclass
+class _Candidates:
+    """Every (prediction, ground truth) of the same (video, category), pair
+    after pair, each pair's predictions in score order (top
+    ``max(MAX_DETS)``), each prediction's ground truths in annotation order.
     """
-    num_dt, num_gt = len(dt_tracks), len(gt_tracks)
-    d_rows, d_owner = dt_masks.rows_of(dt_tracks)
-    g_rows, g_owner = gt_masks.rows_of(gt_tracks)
-    # Only IoUs >= min(IOU_THRESHOLDS) = 0.5 can change a match. Skip the
-    # pairs that cannot get there even if every frame's smaller mask lay
-    # inside the other: |P & G| <= M = sum_f min(|P_f|, |G_f|), and
-    # M / (|P| + |G| - M) < 1/2  <=>  3 M < |P| + |G|.
-    num_frames = int(max(dt_masks.frame[d_rows].max(initial=-1),
-                         gt_masks.frame[g_rows].max(initial=-1))) + 1
-    d_frame_area = np.zeros((num_dt, num_frames), np.int64)
-    d_frame_area[d_owner, dt_masks.frame[d_rows]] = dt_masks.area[d_rows]
-    g_frame_area = np.zeros((num_gt, num_frames), np.int64)
-    g_frame_area[g_owner, gt_masks.frame[g_rows]] = gt_masks.area[g_rows]
-    most = np.minimum(d_frame_area[:, None, :], g_frame_area[None]).sum(-1)
-    hopeful = 3 * most >= dt_area[:, None] + gt_area[None, :]
-    d_keep, g_keep = hopeful.any(1)[d_owner], hopeful.any(0)[g_owner]
-    d_rows, d_owner = d_rows[d_keep], d_owner[d_keep]
-    g_rows, g_owner = g_rows[g_keep], g_owner[g_keep]
-    d_block = dt_masks.frame[d_rows] // FRAMES_PER_IOU_CALL
-    g_block = gt_masks.frame[g_rows] // FRAMES_PER_IOU_CALL
-    pair_pixels = []
-    for block in np.intersect1d(d_block, g_block):
-        d_in, g_in = d_block == block, g_block == block
-        d_sel = d_rows[d_in]
+    pair_gt_start: np.ndarray  # int64 (P + 1, ) into gt_sorted
+    gt_sorted: np.ndarray  # int64 (n_gt, ) ground-truth tracks by pair
+    gt_pair: np.ndarray  # int64 (n_gt, ) pair of each ground-truth track
+    gt_rank: np.ndarray  # int64 (n_gt, ) its position in the pair
+    dt: np.ndarray  # int64 (N, ) selected prediction tracks
+    dt_pair: np.ndarray  # int64 (N, )
+    dt_rank: np.ndarray  # int64 (N, )
+    first: np.ndarray  # int64 (N, ) first candidate of each prediction
+    cand_dt: np.ndarray  # int64 (C, ) position in ``dt``
+    cand_gt: np.ndarray  # int64 (C, ) ground-truth track
+
+
+def _candidates(gt_key: np.ndarray, dt_key: np.ndarray, dt_score: np.ndarray,
+                keys: np.ndarray) -> _Candidates:
+    """The candidates of ground-truth and prediction tracks with pair keys
+    ``gt_key`` and ``dt_key`` (in ``keys``, sorted) and scores
+    ``dt_score``."""
+    max_dets = max(MAX_DETS)
+    gt_sorted = np.argsort(gt_key, kind='stable')  # annotation order in pair
+    pair_gt_start = np.searchsorted(gt_key[gt_sorted],
+                                    np.append(keys, np.iinfo(np.int64).max))
+    gt_pair = np.searchsorted(keys, gt_key)
+    gt_rank = np.zeros(len(gt_key), np.int64)
+    gt_rank[gt_sorted] = (np.arange(len(gt_key)) -
+                          pair_gt_start[gt_pair[gt_sorted]])
+    # Score order within a pair, ties in results order (stable, as ytvoseval).
+    dt_sorted = np.lexsort((np.arange(len(dt_key)), -dt_score, dt_key))
+    dt_pair = np.searchsorted(keys, dt_key[dt_sorted])
+    dt_rank = np.arange(len(dt_key)) - np.searchsorted(dt_pair, dt_pair)
+    keep = dt_rank < max_dets
+    dt, dt_pair, dt_rank = dt_sorted[keep], dt_pair[keep], dt_rank[keep]
+    num_gt = np.diff(pair_gt_start)[dt_pair]
+    first = np.cumsum(num_gt) - num_gt
+    cand_dt = np.repeat(np.arange(len(dt)), num_gt)
+    cand_gt = gt_sorted[pair_gt_start[dt_pair[cand_dt]] +
+                        np.arange(len(cand_dt)) - first[cand_dt]]
+    return _Candidates(pair_gt_start, gt_sorted, gt_pair, gt_rank, dt, dt_pair,
+                       dt_rank, first, cand_dt, cand_gt)
+
+
+def _frame_areas(masks: _MaskTable, num_tracks: int,
+                 num_frames: int) -> np.ndarray:
+    """int64 (num_tracks, num_frames) area of each track in each frame."""
+    areas = np.zeros((num_tracks, num_frames), np.int64)
+    areas[masks.track, masks.frame] = masks.area
+    return areas
+
+
+def _candidate_ious(gt: _GroundTruth, dt: _Tracks, dt_area: np.ndarray,
+                    gt_area: np.ndarray, cands: _Candidates) -> np.ndarray:
+    """float64 (C, ) video IoU of every candidate: sum over frames of
+    |P & G| / sum over frames of |P | G| (frames where both are absent
+    skipped, as ytvoseval), 0 where it cannot reach 0.5.
+
+    Only IoUs >= min(IOU_THRESHOLDS) = 0.5 can change a match. A pair cannot
+    get there even if every frame's smaller mask lay inside the other when
+    |P & G| <= M = sum_f min(|P_f|, |G_f|) and M / (|P| + |G| - M) < 1/2,
+    i.e. 3 M < |P| + |G|; those are not computed. The intersections of the
+    others come from one ``pycocotools.mask.iou`` call per (video, category,
+    block of frames) on the masks laid side by side on a canvas (module
+    docstring).
+    """
+    gt_masks, dt_masks = gt.tracks.masks, dt.masks
+    num_cands = len(cands.cand_dt)
+    cand_dt_track = cands.dt[cands.cand_dt]
+    # M of every candidate, from the prediction's masks.
+    gt_frame_area = _frame_areas(gt_masks, len(gt_area),
+                                 int(gt.videos.length.max()))
+    position = np.full(len(dt_area), -1)
+    position[cands.dt] = np.arange(len(cands.dt))
+    num_gt = np.diff(cands.pair_gt_start)[cands.dt_pair]
+    rows = np.flatnonzero(dt_masks.area > 0)
+    rows = rows[position[dt_masks.track[rows]] >= 0]
+    owner = position[dt_masks.track[rows]]
+    rows, owner = rows[num_gt[owner] > 0], owner[num_gt[owner] > 0]
+    expanded = np.repeat(np.arange(len(rows)), num_gt[owner])
+    cand = (np.arange(len(expanded)) -
+            np.repeat(np.cumsum(num_gt[owner]) - num_gt[owner],
+                      num_gt[owner]) + cands.first[owner[expanded]])
+    most = np.bincount(
+        cand,
+        np.minimum(dt_masks.area[rows[expanded]],
+                   gt_frame_area[cands.cand_gt[cand],
+                                 dt_masks.frame[rows[expanded]]]),
+        minlength=num_cands)
+    union_bound = dt_area[cand_dt_track] + gt_area[cands.cand_gt]
+    hopeful = (most > 0) & (3 * most >= union_bound)
+
+    # The masks to compare: those of hopeful tracks, in frames where both
+    # sides have a non-empty mask.
+    hopeful_dt = _marked(cands.cand_dt[hopeful], len(cands.dt))
+    hopeful_gt = _marked(cands.cand_gt[hopeful], len(gt_area))
+    num_frames = int(gt.videos.length.max())
+
+    def masks_of(masks: _MaskTable, tracks: np.ndarray, pair: np.ndarray
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Non-empty mask rows of ``tracks`` (of pairs ``pair``), their
+        (pair, frame) codes and the position of their track in ``tracks``.
+        """
+        rows, owner = _rows_of(masks, tracks)
+        non_empty = masks.area[rows] > 0
+        rows, owner = rows[non_empty], owner[non_empty]
+        return rows, pair[owner] * num_frames + masks.frame[rows], owner
+
+    d_rows, d_code, d_owner = masks_of(dt_masks, cands.dt[hopeful_dt],
+                                       cands.dt_pair[hopeful_dt])
+    g_rows, g_code, g_owner = masks_of(gt_masks, hopeful_gt,
+                                       cands.gt_pair[hopeful_gt])
+    d_slots = gt.videos.slots[dt.video[cands.dt[hopeful_dt]]][d_owner]
+    g_slots = gt.videos.slots[gt.tracks.video[hopeful_gt]][g_owner]
+    num_pairs = len(cands.pair_gt_start) - 1
+    both = np.zeros(num_pairs * num_frames, bool)
+    both[d_code] = True
+    both &= np.bincount(g_code, minlength=len(both)) > 0
+    d_keep, g_keep = both[d_code], both[g_code]
+    d_rows, d_code, d_slots = d_rows[d_keep], d_code[d_keep], d_slots[d_keep]
+    g_rows, g_code, g_slots = g_rows[g_keep], g_code[g_keep], g_slots[g_keep]
+    ious = np.zeros(num_cands)
+    if not len(d_rows):
+        return ious
+    dt_masks.build_canvases(d_rows)
+
+    # Frames per call, per pair: one call costs about as much as
+    # _PAIRS_PER_CALL bounding-box tests of pycocotools, and a block of B
+    # frames makes B * d * g tests (d, g: masks per frame).
+    d_pair, g_pair = d_code // num_frames, g_code // num_frames
+    pair_frames = both.reshape(num_pairs, num_frames).sum(1)
+    pair_d = np.bincount(d_pair, minlength=num_pairs)
+    pair_g = np.bincount(g_pair, minlength=num_pairs)
+    block = np.maximum(
+        1,
+        np.rint(pair_frames * np.sqrt(
+            _PAIRS_PER_CALL / np.maximum(pair_d * pair_g, 1)))).astype(
+                np.int64)
+
+    def group_of(code: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        # Blocks never cross a canvas period, so their slots differ.
+        pair, frame = code // num_frames, code % num_frames
+        blocks_per_period = num_frames // block[pair] + 1
+        return pair * (num_frames + 1) * num_frames + (
+            frame // slots * blocks_per_period + frame % slots // block[pair])
+
+    d_group, g_group = group_of(d_code, d_slots), group_of(g_code, g_slots)
+    d_order, g_order = np.argsort(d_group, kind='stable'), np.argsort(
+        g_group, kind='stable')
+    d_rows, g_rows = d_rows[d_order], g_rows[g_order]
+    # Both sides have masks in every frame kept, so the same groups.
+    d_bounds = _run_bounds(d_group[d_order])
+    g_bounds = _run_bounds(g_group[g_order])
+    dt_canvas, gt_canvas = dt_masks.canvas, gt_masks.canvas
+    d_list, g_list = d_rows.tolist(), g_rows.tolist()
+    found_d, found_g, found_ratio = [], [], []
+    for (d_start, d_end), (g_start, g_end) in zip(d_bounds, g_bounds):
         # With iscrowd=1 pycocotools returns |P & G| / |P| (exactly, in
         # double), so the integer intersection is recovered by rounding.
         # Masks of different frames never overlap on the canvas: 0.
-        ratio = mask_utils.iou(
-            [dt_masks.canvas[i] for i in dt_masks.canvas_index[d_sel]],
-            [gt_masks.canvas[i] for i in gt_masks.canvas_index[g_rows[g_in]]],
-            [1] * int(g_in.sum()))
+        ratio = mask_utils.iou([dt_canvas[i] for i in d_list[d_start:d_end]],
+                               [gt_canvas[i] for i in g_list[g_start:g_end]],
+                               [1] * (g_end - g_start))
         d_pos, g_pos = np.nonzero(ratio)
-        pixels = np.rint(ratio[d_pos, g_pos] * dt_masks.area[d_sel[d_pos]])
-        pair_pixels.append((d_owner[d_in][d_pos] * num_gt +
-                            g_owner[g_in][g_pos], pixels))
-    if pair_pixels:
-        pairs, pixels = map(np.concatenate, zip(*pair_pixels))
-        intersection = np.bincount(
-            pairs, pixels, minlength=num_dt * num_gt).reshape(num_dt, num_gt)
-    else:
-        intersection = np.zeros((num_dt, num_gt))
-    intersection = intersection.astype(np.int64)
-    union = dt_area[:, None] + gt_area[None, :] - intersection
-    ious = np.zeros(intersection.shape)
+        found_d.append(d_pos + d_start)
+        found_g.append(g_pos + g_start)
+        found_ratio.append(ratio[d_pos, g_pos])
+    if not found_d:
+        return ious
+    d_at = d_rows[np.concatenate(found_d)]
+    g_at = g_rows[np.concatenate(found_g)]
+    pixels = np.rint(np.concatenate(found_ratio) * dt_masks.area[d_at])
+    g_track = gt_masks.track[g_at]
+    cand = cands.first[position[dt_masks.track[d_at]]] + cands.gt_rank[
+        g_track]
+    counted = hopeful[cand]  # other tracks of the same frame: not needed
+    intersection = np.bincount(
+        cand[counted], pixels[counted], minlength=num_cands).astype(np.int64)
+    union = union_bound - intersection
     np.divide(intersection, union, out=ious, where=hopeful & (union > 0))
     return ious
 
 
-def _match(ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray,
-           gt_ids: np.ndarray,
-           dt_outside: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Greedy matching of one (video, category), as ytvoseval.evaluateVid.
+def _marked(indices: np.ndarray, size: int) -> np.ndarray:
+    """The distinct values of ``indices`` (ints in [0, size)), sorted."""
+    marks = np.zeros(size, bool)
+    marks[indices] = True
+    return np.flatnonzero(marks)
+
+
+def _run_bounds(values: np.ndarray) -> List[List[int]]:
+    """[start, end) of each run of equal values of a sorted array."""
+    starts = np.flatnonzero(np.diff(values, prepend=values[0] - 1))
+    return np.stack([starts, np.append(starts[1:], len(values))],
+                    1).tolist()
+
+
+def _rows_of(masks: _MaskTable,
+             tracks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Mask rows of the given tracks and, per row, the position of its track
+    in ``tracks``."""
+    starts = masks.track_start[tracks]
+    counts = masks.track_start[tracks + 1] - starts
+    owner = np.repeat(np.arange(len(tracks)), counts)
+    first_of_owner = np.cumsum(counts) - counts
+    rows = np.arange(counts.sum()) - first_of_owner[owner] + starts[owner]
+    return rows, owner
+
+
+def _greedy_match(ious: np.ndarray, cands: _Candidates, gt_ignore: np.ndarray,
+                  gt_crowd: np.ndarray, gt_ids: np.ndarray,
+                  dt_outside: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of every (video, category), as ytvoseval.evaluateVid.
 
     For each prediction in score order and each (area range, IoU threshold),
     take the best-IoU ground truth (the last one among equals) that is still
     free (crowd ones always are) with IoU >= threshold, preferring
     non-ignored ground truth; ignored ones only if no other qualifies.
+    Pairs are processed together: step ``r`` takes the ``r``-th prediction
+    (of those with an IoU >= 0.5) of every pair, on (pairs, A, T, G) arrays
+    where G, the ground truths per pair, is padded to a power of two.
 
     Args:
-        ious (np.ndarray): float64 (D, G), predictions in score order.
-        gt_ignore (np.ndarray): bool (A, G) crowd or outside the area range.
-        gt_crowd (np.ndarray): bool (G, ).
-        gt_ids (np.ndarray): int64 (G, ) annotation ids.
-        dt_outside (np.ndarray): bool (A, D) prediction outside the range.
+        ious (np.ndarray): float64 (C, ) IoU of every candidate.
+        cands: the candidates.
+        gt_ignore (np.ndarray): bool (A, n_gt) crowd or outside the range.
+        gt_crowd (np.ndarray): bool (n_gt, ).
+        gt_ids (np.ndarray): int64 (n_gt, ) annotation ids.
+        dt_outside (np.ndarray): bool (A, N) prediction outside the range.
 
     Returns:
-        tuple: ``matched`` bool (A, T, D) and ``ignored`` bool (A, T, D). As in
+        tuple: ``matched`` bool (A, T, N) and ``ignored`` bool (A, T, N). As in
         ytvoseval a match is recorded as the annotation id and tested for
         truth, so a match with an annotation of id 0 does not count.
     """
-    num_dt, num_gt = ious.shape
-    num_areas, num_thr = len(gt_ignore), len(IOU_THRESHOLDS)
+    num_areas, num_thr = len(AREA_RANGES), len(IOU_THRESHOLDS)
+    num_dt = len(cands.dt)
     matched_id = np.zeros((num_areas, num_thr, num_dt), np.int64)
     ignored = np.zeros((num_areas, num_thr, num_dt), bool)
-    if num_gt:
-        thresholds = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)[None, :, None]
-        taken = np.zeros((num_areas, num_thr, num_gt), bool)
-        ignore = gt_ignore[:, None, :]
-        last_first = np.arange(num_gt)[::-1]
-        for d in np.flatnonzero(ious.max(1) >= thresholds.min()):
-            iou = ious[d]
-            candidate = (~taken | gt_crowd) & (iou >= thresholds)
-            regular = candidate & ~ignore
+    thresholds = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
+    # Predictions that can match at all, with their rank among those.
+    reaching = np.zeros(num_dt, bool)
+    reaching[cands.cand_dt[ious >= thresholds.min()]] = True
+    dts = np.flatnonzero(reaching)  # in pair order, score order within
+    pairs, first = np.unique(cands.dt_pair[dts], return_index=True)
+    count = np.diff(np.append(first, len(dts)))
+    step = np.arange(len(dts)) - np.repeat(first, count)
+    num_gt = np.diff(cands.pair_gt_start)[pairs]
+    width = 2**np.ceil(np.log2(num_gt)).astype(np.int64)
+    for size in np.unique(width).tolist():
+        chosen = np.flatnonzero(width == size)  # pairs of this width
+        num_steps = int(count[chosen].max())
+        local = np.full(len(pairs), -1)
+        local[chosen] = np.arange(len(chosen))
+        # (pair, step) -> prediction; IoUs padded with -1 (never a match).
+        in_chosen = np.repeat(local >= 0, count)
+        d_chosen = dts[in_chosen]
+        d_slot = np.repeat(local[local >= 0], count[chosen])
+        d_step = step[in_chosen]
+        step_dt = np.full((len(chosen), num_steps), -1)
+        step_dt[d_slot, d_step] = d_chosen
+        pair_ious = np.full((len(chosen), num_steps, size), -1.0)
+        d_num_gt = num_gt[chosen][d_slot]
+        c_owner = np.repeat(np.arange(len(d_chosen)), d_num_gt)
+        c_index = (cands.first[d_chosen][c_owner] + np.arange(len(c_owner)) -
+                   np.repeat(np.cumsum(d_num_gt) - d_num_gt, d_num_gt))
+        c_rank = c_index - cands.first[d_chosen][c_owner]
+        pair_ious[d_slot[c_owner], d_step[c_owner], c_rank] = ious[c_index]
+        # Ground truth of each pair, padded (padding is never a candidate).
+        gt_start = cands.pair_gt_start[pairs[chosen]]
+        g_owner = np.repeat(np.arange(len(chosen)), num_gt[chosen])
+        g_rank = np.arange(len(g_owner)) - np.repeat(
+            np.cumsum(num_gt[chosen]) - num_gt[chosen], num_gt[chosen])
+        g_track = cands.gt_sorted[gt_start[g_owner] + g_rank]
+        ignore = np.zeros((len(chosen), num_areas, size), bool)
+        ignore[g_owner, :, g_rank] = gt_ignore[:, g_track].T
+        crowd = np.zeros((len(chosen), 1, 1, size), bool)
+        crowd[g_owner, 0, 0, g_rank] = gt_crowd[g_track]
+        ids = np.zeros((len(chosen), size), np.int64)
+        ids[g_owner, g_rank] = gt_ids[g_track]
+        taken = np.zeros((len(chosen), num_areas, num_thr, size), bool)
+        for r in range(num_steps):
+            rows = np.flatnonzero(step_dt[:, r] >= 0)
+            iou = pair_ious[rows, r][:, None, None, :]
+            candidate = ((~taken[rows] | crowd[rows])
+                         & (iou >= thresholds[None, None, :, None]))
+            regular = candidate & ~ignore[rows][:, :, None, :]
             pool = np.where(regular.any(-1, keepdims=True), regular,
-                            candidate & ignore)
+                            candidate)
             best = np.where(pool, iou, -np.inf).max(-1, keepdims=True)
             winners = pool & (iou == best)
-            area_idx, thr_idx = np.nonzero(winners.any(-1))
-            if not len(area_idx):
-                continue
-            gt_idx = last_first[np.argmax(
-                winners[area_idx, thr_idx][:, ::-1], axis=-1)]
-            taken[area_idx, thr_idx, gt_idx] = True
-            matched_id[area_idx, thr_idx, d] = gt_ids[gt_idx]
-            ignored[area_idx, thr_idx, d] = gt_ignore[area_idx, gt_idx]
+            row, area_idx, thr_idx = np.nonzero(winners.any(-1))
+            gt_idx = size - 1 - np.argmax(
+                winners[row, area_idx, thr_idx][:, ::-1], axis=-1)
+            taken[rows[row], area_idx, thr_idx, gt_idx] = True
+            d = step_dt[rows[row], r]
+            matched_id[area_idx, thr_idx, d] = ids[rows[row], gt_idx]
+            ignored[area_idx, thr_idx, d] = ignore[rows[row], area_idx,
+                                                   gt_idx]
     matched = matched_id != 0
     ignored |= ~matched & dt_outside[:, None, :]
     return matched, ignored
@@ -1062,19 +1402,15 @@ class _Matches:
 
 def _match_all(gt: _GroundTruth, dt: _Tracks) -> _Matches:
     gt_tracks = gt.tracks
-    num_categories = len(gt.category_ids)
+    num_videos = len(gt.videos.ids)
     area_low = np.array([r[1] for r in AREA_RANGES], np.float64)
     area_high = np.array([r[2] for r in AREA_RANGES], np.float64)
-    max_dets = max(MAX_DETS)
 
-    gt_key = gt_tracks.video * num_categories + gt_tracks.category
-    dt_key = dt.video * num_categories + dt.category
-    gt_order = np.argsort(gt_key, kind='stable')  # annotation order in pair
-    # Score order within a pair, ties in results order (stable, as ytvoseval).
-    dt_order = np.lexsort((np.arange(len(dt_key)), -dt.value, dt_key))
+    # Pair key in (category, video) order, the order of the accumulation.
+    gt_key = gt_tracks.category * num_videos + gt_tracks.video
+    dt_key = dt.category * num_videos + dt.video
     keys = np.union1d(gt_key, dt_key)
-    gt_bounds = np.searchsorted(gt_key[gt_order], [keys, keys + 1])
-    dt_bounds = np.searchsorted(dt_key[dt_order], [keys, keys + 1])
+    cands = _candidates(gt_key, dt_key, dt.value, keys)
 
     gt_area = gt_tracks.masks.track_areas()
     dt_area = dt.masks.track_areas()
@@ -1084,47 +1420,28 @@ def _match_all(gt: _GroundTruth, dt: _Tracks) -> _Matches:
     np.divide(dt_area, dt_nonzero, out=dt_average_area, where=dt_nonzero > 0)
     gt_outside = ((gt_tracks.value[None, :] < area_low[:, None])
                   | (gt_tracks.value[None, :] > area_high[:, None]))
-    gt_ignore_all = gt_outside | gt.crowd[None, :]  # (A, n_gt)
-    dt_outside_all = ((dt_average_area[None, :] < area_low[:, None])
-                      | (dt_average_area[None, :] > area_high[:, None]))
+    gt_ignore = gt_outside | gt.crowd[None, :]  # (A, n_gt)
+    selected_area = dt_average_area[cands.dt]
+    dt_outside = ((selected_area[None, :] < area_low[:, None])
+                  | (selected_area[None, :] > area_high[:, None]))
 
-    # (category, video) order for the accumulation.
-    keys_order = np.lexsort((keys // num_categories, keys % num_categories))
-    pair_regular_gt = np.zeros((len(keys), len(AREA_RANGES)), np.int64)
-    dt_pair, dt_rank, dt_index, matched, ignored = [], [], [], [], []
-    for pair, k in enumerate(keys_order):
-        gts = gt_order[gt_bounds[0, k]:gt_bounds[1, k]]
-        dts = dt_order[dt_bounds[0, k]:dt_bounds[1, k]][:max_dets]
-        gt_ignore = gt_ignore_all[:, gts]
-        pair_regular_gt[pair] = (~gt_ignore).sum(1)
-        if not len(dts):
-            continue
-        if len(gts):
-            ious = _video_ious(dt.masks, dts, dt_area[dts], gt_tracks.masks,
-                               gts, gt_area[gts])
-        else:
-            ious = np.zeros((len(dts), 0))
-        pair_matched, pair_ignored = _match(ious, gt_ignore, gt.crowd[gts],
-                                            gt.annotation_ids[gts],
-                                            dt_outside_all[:, dts])
-        dt_pair.append(np.full(len(dts), pair))
-        dt_rank.append(np.arange(len(dts)))
-        dt_index.append(dts)
-        matched.append(pair_matched)
-        ignored.append(pair_ignored)
-    shape = (len(AREA_RANGES), len(IOU_THRESHOLDS), 0)
-    dt_index = np.concatenate(dt_index) if dt_index else np.zeros(0, int)
+    ious = _candidate_ious(gt, dt, dt_area, gt_area, cands)
+    matched, ignored = _greedy_match(ious, cands, gt_ignore, gt.crowd,
+                                     gt.annotation_ids, dt_outside)
+    gt_pair = np.searchsorted(keys, gt_key)
+    pair_regular_gt = np.stack([
+        np.bincount(gt_pair[~gt_ignore[a]], minlength=len(keys))
+        for a in range(len(AREA_RANGES))
+    ], 1)
     return _Matches(
-        pair_category=keys[keys_order] % num_categories,
-        pair_video=keys[keys_order] // num_categories,
+        pair_category=keys // num_videos,
+        pair_video=keys % num_videos,
         pair_regular_gt=pair_regular_gt,
-        dt_pair=np.concatenate(dt_pair) if dt_pair else np.zeros(0, int),
-        dt_rank=np.concatenate(dt_rank) if dt_rank else np.zeros(0, int),
-        dt_score=dt.value[dt_index],
-        dt_matched=(np.concatenate(matched, -1)
-                    if matched else np.zeros(shape, bool)),
-        dt_ignored=(np.concatenate(ignored, -1)
-                    if ignored else np.zeros(shape, bool)))
+        dt_pair=cands.dt_pair,
+        dt_rank=cands.dt_rank,
+        dt_score=dt.value[cands.dt],
+        dt_matched=matched,
+        dt_ignored=ignored)
 
 
 def _accumulate(matches: _Matches, num_categories: int,
@@ -1221,8 +1538,9 @@ class YTVISEvaluator:
     """
 
     def __init__(self, gt: PathOrDict, gt_name: Optional[str] = None) -> None:
-        content, self.gt_name = _load(gt, gt_name or '<ground truth>')
-        self._gt = _parse_ground_truth(content, self.gt_name)
+        with _gc_paused():
+            content, self.gt_name = _load(gt, gt_name or '<ground truth>')
+            self._gt = _parse_ground_truth(content, self.gt_name)
 
     @property
     def category_ids(self) -> List[int]:
@@ -1243,8 +1561,9 @@ class YTVISEvaluator:
                       results_name: Optional[str] = None) -> None:
         """Raise :class:`YTVISFormatError` if ``results`` is malformed (also
         for a ground truth without annotations, e.g. before a submission)."""
-        content, name = _load(results, results_name or '<results>')
-        _parse_results(content, name, self._gt)
+        with _gc_paused():
+            content, name = _load(results, results_name or '<results>')
+            _parse_results(content, name, self._gt)
 
     def evaluate(self,
                  results: PathOrList,
@@ -1293,8 +1612,6 @@ class YTVISEvaluator:
             raise YTVISFormatError(
                 f'{self.gt_name}: has no annotations (a test split?); it can '
                 'only be used to format results (format_only)')
-        content, name = _load(results, results_name or '<results>')
-        dt = _parse_results(content, name, self._gt)
         long_mask = None
         if long_video_ids is not None:
             long_mask = np.zeros(len(self._gt.videos.ids), bool)
@@ -1305,7 +1622,10 @@ class YTVISEvaluator:
                         f'long video id {video_id} is not a video of '
                         f'{self.gt_name}')
                 long_mask[position] = True
-        matches = _match_all(self._gt, dt)
+        with _gc_paused():
+            content, name = _load(results, results_name or '<results>')
+            matches = _match_all(self._gt,
+                                 _parse_results(content, name, self._gt))
         num_categories = len(self._gt.category_ids)
         precision, recall = _accumulate(matches, num_categories)
         splits = {}
