@@ -194,11 +194,14 @@ def load_long_video_ids(source: Union[str, 'os.PathLike[str]', Iterable[int]],
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    # (type() first: the ABC check costs more, and runs per entry)
+    return type(value) is int or (isinstance(value, numbers.Integral)
+                                  and not isinstance(value, bool))
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return type(value) in (float, int) or (isinstance(value, numbers.Real)
+                                           and not isinstance(value, bool))
 
 
 # --------------------------------------------------------------------------
@@ -458,7 +461,7 @@ class _MaskTable:
             i = index[picked]
             first, stride, first_len = _encode_counts(
                 (source.first[i] + shift[picked])[:, None])
-            joined = source.joined
+            text = memoryview(source.joined)  # slices without copies
             for row, size, head, n, tail, end in zip(
                     rows[picked].tolist(),
                     [canvas_sizes[k] for k in picked.tolist()],
@@ -468,7 +471,7 @@ class _MaskTable:
                     source.ends[i].tolist()):
                 canvas[row] = {
                     'size': size,
-                    'counts': first[head:head + n] + joined[tail:end]
+                    'counts': first[head:head + n] + text[tail:end]
                 }
         if not from_string.all():
             # One pycocotools call encodes them all (sizes are per dict).
@@ -758,17 +761,19 @@ def _check_strings(strings: List[Union[str, bytes]],
     # Background of the long ones: the area of the complement, runs
     # [0, c0, c1, c2, ...]: the old third run becomes the fourth and is now
     # stored as a difference to c0; the rest of the string is unchanged.
-    complement_values = values[long].copy()
-    complement_values[:, 2] -= complement_values[:, 0]
+    complement_values = np.zeros((len(long), 4), np.int64)
+    complement_values[:, 1:] = values[long]
+    complement_values[:, 3] -= complement_values[:, 1]
     lead, lead_stride, lead_len = _encode_counts(complement_values)
     any_size = [1, 1]  # area() ignores the size
+    text = memoryview(joined)  # slices without copies
+    heads = range(0, len(long) * lead_stride, lead_stride)
+    tails = (starts[long] + value_ends[long, 2]).tolist()
     complement = [{
         'size': any_size,
-        'counts': b'0' + lead[i * lead_stride:i * lead_stride + n] +
-        joined[t:e]
-    } for i, (n, t, e) in enumerate(
-        zip(lead_len.tolist(), (starts[long] + value_ends[long, 2]).tolist(),
-            ends[long].tolist()))]
+        'counts': lead[head:head + n] + text[tail:end]
+    } for head, n, tail, end in zip(heads, lead_len.tolist(), tails,
+                                    ends[long].tolist())]
     area[long] = _area_of([rles[i] for i in long.tolist()])
     covered[long] = area[long] + _area_of(complement)
     wrong = np.flatnonzero(covered[check] != frame_hw[check])

@@ -684,6 +684,8 @@ def format_metric_report(report: Dict) -> str:
         f"{without_encoding / ours['total']:.2f}x / "
         f"{without_encoding / again['total']:.2f}x (mmdet's path without its "
         'mask encoding)',
+        'ctvis: ' + ', '.join(f'{name} {report["metrics"][name]:.6f}'
+                              for name in ('AP', 'AP50', 'AP75', 'AR10')),
         f"largest |difference| of the 12 metrics: "
         f"{max(report['max_abs_diff'].values()):.1e}, of every precision / "
         f"recall entry: {report['max_abs_diff_arrays']:.1e}"
