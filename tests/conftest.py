@@ -14,7 +14,8 @@ from mmdet.structures import DetDataSample, TrackDataSample
 from mmdet.structures.mask import BitmapMasks
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED = osp.join(osp.dirname(REPO), 'shared')
+# What the official CTVIS code computed on fixed weights and frames (see its README)
+PARITY = osp.join(REPO, 'tests', 'data', 'parity')
 
 
 def tiny_model_cfg(num_classes: int = 3, num_queries: int = 6, **contrastive) -> Config:

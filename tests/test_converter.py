@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, SHARED
+from conftest import PARITY, REPO
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -24,7 +24,7 @@ SWIN_OVIS = osp.join(REPO, 'configs', 'ctvis', 'ctvis_swin-l-p4-w12-384-in21k_8x
 
 def official_keys():
     spec = importlib.util.spec_from_file_location(
-        'ctvis_d2_keys', osp.join(SHARED, 'parity', 'ctvis_d2_keys.py'))
+        'ctvis_d2_keys', osp.join(PARITY, 'ctvis_d2_keys.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

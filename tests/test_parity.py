@@ -1,4 +1,4 @@
-"""The official-parity tool on the shared reference: it passes, and it fails on wrong weights."""
+"""The official-parity tool on the reference: it passes, and it fails on wrong weights."""
 import os.path as osp
 import subprocess
 import sys
@@ -6,9 +6,8 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, SHARED
+from conftest import PARITY, REPO
 
-PARITY = osp.join(SHARED, 'parity')
 TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'parity_official.py')
 REFERENCE = osp.join(PARITY, 'official_r50_seed2_8f.npz')
 

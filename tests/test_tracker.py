@@ -6,13 +6,13 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import PARITY
 from ctvis.models import (CTVISTracker, MemoryBank, TrackMemory, VideoTracks, bisoftmax_scores,
                           mask_nms, similarity_guided_fusion)
 from ctvis.models.tracker import resize_mask_logits
 
 NUM_CLASSES = 3
-REFERENCE = osp.join(SHARED, 'parity', 'official_r50_seed2_8f.npz')
+REFERENCE = osp.join(PARITY, 'official_r50_seed2_8f.npz')
 
 
 def frame_outputs(present, num_queries=6, size=8):
