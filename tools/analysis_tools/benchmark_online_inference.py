@@ -47,7 +47,6 @@ def main() -> None:
     torch.manual_seed(0)
     segmenter = OnlineVideoSegmenter.from_config(Config.fromfile(args.config), args.checkpoint)
     clip = render_toy_video((0, 0), min(args.frames, 200), tuple(args.size)).frames
-    video = segmenter.model.tracker.video
     print(f'{"frames":>7} {"fps":>7} {"RSS MiB":>8} {"memory tracks":>13} '
           f'{"output tracks":>13} {"RLE KiB":>8}')
     start = last = time.time()
@@ -58,6 +57,7 @@ def main() -> None:
         segmenter.step(np.ascontiguousarray(clip[k if k < len(clip) else period - k]))
         if (t + 1) % args.report_every == 0 or t + 1 == args.frames:
             now = time.time()
+            video = segmenter.model.tracker.video  # replaced at every reset
             rle_bytes = sum(len(m['counts']) for r in video.records.values() for m in r.masks)
             print(f'{t + 1:>7} {args.report_every / (now - last):>7.2f} {rss_mib():>8.0f} '
                   f'{len(segmenter.model.tracker.memory):>13} {len(video.records):>13} '
