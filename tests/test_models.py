@@ -128,7 +128,7 @@ class TestContrastiveItems:
     def test_no_items_gives_zero_loss_in_graph(self):
         embeds = self.embeds(2, 3)
         losses = ConsistentContrastiveLoss()([embeds], [torch.tensor([[0], [-1]])])
-        assert float(losses['loss_reid']) == 0 and losses['loss_reid'].requires_grad
+        assert losses['loss_reid'].item() == 0 and losses['loss_reid'].requires_grad
         losses['loss_reid'].backward()
         assert embeds.grad is not None
 

@@ -7,7 +7,6 @@ the config's YTVISMetric; ``--show-dir`` draws each video's predicted masks on i
 Distributed: tools/dist_test.sh.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -17,14 +16,15 @@ import mmcv
 import numpy as np
 import pycocotools.mask as mask_utils
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, ConfigDict
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.structures import InstanceData
 
 import ctvis  # noqa: F401  (stack fixes + registration)
 from ctvis.evaluation import YTVISMetric, dump_results, results2json
-from ctvis.utils import ConfigError, build_runner, load_tool_config
+from ctvis.utils import (ConfigError, add_launch_arguments, build_runner, load_tool_config,
+                         parse_tool_args)
 from mmdet.registry import METRICS
 from mmdet.structures.mask import mask2bbox
 
@@ -63,15 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'SHOW_DIR/<video_id>/<frame file name>')
     parser.add_argument('--show-score-thr', type=float, default=0.3,
                         help='score threshold of the drawn predictions')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, key=value (nested keys with dots, lists as '
-                        'key="[a,b]"); keys must exist unless prefixed with "+"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launch_arguments(parser)
+    return parse_tool_args(parser, argv)
 
 
 def evaluator_metrics(evaluator_cfg) -> List[ConfigDict]:

@@ -6,17 +6,16 @@ Same command line as mmdet 3.x's tools/train.py. ``import ctvis`` applies the st
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import sys
 
 import torch
-from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
 import ctvis  # noqa: F401  (stack fixes + registration)
-from ctvis.utils import ConfigError, build_runner, load_tool_config
+from ctvis.utils import (ConfigError, add_launch_arguments, build_runner, load_tool_config,
+                         parse_tool_args)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,16 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint; without a path, from the latest '
                         'checkpoint in the work_dir')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, key=value (nested keys with dots, lists as '
-                        'key="[a,b]"); keys must exist unless prefixed with "+"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank instead.
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_launch_arguments(parser)
+    return parse_tool_args(parser, argv)
 
 
 def configure_training(args: argparse.Namespace):

@@ -3,11 +3,12 @@ the tools."""
 # compat first: it silences import-time noise of the mmengine modules imported below.
 from .compat import (TRUSTED_CHECKPOINTS_ENV, UnsafeCheckpointError, safe_load_file,  # isort:skip
                      safe_load_url, trust_checkpoint)
-from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options,  # noqa: E402
-                          build_runner, choose_dist_backend, load_tool_config)
+from .tool_config import (RUNNER_KEYS, ConfigError, add_launch_arguments,  # noqa: E402
+                          apply_cfg_options, build_runner, choose_dist_backend,
+                          load_tool_config, parse_tool_args)
 
 __all__ = [
     'TRUSTED_CHECKPOINTS_ENV', 'UnsafeCheckpointError', 'safe_load_file', 'safe_load_url',
     'trust_checkpoint', 'ConfigError', 'RUNNER_KEYS', 'load_tool_config', 'apply_cfg_options',
-    'choose_dist_backend', 'build_runner'
+    'choose_dist_backend', 'build_runner', 'add_launch_arguments', 'parse_tool_args'
 ]

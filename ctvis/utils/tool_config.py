@@ -1,12 +1,14 @@
 """Config set-up shared by tools/train.py and tools/test.py, so both read configs, overrides
 and launchers the same way."""
+import argparse
 import difflib
 import inspect
+import os
 import os.path as osp
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
@@ -128,3 +130,21 @@ def build_runner(cfg: Config) -> Runner:
         from mmdet.registry import RUNNERS
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options``, ``--launcher`` and ``--local-rank``, as in mmdet's tools."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, key=value (nested keys with dots, lists as '
+                        'key="[a,b]"); keys must exist unless prefixed with "+"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank instead.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse a tool's command line and export ``LOCAL_RANK`` for the launcher."""
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
