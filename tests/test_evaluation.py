@@ -668,8 +668,9 @@ def test_benchmark_tool_agrees_with_ytvoseval(monkeypatch):
                                                   BENCHMARK_TOOL)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    report = benchmark.run_benchmark(num_videos=4, height=72, width=96,
-                                     repeats=1, log=None)
+    gt, results = benchmark.make_synthetic_ytvis(num_videos=4, height=72,
+                                                 width=96)
+    report = benchmark.run_benchmark(gt, results, repeats=1, log=None)
     assert report['stats']['predictions'] >= 40
     assert max(report['max_abs_diff'].values()) == 0
     assert report['max_abs_diff_arrays'] == 0

@@ -264,14 +264,11 @@ def _best_time(run: Callable[[], object], repeats: int) -> Tuple[float, float,
     return best_wall, best_cpu, output
 
 
-def run_benchmark(num_videos: int = 100,
-                  height: int = 720,
-                  width: int = 1280,
+def run_benchmark(gt: dict,
+                  results: List[dict],
                   repeats: int = 3,
-                  seed: int = 0,
-                  log: Optional[Callable[[str], None]] = print,
-                  **set_options) -> Dict:
-    """Generate the set, time both evaluators and compare their numbers.
+                  log: Optional[Callable[[str], None]] = print) -> Dict:
+    """Time both evaluators on a set and compare their numbers.
 
     Returns:
         dict: ``reference_seconds``, ``ours_seconds`` (best wall time of
@@ -280,12 +277,8 @@ def run_benchmark(num_videos: int = 100,
         ``*_cpu_seconds``, ``speedup`` (end to end), ``max_abs_diff``
         (metric -> |ours - reference|), ``max_abs_diff_arrays`` (over the
         whole precision and recall arrays) and ``stats`` of the set.
-        ``set_options`` go to :func:`make_synthetic_ytvis`.
     """
     log = log or (lambda _: None)
-    start = time.perf_counter()
-    gt, results = make_synthetic_ytvis(
-        num_videos, height, width, seed=seed, **set_options)
     num_masks = sum(s is not None for r in results
                     for s in r['segmentations'])
     stats = dict(
@@ -294,7 +287,7 @@ def run_benchmark(num_videos: int = 100,
         annotations=len(gt['annotations']),
         predictions=len(results),
         prediction_masks=num_masks)
-    log(f'synthetic set ({time.perf_counter() - start:.1f}s): {stats}')
+    log(f'synthetic set: {stats}')
 
     copies = [(copy.deepcopy(gt), copy.deepcopy(results))
               for _ in range(repeats)]
@@ -768,24 +761,18 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    report = run_benchmark(
+    start = time.perf_counter()
+    gt, results = make_synthetic_ytvis(
         args.num_videos,
         args.height,
         args.width,
-        args.repeats,
-        args.seed,
         frame_range=tuple(args.frames),
         object_range=tuple(args.objects),
-        min_predictions=args.min_predictions)
+        min_predictions=args.min_predictions,
+        seed=args.seed)
+    print(f'synthetic set made in {time.perf_counter() - start:.1f}s')
+    report = run_benchmark(gt, results, args.repeats)
     if args.stages:
-        gt, results = make_synthetic_ytvis(
-            args.num_videos,
-            args.height,
-            args.width,
-            frame_range=tuple(args.frames),
-            object_range=tuple(args.objects),
-            min_predictions=args.min_predictions,
-            seed=args.seed)
         for name, times in stage_times(gt, results, args.repeats).items():
             print(f'{name} stages (best CPU seconds): ' + ', '.join(
                 f'{stage} {seconds:.3f}' for stage, seconds in times.items())
@@ -794,14 +781,6 @@ def main() -> None:
     if worst > 1e-6 or report['max_abs_diff_arrays'] > 1e-6:
         raise SystemExit(f'numbers differ from ytvoseval (up to {worst})')
     if args.metric:
-        gt, results = make_synthetic_ytvis(
-            args.num_videos,
-            args.height,
-            args.width,
-            frame_range=tuple(args.frames),
-            object_range=tuple(args.objects),
-            min_predictions=args.min_predictions,
-            seed=args.seed)
         metric_report = run_metric_benchmark(gt, results, args.metric_repeats)
         print(format_metric_report(metric_report))
         worst = max(metric_report['max_abs_diff'].values())
