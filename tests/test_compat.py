@@ -7,7 +7,6 @@ import os
 import os.path as osp
 import pickle
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -30,6 +29,7 @@ from mmengine.structures import InstanceData
 from torch.utils.data import Dataset
 
 import ctvis  # noqa: F401  (applies the fixes)
+from conftest import GLOO_PROBE_TIMEOUT_S, free_port, loopback_env
 from ctvis.utils import compat
 from ctvis.utils.compat import UnsafeCheckpointError, safe_load_file, trust_checkpoint
 from mmdet.evaluation.metrics import YouTubeVISMetric
@@ -509,31 +509,42 @@ def test_known_noise_is_silenced_and_the_rest_still_shows(tmp_path):
     assert 'control: a real warning' in output
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only code paths')
-def test_cpu_only_distributed_pieces(monkeypatch):
-    """mmengine's launcher device call and the Runner's DDP wrapping work without CUDA."""
-    import torch.distributed as torch_dist
+_CPU_DISTRIBUTED_CHECK = textwrap.dedent("""
+    import datetime, sys
+    import pytest, torch, torch.distributed as dist, torch.nn as nn
     import mmengine.dist.utils as dist_utils
     from mmengine.model.wrappers import MMDistributedDataParallel
+    from test_compat import TinyRegressor  # imports ctvis, which applies the fixes
+
     with pytest.raises(AttributeError, match='_cuda_setDevice'):
         torch.cuda.set_device(0)  # what mmengine's _init_dist_pytorch would hit
     dist_utils.torch.cuda.set_device(0)  # ctvis: a no-op without CUDA
 
-    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        monkeypatch.setenv('MASTER_PORT', str(sock.getsockname()[1]))
-    torch_dist.init_process_group('gloo', rank=0, world_size=1)
-    try:
-        with pytest.raises(ValueError, match='device_ids'):  # plain torch DDP refuses
-            nn.parallel.DistributedDataParallel(TinyRegressor(), device_ids=[0])
-        wrapped = MMDistributedDataParallel(module=TinyRegressor(), device_ids=[0],
-                                            broadcast_buffers=False)
-        assert wrapped.device_ids is None
-        losses = wrapped(inputs=[torch.ones(3)], targets=[torch.tensor(1.)], mode='loss')
-        losses['loss'].backward()
-    finally:
-        torch_dist.destroy_process_group()
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{sys.argv[1]}', rank=0,
+                            world_size=1, timeout=datetime.timedelta(seconds=60))
+    with pytest.raises(ValueError, match='device_ids'):  # plain torch DDP refuses
+        nn.parallel.DistributedDataParallel(TinyRegressor(), device_ids=[0])
+    wrapped = MMDistributedDataParallel(module=TinyRegressor(), device_ids=[0],
+                                        broadcast_buffers=False)
+    assert wrapped.device_ids is None
+    losses = wrapped(inputs=[torch.ones(3)], targets=[torch.tensor(1.)], mode='loss')
+    losses['loss'].backward()
+    dist.destroy_process_group()
+    print('cpu distributed pieces: ok')
+""")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only code paths')
+def test_cpu_only_distributed_pieces(loopback_gloo):
+    """mmengine's launcher device call and the Runner's DDP wrapping work without CUDA.
+
+    In a fresh process (a process group is process-wide state), bounded in time.
+    """
+    result = subprocess.run([sys.executable, '-c', _CPU_DISTRIBUTED_CHECK, str(free_port())],
+                            env=loopback_env(PYTHONPATH=osp.dirname(__file__)),
+                            capture_output=True, text=True, timeout=GLOO_PROBE_TIMEOUT_S)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert 'cpu distributed pieces: ok' in result.stdout
 
 
 def test_apply_compat_fixes_is_idempotent():

@@ -4,23 +4,21 @@ Real components only: the toy generator, YTVISDataset with its pipelines, the CT
 tracker, YTVISMetric, tools/train.py, tools/dist_test.sh (2 gloo processes) and the video demo.
 """
 import json
-import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import cv2
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port, loopback_env
 
 CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'ctvis_toy_e2e.py')
 NUM_VAL_VIDEOS = 3
 
 
 def run(args, data_root, timeout=300, **env):
-    environment = dict(os.environ, CTVIS_TOY_DATA=data_root + '/', **env)
+    environment = loopback_env(CTVIS_TOY_DATA=data_root + '/', **env)
     return subprocess.run(args, cwd=REPO, env=environment, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -50,13 +48,7 @@ def test_train_and_validate(trained):
     assert 'youtube_vis/AP' in trained['log']  # validation ran the YouTube-VIS metric
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def test_two_process_test_covers_every_video_once(trained, toy_root, tmp_path):
+def test_two_process_test_covers_every_video_once(trained, toy_root, tmp_path, loopback_gloo):
     out = tmp_path / 'results.json'
     result = run(['bash', 'tools/dist_test.sh', CONFIG, trained['checkpoint'], '2', '--work-dir',
                   str(tmp_path / 'test'), '--out', str(out)], toy_root, PORT=str(free_port()))

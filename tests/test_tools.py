@@ -9,7 +9,6 @@ import json
 import os
 import os.path as osp
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -26,6 +25,7 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 
+from conftest import free_port, loopback_env
 from mmdet.registry import DATASETS, HOOKS, MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -186,7 +186,7 @@ def data_options(root: str) -> list:
 
 
 def run_tool(args: list, cwd: str, timeout: int = 120, **env) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, REPO]), **env)
+    environment = loopback_env(PYTHONPATH=os.pathsep.join([TESTS, REPO]), **env)
     return subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -293,13 +293,8 @@ def test_bad_cfg_options_key_exits_with_a_clear_message(tmp_path):
 # dist_train.sh
 # ----------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_path):
+def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_path,
+                                                         loopback_gloo):
     """``--resume`` without a path under dist_train.sh: 2 CPU processes continue iteration 2."""
     work_dir = tmp_path / 'dist'
     work_dir.mkdir()
