@@ -520,16 +520,18 @@ _CPU_DISTRIBUTED_CHECK = textwrap.dedent("""
         torch.cuda.set_device(0)  # what mmengine's _init_dist_pytorch would hit
     dist_utils.torch.cuda.set_device(0)  # ctvis: a no-op without CUDA
 
+    from ctvis.utils import closing_process_group
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{sys.argv[1]}', rank=0,
                             world_size=1, timeout=datetime.timedelta(seconds=60))
-    with pytest.raises(ValueError, match='device_ids'):  # plain torch DDP refuses
-        nn.parallel.DistributedDataParallel(TinyRegressor(), device_ids=[0])
-    wrapped = MMDistributedDataParallel(module=TinyRegressor(), device_ids=[0],
-                                        broadcast_buffers=False)
-    assert wrapped.device_ids is None
-    losses = wrapped(inputs=[torch.ones(3)], targets=[torch.tensor(1.)], mode='loss')
-    losses['loss'].backward()
-    dist.destroy_process_group()
+    with closing_process_group():  # what the tools run in
+        with pytest.raises(ValueError, match='device_ids'):  # plain torch DDP refuses
+            nn.parallel.DistributedDataParallel(TinyRegressor(), device_ids=[0])
+        wrapped = MMDistributedDataParallel(module=TinyRegressor(), device_ids=[0],
+                                            broadcast_buffers=False)
+        assert wrapped.device_ids is None
+        losses = wrapped(inputs=[torch.ones(3)], targets=[torch.tensor(1.)], mode='loss')
+        losses['loss'].backward()
+    assert not dist.is_initialized()
     print('cpu distributed pieces: ok')
 """)
 

@@ -14,8 +14,8 @@ from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
 import ctvis  # noqa: F401  (stack fixes + registration)
-from ctvis.utils import (ConfigError, add_launch_arguments, build_runner, load_tool_config,
-                         parse_tool_args)
+from ctvis.utils import (ConfigError, add_launch_arguments, build_runner,
+                         closing_process_group, load_tool_config, parse_tool_args)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,7 +78,8 @@ def main(argv=None) -> None:
         sys.exit(f'train.py: error: {error}')
     from mmdet.utils import setup_cache_size_limit_of_dynamo
     setup_cache_size_limit_of_dynamo()
-    build_runner(cfg).train()
+    with closing_process_group():
+        build_runner(cfg).train()
 
 
 if __name__ == '__main__':

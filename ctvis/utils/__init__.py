@@ -5,10 +5,10 @@ from .compat import (TRUSTED_CHECKPOINTS_ENV, UnsafeCheckpointError, safe_load_f
                      safe_load_url, trust_checkpoint)
 from .tool_config import (RUNNER_KEYS, ConfigError, add_launch_arguments,  # noqa: E402
                           apply_cfg_options, build_runner, choose_dist_backend,
-                          load_tool_config, parse_tool_args)
+                          closing_process_group, load_tool_config, parse_tool_args)
 
 __all__ = [
     'TRUSTED_CHECKPOINTS_ENV', 'UnsafeCheckpointError', 'safe_load_file', 'safe_load_url',
     'trust_checkpoint', 'ConfigError', 'RUNNER_KEYS', 'load_tool_config', 'apply_cfg_options',
-    'choose_dist_backend', 'build_runner', 'add_launch_arguments', 'parse_tool_args'
+    'choose_dist_backend', 'build_runner', 'closing_process_group', 'add_launch_arguments', 'parse_tool_args'
 ]

@@ -1,13 +1,15 @@
 """Config set-up shared by tools/train.py and tools/test.py, so both read configs, overrides
 and launchers the same way."""
 import argparse
+import contextlib
 import difflib
 import inspect
 import os
 import os.path as osp
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
+import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -130,6 +132,20 @@ def build_runner(cfg: Config) -> Runner:
         from mmdet.registry import RUNNERS
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+@contextlib.contextmanager
+def closing_process_group() -> Iterator[None]:
+    """Destroy the default process group (if a launcher made one) when the tool's work ends.
+
+    Left to interpreter shutdown, the gloo backend's threads can be torn down in the wrong order
+    and abort a finished run ('terminate called without an active exception', exit code -6).
+    """
+    try:
+        yield
+    finally:
+        if torch_dist.is_available() and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
