@@ -79,28 +79,7 @@ COCO_TO_YTVIS19: Dict[str, str] = {
 
 #: COCO -> YTVIS 2021 (20 classes). 'frisbee' -> 'flying_disc'; 'car' -> 'car' (2021 renamed
 #: 'sedan'). Not mapped besides the general rules: 'bus', 'sheep' (no YTVIS21 class).
-COCO_TO_YTVIS21: Dict[str, str] = {
-    'person': 'person',
-    'car': 'car',
-    'motorcycle': 'motorbike',
-    'airplane': 'airplane',
-    'train': 'train',
-    'truck': 'truck',
-    'boat': 'boat',
-    'cat': 'cat',
-    'dog': 'dog',
-    'horse': 'horse',
-    'cow': 'cow',
-    'elephant': 'elephant',
-    'bear': 'bear',
-    'zebra': 'zebra',
-    'giraffe': 'giraffe',
-    'frisbee': 'flying_disc',
-    'skateboard': 'skateboard',
-    'surfboard': 'surfboard',
-    'snowboard': 'snowboard',
-    'tennis racket': 'tennis_racket',
-}
+COCO_TO_YTVIS21: Dict[str, str] = {**COCO_TO_YTVIS19, 'car': 'car', 'frisbee': 'flying_disc'}
 
 #: COCO -> OVIS (17 classes). OVIS 'Vehical' (the official spelling) is a superclass of road
 #: vehicles: COCO 'car', 'bus' and 'truck' all map onto it, the only many-to-one target of the

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# torchrun launcher shared by dist_train.sh and dist_test.sh:
+#   tools/dist_launch.sh NPROC_PER_NODE TOOL.py [tool arguments]
+# Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT (same values on every node but NODE_RANK).
+# Uses the project's .venv when there is one (PYTHON overrides); OMP_NUM_THREADS defaults to 1.
+set -euo pipefail
+NPROC=$1
+TOOL=$2
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -z "${PYTHON:-}" ]]; then
+    PYTHON=python
+    [[ -x "$ROOT/.venv/bin/python" ]] && PYTHON="$ROOT/.venv/bin/python"
+fi
+
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
+exec "$PYTHON" -m torch.distributed.run \
+    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
+    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
+    --nproc_per_node="$NPROC" "$TOOL" "${@:3}" --launcher pytorch
