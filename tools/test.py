@@ -23,8 +23,8 @@ from mmengine.structures import InstanceData
 
 import ctvis  # noqa: F401  (stack fixes + registration)
 from ctvis.evaluation import YTVISMetric, dump_results, results2json
-from ctvis.utils import (ConfigError, add_launch_arguments, build_runner,
-                         closing_process_group, load_tool_config, parse_tool_args)
+from ctvis.utils import (ConfigError, build_runner, closing_process_group, load_tool_config,
+                         parse_tool_args)
 from mmdet.registry import METRICS
 from mmdet.structures.mask import mask2bbox
 
@@ -63,7 +63,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'SHOW_DIR/<video_id>/<frame file name>')
     parser.add_argument('--show-score-thr', type=float, default=0.3,
                         help='score threshold of the drawn predictions')
-    add_launch_arguments(parser)
     return parse_tool_args(parser, argv)
 
 

@@ -14,8 +14,8 @@ from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
 import ctvis  # noqa: F401  (stack fixes + registration)
-from ctvis.utils import (ConfigError, add_launch_arguments, build_runner,
-                         closing_process_group, load_tool_config, parse_tool_args)
+from ctvis.utils import (ConfigError, build_runner, closing_process_group, load_tool_config,
+                         parse_tool_args)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,7 +31,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint; without a path, from the latest '
                         'checkpoint in the work_dir')
-    add_launch_arguments(parser)
     return parse_tool_args(parser, argv)
 
 

@@ -31,8 +31,9 @@ many masks per call, and never decodes a mask to pixels):
   never overlap and their pairs are dropped by the bounding-box test in C.
   The block length balances the cost of a call against that of the
   bounding-box tests; a canvas holds as many frames as uint32 run lengths
-  allow (4660 at 720p), longer videos start another. Pairs whose IoU cannot reach 0.5 (bounded by the
-  per-frame areas) are not computed at all, nor frames where either side
+  allow (4660 at 720p), longer videos start another. Pairs whose IoU
+  cannot reach 0.5 (bounded by the per-frame areas) are not computed at
+  all, nor frames where either side
   has no mask. Ground-truth canvases are encoded once, when the ground truth
   is parsed;
 * the greedy matching runs for all (video, category) pairs at once,

@@ -3,12 +3,12 @@ the tools."""
 # compat first: it silences import-time noise of the mmengine modules imported below.
 from .compat import (TRUSTED_CHECKPOINTS_ENV, UnsafeCheckpointError, safe_load_file,  # isort:skip
                      safe_load_url, trust_checkpoint)
-from .tool_config import (RUNNER_KEYS, ConfigError, add_launch_arguments,  # noqa: E402
-                          apply_cfg_options, build_runner, choose_dist_backend,
-                          closing_process_group, load_tool_config, parse_tool_args)
+from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options,  # noqa: E402
+                          build_runner, choose_dist_backend, closing_process_group,
+                          load_tool_config, parse_tool_args)
 
 __all__ = [
     'TRUSTED_CHECKPOINTS_ENV', 'UnsafeCheckpointError', 'safe_load_file', 'safe_load_url',
     'trust_checkpoint', 'ConfigError', 'RUNNER_KEYS', 'load_tool_config', 'apply_cfg_options',
-    'choose_dist_backend', 'build_runner', 'closing_process_group', 'add_launch_arguments', 'parse_tool_args'
+    'choose_dist_backend', 'build_runner', 'closing_process_group', 'parse_tool_args'
 ]

@@ -148,8 +148,9 @@ def closing_process_group() -> Iterator[None]:
             torch_dist.destroy_process_group()
 
 
-def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--cfg-options``, ``--launcher`` and ``--local-rank``, as in mmdet's tools."""
+def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Add the arguments every tool shares (``--cfg-options``, ``--launcher``, ``--local-rank``,
+    as in mmdet's tools), parse the command line and export ``LOCAL_RANK`` for the launcher."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, key=value (nested keys with dots, lists as '
                         'key="[a,b]"); keys must exist unless prefixed with "+"')
@@ -157,10 +158,6 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
                         default='none', help='job launcher')
     # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank instead.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse a tool's command line and export ``LOCAL_RANK`` for the launcher."""
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args

@@ -5,10 +5,10 @@ usage: parity_official.py REFERENCE_NPZ OFFICIAL_WEIGHTS [--config CONFIG] [--fr
 The official detectron2 weights are converted with the project's converter, loaded strictly into
 the R50 YouTube-VIS 2019 model, and the reference's network input is fed frame by frame through the
 same online ``CTVIS.predict`` path users run. Every stage is compared with the reference (see
-``tests/data/parity/README.md`` for what it holds); the exit code is 0 only when all stages are within
-tolerance. With ``--frames-dir`` the JPEG frames also go through the project's own test pipeline
-(image loading, resizing to the reference's test scale, normalisation, padding) and the final
-tracks and labels are compared.
+``tests/data/parity/README.md`` for what it holds); the exit code is 0 only when all stages are
+within tolerance. With ``--frames-dir`` the JPEG frames also go through the project's own test
+pipeline (image loading, resizing to the reference's test scale, normalisation, padding) and the
+final tracks and labels are compared.
 """
 import argparse
 import copy
@@ -40,7 +40,8 @@ MIN_MASK_IOU = 0.999
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('reference', help='official_r50_seed2_8f.npz')
-    parser.add_argument('weights', help='official-format weights (tests/data/parity/gen_weights.py)')
+    parser.add_argument('weights',
+                        help='official-format weights (tests/data/parity/gen_weights.py)')
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='R50 YTVIS19 config')
     parser.add_argument('--frames-dir', help='also run these JPEG frames through the test pipeline')
     parser.add_argument('--json', help='write the per-stage table here')
