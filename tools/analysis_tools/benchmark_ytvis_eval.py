@@ -250,6 +250,29 @@ def reference_ytvis_eval(gt: dict, results: List[dict]) -> object:
     return evaluator
 
 
+def differences(metrics: Dict[str, float], precision: np.ndarray,
+                recall: np.ndarray, reference: object) -> Dict:
+    """``max_abs_diff`` (metric -> |ours - reference|) and
+    ``max_abs_diff_arrays`` (over the whole precision and recall arrays) of
+    our numbers against a finished ytvoseval ``YTVISeval``."""
+    return dict(
+        max_abs_diff={
+            name: abs(metrics[name] - float(reference.stats[i]))
+            for i, name in enumerate(METRIC_NAMES)
+        },
+        max_abs_diff_arrays=float(
+            max(np.abs(precision - reference.eval['precision']).max(),
+                np.abs(recall - reference.eval['recall']).max())))
+
+
+def check_identical(report: Dict, against: str) -> None:
+    """Exit with an error if a report's numbers differ by more than 1e-6."""
+    worst = max(report['max_abs_diff'].values())
+    if worst > 1e-6 or report['max_abs_diff_arrays'] > 1e-6:
+        raise SystemExit(f'numbers differ from {against} (up to '
+                         f"{max(worst, report['max_abs_diff_arrays'])})")
+
+
 def _best_time(run: Callable[[], object], repeats: int) -> Tuple[float, float,
                                                                  object]:
     """(best wall seconds, best CPU seconds, last output) of ``repeats``
@@ -299,13 +322,6 @@ def run_benchmark(gt: dict,
     loaded_wall, loaded_cpu, _ = _best_time(
         lambda: evaluator.evaluate(results), repeats)
     precision, recall, _ = evaluator.accumulate(results)
-    diffs = {
-        name: abs(ours[name] - float(reference.stats[i]))
-        for i, name in enumerate(METRIC_NAMES)
-    }
-    array_diff = max(
-        np.abs(precision - reference.eval['precision']).max(),
-        np.abs(recall - reference.eval['recall']).max())
     report = dict(
         reference_seconds=ref_wall,
         ours_seconds=our_wall,
@@ -314,10 +330,9 @@ def run_benchmark(gt: dict,
         ours_cpu_seconds=our_cpu,
         ours_loaded_cpu_seconds=loaded_cpu,
         speedup=ref_wall / our_wall,
-        max_abs_diff=diffs,
-        max_abs_diff_arrays=float(array_diff),
         metrics=ours,
-        stats=stats)
+        stats=stats,
+        **differences(ours, precision, recall, reference))
     log(format_report(report))
     return report
 
@@ -642,18 +657,9 @@ def run_metric_benchmark(gt: dict,
     finally:
         youtube_vis_metric.YTVISeval = original_eval
         youtube_vis_metric.encode_mask_results = original_encode
-    reference = recorded[-1]
-    diffs = {
-        name: abs(metrics[name] - float(reference.stats[i]))
-        for i, name in enumerate(METRIC_NAMES)
-    }
-    array_diff = max(
-        np.abs(precision - reference.eval['precision']).max(),
-        np.abs(recall - reference.eval['recall']).max())
     return dict(mmdet=best_of(theirs), ctvis=best_of(ours),
-                ctvis_again=best_of(ours_again),
-                max_abs_diff=diffs, max_abs_diff_arrays=float(array_diff),
-                metrics=metrics)
+                ctvis_again=best_of(ours_again), metrics=metrics,
+                **differences(metrics, precision, recall, recorded[-1]))
 
 
 def format_metric_report(report: Dict) -> str:
@@ -777,16 +783,11 @@ def main() -> None:
             print(f'{name} stages (best CPU seconds): ' + ', '.join(
                 f'{stage} {seconds:.3f}' for stage, seconds in times.items())
                   + f', total {sum(times.values()):.3f}')
-    worst = max(report['max_abs_diff'].values())
-    if worst > 1e-6 or report['max_abs_diff_arrays'] > 1e-6:
-        raise SystemExit(f'numbers differ from ytvoseval (up to {worst})')
+    check_identical(report, 'ytvoseval')
     if args.metric:
         metric_report = run_metric_benchmark(gt, results, args.metric_repeats)
         print(format_metric_report(metric_report))
-        worst = max(metric_report['max_abs_diff'].values())
-        if worst > 1e-6 or metric_report['max_abs_diff_arrays'] > 1e-6:
-            raise SystemExit(
-                f"numbers differ from mmdet's metric (up to {worst})")
+        check_identical(metric_report, "mmdet's metric")
 
 
 if __name__ == '__main__':
