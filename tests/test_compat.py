@@ -78,7 +78,7 @@ class RecordStateBeforeTrain(Hook):
 
 
 def make_runner(work_dir: str, max_iters: int, name: str, resume: bool = False,
-                hooks=()) -> Runner:
+                hooks=(), **runner_args) -> Runner:
     return Runner(
         model=TinyRegressor(),
         work_dir=work_dir,
@@ -95,7 +95,8 @@ def make_runner(work_dir: str, max_iters: int, name: str, resume: bool = False,
         custom_hooks=list(hooks),
         resume=resume,
         randomness=dict(seed=0),
-        default_scope='mmdet')
+        default_scope='mmdet',
+        **runner_args)
 
 
 class CrashAfterIteration(Hook):
@@ -510,43 +511,61 @@ def test_known_noise_is_silenced_and_the_rest_still_shows(tmp_path):
 
 
 _CPU_DISTRIBUTED_CHECK = textwrap.dedent("""
-    import datetime, sys
+    import os, sys
     import pytest, torch, torch.distributed as dist, torch.nn as nn
     import mmengine.dist.utils as dist_utils
-    from mmengine.model.wrappers import MMDistributedDataParallel
-    from test_compat import TinyRegressor  # imports ctvis, which applies the fixes
+    from test_compat import TinyRegressor, make_runner  # imports ctvis, which applies the fixes
+    from ctvis.utils import run_and_release_process_group
 
     with pytest.raises(AttributeError, match='_cuda_setDevice'):
         torch.cuda.set_device(0)  # what mmengine's _init_dist_pytorch would hit
     dist_utils.torch.cuda.set_device(0)  # ctvis: a no-op without CUDA
 
-    from ctvis.utils import closing_process_group
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{sys.argv[1]}', rank=0,
-                            world_size=1, timeout=datetime.timedelta(seconds=60))
-    with closing_process_group():  # what the tools run in
-        with pytest.raises(ValueError, match='device_ids'):  # plain torch DDP refuses
+    def gloo_threads():
+        names = [open(f'/proc/self/task/{task}/comm').read().strip()
+                 for task in os.listdir('/proc/self/task')]
+        return [name for name in names if 'gloo' in name]
+
+    kept = []
+
+    def train(name, keep_runner=False):  # what tools/train.py runs, as torchrun's rank 0 of 1
+        runner = make_runner(os.path.join(sys.argv[1], name), 2, name, launcher='pytorch',
+                             env_cfg=dict(dist_cfg=dict(backend='gloo', timeout=60)))
+        assert dist.get_backend() == 'gloo'
+        with pytest.raises(ValueError, match='device_ids'):  # plain torch DDP refuses CPU + ids
             nn.parallel.DistributedDataParallel(TinyRegressor(), device_ids=[0])
-        wrapped = MMDistributedDataParallel(module=TinyRegressor(), device_ids=[0],
-                                            broadcast_buffers=False)
-        assert wrapped.device_ids is None
-        losses = wrapped(inputs=[torch.ones(3)], targets=[torch.tensor(1.)], mode='loss')
-        losses['loss'].backward()
+        assert runner.model.device_ids is None  # the Runner's MMDistributedDataParallel
+        runner.train()
+        dist.broadcast_object_list([{'AP': 1.0}], src=0)  # how the evaluator ends a test run
+        assert gloo_threads()
+        if keep_runner:
+            kept.append(runner)
+
+    run_and_release_process_group(lambda: train('released'))
     assert not dist.is_initialized()
-    print('cpu distributed pieces: ok')
+    assert gloo_threads() == [], gloo_threads()  # joined: none left to abort the exit
+    print('cpu distributed pieces: ok', flush=True)
+
+    run_and_release_process_group(lambda: train('kept', keep_runner=True))
+    assert not dist.is_initialized() and gloo_threads()  # alive through `kept`, as the log says
 """)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only code paths')
-def test_cpu_only_distributed_pieces(loopback_gloo):
-    """mmengine's launcher device call and the Runner's DDP wrapping work without CUDA.
+def test_cpu_only_distributed_pieces(loopback_gloo, tmp_path):
+    """mmengine's launcher device call and the Runner's DDP wrapping work without CUDA, and the
+    tools' process group, gloo threads included, is gone before the interpreter exits.
 
     In a fresh process (a process group is process-wide state), bounded in time.
     """
-    result = subprocess.run([sys.executable, '-c', _CPU_DISTRIBUTED_CHECK, str(free_port())],
-                            env=loopback_env(PYTHONPATH=osp.dirname(__file__)),
+    result = subprocess.run([sys.executable, '-c', _CPU_DISTRIBUTED_CHECK, str(tmp_path)],
+                            env=loopback_env(PYTHONPATH=osp.dirname(__file__), RANK='0',
+                                             LOCAL_RANK='0', WORLD_SIZE='1',
+                                             MASTER_PORT=str(free_port())),
                             capture_output=True, text=True, timeout=GLOO_PROBE_TIMEOUT_S)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert 'cpu distributed pieces: ok' in result.stdout
+    assert 'the process group is still referenced' in result.stdout + result.stderr
 
 
 def test_apply_compat_fixes_is_idempotent():

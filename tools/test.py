@@ -23,8 +23,8 @@ from mmengine.structures import InstanceData
 
 import ctvis  # noqa: F401  (stack fixes + registration)
 from ctvis.evaluation import YTVISMetric, dump_results, results2json
-from ctvis.utils import (ConfigError, build_runner, closing_process_group, load_tool_config,
-                         parse_tool_args)
+from ctvis.utils import (ConfigError, build_runner, load_tool_config, parse_tool_args,
+                         run_and_release_process_group)
 from mmdet.registry import METRICS
 from mmdet.structures.mask import mask2bbox
 
@@ -186,11 +186,14 @@ def main(argv=None) -> None:
         sys.exit(f'test.py: error: {error}')
     from mmdet.utils import setup_cache_size_limit_of_dynamo
     setup_cache_size_limit_of_dynamo()
-    with closing_process_group():
+
+    def test() -> None:
         runner = build_runner(cfg)
         if args.show_dir is not None:
             runner.register_hook(VideoMaskVisualizationHook(args.show_dir, args.show_score_thr))
         runner.test()
+
+    run_and_release_process_group(test)
 
 
 if __name__ == '__main__':

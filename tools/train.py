@@ -14,8 +14,8 @@ from mmengine.logging import print_log
 from mmengine.runner import find_latest_checkpoint
 
 import ctvis  # noqa: F401  (stack fixes + registration)
-from ctvis.utils import (ConfigError, build_runner, closing_process_group, load_tool_config,
-                         parse_tool_args)
+from ctvis.utils import (ConfigError, build_runner, load_tool_config, parse_tool_args,
+                         run_and_release_process_group)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -77,8 +77,7 @@ def main(argv=None) -> None:
         sys.exit(f'train.py: error: {error}')
     from mmdet.utils import setup_cache_size_limit_of_dynamo
     setup_cache_size_limit_of_dynamo()
-    with closing_process_group():
-        build_runner(cfg).train()
+    run_and_release_process_group(lambda: build_runner(cfg).train())
 
 
 if __name__ == '__main__':

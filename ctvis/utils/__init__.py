@@ -4,11 +4,11 @@ the tools."""
 from .compat import (TRUSTED_CHECKPOINTS_ENV, UnsafeCheckpointError, safe_load_file,  # isort:skip
                      safe_load_url, trust_checkpoint)
 from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options,  # noqa: E402
-                          build_runner, choose_dist_backend, closing_process_group,
-                          load_tool_config, parse_tool_args)
+                          build_runner, choose_dist_backend, load_tool_config,
+                          parse_tool_args, run_and_release_process_group)
 
 __all__ = [
     'TRUSTED_CHECKPOINTS_ENV', 'UnsafeCheckpointError', 'safe_load_file', 'safe_load_url',
     'trust_checkpoint', 'ConfigError', 'RUNNER_KEYS', 'load_tool_config', 'apply_cfg_options',
-    'choose_dist_backend', 'build_runner', 'closing_process_group', 'parse_tool_args'
+    'choose_dist_backend', 'build_runner', 'parse_tool_args', 'run_and_release_process_group'
 ]

@@ -1,12 +1,14 @@
 """Config set-up shared by tools/train.py and tools/test.py, so both read configs, overrides
 and launchers the same way."""
 import argparse
-import contextlib
 import difflib
+import gc
 import inspect
+import logging
 import os
 import os.path as osp
-from typing import Any, Dict, Iterator, Optional, Tuple
+import sys
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as torch_dist
@@ -134,18 +136,35 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
-@contextlib.contextmanager
-def closing_process_group() -> Iterator[None]:
-    """Destroy the default process group (if a launcher made one) when the tool's work ends.
+def run_and_release_process_group(work: Callable[[], None]) -> None:
+    """Run a tool's work, then release the process group a launcher made, threads included.
 
-    Left to interpreter shutdown, the gloo backend's threads can be torn down in the wrong order
-    and abort a finished run ('terminate called without an active exception', exit code -6).
+    Why: with gloo, a worker thread can still be freeing the last collective's tensors when the
+    interpreter shuts down; it then aborts a finished run ('terminate called without an active
+    exception', exit code -6). Destroying the group only unregisters it: its threads stop when
+    the last reference to it goes, and the Runner's DDP wrapper holds one. ``work`` builds and
+    runs the Runner in its own frame, so once it returns the Runner is garbage to collect, and
+    dropping the group joins its threads while the interpreter is fully alive.
     """
     try:
-        yield
+        work()
     finally:
-        if torch_dist.is_available() and torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
+        release_process_group()
+
+
+def release_process_group() -> None:
+    """Destroy the default process group and drop it, so its backend threads are joined now."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    group = torch_dist.group.WORLD
+    torch_dist.destroy_process_group()
+    gc.collect()  # Runner -> model wrapper -> group, held in reference cycles
+    other_holders = sys.getrefcount(group) - 2  # minus `group` and getrefcount's argument
+    if other_holders > 0:
+        print_log(f'the process group is still referenced {other_holders} times after the run; '
+                  'its threads stay until exit (a gloo run may then abort at shutdown)',
+                  logger='current', level=logging.WARNING)
+    del group  # the last reference: torch joins the backend threads without the GIL
 
 
 def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
