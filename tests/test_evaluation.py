@@ -28,6 +28,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
 BENCHMARK_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
                           'benchmark_ytvis_eval.py')
+BREAKDOWN_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
+                          'vis_error_breakdown.py')
 
 
 # ---------------------------------------------------------------------------
@@ -685,3 +687,66 @@ def test_benchmark_tool_agrees_with_ytvoseval(monkeypatch):
     assert report['max_abs_diff_arrays'] == 0
     assert 0 < report['metrics']['AP'] < 1
     assert report['mmdet']['encode'] > 0
+
+
+def crossing_case():
+    """Two same-class squares cross (frames 1-2 touch); a third instance, of
+    another class, is off frame in frame 1. The results swap the squares'
+    identities at the crossing and give the third instance a new track after
+    its absence; every result mask equals its ground truth."""
+    height, width, length = 8, 24, 4
+    left = [box_mask(height, width, (2 + 4 * t, 1, 6 + 4 * t, 5))
+            for t in range(length)]
+    right = [box_mask(height, width, (18 - 4 * t, 2, 22 - 4 * t, 6))
+             for t in range(length)]
+    third = [box_mask(height, width, (20, 6, 23, 8)) if t != 1 else None
+             for t in range(length)]
+    instances = [(1, left), (1, right), (2, third)]
+    gt = dict(videos=[dict(id=1, height=height, width=width, length=length)],
+              annotations=[dict(id=i + 1, video_id=1, category_id=category,
+                                iscrowd=0,
+                                segmentations=[rle_of(m, 'list') if m is not None
+                                               else None for m in masks],
+                                areas=[float(m.sum()) if m is not None else None
+                                       for m in masks])
+                           for i, (category, masks) in enumerate(instances)],
+              categories=[dict(id=1, name='square'), dict(id=2, name='disc')])
+    empty = np.zeros((height, width), bool)
+
+    def track(category, score, masks):
+        return dict(video_id=1, category_id=category, score=score,
+                    segmentations=[rle_of(m if m is not None else empty)
+                                   for m in masks])
+
+    results = [track(1, 0.9, left[:2] + right[2:]),
+               track(1, 0.8, right[:2] + left[2:]),
+               track(2, 0.7, third[:1] + [None] * 3),
+               track(2, 0.6, [None] * 2 + third[2:])]
+    return gt, results
+
+
+def test_error_breakdown_names_switches_and_what_association_costs(tmp_path,
+                                                                   capsys):
+    spec = importlib.util.spec_from_file_location('vis_error_breakdown',
+                                                  BREAKDOWN_TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    gt, results = crossing_case()
+    result = tool.breakdown(gt, results)
+    assert (result['frames'], result['covered_any']) == (11, 11)
+    assert result['covered_main'] == 2 + 2 + 2  # each instance, half its frames
+    assert result['switches'] == dict(after_absence=1, near_same_class=2,
+                                      near_other_class=0, other=0)
+    assert result['AP'] < 50  # every track half right
+    assert result['AP_perfect_association'] == pytest.approx(100)
+
+    gt_path, results_path = tmp_path / 'gt.json', tmp_path / 'results.json'
+    gt_path.write_text(json.dumps(gt))
+    results_path.write_text(json.dumps(results))
+    out = tmp_path / 'breakdown.json'
+    assert tool.main([str(gt_path), str(results_path), '--json', str(out)]) == 0
+    assert json.loads(out.read_text())['switches']['near_same_class'] == 2
+    results[1]['segmentations'][0] = {'size': [8, 24], 'counts': '!!'}
+    results_path.write_text(json.dumps(results))
+    assert tool.main([str(gt_path), str(results_path)]) == 1
+    assert f'{results_path}: results[1]' in capsys.readouterr().err

@@ -1,0 +1,221 @@
+"""Where a video instance segmentation model loses AP: association or detection.
+
+Example::
+
+    python tools/analysis_tools/vis_error_breakdown.py \\
+        data/toy_vis/valid.json work_dirs/quickstart/results.json [--iou-thr 0.5] [--json OUT]
+
+For every ground-truth instance and frame, the result mask of highest IoU (above ``--iou-thr``)
+covers it. Printed:
+
+* how many ground-truth frame masks some result covers, and how many the instance's main result
+  (the one covering most of its frames) covers;
+* identity switches: the covering result changes between consecutive covered frames of an
+  instance, classed by what happened in between: the instance was absent; its box came within
+  2 px of the box of a same-class instance (look-alikes crossing) or of another-class instance;
+  none of these;
+* the AP as is and the AP of the same masks re-associated by ground-truth identity (perfect
+  association): in every frame the result masks matched one-to-one to instances (highest IoU
+  first) form one track per instance (its results' majority class and mean score); the other
+  masks stay in their tracks. The gap between the two is what association costs; what remains
+  below 100 is detection, segmentation and spurious tracks.
+
+Inputs are checked by the evaluator first; a malformed file is reported in one line (exit 1).
+"""
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from ctvis.evaluation.ytvis_eval import YTVISFormatError, evaluate_ytvis, load_json_file
+
+NEAR_PX = 2  # boxes this close count as touching
+SWITCH_CAUSES = ('after_absence', 'near_same_class', 'near_other_class', 'other')
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Coverage, identity switches and the AP with perfect association.')
+    parser.add_argument('gt_json', help='ground-truth annotation JSON')
+    parser.add_argument('results_json', help='results JSON (or a zip holding results.json)')
+    parser.add_argument('--iou-thr', type=float, default=0.5,
+                        help='frame mask IoU above which a result covers an instance')
+    parser.add_argument('--json', metavar='OUT_JSON', help='also write the breakdown here')
+    return parser.parse_args(argv)
+
+
+def to_rle(segmentation, height: int, width: int) -> Optional[dict]:
+    """A compressed RLE of a polygon list, an uncompressed or a compressed RLE; None for a
+    missing or empty mask (models write empty masks for the frames a track is not in)."""
+    if segmentation is None:
+        return None
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation['counts'], list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return rle if mask_utils.area(rle) > 0 else None
+
+
+def frame_ious(gt_rles: List[Optional[dict]], dt_rles: List[Optional[dict]]) -> np.ndarray:
+    """(num_gt, num_dt) mask IoU of one frame; 0 where either mask is absent."""
+    ious = np.zeros((len(gt_rles), len(dt_rles)))
+    gt_index = [i for i, rle in enumerate(gt_rles) if rle is not None]
+    dt_index = [j for j, rle in enumerate(dt_rles) if rle is not None]
+    if gt_index and dt_index:
+        pairs = mask_utils.iou([dt_rles[j] for j in dt_index], [gt_rles[i] for i in gt_index],
+                               [0] * len(gt_index))
+        ious[np.ix_(gt_index, dt_index)] = np.asarray(pairs).T
+    return ious
+
+
+def boxes_near(box: np.ndarray, other: np.ndarray) -> bool:
+    """Whether two (x, y, w, h) boxes overlap or lie within NEAR_PX of each other."""
+    return bool(box[0] - NEAR_PX <= other[0] + other[2] and other[0] <= box[0] + box[2] + NEAR_PX
+                and box[1] - NEAR_PX <= other[1] + other[3]
+                and other[1] <= box[1] + box[3] + NEAR_PX)
+
+
+def switch_cause(instance: int, since: int, frame: int, present: np.ndarray, boxes: np.ndarray,
+                 labels: List[int]) -> str:
+    """Why the covering result of ``instance`` changed between frames ``since`` and ``frame``."""
+    if not present[instance, since:frame + 1].all():
+        return 'after_absence'
+    near = set()
+    for t in range(since, frame + 1):
+        for other in np.flatnonzero(present[:, t]):
+            if other != instance and boxes_near(boxes[instance, t], boxes[other, t]):
+                near.add('near_same_class' if labels[other] == labels[instance]
+                         else 'near_other_class')
+    for cause in ('near_same_class', 'near_other_class'):
+        if cause in near:
+            return cause
+    return 'other'
+
+
+def analyse_video(video: dict, instances: List[dict], tracks: List[dict], iou_thr: float,
+                  counts: Counter) -> List[dict]:
+    """Count coverage and switches of one video; return its tracks re-associated by identity."""
+    height, width, length = video['height'], video['width'], video['length']
+    gt_rles = [[to_rle(s, height, width) for s in a['segmentations']] for a in instances]
+    dt_rles = [[to_rle(s, height, width) for s in r['segmentations']] for r in tracks]
+    ious = np.stack([
+        frame_ious([rles[t] for rles in gt_rles], [rles[t] for rles in dt_rles])
+        for t in range(length)
+    ], axis=1)  # (num_gt, length, num_dt)
+    present = np.array([[rle is not None for rle in rles] for rles in gt_rles]).reshape(-1, length)
+    boxes = np.zeros((len(instances), length, 4))
+    for i, rles in enumerate(gt_rles):
+        for t, rle in enumerate(rles):
+            if rle is not None:
+                boxes[i, t] = mask_utils.toBbox(rle)
+    labels = [a['category_id'] for a in instances]
+
+    for i in range(len(instances)):
+        counts['frames'] += int(present[i].sum())
+        covering = np.where(ious[i].max(axis=1, initial=0) > iou_thr,
+                            ious[i].argmax(axis=1) if tracks else -1, -1)
+        covered = np.flatnonzero(covering >= 0)
+        counts['covered_any'] += len(covered)
+        if len(covered):
+            counts['covered_main'] += int(np.bincount(covering[covered]).max())
+        for since, frame in zip(covered[:-1], covered[1:]):
+            if covering[since] != covering[frame]:
+                counts[switch_cause(i, since, frame, present, boxes, labels)] += 1
+
+    # Perfect association: one-to-one matches per frame, highest IoU first.
+    moved = [[None] * length for _ in instances]
+    sources = [[] for _ in instances]
+    kept = [list(r['segmentations']) for r in tracks]
+    for t in range(length):
+        pairs = np.argwhere(ious[:, t] > iou_thr)
+        order = np.argsort(-ious[pairs[:, 0], t, pairs[:, 1]], kind='stable')
+        taken_gt, taken_dt = set(), set()
+        for i, j in pairs[order].tolist():
+            if i not in taken_gt and j not in taken_dt:
+                taken_gt.add(i)
+                taken_dt.add(j)
+                moved[i][t], kept[j][t] = kept[j][t], None
+                sources[i].append(j)
+    reassociated = []
+    for i, segmentations in enumerate(moved):
+        if sources[i]:
+            classes = Counter(tracks[j]['category_id'] for j in sources[i])
+            reassociated.append(dict(
+                video_id=video['id'], category_id=classes.most_common(1)[0][0],
+                score=float(np.mean([tracks[j]['score'] for j in sources[i]])),
+                segmentations=segmentations))
+    for track, segmentations, rles in zip(tracks, kept, dt_rles):
+        if any(s is not None and rle is not None for s, rle in zip(segmentations, rles)):
+            reassociated.append(dict(track, segmentations=segmentations))
+    return reassociated
+
+
+def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
+              iou_thr: float = 0.5) -> Dict[str, float]:
+    """Coverage and switch counts, the AP as is and with perfect association (percent).
+
+    ``gt`` and ``results`` are file paths or their loaded contents.
+    """
+    ap = evaluate_ytvis(gt, results)['AP']  # also checks both inputs, naming the files
+    gt = gt if isinstance(gt, dict) else load_json_file(gt)
+    results = results if isinstance(results, list) else load_json_file(results)
+    instances, tracks = defaultdict(list), defaultdict(list)
+    for annotation in gt['annotations']:
+        instances[annotation['video_id']].append(annotation)
+    for result in results:
+        tracks[result['video_id']].append(result)
+    counts = Counter()
+    reassociated = []
+    for video in gt['videos']:
+        reassociated += analyse_video(video, instances[video['id']], tracks[video['id']],
+                                      iou_thr, counts)
+    return dict(frames=counts['frames'], covered_any=counts['covered_any'],
+                covered_main=counts['covered_main'],
+                switches={cause: counts[cause] for cause in SWITCH_CAUSES},
+                AP=ap * 100, AP_perfect_association=evaluate_ytvis(gt, reassociated)['AP'] * 100)
+
+
+def report(result: Dict, iou_thr: float) -> str:
+    frames = max(result['frames'], 1)
+    switches = result['switches']
+    causes = ', '.join(f'{cause.replace("_", " ")} {n}' for cause, n in switches.items())
+    return '\n'.join([
+        f'ground-truth frame masks: {result["frames"]}',
+        f'covered (IoU > {iou_thr}) by some result: {result["covered_any"]} '
+        f'({100 * result["covered_any"] / frames:.1f}%)',
+        f'covered by the instance\'s main result: {result["covered_main"]} '
+        f'({100 * result["covered_main"] / frames:.1f}%)',
+        f'identity switches: {sum(switches.values())} ({causes})',
+        f'AP as is: {result["AP"]:.2f}',
+        f'AP with the same masks re-associated by ground-truth identity: '
+        f'{result["AP_perfect_association"]:.2f}',
+    ])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = breakdown(args.gt_json, args.results_json, args.iou_thr)
+    except (YTVISFormatError, OSError) as error:
+        print(f'vis_error_breakdown: error: {error}', file=sys.stderr)
+        return 1
+    print(report(result, args.iou_thr))
+    if args.json:
+        try:
+            with open(args.json, 'w', encoding='utf-8') as f:
+                json.dump(result, f, indent=2)
+        except OSError as error:
+            print(f'vis_error_breakdown: error: cannot write {args.json}: {error}',
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
