@@ -511,7 +511,7 @@ def test_known_noise_is_silenced_and_the_rest_still_shows(tmp_path):
 
 
 _CPU_DISTRIBUTED_CHECK = textwrap.dedent("""
-    import os, sys
+    import gc, os, sys
     import pytest, torch, torch.distributed as dist, torch.nn as nn
     import mmengine.dist.utils as dist_utils
     from test_compat import TinyRegressor, make_runner  # imports ctvis, which applies the fixes
@@ -548,6 +548,9 @@ _CPU_DISTRIBUTED_CHECK = textwrap.dedent("""
 
     run_and_release_process_group(lambda: train('kept', keep_runner=True))
     assert not dist.is_initialized() and gloo_threads()  # alive through `kept`, as the log says
+    kept.clear()
+    gc.collect()
+    assert gloo_threads() == []  # so this process, too, exits without gloo threads
 """)
 
 
