@@ -21,6 +21,8 @@ CHECKPOINT="$(cat "$WORK/last_checkpoint")"
 
 echo "[quickstart] 3/5 evaluating on the toy validation videos"
 "$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK/eval" --out "$WORK/results.json"
+echo "[quickstart] where it loses (coverage, identity switches, AP with perfect association)"
+"$PY" tools/analysis_tools/vis_error_breakdown.py "$DATA/valid.json" "$WORK/results.json"
 
 echo "[quickstart] 4/5 no-tracking control (same detector, random identities every frame)"
 "$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK/control" \
