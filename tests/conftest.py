@@ -1,4 +1,5 @@
 """Shared fixtures: tiny CTVIS models and tiny synthetic clips, all deterministic."""
+import importlib.util
 import os
 import os.path as osp
 import socket
@@ -23,6 +24,14 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PARITY = osp.join(REPO, 'tests', 'data', 'parity')
 # Time allowed to a process group that should form at once on 127.0.0.1
 GLOO_PROBE_TIMEOUT_S = 120
+
+
+def load_module(path: str, name: str):
+    """Import a script (a tool, a vendored file) as a module, to call its functions in-process."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -1,5 +1,4 @@
 """tools/model_converters/ctvis_d2_to_mmdet.py on state dicts with the official key names/shapes."""
-import importlib.util
 import os.path as osp
 import pickle
 import subprocess
@@ -8,7 +7,7 @@ import sys
 import numpy as np
 import torch
 
-from conftest import PARITY, REPO
+from conftest import PARITY, REPO, load_module
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -22,11 +21,7 @@ SWIN_OVIS = osp.join(REPO, 'configs', 'ctvis', 'ctvis_swin-l-p4-w12-384-in21k_8x
 
 
 def official_keys():
-    spec = importlib.util.spec_from_file_location(
-        'ctvis_d2_keys', osp.join(PARITY, 'ctvis_d2_keys.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(osp.join(PARITY, 'ctvis_d2_keys.py'), 'ctvis_d2_keys')
 
 
 def official_state_dict(backbone: str, queries: int, classes: int) -> dict:

@@ -1,7 +1,6 @@
 """Tests of the YouTube-VIS evaluation: ctvis.evaluation.ytvis_eval (against
 mmdet's copy of the official ytvoseval), YTVISMetric, and the two tools."""
 import copy
-import importlib.util
 import json
 import logging
 import os.path as osp
@@ -24,7 +23,7 @@ from ctvis.evaluation.ytvis_eval import (METRIC_NAMES, YTVISEvaluator,
                                          YTVISFormatError, evaluate_ytvis,
                                          load_long_video_ids)
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from conftest import REPO, load_module
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
 BENCHMARK_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
                           'benchmark_ytvis_eval.py')
@@ -666,10 +665,7 @@ def test_eval_tool_prints_table_and_writes_json(gt_file, tmp_path):
 
 
 def test_benchmark_tool_agrees_with_ytvoseval(monkeypatch):
-    spec = importlib.util.spec_from_file_location('benchmark_ytvis_eval',
-                                                  BENCHMARK_TOOL)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_module(BENCHMARK_TOOL, 'benchmark_ytvis_eval')
     gt, results = benchmark.make_synthetic_ytvis(num_videos=4, height=72,
                                                  width=96)
     report = benchmark.run_benchmark(gt, results, repeats=1, log=None)
@@ -729,10 +725,7 @@ def crossing_case():
 
 def test_error_breakdown_names_switches_and_what_association_costs(tmp_path,
                                                                    capsys):
-    spec = importlib.util.spec_from_file_location('vis_error_breakdown',
-                                                  BREAKDOWN_TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_module(BREAKDOWN_TOOL, 'vis_error_breakdown')
     gt, results = crossing_case()
     result = tool.breakdown(gt, results)
     assert (result['frames'], result['covered_any']) == (11, 11)

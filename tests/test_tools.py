@@ -4,7 +4,6 @@ The config (tests/data/configs/toy_vis_tools.py) uses the toy model, dataset and
 below; the tools import this module through the config's ``custom_imports`` (the tests put
 tests/ on PYTHONPATH), so the tools run exactly as they would on a real config.
 """
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -25,7 +24,7 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 
-from conftest import free_port, loopback_env
+from conftest import free_port, load_module, loopback_env
 from mmdet.registry import DATASETS, HOOKS, MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -193,11 +192,7 @@ def run_tool(args: list, cwd: str, timeout: int = 120, **env) -> subprocess.Comp
 
 def load_tool(name: str):
     """Import tools/<name>.py as a module (to call its functions in-process)."""
-    spec = importlib.util.spec_from_file_location(f'ctvis_tool_{name}',
-                                                  osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(osp.join(REPO, 'tools', f'{name}.py'), f'ctvis_tool_{name}')
 
 
 @pytest.fixture(scope='module')
