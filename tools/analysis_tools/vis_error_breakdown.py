@@ -26,6 +26,7 @@ Inputs are checked by the evaluator first; a malformed file is reported in one l
 """
 import argparse
 import json
+import os
 import sys
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional, Tuple, Union
@@ -33,7 +34,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from ctvis.evaluation.ytvis_eval import YTVISFormatError, evaluate_ytvis, load_json_file
+from ctvis.evaluation.ytvis_eval import YTVISEvaluator, YTVISFormatError, load_json_file
 
 NEAR_PX = 2  # boxes this close count as touching
 SWITCH_CAUSES = ('after_absence', 'near_same_class', 'near_other_class', 'other')
@@ -166,9 +167,12 @@ def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
 
     ``gt`` and ``results`` are file paths or their loaded contents.
     """
-    ap = evaluate_ytvis(gt, results)['AP']  # also checks both inputs, naming the files
-    gt = gt if isinstance(gt, dict) else load_json_file(gt)
-    results = results if isinstance(results, list) else load_json_file(results)
+    gt_name = None if isinstance(gt, dict) else os.fspath(gt)
+    results_name = None if isinstance(results, list) else os.fspath(results)
+    gt = load_json_file(gt_name) if gt_name else gt
+    results = load_json_file(results_name) if results_name else results
+    evaluator = YTVISEvaluator(gt, gt_name)  # the ground truth parsed (and checked) once
+    ap = evaluator.evaluate(results, results_name=results_name)['AP']  # checks the results
     instances, tracks = defaultdict(list), defaultdict(list)
     for annotation in gt['annotations']:
         instances[annotation['video_id']].append(annotation)
@@ -185,8 +189,8 @@ def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
                 covered_main=counts['covered_main'],
                 switches={cause: counts[cause] for cause in SWITCH_CAUSES},
                 AP=ap * 100,
-                AP_perfect_association=evaluate_ytvis(gt, per_instance + leftover)['AP'] * 100,
-                AP_one_track_per_instance=evaluate_ytvis(gt, per_instance)['AP'] * 100)
+                AP_perfect_association=evaluator.evaluate(per_instance + leftover)['AP'] * 100,
+                AP_one_track_per_instance=evaluator.evaluate(per_instance)['AP'] * 100)
 
 
 def report(result: Dict, iou_thr: float) -> str:
