@@ -1,6 +1,6 @@
 """Frame-by-frame inference: feed a frame, get the tracks in it; finish to get the video result."""
 import copy
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -12,6 +12,55 @@ from mmengine.structures import InstanceData
 
 from mmdet.registry import MODELS
 from mmdet.structures import TrackDataSample
+
+_GREY_TO_BGR = 'cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)'
+_BGRA_TO_BGR = 'cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)'
+
+
+def check_frame(frame: np.ndarray, frame_index: int,
+                video_size: Optional[Tuple[int, int]] = None) -> None:
+    """Raise a ValueError naming the frame and the problem unless it is an (H, W, 3) uint8 image.
+
+    Nothing is converted silently: a float frame in [0, 1] would be read as black and a uint16
+    frame as saturated, so each message says how to convert instead.
+
+    Args:
+        frame (np.ndarray): The frame as given to :meth:`OnlineVideoSegmenter.step`.
+        frame_index (int): Its index in the video, for the message.
+        video_size (tuple[int, int], optional): (H, W) of the video's earlier frames.
+    """
+    where = f'OnlineVideoSegmenter.step: frame {frame_index}'
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f'{where}: expected a numpy array (H, W, 3), got {type(frame).__name__}')
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        raise ValueError(f'{where}: single-channel image of shape {frame.shape}; the model takes '
+                         f'(H, W, 3) BGR: convert with {_GREY_TO_BGR}')
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        raise ValueError(f'{where}: 4-channel image of shape {frame.shape}; the model takes '
+                         f'(H, W, 3) BGR: convert with {_BGRA_TO_BGR}')
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f'{where}: expected an (H, W, 3) BGR image, got shape {frame.shape}')
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f'{where}: empty image of shape {frame.shape}')
+    if np.issubdtype(frame.dtype, np.floating):
+        if not np.isfinite(frame).all():
+            raise ValueError(f'{where}: {frame.dtype} image with NaN or infinite values')
+        raise ValueError(
+            f'{where}: {frame.dtype} image with values in [{frame.min():.3g}, '
+            f'{frame.max():.3g}]; the model takes uint8 (0..255): convert with '
+            '(frame * 255).round().astype(np.uint8) for values in [0, 1], or '
+            'frame.clip(0, 255).round().astype(np.uint8) for values in [0, 255]')
+    if frame.dtype == np.uint16:
+        raise ValueError(f'{where}: uint16 image (values up to {frame.max()}); the model takes '
+                         'uint8 (0..255): convert with (frame // 257).astype(np.uint8) for '
+                         'the full 16-bit range')
+    if frame.dtype != np.uint8:
+        raise ValueError(f'{where}: {frame.dtype} image; the model takes uint8 (0..255) BGR')
+    if video_size is not None and frame.shape[:2] != video_size:
+        raise ValueError(
+            f'{where}: size {frame.shape[0]}x{frame.shape[1]} differs from this video\'s '
+            f'{video_size[0]}x{video_size[1]} (its first frame); resize the frame, or call '
+            'reset() to start a new video')
 
 
 def in_memory_test_pipeline(pipeline: Sequence[dict]) -> list:
@@ -36,7 +85,7 @@ class OnlineVideoSegmenter:
 
     Example:
         >>> segmenter = OnlineVideoSegmenter.from_config(config, checkpoint)
-        >>> for frame in frames:  # BGR uint8 arrays (H, W, 3)
+        >>> for frame in frames:  # BGR uint8 arrays (H, W, 3), all of one size
         ...     tracks = segmenter.step(frame)  # tracks.instances_id / labels / scores / masks
         >>> video = segmenter.finish()  # video-level top-k predictions (TrackDataSample)
 
@@ -70,6 +119,7 @@ class OnlineVideoSegmenter:
     def reset(self) -> None:
         """Start a new video."""
         self.frame_id = 0
+        self.frame_size: Optional[Tuple[int, int]] = None  # (H, W) of this video's frames
         self.last_meta: Optional[dict] = None
 
     @torch.no_grad()
@@ -77,15 +127,20 @@ class OnlineVideoSegmenter:
         """Track one frame.
 
         Args:
-            frame (np.ndarray): BGR uint8 image (H, W, 3).
+            frame (np.ndarray): BGR uint8 image (H, W, 3), of the same size as the video's first
+                frame (the video-level masks share one size).
 
         Returns:
             InstanceData: The tracks present in the frame: ``instances_id`` (N,), ``labels`` (N,),
             ``scores`` (N,) of this frame's detection, ``masks``: N RLE dicts at frame size.
+
+        Raises:
+            ValueError: For any other frame (float, uint16, NaN, empty, other channel counts,
+                another size), naming the frame index, the problem and the conversion; the
+                segmenter is unchanged and takes the next frame.
         """
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError('OnlineVideoSegmenter.step expects an (H, W, 3) BGR image, got '
-                             f'{getattr(frame, "shape", type(frame))}')
+        check_frame(frame, self.frame_id, self.frame_size)
+        frame = np.ascontiguousarray(frame)  # a channel-reversed view, for instance
         data = self.pipeline(dict(img=[frame], img_id=[self.frame_id], frame_id=[self.frame_id],
                                   video_id=[0]))
         data = self.model.data_preprocessor(pseudo_collate([data]), False)
@@ -93,6 +148,7 @@ class OnlineVideoSegmenter:
         logits, mask_logits, embeds = self.model.detect(data['inputs'][0])
         tracks = self.model.track_frame(meta, logits[0], mask_logits[0], embeds[0])
         self.last_meta = meta
+        self.frame_size = frame.shape[:2]
         self.frame_id += 1
         return tracks
 

@@ -1,0 +1,87 @@
+"""OnlineVideoSegmenter.step: real tiny model on small frames; every bad frame is refused clearly."""
+import numpy as np
+import pytest
+
+from ctvis.apis import OnlineVideoSegmenter
+from conftest import build_tiny_model
+
+SIZE = (32, 40)
+TEST_PIPELINE = [
+    dict(type='TransformBroadcaster', transforms=[dict(type='LoadImageFromFile')]),
+    dict(type='PackTrackInputs')
+]
+
+
+@pytest.fixture(scope='module')
+def segmenter():
+    return OnlineVideoSegmenter(build_tiny_model(), TEST_PIPELINE)
+
+
+def frame(seed: int = 0, size=SIZE) -> np.ndarray:
+    return np.random.RandomState(seed).randint(0, 256, (*size, 3)).astype(np.uint8)
+
+
+def test_step_tracks_uint8_frames_and_finish_gives_the_video(segmenter):
+    segmenter.reset()
+    tracks = segmenter.step(frame(0))
+    assert segmenter.frame_id == 1
+    assert len(tracks.masks) == len(tracks.instances_id) == len(tracks.scores)
+    assert all(tuple(rle['size']) == SIZE for rle in tracks.masks)
+    segmenter.step(frame(1)[:, :, ::-1])  # a channel-reversed (negative-stride) view works
+    video = segmenter.finish()
+    assert len(video) == 2 and segmenter.frame_id == 0  # finish starts a new video
+
+
+ramp = np.linspace(0, 1, SIZE[0] * SIZE[1] * 3).reshape(*SIZE, 3)
+nan_frame = frame(0).astype(np.float32)
+nan_frame[3, 4, 1] = np.nan
+inf_frame = frame(0).astype(np.float64)
+inf_frame[0, 0, 0] = np.inf
+
+
+@pytest.mark.parametrize('bad, expected', [
+    (ramp.astype(np.float32), ['float32 image with values in [0, 1]',
+                               '(frame * 255).round().astype(np.uint8)']),
+    ((ramp * 255).astype(np.float64), ['float64 image with values in [0, 255]',
+                                       'frame.clip(0, 255).round().astype(np.uint8)']),
+    (nan_frame, ['float32 image with NaN or infinite values']),
+    (inf_frame, ['float64 image with NaN or infinite values']),
+    ((ramp * 65535).astype(np.uint16), ['uint16 image (values up to 65535)',
+                                        '(frame // 257).astype(np.uint8)']),
+    (frame(0).astype(np.int32), ['int32 image', 'uint8']),
+    (np.zeros((0, 0, 3), np.uint8), ['empty image of shape (0, 0, 3)']),
+    (np.zeros((0, 40, 3), np.uint8), ['empty image of shape (0, 40, 3)']),
+    (frame(0)[..., 0], ['single-channel image', 'cv2.COLOR_GRAY2BGR']),
+    (frame(0)[..., :1], ['single-channel image', 'cv2.COLOR_GRAY2BGR']),
+    (np.dstack([frame(0), frame(1)[..., :1]]), ['4-channel image', 'cv2.COLOR_BGRA2BGR']),
+    (frame(0)[..., :2], ['expected an (H, W, 3) BGR image, got shape (32, 40, 2)']),
+    (frame(0)[None], ['expected an (H, W, 3) BGR image, got shape (1, 32, 40, 3)']),
+    (frame(0).tolist(), ['expected a numpy array (H, W, 3), got list']),
+], ids=['float01', 'float255', 'nan', 'inf', 'uint16', 'int32', 'empty', 'zero-height', 'grey',
+        'grey1', 'bgra', 'two-channels', 'batch', 'list'])
+def test_step_refuses_bad_frames_naming_frame_and_problem(segmenter, bad, expected):
+    segmenter.reset()
+    segmenter.step(frame(0))
+    with pytest.raises(ValueError) as error:
+        segmenter.step(bad)
+    message = str(error.value)
+    assert message.startswith('OnlineVideoSegmenter.step: frame 1: '), message
+    for part in expected:
+        assert part in message
+    # Nothing changed: the stream goes on with the next good frame
+    assert segmenter.frame_id == 1
+    segmenter.step(frame(2))
+    assert len(segmenter.finish()) == 2
+
+
+def test_step_refuses_a_size_change_within_a_video(segmenter):
+    segmenter.reset()
+    segmenter.step(frame(0))
+    segmenter.step(frame(1))
+    with pytest.raises(ValueError, match=r"frame 2: size 32x48 differs from this video's 32x40 "
+                       r'\(its first frame\)'):
+        segmenter.step(frame(2, (32, 48)))
+    assert len(segmenter.finish()) == 2
+    segmenter.step(frame(2, (32, 48)))  # a new video may have another size
+    assert segmenter.frame_size == (32, 48)
+    assert len(segmenter.finish()) == 1
