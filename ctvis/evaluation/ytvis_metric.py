@@ -13,7 +13,9 @@ frame's ``pred_track_instances`` lists the video-level predictions::
 :class:`YTVISMetric` turns those into the standard results list
 ``[{video_id, category_id, score, segmentations}]`` and scores it with
 :mod:`ctvis.evaluation.ytvis_eval` against the raw YouTube-VIS JSON (so the
-test pipeline needs no ground-truth masks), or writes the submission files.
+test pipeline needs no ground-truth masks), optionally with the identity
+metrics of :mod:`ctvis.evaluation.tracking_metrics` (HOTA, IDF1, ...), or
+writes the submission files.
 """
 import json
 import os
@@ -29,8 +31,9 @@ from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
 from mmdet.structures import TrackDataSample
-from .ytvis_eval import (YTVISEvaluator, evaluate_ytvis, load_long_video_ids,
-                         metrics_table)
+from .tracking_metrics import TrackingEvaluator, tracking_metrics_table
+from .ytvis_eval import (YTVISEvaluator, evaluate_ytvis, load_json_file,
+                         load_long_video_ids, metrics_table)
 
 __all__ = [
     'YTVISMetric', 'video_predictions', 'results2json', 'dump_results'
@@ -178,6 +181,11 @@ class YTVISMetric(BaseMetric):
         long_video_ids (str | Sequence[int], optional): YouTube-VIS 2022 long
             videos (ids or a JSON file); adds ``AP_short``, ``AP_long``,
             ``AP_2022`` and the other per-split numbers.
+        tracking_metrics (bool): also the identity metrics ``HOTA``,
+            ``DetA``, ``AssA``, ``IDF1`` (class averages), their ``*_det_av``
+            (over all detections) and ``IDSW`` (a count), by trackeval.
+        tracking_score_thr (float, optional): identity metrics of the
+            predictions scoring at least this (default: all, as trackeval).
         collect_device (str): kept for the ``BaseMetric`` interface; results
             are gathered with ``all_gather_object`` on the process group's
             backend.
@@ -194,6 +202,8 @@ class YTVISMetric(BaseMetric):
                  format_only: bool = False,
                  outfile_prefix: Optional[str] = None,
                  long_video_ids: Optional[Union[str, Sequence[int]]] = None,
+                 tracking_metrics: bool = False,
+                 tracking_score_thr: Optional[float] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
@@ -207,14 +217,33 @@ class YTVISMetric(BaseMetric):
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
         self.long_video_ids = long_video_ids
+        self.tracking_metrics = tracking_metrics
+        self.tracking_score_thr = tracking_score_thr
         self._evaluator: Optional[YTVISEvaluator] = None
+        self._tracking_evaluator: Optional[TrackingEvaluator] = None
 
     @property
     def evaluator(self) -> YTVISEvaluator:
         """The evaluator of ``ann_file`` (loaded on first use, then kept)."""
         if self._evaluator is None:
-            self._evaluator = YTVISEvaluator(self.ann_file)
+            self._load_ground_truth()
         return self._evaluator
+
+    @property
+    def tracking_evaluator(self) -> TrackingEvaluator:
+        """The identity-metrics evaluator of ``ann_file`` (made on first use,
+        then kept)."""
+        if self._tracking_evaluator is None:
+            self._load_ground_truth()
+        return self._tracking_evaluator
+
+    def _load_ground_truth(self) -> None:
+        # Read once for both evaluators when both are wanted.
+        gt = load_json_file(self.ann_file)
+        self._evaluator = YTVISEvaluator(gt, self.ann_file)
+        if self.tracking_metrics and not self.format_only:
+            self._tracking_evaluator = TrackingEvaluator(
+                gt, self.ann_file, self._evaluator)
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Keep the predictions of every finished video; intermediate frames
@@ -288,6 +317,12 @@ class YTVISMetric(BaseMetric):
             metrics = evaluator.evaluate(predictions, long_video_ids, source)
             logger.info('YouTube-VIS evaluation (percent):\n' +
                         metrics_table(metrics))
+            if self.tracking_metrics:
+                tracking = self.tracking_evaluator.evaluate(
+                    predictions, source, self.tracking_score_thr)
+                logger.info('Identity metrics (trackeval; percent, IDSW a '
+                            'count):\n' + tracking_metrics_table(tracking))
+                metrics.update(tracking)
         if self.outfile_prefix is not None:
             for name in ('results.json', 'results.zip'):
                 path = osp.join(self.outfile_prefix, name)

@@ -1,15 +1,18 @@
 """Evaluate a YouTube-VIS / OVIS results file against a ground-truth JSON.
 
 Prints video mask AP / AR in percent (the numbers of the official
-youtube-vis cocoapi) and, with ``--json``, writes them to a file. Accepts any
-method's results in the standard format (a JSON list of ``{video_id,
-category_id, score, segmentations}``, or a zip holding ``results.json``).
+youtube-vis cocoapi), with ``--tracking-metrics`` also the identity metrics
+HOTA, DetA, AssA, IDF1 and ID switches (computed by trackeval, see
+:mod:`ctvis.evaluation.tracking_metrics`), and with ``--json`` writes them to
+a file (percent; ``IDSW`` a count). Accepts any method's results in the
+standard format (a JSON list of ``{video_id, category_id, score,
+segmentations}``, or a zip holding ``results.json``).
 
 Example::
 
     python tools/analysis_tools/eval_ytvis.py \\
         data/youtube_vis_2021/valid_sub.json work_dirs/ctvis/results.json \\
-        --json work_dirs/ctvis/metrics.json
+        --json work_dirs/ctvis/metrics.json [--tracking-metrics]
 
 A malformed file is reported in one line naming the entry and the problem,
 with exit status 1.
@@ -20,8 +23,12 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
-from ctvis.evaluation.ytvis_eval import (YTVISFormatError, evaluate_ytvis,
-                                         load_long_video_ids, metrics_table)
+from ctvis.evaluation.tracking_metrics import (COUNT_METRICS,
+                                               TrackingEvaluator,
+                                               tracking_metrics_table)
+from ctvis.evaluation.ytvis_eval import (YTVISEvaluator, YTVISFormatError,
+                                         load_json_file, load_long_video_ids,
+                                         metrics_table)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -38,13 +45,29 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='YouTube-VIS 2022: JSON listing the long videos (ids, video '
         'dicts, or a YouTube-VIS file of them); adds AP_short / AP_long / '
         'AP_2022')
-    return parser.parse_args(argv)
+    parser.add_argument(
+        '--tracking-metrics',
+        action='store_true',
+        help='also HOTA, DetA, AssA, IDF1 (class averages and *_det_av over '
+        'all detections) and IDSW, by trackeval')
+    parser.add_argument(
+        '--tracking-score-thr',
+        type=float,
+        metavar='SCORE',
+        help='identity metrics of the predictions scoring at least this '
+        '(default: all, as trackeval)')
+    args = parser.parse_args(argv)
+    if args.tracking_score_thr is not None and not args.tracking_metrics:
+        parser.error('--tracking-score-thr needs --tracking-metrics')
+    return args
 
 
 def to_percent(metrics: Dict[str, float]) -> Dict[str, float]:
-    """Fractions to percent; undefined values (-1) stay -1."""
+    """Fractions to percent; undefined values (-1) and counts stay as they
+    are."""
     return {
-        name: value * 100 if value >= 0 else -1.0
+        name: value if name in COUNT_METRICS else
+        value * 100 if value >= 0 else -1.0
         for name, value in metrics.items()
     }
 
@@ -55,12 +78,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         long_video_ids = (
             load_long_video_ids(args.long_video_ids)
             if args.long_video_ids else None)
-        metrics = evaluate_ytvis(args.gt_json, args.results_json,
-                                 long_video_ids)
+        # Each file read once for both evaluations.
+        gt = load_json_file(args.gt_json)
+        results = load_json_file(args.results_json)
+        evaluator = YTVISEvaluator(gt, args.gt_json)
+        metrics = evaluator.evaluate(results, long_video_ids,
+                                     args.results_json)
+        print(metrics_table(metrics))
+        if args.tracking_metrics:
+            tracking = TrackingEvaluator(gt, args.gt_json, evaluator).evaluate(
+                results, args.results_json, args.tracking_score_thr)
+            print('identity metrics (trackeval)')
+            print(tracking_metrics_table(tracking))
+            metrics.update(tracking)
     except (YTVISFormatError, OSError) as error:
         print(f'eval_ytvis: error: {error}', file=sys.stderr)
         return 1
-    print(metrics_table(metrics))
     if args.json:
         try:
             with open(args.json, 'w', encoding='utf-8') as f:

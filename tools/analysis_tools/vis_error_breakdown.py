@@ -20,7 +20,11 @@ covers it. Printed:
   masks stay in their tracks. The gap between the two is what association costs;
 * the AP of those per-instance tracks alone: the gap to the previous one is what the spurious
   tracks (and the leftovers of switched tracks) cost, what remains below 100 is detection and
-  segmentation.
+  segmentation;
+* the identity metrics HOTA (DetA, AssA), IDF1 and ID switches, by trackeval
+  (:mod:`ctvis.evaluation.tracking_metrics`: per category, class averages). Its switches are
+  counted per category after CLEAR's one-to-one matching at IoU 0.5, so they differ from the
+  switches above (the highest-IoU result of any category).
 
 Inputs are checked by the evaluator first; a malformed file is reported in one line (exit 1).
 """
@@ -34,6 +38,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from ctvis.evaluation.tracking_metrics import TrackingEvaluator, segmentation_to_rle
 from ctvis.evaluation.ytvis_eval import YTVISEvaluator, YTVISFormatError, load_json_file
 
 NEAR_PX = 2  # boxes this close count as touching
@@ -49,20 +54,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='frame mask IoU above which a result covers an instance')
     parser.add_argument('--json', metavar='OUT_JSON', help='also write the breakdown here')
     return parser.parse_args(argv)
-
-
-def to_rle(segmentation, height: int, width: int) -> Optional[dict]:
-    """A compressed RLE of a polygon list, an uncompressed or a compressed RLE; None for a
-    missing or empty mask (models write empty masks for the frames a track is not in)."""
-    if segmentation is None:
-        return None
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation['counts'], list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = segmentation
-    return rle if mask_utils.area(rle) > 0 else None
 
 
 def frame_ious(gt_rles: List[Optional[dict]], dt_rles: List[Optional[dict]]) -> np.ndarray:
@@ -106,8 +97,11 @@ def analyse_video(video: dict, instances: List[dict], tracks: List[dict], iou_th
     """Count coverage and switches of one video; return its masks re-associated by identity:
     one track per matched instance, and what is left of the original tracks."""
     height, width, length = video['height'], video['width'], video['length']
-    gt_rles = [[to_rle(s, height, width) for s in a['segmentations']] for a in instances]
-    dt_rles = [[to_rle(s, height, width) for s in r['segmentations']] for r in tracks]
+    # (None for missing or empty masks: models write empty masks for the frames a track is not in)
+    gt_rles = [[segmentation_to_rle(s, height, width) for s in a['segmentations']]
+               for a in instances]
+    dt_rles = [[segmentation_to_rle(s, height, width) for s in r['segmentations']]
+               for r in tracks]
     ious = np.stack([
         frame_ious([rles[t] for rles in gt_rles], [rles[t] for rles in dt_rles])
         for t in range(length)
@@ -163,7 +157,8 @@ def analyse_video(video: dict, instances: List[dict], tracks: List[dict], iou_th
 def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
               iou_thr: float = 0.5) -> Dict[str, float]:
     """Coverage and switch counts; the AP as is, with perfect association, and with perfect
-    association and no other tracks (percent).
+    association and no other tracks (percent); the identity metrics (``identity``: HOTA, DetA,
+    AssA, IDF1 class averages in percent and the IDSW count).
 
     ``gt`` and ``results`` are file paths or their loaded contents.
     """
@@ -173,6 +168,10 @@ def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
     results = load_json_file(results_name) if results_name else results
     evaluator = YTVISEvaluator(gt, gt_name)  # the ground truth parsed (and checked) once
     ap = evaluator.evaluate(results, results_name=results_name)['AP']  # checks the results
+    tracking = TrackingEvaluator(gt, gt_name, evaluator).evaluate(results, results_name)
+    identity = {name: tracking[name] * 100 if tracking[name] >= 0 else -1.0
+                for name in ('HOTA', 'DetA', 'AssA', 'IDF1')}
+    identity['IDSW'] = tracking['IDSW']
     instances, tracks = defaultdict(list), defaultdict(list)
     for annotation in gt['annotations']:
         instances[annotation['video_id']].append(annotation)
@@ -190,11 +189,13 @@ def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
                 switches={cause: counts[cause] for cause in SWITCH_CAUSES},
                 AP=ap * 100,
                 AP_perfect_association=evaluator.evaluate(per_instance + leftover)['AP'] * 100,
-                AP_one_track_per_instance=evaluator.evaluate(per_instance)['AP'] * 100)
+                AP_one_track_per_instance=evaluator.evaluate(per_instance)['AP'] * 100,
+                identity=identity)
 
 
 def report(result: Dict, iou_thr: float) -> str:
     frames = max(result['frames'], 1)
+    identity = result['identity']
     switches = result['switches']
     causes = ', '.join(f'{cause.replace("_", " ")} {n}' for cause, n in switches.items())
     return '\n'.join([
@@ -209,6 +210,9 @@ def report(result: Dict, iou_thr: float) -> str:
         f'{result["AP_perfect_association"]:.2f}',
         f'  and without the other tracks (one track per instance): '
         f'{result["AP_one_track_per_instance"]:.2f}',
+        f'identity metrics (trackeval, class averages): HOTA {identity["HOTA"]:.2f} '
+        f'(DetA {identity["DetA"]:.2f}, AssA {identity["AssA"]:.2f}), '
+        f'IDF1 {identity["IDF1"]:.2f}, ID switches {identity["IDSW"]}',
     ])
 
 
