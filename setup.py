@@ -1,4 +1,9 @@
-"""Install ctvis: ``pip install -e .`` (tools/setup_env.sh does this inside .venv/)."""
+"""Install ctvis: ``pip install -e .`` (tools/setup_env.sh does this inside .venv/).
+
+Builds one C++ extension, ``ctvis.ops._C`` (the CPU kernel of multi-scale deformable attention,
+ctvis/ops/csrc/), against the torch found in the build environment: install torch first and pass
+``--no-build-isolation`` so that the extension matches it.
+"""
 import os.path as osp
 import re
 
@@ -19,6 +24,28 @@ def read_requirements(name: str) -> list:
         return [line for line in lines if line and not line.startswith('-')]
 
 
+def cpu_extensions() -> tuple:
+    """``(ext_modules, cmdclass)`` building ``ctvis.ops._C`` against the installed torch."""
+    try:
+        import torch
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError as error:
+        raise SystemExit('ctvis builds a C++ extension against torch: install torch first, then '
+                         'pip install --no-build-isolation -e . (tools/setup_env.sh does both)'
+                         ) from error
+    # at::parallel_for is inlined from ATen's headers: with torch's OpenMP backend the extension
+    # must be compiled with OpenMP, or its loops would run on one thread.
+    openmp = 'OpenMP' in torch.__config__.parallel_info()
+    flags = ['-O3', '-fopenmp' if openmp else '-fopenmp-simd']
+    extension = CppExtension(
+        'ctvis.ops._C', ['ctvis/ops/csrc/ms_deform_attn_cpu.cpp'],
+        depends=['ctvis/ops/csrc/ms_deform_attn_kernels.h'],
+        extra_compile_args=dict(cxx=flags), extra_link_args=['-fopenmp'] if openmp else [])
+    return [extension], dict(build_ext=BuildExtension)
+
+
+ext_modules, cmdclass = cpu_extensions()
+
 setup(
     name='ctvis',
     version=read_version(),
@@ -31,5 +58,7 @@ setup(
     packages=find_packages(include=['ctvis', 'ctvis.*']),
     install_requires=['torch'] + read_requirements('runtime'),
     extras_require=dict(tests=read_requirements('tests')),
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
     zip_safe=False,
 )

@@ -33,7 +33,7 @@ model = dict(
         num_transformer_feat_level=3,
         num_reid_layers=3,
         pixel_decoder=dict(
-            type='MSDeformAttnPixelDecoder',
+            type='FusedMSDeformAttnPixelDecoder',  # mmdet's, with ctvis' CPU kernel
             num_outs=3,
             norm_cfg=dict(type='GN', num_groups=32),
             act_cfg=dict(type='ReLU'),

@@ -1,0 +1,218 @@
+// Multi-scale deformable attention on the CPU: one fused pass per (batch, query, head).
+//
+// Semantics: those of mmcv's multi_scale_deformable_attn_pytorch, i.e. grid_sample with bilinear
+// interpolation, zero padding and align_corners=False on every level, weighted by the attention
+// weights and summed over levels and points. Layouts (all channel-last, contiguous):
+//   value               (bs, num_keys, num_heads, channels)
+//   spatial_shapes      (num_levels, 2) int64, (h, w) of each level
+//   level_start_index   (num_levels,) int64, first key of each level
+//   sampling_locations  (bs, num_queries, num_heads, num_levels, num_points, 2), (x, y) in [0, 1]
+//   attention_weights   (bs, num_queries, num_heads, num_levels, num_points)
+//   output              (bs, num_queries, num_heads * channels)
+//
+// The forward pass is parallel over (batch, query, head): each task reads its head's channels of
+// at most four value rows per sampling point and accumulates straight into its output slice. The
+// backward pass is parallel over (batch, head): the grad_value rows of one (batch, head) belong to
+// one task only, so the scatter needs neither atomics nor per-thread copies, and the result does
+// not depend on the number of threads.
+#include <Python.h>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/irange.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace ctvis {
+namespace {
+
+struct Level {
+  int64_t h, w, start;
+};
+
+struct Shapes {
+  int64_t batch, keys, heads, channels, queries, levels, points;
+};
+
+std::vector<Level> read_levels(const at::Tensor& spatial_shapes,
+                               const at::Tensor& level_start_index) {
+  const auto shapes = spatial_shapes.accessor<int64_t, 2>();
+  const auto starts = level_start_index.accessor<int64_t, 1>();
+  std::vector<Level> levels(spatial_shapes.size(0));
+  for (const auto l : c10::irange(levels.size())) {
+    levels[l] = Level{shapes[l][0], shapes[l][1], starts[l]};
+  }
+  return levels;
+}
+
+// Checks every input against the layouts above; errors name the argument and the mismatch.
+Shapes check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                    const at::Tensor& attention_weights) {
+  const char* op = "ctvis::ms_deform_attn";
+  for (const auto* t : {&value, &spatial_shapes, &level_start_index, &sampling_locations,
+                        &attention_weights}) {
+    TORCH_CHECK(t->device().is_cpu(), op, ": expects CPU tensors, got one on ", t->device());
+  }
+  TORCH_CHECK(value.dim() == 4, op, ": value must be (bs, num_keys, num_heads, channels), got ",
+              value.sizes());
+  TORCH_CHECK(value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble, op,
+              ": value must be float32 or float64, got ", value.scalar_type());
+  TORCH_CHECK(sampling_locations.scalar_type() == value.scalar_type() &&
+                  attention_weights.scalar_type() == value.scalar_type(),
+              op, ": sampling_locations and attention_weights must have value's dtype ",
+              value.scalar_type(), ", got ", sampling_locations.scalar_type(), " and ",
+              attention_weights.scalar_type());
+  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2 &&
+                  spatial_shapes.scalar_type() == at::kLong,
+              op, ": spatial_shapes must be an int64 (num_levels, 2) tensor, got ",
+              spatial_shapes.scalar_type(), spatial_shapes.sizes());
+  const int64_t levels = spatial_shapes.size(0);
+  TORCH_CHECK(level_start_index.dim() == 1 && level_start_index.size(0) == levels &&
+                  level_start_index.scalar_type() == at::kLong,
+              op, ": level_start_index must be an int64 (", levels, ",) tensor, got ",
+              level_start_index.scalar_type(), level_start_index.sizes());
+  Shapes s{value.size(0), value.size(1), value.size(2), value.size(3), 0, levels, 0};
+  TORCH_CHECK(sampling_locations.dim() == 6 && sampling_locations.size(0) == s.batch &&
+                  sampling_locations.size(2) == s.heads && sampling_locations.size(3) == levels &&
+                  sampling_locations.size(5) == 2,
+              op, ": sampling_locations must be (bs=", s.batch, ", num_queries, num_heads=",
+              s.heads, ", num_levels=", levels, ", num_points, 2), got ",
+              sampling_locations.sizes());
+  s.queries = sampling_locations.size(1);
+  s.points = sampling_locations.size(4);
+  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5), op,
+              ": attention_weights must be ", sampling_locations.sizes().slice(0, 5),
+              " (sampling_locations without its last dimension), got ",
+              attention_weights.sizes());
+  int64_t expected_start = 0;
+  const auto levels_read = read_levels(spatial_shapes.contiguous(),
+                                       level_start_index.contiguous());
+  for (const auto l : c10::irange(levels)) {
+    const Level& level = levels_read[l];
+    TORCH_CHECK(level.h > 0 && level.w > 0, op, ": level ", l, " has an empty shape (", level.h,
+                ", ", level.w, ")");
+    TORCH_CHECK(level.start == expected_start, op, ": level_start_index[", l, "] is ",
+                level.start, " but the levels before it hold ", expected_start, " keys");
+    expected_start += level.h * level.w;
+  }
+  TORCH_CHECK(expected_start == s.keys, op, ": spatial_shapes hold ", expected_start,
+              " keys but value has ", s.keys);
+  return s;
+}
+
+
+// The kernels twice: portable x86-64 (SSE2) code, and AVX2 + FMA code for the CPUs that have
+// them (8 float lanes and fused multiply-adds).
+namespace generic {
+#include "ms_deform_attn_kernels.h"
+}  // namespace generic
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX2__)
+#define CTVIS_AVX2_KERNELS 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#include "ms_deform_attn_kernels.h"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+
+// Whether to run the AVX2 kernels: the CPU has AVX2 and FMA and torch's own CPU capability
+// (ATEN_CPU_CAPABILITY, torch.backends.cpu.get_cpu_capability()) is not DEFAULT.
+bool use_avx2() {
+#ifdef CTVIS_AVX2_KERNELS
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                           at::get_cpu_capability() != "DEFAULT";
+  return avx2;
+#else
+  return false;
+#endif
+}
+
+at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                  const at::Tensor& level_start_index,
+                                  const at::Tensor& sampling_locations,
+                                  const at::Tensor& attention_weights) {
+  const Shapes s = check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                attention_weights);
+  const auto levels = read_levels(spatial_shapes.contiguous(), level_start_index.contiguous());
+  const at::Tensor v = value.contiguous(), loc = sampling_locations.contiguous(),
+                   attn = attention_weights.contiguous();
+  at::Tensor output = at::empty({s.batch, s.queries, s.heads * s.channels}, value.options());
+  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward", [&] {
+    auto* kernel = &generic::forward_kernel<scalar_t>;
+#ifdef CTVIS_AVX2_KERNELS
+    if (use_avx2()) kernel = &avx2::forward_kernel<scalar_t>;
+#endif
+    kernel(v.const_data_ptr<scalar_t>(), levels, loc.const_data_ptr<scalar_t>(),
+           attn.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), s);
+  });
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward(
+    const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  const Shapes s = check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
+                                attention_weights);
+  TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == s.batch &&
+                  grad_output.size(1) == s.queries &&
+                  grad_output.size(2) == s.heads * s.channels &&
+                  grad_output.scalar_type() == value.scalar_type(),
+              "ctvis::ms_deform_attn_backward: grad_output must be ", value.scalar_type(), " (",
+              s.batch, ", ", s.queries, ", ", s.heads * s.channels, "), got ",
+              grad_output.scalar_type(), grad_output.sizes());
+  const auto levels = read_levels(spatial_shapes.contiguous(), level_start_index.contiguous());
+  const at::Tensor go = grad_output.contiguous(), v = value.contiguous(),
+                   loc = sampling_locations.contiguous(), attn = attention_weights.contiguous();
+  at::Tensor grad_value = at::zeros(v.sizes(), value.options());
+  at::Tensor grad_locations = at::empty(loc.sizes(), value.options());
+  at::Tensor grad_weights = at::empty(attn.sizes(), value.options());
+  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward", [&] {
+    auto* kernel = &generic::backward_kernel<scalar_t>;
+#ifdef CTVIS_AVX2_KERNELS
+    if (use_avx2()) kernel = &avx2::backward_kernel<scalar_t>;
+#endif
+    kernel(go.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(), levels,
+           loc.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
+           grad_value.mutable_data_ptr<scalar_t>(), grad_locations.mutable_data_ptr<scalar_t>(),
+           grad_weights.mutable_data_ptr<scalar_t>(), s);
+  });
+  return {grad_value, grad_locations, grad_weights};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(ctvis, m) {
+  m.def(
+      "ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+      "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
+  m.def(
+      "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
+      "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
+      "-> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(ctvis, CPU, m) {
+  m.impl("ms_deform_attn", &ms_deform_attn_forward);
+  m.impl("ms_deform_attn_backward", &ms_deform_attn_backward);
+}
+
+}  // namespace ctvis
+
+// An empty Python module: importing ctvis.ops._C loads this library, whose static initialisers
+// above register the ops in torch.ops.ctvis.
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}

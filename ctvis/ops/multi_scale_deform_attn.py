@@ -1,0 +1,120 @@
+"""Multi-scale deformable attention on the CPU: ctvis' fused kernel as a torch custom op.
+
+mmcv ships compiled kernels for CUDA (and MLU) only; on the CPU its ``MultiScaleDeformableAttention``
+falls back to ``multi_scale_deformable_attn_pytorch``, one ``grid_sample`` per level over
+channel-first copies of the value, which materialises a (bs * heads, channels, queries,
+levels * points) tensor. ``torch.ops.ctvis.ms_deform_attn`` (ctvis/ops/csrc/ms_deform_attn_cpu.cpp)
+computes the same result in one pass, parallel over (batch, query, head), with a backward pass for
+the value, the sampling locations and the attention weights. It is registered with a fake (meta)
+implementation and an autograd formula, so ``torch.compile`` and ``torch.export`` trace it.
+"""
+import warnings
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+# Computed in float32 by the kernel (which takes float32 and float64 only).
+UPCAST_DTYPES = (torch.float16, torch.bfloat16)
+
+_extension_error: Optional[ImportError] = None
+try:
+    from . import _C  # noqa: F401  (registers torch.ops.ctvis.ms_deform_attn*)
+except ImportError as error:  # not built: ``pip install -e .`` builds it
+    _extension_error = error
+_warned_fallback = False
+
+
+def load_extension() -> None:
+    """Raise a clear ``ImportError`` when the compiled kernel (``ctvis.ops._C``) is missing."""
+    if _extension_error is not None:
+        raise ImportError(
+            'ctvis.ops._C, the compiled CPU kernel of multi-scale deformable attention '
+            '(ctvis/ops/csrc/ms_deform_attn_cpu.cpp), is not built or does not load '
+            f'({_extension_error}); rebuild it against the installed torch with '
+            '`pip install --no-deps --no-build-isolation -e .` in the repository root') \
+            from _extension_error
+
+
+def extension_available() -> bool:
+    """Whether ``torch.ops.ctvis.ms_deform_attn`` is registered."""
+    return _extension_error is None
+
+
+if _extension_error is None:
+
+    @torch.library.register_fake('ctvis::ms_deform_attn')
+    def _fake_forward(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                      sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+        bs, _, num_heads, channels = value.shape
+        return value.new_empty(bs, sampling_locations.shape[1], num_heads * channels)
+
+    @torch.library.register_fake('ctvis::ms_deform_attn_backward')
+    def _fake_backward(grad_output: Tensor, value: Tensor, spatial_shapes: Tensor,
+                       level_start_index: Tensor, sampling_locations: Tensor,
+                       attention_weights: Tensor) -> tuple:
+        return (torch.empty_like(value, memory_format=torch.contiguous_format),
+                torch.empty_like(sampling_locations, memory_format=torch.contiguous_format),
+                torch.empty_like(attention_weights, memory_format=torch.contiguous_format))
+
+    def _setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    def _backward(ctx, grad_output: Tensor) -> tuple:
+        value, spatial_shapes, level_start_index, locations, weights = ctx.saved_tensors
+        grad_value, grad_locations, grad_weights = torch.ops.ctvis.ms_deform_attn_backward(
+            grad_output, value, spatial_shapes, level_start_index, locations, weights)
+        return grad_value, None, None, grad_locations, grad_weights
+
+    torch.library.register_autograd('ctvis::ms_deform_attn', _backward,
+                                    setup_context=_setup_context)
+
+
+def multi_scale_deformable_attn_cpu(value: Tensor, spatial_shapes: Tensor,
+                                    level_start_index: Tensor, sampling_locations: Tensor,
+                                    attention_weights: Tensor) -> Tensor:
+    """The fused CPU kernel, with mmcv's dtype rules.
+
+    Args:
+        value (Tensor): (bs, num_keys, num_heads, channels).
+        spatial_shapes (Tensor): (num_levels, 2) int64, (h, w) of each level.
+        level_start_index (Tensor): (num_levels,) int64, the first key of each level.
+        sampling_locations (Tensor): (bs, num_queries, num_heads, num_levels, num_points, 2),
+            (x, y) normalised to [0, 1]; points outside read zeros.
+        attention_weights (Tensor): (bs, num_queries, num_heads, num_levels, num_points).
+
+    Returns:
+        Tensor: (bs, num_queries, num_heads * channels), in value's dtype. As in mmcv, the
+        locations and weights are cast to value's dtype; half and bfloat16 are computed in
+        float32.
+    """
+    load_extension()
+    dtype = torch.float32 if value.dtype in UPCAST_DTYPES else value.dtype
+    output = torch.ops.ctvis.ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index,
+                                            sampling_locations.to(dtype),
+                                            attention_weights.to(dtype))
+    return output.to(value.dtype)
+
+
+def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                   sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """Multi-scale deformable attention of CPU tensors (shapes as in
+    :func:`multi_scale_deformable_attn_cpu`).
+
+    Runs the fused kernel; where it is not built, warns once and runs mmcv's
+    ``multi_scale_deformable_attn_pytorch`` (same result, slower), so that a failed build never
+    changes results.
+    """
+    if extension_available():
+        return multi_scale_deformable_attn_cpu(value, spatial_shapes, level_start_index,
+                                               sampling_locations, attention_weights)
+    global _warned_fallback
+    if not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(
+            f'ctvis.ops._C is not built ({_extension_error}): multi-scale deformable attention '
+            'runs mmcv\'s slower pure-PyTorch path on the CPU; rebuild with '
+            '`pip install --no-deps --no-build-isolation -e .`', RuntimeWarning, stacklevel=2)
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations,
+                                               attention_weights)

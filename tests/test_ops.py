@@ -1,0 +1,332 @@
+"""ctvis' fused CPU kernel of multi-scale deformable attention (ctvis/ops) and the pixel decoder
+that uses it, against mmcv's pure-PyTorch path (``multi_scale_deformable_attn_pytorch``)."""
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections import Counter
+
+import pytest
+import torch
+from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import ctvis.ops.multi_scale_deform_attn as msda
+from conftest import REPO, tiny_model_cfg
+from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
+from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
+from mmdet.models.layers import MSDeformAttnPixelDecoder
+from mmdet.registry import MODELS
+
+OP = 'ctvis::ms_deform_attn'
+
+
+def make_inputs(bs=2, heads=3, channels=5, shapes=((6, 7), (3, 4), (1, 1)), queries=9, points=4,
+                spread=(-0.3, 1.3), dtype=torch.float64, seed=0):
+    """Random inputs in mmcv's layouts; locations drawn from ``spread`` (outside [0, 1] = outside
+    the map), plus, for the first query, points exactly on the borders of the pixel grid."""
+    gen = torch.Generator().manual_seed(seed)
+    spatial_shapes = torch.tensor(shapes, dtype=torch.long)
+    level_start_index = torch.cat([spatial_shapes.new_zeros(1),
+                                   spatial_shapes.prod(1).cumsum(0)[:-1]])
+    num_keys = int(spatial_shapes.prod(1).sum())
+    levels = len(shapes)
+    value = torch.randn(bs, num_keys, heads, channels, generator=gen, dtype=dtype)
+    low, high = spread
+    locations = low + (high - low) * torch.rand(bs, queries, heads, levels, points, 2,
+                                                generator=gen, dtype=dtype)
+    weights = torch.rand(bs, queries, heads, levels, points, generator=gen, dtype=dtype)
+    return value, spatial_shapes, level_start_index, locations, weights
+
+
+def add_border_points(locations, spatial_shapes):
+    """Put query 0's points where the pixel coordinate loc * size - 0.5 is -1, 0, size - 1 and
+    size: the first and last pixel centres and the last positions with one neighbour inside."""
+    locations = locations.clone()
+    for level, (h, w) in enumerate(spatial_shapes.tolist()):
+        xs = torch.tensor([-0.5, 0.5, w - 0.5, w + 0.5], dtype=locations.dtype) / w
+        ys = torch.tensor([0.5, -0.5, h + 0.5, h - 0.5], dtype=locations.dtype) / h
+        points = min(locations.shape[4], 4)
+        locations[:, 0, :, level, :points, 0] = xs[:points]
+        locations[:, 0, :, level, :points, 1] = ys[:points]
+    return locations
+
+
+def reference(value, spatial_shapes, level_start_index, locations, weights):
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, locations, weights)
+
+
+CASES = {
+    'inside the maps': dict(spread=(0.05, 0.95)),
+    'outside the maps': dict(spread=(-0.6, 1.6)),
+    'one level of size 1': dict(shapes=((1, 1),), heads=1, points=3),
+    'batch, heads, points, 8-wide channels': dict(bs=3, heads=4, channels=8, points=3),
+    '33 channels (vector tail)': dict(bs=1, heads=2, channels=33, queries=5),
+}
+
+
+def test_extension_is_built():
+    msda.load_extension()  # ImportError naming the missing file and the rebuild command
+    assert msda.extension_available()
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('case', list(CASES))
+def test_forward_equals_mmcv_pytorch_path(case, dtype):
+    value, shapes, starts, locations, weights = make_inputs(dtype=dtype, **CASES[case])
+    locations = add_border_points(locations, shapes)
+    expected = reference(value, shapes, starts, locations, weights)
+    output = multi_scale_deformable_attn_cpu(value, shapes, starts, locations, weights)
+    assert output.dtype == dtype and output.shape == expected.shape
+    assert expected.abs().max() > 0.1  # the case samples something
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
+
+
+def test_non_contiguous_inputs():
+    value, shapes, starts, locations, weights = make_inputs(dtype=torch.float32)
+    expected = reference(value, shapes, starts, locations, weights)
+    value_nc = value.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    locations_nc = torch.stack([locations, locations + 5], -1)[..., 0]
+    weights_nc = weights.transpose(1, 2).contiguous().transpose(1, 2)
+    starts_nc = torch.stack([starts, starts], 1)[:, 0]
+    for t in (value_nc, locations_nc, weights_nc, starts_nc):
+        assert not t.is_contiguous()
+    output = multi_scale_deformable_attn_cpu(value_nc, shapes, starts_nc, locations_nc,
+                                             weights_nc)
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('case', ['outside the maps', 'one level of size 1',
+                                  'batch, heads, points, 8-wide channels'])
+def test_gradcheck_float64(case):
+    kwargs = dict(CASES[case], queries=3, channels=3)
+    value, shapes, starts, locations, weights = make_inputs(seed=1, **kwargs)
+    inputs = (value.requires_grad_(), shapes, starts, locations.requires_grad_(),
+              weights.requires_grad_())
+    assert torch.autograd.gradcheck(multi_scale_deformable_attn_cpu, inputs, eps=1e-6,
+                                    atol=1e-7)
+
+
+def test_gradients_equal_mmcv_pytorch_path_float32():
+    inputs = make_inputs(bs=2, heads=4, channels=16, queries=40, dtype=torch.float32)
+    grad_output = torch.randn(2, 40, 64, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for fn in (reference, multi_scale_deformable_attn_cpu):
+        leaves = [t.clone().requires_grad_() if t.is_floating_point() else t for t in inputs]
+        fn(*leaves).backward(grad_output)
+        grads.append([leaves[i].grad for i in (0, 3, 4)])
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    inputs = [t.requires_grad_() if t.is_floating_point() else t
+              for t in make_inputs(bs=2, heads=4, channels=8, queries=64, dtype=torch.float32)]
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            output = multi_scale_deformable_attn_cpu(*inputs)
+            grads = torch.autograd.grad(output.square().sum(), [inputs[i] for i in (0, 3, 4)])
+            results.append((output, *grads))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+_BOTH_KERNELS_SCRIPT = textwrap.dedent("""
+    import torch
+    from test_ops import CASES, add_border_points, make_inputs, reference
+    from ctvis.ops import multi_scale_deformable_attn_cpu
+    print(torch.backends.cpu.get_cpu_capability())
+    for case in CASES.values():
+        inputs = make_inputs(dtype=torch.float32, **case)
+        inputs = inputs[:3] + (add_border_points(inputs[3], inputs[1]), inputs[4])
+        leaves = [t.requires_grad_() if t.is_floating_point() else t for t in inputs]
+        grads = []
+        for fn in (reference, multi_scale_deformable_attn_cpu):
+            output = fn(*leaves)
+            grads.append((output, *torch.autograd.grad(output.square().sum(),
+                                                       [leaves[i] for i in (0, 3, 4)])))
+        for ours, theirs in zip(*grads):
+            torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    print('ok')
+""")
+
+
+@pytest.mark.parametrize('capability', ['default', 'avx2'])
+def test_portable_and_avx2_kernels(capability):
+    """The kernel runs its AVX2 + FMA build unless torch's CPU capability is DEFAULT
+    (ATEN_CPU_CAPABILITY=default): check both builds, each in its own process."""
+    result = subprocess.run([sys.executable, '-c', _BOTH_KERNELS_SCRIPT], capture_output=True,
+                            text=True, cwd=f'{REPO}/tests', timeout=300,
+                            env=dict(os.environ, ATEN_CPU_CAPABILITY=capability))
+    assert result.returncode == 0, result.stdout + result.stderr
+    capability_seen, verdict = result.stdout.split()
+    if capability == 'avx2' and capability_seen == 'DEFAULT':
+        pytest.skip('this CPU has no AVX2')
+    assert (capability_seen, verdict) == (capability.upper(), 'ok')
+
+
+def test_half_and_bfloat16_are_computed_in_float32():
+    value, shapes, starts, locations, weights = make_inputs(dtype=torch.float32)
+    for dtype in (torch.float16, torch.bfloat16):
+        low = value.to(dtype)
+        output = multi_scale_deformable_attn_cpu(low, shapes, starts, locations, weights)
+        assert output.dtype == dtype
+        expected = multi_scale_deformable_attn_cpu(low.float(), shapes, starts, locations,
+                                                   weights).to(dtype)
+        assert torch.equal(output, expected)
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda v, s, i, l, w: (v[:, :-1], s, i, l, w), 'spatial_shapes hold 55 keys but value has 54'),
+    (lambda v, s, i, l, w: (v, s, i + 1, l, w), r'level_start_index\[0\] is 1'),
+    (lambda v, s, i, l, w: (v, s, i, l, w[..., :-1]), 'attention_weights must be'),
+    (lambda v, s, i, l, w: (v, s, i, l[:, :, :1], w), 'sampling_locations must be'),
+    (lambda v, s, i, l, w: (v, s.int(), i, l, w), 'spatial_shapes must be an int64'),
+    (lambda v, s, i, l, w: (v.int(), s, i, l, w), 'value must be float32 or float64'),
+    (lambda v, s, i, l, w: (v, s * torch.tensor([1, 0]), i, l, w), 'level 0 has an empty shape'),
+])
+def test_bad_inputs_are_clear_errors(change, message):
+    inputs = change(*make_inputs(dtype=torch.float32))
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.ctvis.ms_deform_attn(*inputs)
+
+
+def test_opcheck_fake_and_autograd_registrations():
+    inputs = [t.requires_grad_() if t.is_floating_point() else t
+              for t in make_inputs(bs=1, heads=2, channels=4, queries=4, points=2)]
+    torch.library.opcheck(torch.ops.ctvis.ms_deform_attn.default, inputs)
+
+
+def test_compile_and_export_trace_the_op():
+    inputs = make_inputs(bs=1, heads=2, channels=4, queries=6, dtype=torch.float32)
+    value, shapes, starts, locations, weights = inputs
+
+    class Attention(torch.nn.Module):
+        def forward(self, value, locations, weights):
+            return ms_deform_attn(value * 2, shapes, starts, locations, weights.softmax(-1))
+
+    module = Attention()
+    expected = module(value, locations, weights)
+    compiled = torch.compile(module, backend='aot_eager', fullgraph=True)
+    torch.testing.assert_close(compiled(value, locations, weights), expected)
+    leaf = value.clone().requires_grad_()
+    compiled(leaf, locations, weights).sum().backward()
+    reference_leaf = value.clone().requires_grad_()
+    module(reference_leaf, locations, weights).sum().backward()
+    torch.testing.assert_close(leaf.grad, reference_leaf.grad)
+    exported = torch.export.export(module, (value, locations, weights))
+    targets = [str(node.target) for node in exported.graph.nodes]
+    assert 'ctvis.ms_deform_attn.default' in targets
+    torch.testing.assert_close(exported.module()(value, locations, weights), expected)
+
+
+def test_missing_extension_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(msda, '_extension_error', ImportError('no _C here'))
+    monkeypatch.setattr(msda, '_warned_fallback', False)
+    assert not msda.extension_available()
+    with pytest.raises(ImportError, match=r'no _C here.*pip install --no-deps'):
+        msda.load_extension()
+    inputs = make_inputs(dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match='slower pure-PyTorch path') as record:
+        with OpCounter() as counter:
+            output = ms_deform_attn(*inputs)
+            ms_deform_attn(*inputs)
+    assert len(record) == 1
+    assert counter.calls[OP] == 0 and counter.calls['aten::grid_sampler_2d'] > 0
+    torch.testing.assert_close(output, reference(*inputs), atol=0, rtol=0)
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the operators that reach the dispatcher, by name (``ctvis::ms_deform_attn``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls[func.name().split('.')[0]] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def pixel_decoder_cfg(type_: str, num_layers: int = 2) -> dict:
+    cfg = copy.deepcopy(tiny_model_cfg().track_head.pixel_decoder)
+    cfg.update(type=type_, in_channels=[16, 32, 64, 128], strides=[4, 8, 16, 32],
+               feat_channels=32, out_channels=32)
+    cfg.encoder.num_layers = num_layers
+    return cfg
+
+
+def build_decoder(type_: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    decoder = MODELS.build(pixel_decoder_cfg(type_))
+    decoder.init_weights()
+    return decoder.eval()
+
+
+def test_base_config_uses_the_fused_pixel_decoder():
+    assert tiny_model_cfg().track_head.pixel_decoder.type == 'FusedMSDeformAttnPixelDecoder'
+
+
+def test_pixel_decoder_has_mmdets_parameters_and_initialisation():
+    ours, mmdet = build_decoder('FusedMSDeformAttnPixelDecoder'), build_decoder(
+        'MSDeformAttnPixelDecoder')
+    assert type(ours) is FusedMSDeformAttnPixelDecoder and type(mmdet) is MSDeformAttnPixelDecoder
+    assert all(type(layer.self_attn) is FusedMultiScaleDeformableAttention
+               for layer in ours.encoder.layers)
+    state, expected = ours.state_dict(), mmdet.state_dict()
+    assert list(state) == list(expected)
+    for key in expected:  # same random draws: the retyping consumed none
+        assert torch.equal(state[key], expected[key]), key
+    # and a checkpoint of mmdet's decoder loads strictly
+    ours.load_state_dict(expected, strict=True)
+
+
+@torch.no_grad()
+def test_pixel_decoder_runs_the_kernel_on_cpu_with_mmdets_result():
+    ours, mmdet = build_decoder('FusedMSDeformAttnPixelDecoder'), build_decoder(
+        'MSDeformAttnPixelDecoder')
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, c, 64 // s, 96 // s, generator=gen)
+             for c, s in zip([16, 32, 64, 128], [4, 8, 16, 32])]
+    with OpCounter() as counter:
+        mask_feature, multi_scale = ours(feats)
+    assert counter.calls[OP] == 2 and counter.calls['aten::grid_sampler_2d'] == 0
+    with OpCounter() as counter:
+        expected_mask, expected_multi = mmdet(feats)
+    assert counter.calls[OP] == 0 and counter.calls['aten::grid_sampler_2d'] > 0
+    torch.testing.assert_close(mask_feature, expected_mask, atol=1e-5, rtol=1e-5)
+    for a, b in zip(multi_scale, expected_multi):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_with_boxes_and_sequence_first_layout():
+    torch.manual_seed(0)
+    attention = FusedMultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2,
+                                                   num_points=3, batch_first=False).eval()
+    torch.nn.init.normal_(attention.sampling_offsets.weight, std=0.5)
+    torch.nn.init.normal_(attention.attention_weights.weight)
+    shapes = torch.tensor([[4, 5], [2, 3]])
+    starts = torch.tensor([0, 20])
+    query = torch.randn(26, 2, 16)  # (num_queries, bs, embed_dims): every key is a query
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # mmcv's own deprecation notices
+        for last in (2, 4):
+            boxes = torch.rand(2, 26, 2, last)
+            kwargs = dict(query=query, reference_points=boxes, spatial_shapes=shapes,
+                          level_start_index=starts)
+            with OpCounter() as counter:
+                output = attention(**kwargs)
+            expected = super(FusedMultiScaleDeformableAttention, attention).forward(**kwargs)
+            assert counter.calls[OP] == 1
+            torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match='must end in 2'):
+        attention(query=query, reference_points=torch.rand(2, 26, 2, 3), spatial_shapes=shapes,
+                  level_start_index=starts)
