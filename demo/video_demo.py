@@ -1,26 +1,33 @@
 """Segment and track the instances of a video with a CTVIS model, online.
 
 usage: video_demo.py INPUT CONFIG CHECKPOINT --out OUT.mp4 [--json OUT.json] [--score-thr 0.3]
-                     [--device cpu] [--max-frames N]
+                     [--device cpu] [--max-frames N] [--display-min-side 480]
 
 INPUT is a video file, a folder of frames (sorted by name) or a camera index (0, 1, ...).
 Frames stream through the model one at a time: memory does not grow with the video's length.
-The output video shows each track's mask, id and class in a colour that stays with the track.
-``--json`` writes the video-level predictions in the YouTube-VIS results format. Ctrl-C (or
+The frames of one video must share one size (the video-level masks have one size): a folder
+whose images differ in size is refused before the model runs, naming the first differing file.
+The output video shows each track's mask, outline and a label (id, class, score) in a colour
+that stays with the track; labels are sized to the frame and never drawn over each other, and a
+frame whose short side is below ``--display-min-side`` is upscaled by a whole factor for display
+(the JSON keeps the input's size). ``--json`` writes the video-level predictions in the
+YouTube-VIS results format. Output folders are created before the model runs. Ctrl-C (or
 ``--max-frames``) stops early and still writes everything seen so far.
 """
 import argparse
 import json
+import math
 import os
 import os.path as osp
 import sys
 import time
-from typing import Iterator, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 from mmengine.utils import ProgressBar
+from PIL import Image
 
 import ctvis  # noqa: F401  (registration, safe checkpoint loading)
 from ctvis.apis import OnlineVideoSegmenter
@@ -45,7 +52,50 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--max-frames', type=int, help='stop after this many frames')
     parser.add_argument('--fps', type=float, default=None,
                         help='output frame rate (default: the input\'s, or 10)')
+    parser.add_argument('--display-min-side', type=int, default=480,
+                        help='upscale the output video by the smallest whole factor that makes '
+                        'its short side at least this many pixels (0: input size)')
     return parser.parse_args()
+
+
+def prepare_outputs(paths: Sequence[Optional[str]]) -> None:
+    """Create the folders of the output files before any work, or raise InputError."""
+    for path in paths:
+        if not path:
+            continue
+        folder = osp.dirname(osp.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise InputError(f'{path}: cannot create its folder {folder}: {e.strerror}') from e
+        if osp.isdir(path):
+            raise InputError(f'{path}: is a folder, expected a file name')
+        if not os.access(folder, os.W_OK):
+            raise InputError(f'{path}: its folder {folder} is not writable')
+
+
+def stored_image_size(path: str) -> Tuple[int, int]:
+    """(H, W) of an image as ``cv2.imread`` returns it, read from the header only."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)  # EXIF orientation, applied by OpenCV
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f'{path}: not a readable image ({e})') from e
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def check_folder_frame_sizes(paths: Sequence[str]) -> Tuple[int, int]:
+    """The common (H, W) of a video's frame files; InputError names the first that differs."""
+    size = stored_image_size(paths[0])
+    for path in paths[1:]:
+        other = stored_image_size(path)
+        if other != size:
+            raise InputError(
+                f'{path}: frame size {other[0]}x{other[1]} differs from {size[0]}x{size[1]} '
+                f'(the first frame, {paths[0]}); the frames of one video must share one size '
+                '(resize them first)')
+    return size
 
 
 def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
@@ -54,14 +104,19 @@ def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
         names = sorted(n for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS))
         if not names:
             raise InputError(f'{source}: the folder holds no image files')
+        paths = [osp.join(source, name) for name in names]
+        size = check_folder_frame_sizes(paths)
 
         def folder():
-            for name in names:
-                frame = cv2.imread(osp.join(source, name), cv2.IMREAD_COLOR)
+            for path in paths:
+                frame = cv2.imread(path, cv2.IMREAD_COLOR)
                 if frame is None:
-                    raise InputError(f'{osp.join(source, name)}: not a readable image')
+                    raise InputError(f'{path}: not a readable image')
+                if frame.shape[:2] != size:  # the header said otherwise
+                    raise InputError(f'{path}: decoded size {frame.shape[0]}x{frame.shape[1]} '
+                                     f'differs from the first frame\'s {size[0]}x{size[1]}')
                 yield frame
-        return folder(), len(names), 10.0
+        return folder(), len(paths), 10.0
     if source.isdigit():
         capture = cv2.VideoCapture(int(source))
         if not capture.isOpened():
@@ -102,24 +157,89 @@ def track_colour(track_id: int) -> Tuple[int, int, int]:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
-def draw_tracks(frame: np.ndarray, tracks, class_names, score_thr: float) -> np.ndarray:
-    canvas = frame.copy()
+def display_scale(height: int, width: int, min_side: int) -> int:
+    """The smallest whole factor that brings the short side of a frame to ``min_side``."""
+    return max(1, math.ceil(min_side / min(height, width))) if min_side > 0 else 1
+
+
+def place_labels(anchors: Sequence[Tuple[int, int, int, int]], sizes: Sequence[Tuple[int, int]],
+                 frame_size: Tuple[int, int]) -> List[Tuple[int, int]]:
+    """Top-left corners of label boxes, each near its object and none over another.
+
+    A label goes just above its object's box (below it when there is no room above); where that
+    spot is taken by an earlier label, the label moves to the nearest free row up or down. Only
+    when no row is free (more labels than fit) does it overlap.
+
+    Args:
+        anchors: (x0, y0, x1, y1) box of each object, in drawing order.
+        sizes: (width, height) of each label box.
+        frame_size: (H, W) of the canvas.
+
+    Returns:
+        list[tuple[int, int]]: (x, y) of each label box's top-left corner.
+    """
+    height, width = frame_size
+    placed, corners = [], []
+    for (x0, y0, _, y1), (w, h) in zip(anchors, sizes):
+        x = min(max(x0, 0), max(width - w, 0))
+        preferred = y0 - h if y0 - h >= 0 else y1 + 1
+        rows = [preferred] + [preferred + sign * k for k in range(1, height)
+                              for sign in (1, -1)]
+        free = [y for y in rows if 0 <= y <= height - h and
+                not any(x < px + pw and px < x + w and y < py + ph and py < y + h
+                        for px, py, pw, ph in placed)]
+        y = free[0] if free else min(max(preferred, 0), max(height - h, 0))
+        placed.append((x, y, w, h))
+        corners.append((x, y))
+    return corners
+
+
+def label_font(frame_size: Tuple[int, int]) -> Tuple[float, int]:
+    """Font scale and stroke thickness for labels on a canvas of ``frame_size`` (H, W)."""
+    scale = max(0.35, min(frame_size) / 900)
+    return scale, max(1, round(scale * 1.6))
+
+
+def draw_tracks(frame: np.ndarray, tracks, class_names, score_thr: float,
+                scale: int = 1) -> np.ndarray:
+    """The frame (upscaled ``scale`` times) with each track's mask, outline and label."""
+    height, width = frame.shape[:2]
+    canvas = frame if scale == 1 else cv2.resize(frame, (width * scale, height * scale),
+                                                 interpolation=cv2.INTER_LINEAR)
+    canvas = canvas.copy()
+    font_scale, thickness = label_font(canvas.shape[:2])
+    labels = []
     for track_id, label, score, rle in zip(tracks.instances_id.tolist(), tracks.labels.tolist(),
                                            tracks.scores.tolist(), tracks.masks):
         if score < score_thr:
             continue
-        mask = mask_util.decode(rle).astype(bool)
+        mask = mask_util.decode(rle)
         if not mask.any():
             continue
-        colour = np.array(track_colour(track_id), dtype=np.float32)
-        canvas[mask] = (0.45 * canvas[mask] + 0.55 * colour).astype(np.uint8)
-        ys, xs = np.nonzero(mask)
+        if scale > 1:
+            mask = cv2.resize(mask, canvas.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        colour = track_colour(track_id)
+        region = mask.astype(bool)
+        canvas[region] = (0.5 * canvas[region] + 0.5 * np.float32(colour)).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(canvas, contours, -1, colour, thickness, cv2.LINE_AA)
+        ys, xs = np.nonzero(region)
         name = class_names[label] if class_names and label < len(class_names) else str(label)
-        text = f'{track_id}:{name} {score:.2f}'
-        org = (int(xs.min()), max(int(ys.min()) - 3, 10))
-        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 2, cv2.LINE_AA)
-        cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                    tuple(int(c) for c in colour), 1, cv2.LINE_AA)
+        labels.append((score, f'{track_id} {name} {score:.2f}', colour,
+                       (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))))
+    labels.sort(key=lambda item: -item[0])  # the best detections get the spots they want
+    pad = thickness + 1
+    sizes, baselines = [], []
+    for _, text, _, _ in labels:
+        (w, h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        sizes.append((w + 2 * pad, h + baseline + 2 * pad))
+        baselines.append(baseline)
+    corners = place_labels([anchor for *_, anchor in labels], sizes, canvas.shape[:2])
+    for (_, text, colour, _), (x, y), (w, h), baseline in zip(labels, corners, sizes, baselines):
+        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colour, -1)
+        ink = (0, 0, 0) if sum(colour) > 3 * 110 else (255, 255, 255)
+        cv2.putText(canvas, text, (x + pad, y + h - pad - baseline), cv2.FONT_HERSHEY_SIMPLEX,
+                    font_scale, ink, thickness, cv2.LINE_AA)
     return canvas
 
 
@@ -140,6 +260,7 @@ def video_results_json(video, class_names) -> list:
 def main() -> int:
     args = parse_args()
     try:
+        prepare_outputs([args.out, args.json])
         frames, count, input_fps = open_frames(args.input)
         segmenter = OnlineVideoSegmenter.from_config(args.config, args.checkpoint, args.device)
     except (InputError, FileNotFoundError, ValueError) as e:
@@ -150,24 +271,25 @@ def main() -> int:
         total = min(total, args.max_frames) if total else args.max_frames
     progress = ProgressBar(total)  # 0: unknown length, shows the count and the speed
     writer, num_frames, start, error = None, 0, time.time(), None
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     try:
         for frame in frames:
             tracks = segmenter.step(frame)
-            canvas = draw_tracks(frame, tracks, segmenter.class_names, args.score_thr)
             if writer is None:
+                scale = display_scale(*frame.shape[:2], args.display_min_side)
+                size = (frame.shape[1] * scale, frame.shape[0] * scale)
                 writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*'mp4v'),
-                                         args.fps or input_fps, canvas.shape[1::-1])
+                                         args.fps or input_fps, size)
                 if not writer.isOpened():
                     raise InputError(f'{args.out}: cannot open the output video for writing')
-            writer.write(canvas)
+            writer.write(draw_tracks(frame, tracks, segmenter.class_names, args.score_thr,
+                                     scale))
             num_frames += 1
             progress.update()
             if args.max_frames and num_frames >= args.max_frames:
                 break
     except KeyboardInterrupt:
         print('\nvideo_demo: interrupted, writing what was processed', file=sys.stderr)
-    except InputError as e:
+    except (InputError, ValueError) as e:  # ValueError: a frame the model cannot take
         error = e
     finally:
         if writer is not None:

@@ -1,0 +1,184 @@
+"""demo/video_demo.py: mixed-size folders, output folders, frame counts and readable labels."""
+import json
+import os.path as osp
+import sys
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
+
+from ctvis.datasets.toy import render_toy_video
+from mmdet.registry import MODELS
+from conftest import REPO, load_module
+
+demo = load_module(osp.join(REPO, 'demo', 'video_demo.py'), 'video_demo')
+CONFIG = osp.join(REPO, 'configs', 'ctvis', 'ctvis_quickstart.py')
+TOY_SIZE = (96, 128)  # the quickstart's frames
+
+
+def write_frames(folder, frames) -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for t, frame in enumerate(frames):
+        paths.append(str(folder / f'{t:05d}.png'))
+        assert cv2.imwrite(paths[-1], frame)
+    return paths
+
+
+@pytest.fixture
+def run_demo(monkeypatch, capsys):
+    """Run the demo's command line in this process; returns (exit status, stdout, stderr)."""
+    def run(*args):
+        monkeypatch.setattr(sys, 'argv', ['video_demo.py', *map(str, args)])
+        status = demo.main()
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+    return run
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory) -> str:
+    """Freshly initialised quickstart weights: the demo's plumbing needs no trained model."""
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(CONFIG).model)
+    model.init_weights()
+    path = str(tmp_path_factory.mktemp('demo_ckpt') / 'init.pth')
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def toy_frames():
+    return render_toy_video((5, 0), 6, TOY_SIZE).frames
+
+
+# ------------------------------------------------------------------------ input and output checks
+def test_folder_of_mixed_sizes_is_refused_naming_the_first_odd_frame(tmp_path):
+    frames = [np.full((32, 40, 3), 100, np.uint8)] * 3 + [np.zeros((40, 40, 3), np.uint8)] * 2
+    paths = write_frames(tmp_path / 'video', frames)
+    with pytest.raises(demo.InputError) as error:
+        demo.open_frames(str(tmp_path / 'video'))
+    assert str(error.value).startswith(f'{paths[3]}: frame size 40x40 differs from 32x40 '
+                                       f'(the first frame, {paths[0]})')
+    # Same size throughout: accepted, and every frame comes out
+    write_frames(tmp_path / 'video', [frames[0]] * 5)
+    stream, count, _ = demo.open_frames(str(tmp_path / 'video'))
+    assert count == 5 and len(list(stream)) == 5
+
+
+def test_stored_image_size_follows_the_exif_rotation_opencv_applies(tmp_path):
+    from PIL import Image
+    path = str(tmp_path / 'rotated.jpg')
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new('RGB', (40, 32)).save(path, exif=exif)
+    assert cv2.imread(path).shape[:2] == (40, 32)
+    assert demo.stored_image_size(path) == (40, 32)
+    unreadable = tmp_path / 'broken.png'
+    unreadable.write_bytes(b'no image')
+    with pytest.raises(demo.InputError, match='broken.png: not a readable image'):
+        demo.stored_image_size(str(unreadable))
+
+
+def test_output_folders_are_created_or_refused_before_work(tmp_path):
+    out, results = tmp_path / 'a' / 'b' / 'demo.mp4', tmp_path / 'c' / 'demo.json'
+    demo.prepare_outputs([str(out), str(results), None])
+    assert out.parent.is_dir() and results.parent.is_dir()
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    with pytest.raises(demo.InputError, match=f'{blocker}/x.json: cannot create its folder'):
+        demo.prepare_outputs([str(blocker / 'x.json')])
+    with pytest.raises(demo.InputError, match='is a folder, expected a file name'):
+        demo.prepare_outputs([str(tmp_path / 'a')])
+
+
+def test_cli_refuses_before_loading_the_model(tmp_path, run_demo):
+    """The checkpoint does not exist: each error below comes before the model is built."""
+    frames = [np.zeros((32, 40, 3), np.uint8), np.zeros((36, 40, 3), np.uint8)]
+    paths = write_frames(tmp_path / 'mixed', frames)
+    missing = tmp_path / 'missing.pth'
+    status, _, err = run_demo(tmp_path / 'mixed', CONFIG, missing, '--out', tmp_path / 'x.mp4')
+    assert status == 2 and f'{paths[1]}: frame size 36x40 differs from 32x40' in err
+    assert not (tmp_path / 'x.mp4').exists()
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    status, _, err = run_demo(tmp_path / 'mixed', CONFIG, missing, '--out', tmp_path / 'x.mp4',
+                              '--json', blocker / 'x.json')
+    assert status == 2 and f'{blocker}/x.json: cannot create its folder' in err
+    # Only then the model: the missing checkpoint is the error once the inputs are sound
+    write_frames(tmp_path / 'same', frames[:1])
+    status, _, err = run_demo(tmp_path / 'same', CONFIG, missing, '--out', tmp_path / 'x.mp4')
+    assert status == 2 and str(missing) in err
+
+
+def test_cli_writes_every_frame_it_reports_and_the_json_into_new_folders(
+        tmp_path, checkpoint, toy_frames, run_demo):
+    write_frames(tmp_path / 'video', toy_frames)
+    out, results = tmp_path / 'new' / 'demo.mp4', tmp_path / 'deeper' / 'new' / 'demo.json'
+    status, out_text, err = run_demo(tmp_path / 'video', CONFIG, checkpoint, '--out', out,
+                                     '--json', results, '--score-thr', '0')
+    assert status == 0, err[-3000:]
+    assert '\n6 frames in' in out_text
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    ok, frame = capture.read()
+    assert ok and frame.shape[:2] == (480, 640)  # 96x128 upscaled 5 times for display
+    predictions = json.loads(results.read_text())
+    assert predictions and all(len(p['segmentations']) == 6 for p in predictions)
+    assert all(s['size'] == list(TOY_SIZE) for p in predictions for s in p['segmentations'])
+
+
+# ---------------------------------------------------------------------------------- drawing
+def test_display_scale_upscales_small_frames_by_a_whole_factor():
+    assert demo.display_scale(96, 128, 480) == 5
+    assert demo.display_scale(64, 80, 480) == 8
+    assert demo.display_scale(479, 640, 480) == 2
+    assert demo.display_scale(480, 640, 480) == 1
+    assert demo.display_scale(96, 128, 0) == 1
+
+
+def test_label_font_grows_with_the_canvas():
+    small, large = demo.label_font((480, 640)), demo.label_font((1080, 1920))
+    assert small[0] < large[0] and small[1] <= large[1]
+    assert demo.label_font((96, 128))[0] == 0.35  # never below a legible minimum
+
+
+def overlap(a, b) -> bool:
+    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
+    return ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
+
+
+def test_labels_of_neighbouring_objects_are_not_drawn_over_each_other():
+    anchors = [(100, 200, 160, 260), (110, 205, 170, 270), (90, 198, 150, 250)]
+    sizes = [(120, 20)] * 3
+    corners = demo.place_labels(anchors, sizes, (480, 640))
+    boxes = [(x, y, w, h) for (x, y), (w, h) in zip(corners, sizes)]
+    assert corners[0] == (100, 180)  # the first label sits right above its object
+    assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(abs(y - 190) <= 40 for _, y in corners)  # and the others stay near theirs
+    # An object at the top edge gets its label below it; every label stays inside the frame
+    corners = demo.place_labels([(620, 0, 639, 30)], [(120, 20)], (480, 640))
+    assert corners == [(520, 31)]
+
+
+def test_draw_tracks_upscales_and_labels_each_track_in_its_colour(toy_frames):
+    frame = toy_frames[0]
+    masks = np.zeros((2, *TOY_SIZE), np.uint8)
+    masks[0, 40:60, 30:50] = 1
+    masks[1, 42:62, 50:70] = 1  # a touching neighbour
+    tracks = InstanceData(
+        instances_id=torch.tensor([3, 8]), labels=torch.tensor([0, 1]),
+        scores=torch.tensor([0.9, 0.8]),
+        masks=[mask_util.encode(np.asfortranarray(m)) for m in masks])
+    canvas = demo.draw_tracks(frame, tracks, ('disc', 'square'), 0.3, scale=5)
+    assert canvas.shape == (480, 640, 3)
+    for track_id in (3, 8):  # each label box is filled with its track's colour
+        assert (np.abs(canvas.astype(int) - demo.track_colour(track_id)).sum(-1) == 0).sum() > 500
+    hidden = demo.draw_tracks(frame, tracks, ('disc', 'square'), 0.85, scale=1)
+    assert (np.abs(hidden.astype(int) - demo.track_colour(8)).sum(-1) == 0).sum() == 0
