@@ -5,7 +5,7 @@ import copy
 import json
 import math
 import os.path as osp
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -317,13 +317,74 @@ def for_trackeval(gt: dict, results: List[dict]):
     gt = copy.deepcopy(gt)
     for annotation in gt['annotations']:
         annotation['segmentations'] = [
-            None if s is None else rle_of(mask_utils.decode(s), 'list')
-            for s in annotation['segmentations']]
+            rle_of(mask_utils.decode(s), 'list') if s is not None and isinstance(s['counts'], str)
+            else s for s in annotation['segmentations']]
     results = copy.deepcopy(results)
     for result in results:
         result['segmentations'] = [
             None if s is None or not mask_utils.area(s) else s for s in result['segmentations']]
     return gt, results
+
+
+SUMMARY = {'HOTA': ('HOTA', 'HOTA'), 'DetA': ('HOTA', 'DetA'), 'AssA': ('HOTA', 'AssA'),
+           'IDF1': ('Identity', 'IDF1')}
+
+
+def assert_agrees_with_trackeval(gt: dict, results: List[dict], root) -> Tuple[dict, dict]:
+    """Our metrics of ``results`` equal those of trackeval's own pipeline on the same files
+    (written as its loader reads them); returns ours and the pipeline's combined results."""
+    evaluator = TrackingEvaluator(gt)
+    ours = evaluator.evaluate(results)
+    per_category, _, _ = evaluator.trackeval_results(results)
+    theirs = trackeval_pipeline(*for_trackeval(gt, results), root)
+
+    names = {str(c['id']): c['name'] for c in gt['categories']}
+    assert set(per_category) == set(names)
+    for category, name in names.items():
+        for metric in ('HOTA', 'Identity', 'CLEAR'):
+            for field, value in per_category[category][metric].items():
+                np.testing.assert_allclose(value, theirs[name][metric][field], rtol=1e-12,
+                                           err_msg=f'{name} {metric} {field}')
+    # The class average is trackeval's over the categories with any detection (all of them in
+    # its run script).
+    with_data = [name for name in names.values()
+                 if theirs[name]['Count']['GT_Dets'] + theirs[name]['Count']['Dets'] > 0]
+    for key, (metric, field) in SUMMARY.items():
+        assert ours[key] == pytest.approx(
+            np.mean([np.mean(theirs[name][metric][field]) for name in with_data]), rel=1e-12)
+        if len(with_data) == len(names):
+            assert ours[key] == pytest.approx(
+                np.mean(theirs['cls_comb_cls_av'][metric][field]), rel=1e-12)
+        assert ours[f'{key}_det_av'] == pytest.approx(
+            np.mean(theirs['cls_comb_det_av'][metric][field]), rel=1e-12)
+    assert ours['IDSW'] == theirs['cls_comb_det_av']['CLEAR']['IDSW']
+    return ours, theirs
+
+
+@pytest.mark.parametrize('case', ['perfect', 'swap', 'categories', 'no_gt_video'])
+def test_hand_checked_cases_agree_with_trackevals_pipeline(case, tmp_path):
+    a, b = two_objects()
+    if case == 'perfect':
+        gt = make_gt([a, b, [None, square(5), square(6), None]], [1, 1, 2])
+        results = as_predictions(gt)
+    elif case == 'swap':
+        gt, results = swap_case()
+    elif case == 'categories':
+        gt = make_gt([a, b], [1, 2])
+        results = [prediction(a, 1), prediction(b, 3)]
+    else:
+        gt = make_gt([a], [1], video_ids=(1, 2))
+        results = [prediction(a, 1),
+                   prediction([square(3), square(3), None, None], 1, video_id=2)]
+    for result in results:  # trackeval's loader reads compressed RLEs as str
+        result['segmentations'] = [
+            None if s is None else dict(s, counts=s['counts'].decode())
+            if isinstance(s['counts'], bytes) else s for s in result['segmentations']]
+    ours, theirs = assert_agrees_with_trackeval(gt, results, tmp_path)
+    if case == 'perfect':
+        # trackeval's run script averages over every category of the file, category 3 too.
+        assert ours['HOTA'] == pytest.approx(1)
+        assert np.mean(theirs['cls_comb_cls_av']['HOTA']['HOTA']) == pytest.approx(2 / 3)
 
 
 def test_agrees_with_trackevals_pipeline_on_toy_results(tmp_path):
@@ -334,29 +395,10 @@ def test_agrees_with_trackevals_pipeline_on_toy_results(tmp_path):
     results = perturbed_predictions(gt)
     results_path = tmp_path / 'results.json'
     results_path.write_text(json.dumps(results))
-
-    evaluator = TrackingEvaluator(paths['valid'])
-    ours = evaluator.evaluate(str(results_path))
-    per_category, _, _ = evaluator.trackeval_results(str(results_path))
-    theirs = trackeval_pipeline(*for_trackeval(gt, results), tmp_path / 'trackeval')
-
-    names = {str(c['id']): c['name'] for c in gt['categories']}
-    assert set(per_category) == set(names)
-    for category, name in names.items():
-        for metric in ('HOTA', 'Identity', 'CLEAR'):
-            for field, value in per_category[category][metric].items():
-                np.testing.assert_allclose(value, theirs[name][metric][field], rtol=1e-12,
-                                           err_msg=f'{name} {metric} {field}')
-    # Every toy category has ground truth, so trackeval's class average (over all categories)
-    # is ours.
-    assert all(theirs[name]['Count']['GT_Dets'] > 0 for name in names.values())
-    summary = {'HOTA': ('HOTA', 'HOTA'), 'DetA': ('HOTA', 'DetA'), 'AssA': ('HOTA', 'AssA'),
-               'IDF1': ('Identity', 'IDF1')}
-    for key, (metric, field) in summary.items():
-        assert ours[key] == pytest.approx(np.mean(theirs['cls_comb_cls_av'][metric][field]),
-                                          rel=1e-12)
-        assert ours[f'{key}_det_av'] == pytest.approx(
-            np.mean(theirs['cls_comb_det_av'][metric][field]), rel=1e-12)
-    assert ours['IDSW'] == theirs['cls_comb_det_av']['CLEAR']['IDSW'] > 0
-    # The case is not trivial: identities and detections are partly wrong.
+    ours, _ = assert_agrees_with_trackeval(gt, results, tmp_path / 'trackeval')
+    # The same from the files, and the case is not trivial: every category has ground truth,
+    # identities switch and detections are partly wrong.
+    assert TrackingEvaluator(paths['valid']).evaluate(str(results_path)) == ours
+    assert len({a['category_id'] for a in gt['annotations']}) == len(gt['categories'])
+    assert ours['IDSW'] > 0
     assert 0.05 < ours['AssA'] < 0.95 and 0.05 < ours['DetA'] < 0.95
