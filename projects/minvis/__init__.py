@@ -1,0 +1,1 @@
+"""MinVIS baseline project: see projects/minvis/README.md."""
