@@ -6,6 +6,6 @@ registers every ctvis component into mmdet's registries, so that a config with
 """
 from .version import __version__
 from .utils import compat  # noqa: F401  (applies the fixes on import)
-from . import datasets, evaluation, models  # noqa: F401,E402  (registration)
+from . import datasets, engine, evaluation, models  # noqa: F401,E402  (registration)
 
 __all__ = ['__version__']

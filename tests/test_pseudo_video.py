@@ -14,9 +14,9 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
 from ctvis.datasets import samplers as samplers_module
-from ctvis.datasets.pseudo_video import (COCO_TO_OVIS, COCO_TO_YTVIS19, COCO_TO_YTVIS21,
-                                         PSEUDO_VIDEO_TARGETS, CocoPseudoVideoDataset,
-                                         PseudoVideoFromImage)
+from ctvis.datasets.pseudo_video import (AMBIGUOUS_COCO_CATEGORIES, COCO_TO_OVIS,
+                                         COCO_TO_YTVIS19, COCO_TO_YTVIS21, PSEUDO_VIDEO_TARGETS,
+                                         CocoPseudoVideoDataset, PseudoVideoFromImage)
 from ctvis.datasets.samplers import DatasetRatioSampler
 from ctvis.datasets.toy import TOY_CLASSES, make_toy_vis
 from ctvis.datasets.ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
@@ -31,32 +31,54 @@ COCO_CLASSES = CocoDataset.METAINFO['classes']
 
 
 # ----------------------------------------------------------------------------- category maps
+# The official maps (ctvis/data/vis/builtin.py of the released code) as (COCO id, 1-based target
+# category id) pairs, and the COCO 2017 names of those ids.
+COCO_NAMES = {
+    1: 'person', 2: 'bicycle', 3: 'car', 4: 'motorcycle', 5: 'airplane', 6: 'bus', 7: 'train',
+    8: 'truck', 9: 'boat', 16: 'bird', 17: 'cat', 18: 'dog', 19: 'horse', 20: 'sheep', 21: 'cow',
+    22: 'elephant', 23: 'bear', 24: 'zebra', 25: 'giraffe', 34: 'frisbee', 35: 'skis',
+    36: 'snowboard', 41: 'skateboard', 42: 'surfboard', 43: 'tennis racket'}
+OFFICIAL_MAPS = {
+    'ytvis19': [(1, 1), (2, 21), (3, 6), (4, 21), (5, 28), (7, 17), (8, 29), (9, 34), (17, 14),
+                (18, 8), (19, 18), (21, 15), (22, 32), (23, 20), (24, 30), (25, 22), (35, 33),
+                (36, 33), (41, 5), (42, 27), (43, 40)],
+    'ytvis21': [(1, 26), (2, 23), (3, 5), (4, 23), (5, 1), (7, 36), (8, 37), (9, 4), (16, 3),
+                (17, 6), (18, 9), (19, 19), (21, 7), (22, 12), (23, 2), (24, 40), (25, 18),
+                (34, 14), (35, 31), (36, 31), (41, 29), (42, 33), (43, 34)],
+    'ovis': [(1, 1), (2, 21), (3, 25), (4, 22), (5, 23), (6, 25), (8, 25), (9, 24), (17, 3),
+             (18, 4), (19, 5), (20, 6), (21, 7), (22, 8), (23, 9), (24, 10), (25, 11)],
+}
+
+
 @pytest.mark.parametrize('target, classes, category_map, size', [
-    ('ytvis19', YTVIS_2019_CLASSES, COCO_TO_YTVIS19, 19),
-    ('ytvis21', YTVIS_2021_CLASSES, COCO_TO_YTVIS21, 20),
+    ('ytvis19', YTVIS_2019_CLASSES, COCO_TO_YTVIS19, 21),
+    ('ytvis21', YTVIS_2021_CLASSES, COCO_TO_YTVIS21, 23),
     ('ovis', OVIS_CLASSES, COCO_TO_OVIS, 17),
 ])
-def test_category_maps_are_consistent(target, classes, category_map, size):
+def test_category_maps_are_the_official_ones(target, classes, category_map, size):
     assert PSEUDO_VIDEO_TARGETS[target] == (classes, category_map)
-    assert len(category_map) == size
-    assert set(category_map) <= set(COCO_CLASSES)
-    assert set(category_map.values()) <= set(classes)
-    sources = Counter(category_map.values())
-    shared = {name for name, count in sources.items() if count > 1}
-    if target == 'ovis':  # the only superclass target: road vehicles
-        assert shared == {'Vehical'}
-        assert {k for k, v in category_map.items() if v == 'Vehical'} == {'car', 'bus', 'truck'}
-    else:
-        assert not shared  # injective
-    # Documented decisions.
-    assert category_map['motorcycle'] in ('motorbike', 'Motorcycle')
-    assert 'bird' not in category_map and 'mouse' not in category_map
+    assert set(COCO_NAMES.values()) <= set(COCO_CLASSES)
+    official = {COCO_NAMES[coco_id]: classes[target_id - 1]
+                for coco_id, target_id in OFFICIAL_MAPS[target]}
+    assert category_map == official and len(category_map) == size
+
+
+def test_ambiguous_categories():
+    assert AMBIGUOUS_COCO_CATEGORIES == {'ytvis19': ('bicycle', 'skis'),
+                                         'ytvis21': ('bicycle', 'skis', 'bird'), 'ovis': ()}
+    # bicycle and skis are mapped onto other objects; YTVIS21 also has birds besides 'bird'.
+    for target, category_map in (('ytvis19', COCO_TO_YTVIS19), ('ytvis21', COCO_TO_YTVIS21)):
+        assert category_map['bicycle'] == category_map['motorcycle'] == 'motorbike'
+        assert category_map['skis'] == category_map['snowboard'] == 'snowboard'
+    assert {'duck', 'parrot', 'bird'} <= set(YTVIS_2021_CLASSES)
+    assert 'bird' not in COCO_TO_YTVIS19 and 'bird' not in COCO_TO_OVIS
 
 
 def test_renamed_classes():
     assert COCO_TO_YTVIS19['car'] == 'sedan' and COCO_TO_YTVIS21['car'] == 'car'
     assert COCO_TO_YTVIS21['frisbee'] == 'flying_disc'
     assert COCO_TO_YTVIS19['tennis racket'] == COCO_TO_YTVIS21['tennis racket'] == 'tennis_racket'
+    assert {k for k, v in COCO_TO_OVIS.items() if v == 'Vehical'} == {'car', 'bus', 'truck'}
 
 
 # ----------------------------------------------------------------------------- COCO dataset
@@ -105,29 +127,60 @@ def _write_coco(tmp_path, with_images: bool = False) -> str:
     return path
 
 
+def _labels(dataset) -> dict:
+    """video id -> [(instance id, label, ignore flag)] of every kept pseudo-video."""
+    return {info['video_id']: [(i['instance_id'], i['bbox_label'], i['ignore_flag'])
+                               for i in info['images'][0]['instances']]
+            for info in (dataset.get_data_info(k) for k in range(len(dataset)))}
+
+
 def test_coco_dataset_keeps_mapped_annotations(tmp_path):
     ann_file = _write_coco(tmp_path)
     dataset = CocoPseudoVideoDataset(target='ytvis19', ann_file=ann_file,
                                      data_prefix=dict(img_path='/images'), pipeline=[])
     assert dataset.metainfo['classes'] == YTVIS_2019_CLASSES
-    assert len(dataset) == 2  # image 2 (mouse only) and 3 (crowd only) are dropped
-    first, second = dataset.get_data_info(0), dataset.get_data_info(1)
+    first = dataset.get_data_info(0)
     assert (first['video_id'], first['video_length']) == (1, 1)
     frame = first['images'][0]
     assert frame['img_path'] == '/images/001.png'
     assert (frame['img_id'], frame['frame_id'], frame['height'], frame['width']) == (1, 0, 60, 80)
     assert [(i['instance_id'], i['bbox_label'], i['ignore_flag'], i['bbox'])
             for i in frame['instances']] == [(10, 0, 0, [10, 10, 30, 40])]
-    sedan = YTVIS_2019_CLASSES.index('sedan')
-    assert [(i['instance_id'], i['bbox_label'], i['ignore_flag'])
-            for i in second['images'][0]['instances']] == [(14, sedan, 0), (15, 0, 1)]
+    sedan, motorbike = YTVIS_2019_CLASSES.index('sedan'), YTVIS_2019_CLASSES.index('motorbike')
+    # Image 3 (a crowd person only) is dropped; bird, bus and mouse are not YTVIS19 classes.
+    assert _labels(dataset) == {1: [(10, 0, 0)], 2: [(17, motorbike, 0)],
+                                4: [(14, sedan, 0), (15, 0, 1)]}
 
-    ovis = CocoPseudoVideoDataset(target='ovis', ann_file=ann_file, pipeline=[])
-    assert [ovis.get_data_info(i)['video_id'] for i in range(len(ovis))] == [1, 2, 4]
+    ytvis21 = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, pipeline=[])
+    person, bird = YTVIS_2021_CLASSES.index('person'), YTVIS_2021_CLASSES.index('bird')
+    assert _labels(ytvis21)[1] == [(10, person, 0), (11, bird, 0)]
+    assert _labels(ytvis21)[2] == [(17, YTVIS_2021_CLASSES.index('motorbike'), 0)]
+
     vehicle = OVIS_CLASSES.index('Vehical')
-    labels = {i['instance_id']: i['bbox_label']
-              for k in range(len(ovis)) for i in ovis.get_data_info(k)['images'][0]['instances']}
-    assert labels == {10: 0, 18: vehicle, 17: OVIS_CLASSES.index('Bicycle'), 14: vehicle, 15: 0}
+    ovis = CocoPseudoVideoDataset(target='ovis', ann_file=ann_file, pipeline=[])
+    assert _labels(ovis) == {1: [(10, 0, 0), (18, vehicle, 0)],
+                             2: [(17, OVIS_CLASSES.index('Bicycle'), 0)],
+                             4: [(14, vehicle, 0), (15, 0, 1)]}
+
+
+def test_coco_dataset_can_drop_the_ambiguous_categories(tmp_path):
+    ann_file = _write_coco(tmp_path)
+    ytvis19 = CocoPseudoVideoDataset(target='ytvis19', drop_ambiguous_categories=True,
+                                     ann_file=ann_file, pipeline=[])
+    assert ytvis19.category_map == {k: v for k, v in COCO_TO_YTVIS19.items()
+                                    if k not in ('bicycle', 'skis')}
+    assert sorted(_labels(ytvis19)) == [1, 4]  # image 2 had only the bicycle
+    ytvis21 = CocoPseudoVideoDataset(target='ytvis21', drop_ambiguous_categories=True,
+                                     ann_file=ann_file, pipeline=[])
+    assert len(ytvis21.category_map) == 20 and 'bird' not in ytvis21.category_map
+    assert _labels(ytvis21)[1] == [(10, YTVIS_2021_CLASSES.index('person'), 0)]
+    ovis = CocoPseudoVideoDataset(target='ovis', drop_ambiguous_categories=True,
+                                  ann_file=ann_file, pipeline=[])
+    assert ovis.category_map == COCO_TO_OVIS
+    for kwargs in (dict(category_map={'car': 'car'}, metainfo=dict(classes=('car', ))),
+                   dict(target='ytvis21', category_map={'car': 'car'})):
+        with pytest.raises(ValueError, match='drop_ambiguous_categories edits the official map'):
+            CocoPseudoVideoDataset(drop_ambiguous_categories=True, ann_file=ann_file, **kwargs)
 
 
 def test_coco_dataset_with_an_explicit_map(tmp_path):

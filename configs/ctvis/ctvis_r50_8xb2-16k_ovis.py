@@ -11,4 +11,5 @@ model = dict(
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
     tracker=dict(num_classes=num_classes),
     test_cfg=dict(max_per_video=num_classes))
+train_cfg = dict(val_interval=4000)  # the official OVIS evaluation period (YTVIS: 2000)
 load_from = 'checkpoints/mask2former_r50_coco_ctvis-ovis.pth'

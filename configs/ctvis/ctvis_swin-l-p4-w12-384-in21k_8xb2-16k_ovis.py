@@ -11,6 +11,7 @@ model = dict(
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
     tracker=dict(num_classes=num_classes),
     test_cfg=dict(max_per_video=num_classes))
+train_cfg = dict(val_interval=4000)  # the official OVIS evaluation period (YTVIS: 2000)
 
 train_dataloader = _base_.train_dataloader
 pseudo_videos, real_videos = train_dataloader.dataset.datasets

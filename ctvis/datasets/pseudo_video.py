@@ -3,8 +3,8 @@
 Three pieces:
 
 * **Category maps** from COCO class names to the classes of a VIS target (YTVIS 2019, YTVIS 2021,
-  OVIS). They were derived from the class names; see :data:`COCO_TO_YTVIS19` and below for each
-  decision. Keys are COCO category *names* (the ids are looked up in the annotation file).
+  OVIS): the official CTVIS maps, see :data:`COCO_TO_YTVIS19` and below. Keys are COCO category
+  *names* (the ids are looked up in the annotation file).
 * :class:`CocoPseudoVideoDataset` reads a COCO instances JSON directly and yields every image with
   target-class annotations as a one-frame video in mmdet's video format.
 * :class:`PseudoVideoFromImage` turns that loaded image into a T-frame clip with smoothly varying,
@@ -40,23 +40,20 @@ from .ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, Datase
                     read_annotation_json)
 
 # ----------------------------------------------------------------------------- category maps
-# Rules used for all three maps (derived from the class names, COCO 2017 names on the left):
-# * same object, same or synonymous name -> mapped ('motorcycle' -> 'motorbike',
-#   'frisbee' -> 'flying_disc', 'tennis racket' -> 'tennis_racket');
-# * COCO 'bird' is never mapped: every target splits birds into finer classes (YTVIS19 parrot /
-#   duck / owl / eagle; YTVIS21 bird / duck / parrot; OVIS Bird / Poultry / Parrot), so a COCO
-#   bird's target label is unknown and mapping it would teach wrong labels for some of them;
-# * COCO 'mouse' is the computer mouse (supercategory 'electronic'); the targets' mouse is the
-#   animal, so it is not mapped;
-# * 'bicycle' is not a motorbike and 'skis' are not a snowboard: not mapped where the target
-#   lacks that class.
-# The official CTVIS maps hold 21 / 23 / 17 COCO ids; these hold 19 / 20 / 17 names because of
-# the bird, bicycle and skis rules. Pass ``category_map`` to CocoPseudoVideoDataset to differ.
+# The official CTVIS maps (COCO_TO_YTVIS_2019 / _2021 / COCO_TO_OVIS of the released code: 21 / 23
+# / 17 COCO ids), written with COCO 2017 category names on the left; the ids are looked up in the
+# annotation file. Some entries are approximate (AMBIGUOUS_COCO_CATEGORIES):
+# * a COCO class mapped onto another object that the target has and COCO lacks: 'bicycle' ->
+#   'motorbike' and 'skis' -> 'snowboard' (YTVIS 2019 and 2021 have no bicycle or skis class);
+# * COCO 'bird' -> YTVIS 2021 'bird', although YTVIS 2021 also has 'duck' and 'parrot', which COCO
+#   labels 'bird' too (YTVIS 2019 and OVIS split birds into finer classes: 'bird' is not mapped).
+# Not mapped by any official map: e.g. COCO 'mouse' (the computer mouse; the targets' is the
+# animal), 'bus' and 'sheep' for YTVIS, 'train' for OVIS.
 
-#: COCO -> YTVIS 2019 (19 classes). 'car' -> 'sedan': YTVIS19 has no other car class.
-#: Not mapped besides the general rules: 'bus', 'sheep', 'frisbee' (no YTVIS19 class).
+#: COCO -> YTVIS 2019 (21 COCO classes). 'car' -> 'sedan', YTVIS 2019's only car class.
 COCO_TO_YTVIS19: Dict[str, str] = {
     'person': 'person',
+    'bicycle': 'motorbike',  # ambiguous
     'car': 'sedan',
     'motorcycle': 'motorbike',
     'airplane': 'airplane',
@@ -71,19 +68,20 @@ COCO_TO_YTVIS19: Dict[str, str] = {
     'bear': 'bear',
     'zebra': 'zebra',
     'giraffe': 'giraffe',
+    'skis': 'snowboard',  # ambiguous
+    'snowboard': 'snowboard',
     'skateboard': 'skateboard',
     'surfboard': 'surfboard',
-    'snowboard': 'snowboard',
     'tennis racket': 'tennis_racket',
 }
 
-#: COCO -> YTVIS 2021 (20 classes). 'frisbee' -> 'flying_disc'; 'car' -> 'car' (2021 renamed
-#: 'sedan'). Not mapped besides the general rules: 'bus', 'sheep' (no YTVIS21 class).
-COCO_TO_YTVIS21: Dict[str, str] = {**COCO_TO_YTVIS19, 'car': 'car', 'frisbee': 'flying_disc'}
+#: COCO -> YTVIS 2021 (23 COCO classes): the YTVIS 2019 map with 'car' -> 'car' (2021 renamed
+#: 'sedan'), plus 'bird' -> 'bird' (ambiguous) and 'frisbee' -> 'flying_disc'.
+COCO_TO_YTVIS21: Dict[str, str] = {
+    **COCO_TO_YTVIS19, 'car': 'car', 'bird': 'bird', 'frisbee': 'flying_disc'}
 
-#: COCO -> OVIS (17 classes). OVIS 'Vehical' (the official spelling) is a superclass of road
-#: vehicles: COCO 'car', 'bus' and 'truck' all map onto it, the only many-to-one target of the
-#: three maps. 'train' is not mapped (OVIS vehicles are road vehicles; judgement call).
+#: COCO -> OVIS (17 COCO classes). OVIS 'Vehical' (the official spelling) is a superclass of road
+#: vehicles: COCO 'car', 'bus' and 'truck' all map onto it.
 COCO_TO_OVIS: Dict[str, str] = {
     'person': 'Person',
     'bicycle': 'Bicycle',
@@ -109,6 +107,14 @@ PSEUDO_VIDEO_TARGETS: Dict[str, Tuple[Tuple[str, ...], Dict[str, str]]] = {
     'ytvis19': (YTVIS_2019_CLASSES, COCO_TO_YTVIS19),
     'ytvis21': (YTVIS_2021_CLASSES, COCO_TO_YTVIS21),
     'ovis': (OVIS_CLASSES, COCO_TO_OVIS),
+}
+
+#: target name -> the COCO classes of its official map whose target label is approximate (see the
+#: notes above); ``CocoPseudoVideoDataset(drop_ambiguous_categories=True)`` leaves them out.
+AMBIGUOUS_COCO_CATEGORIES: Dict[str, Tuple[str, ...]] = {
+    'ytvis19': ('bicycle', 'skis'),
+    'ytvis21': ('bicycle', 'skis', 'bird'),
+    'ovis': (),
 }
 
 
@@ -137,6 +143,10 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
         category_map (Mapping[str, str], optional): COCO category name -> target class name,
             replacing the target's default map. Needed when ``target`` is None, together with
             ``metainfo=dict(classes=...)``. Defaults to None.
+        drop_ambiguous_categories (bool): Leave out the entries of the target's official map
+            whose target label is approximate (:data:`AMBIGUOUS_COCO_CATEGORIES`: COCO bicycle
+            and skis for YTVIS, and bird for YTVIS 2021). Needs ``target`` and no
+            ``category_map``. Defaults to False (the official maps).
         metainfo (dict, optional): With ``target``, its classes must equal the target's.
         **kwargs: Arguments of :class:`mmengine.dataset.BaseDataset` (``ann_file``,
             ``data_root``, ``data_prefix=dict(img_path=...)``, ``pipeline`` ...).
@@ -146,10 +156,14 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
                  *,
                  target: Optional[str] = None,
                  category_map: Optional[Mapping[str, str]] = None,
+                 drop_ambiguous_categories: bool = False,
                  metainfo: Optional[dict] = None,
                  **kwargs) -> None:
         name = type(self).__name__
         metainfo = dict(metainfo or {})
+        if drop_ambiguous_categories and (target is None or category_map is not None):
+            raise ValueError(f'{name}: drop_ambiguous_categories edits the official map of a '
+                             'target: give target=... and no category_map')
         if target is not None:
             if target not in PSEUDO_VIDEO_TARGETS:
                 raise ValueError(f'{name}: target must be one of '
@@ -158,7 +172,10 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
             if 'classes' in metainfo and tuple(metainfo['classes']) != target_classes:
                 raise ValueError(f"{name}: metainfo['classes'] contradicts target={target!r}")
             metainfo['classes'] = target_classes
-            category_map = default_map if category_map is None else category_map
+            if category_map is None:
+                dropped = AMBIGUOUS_COCO_CATEGORIES[target] if drop_ambiguous_categories else ()
+                category_map = {coco: target_name for coco, target_name in default_map.items()
+                                if coco not in dropped}
         elif category_map is None or metainfo.get('classes') is None:
             raise ValueError(f'{name}: give target=... or both category_map=... and '
                              "metainfo=dict(classes=...)")
@@ -172,6 +189,7 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
             raise ValueError(f'{name}: category_map targets {unknown} are not classes of the '
                              f'target ({classes})')
         self.target = target
+        self.drop_ambiguous_categories = drop_ambiguous_categories
         self.category_map = dict(category_map)
         super().__init__(metainfo=metainfo, **kwargs)
 
