@@ -10,6 +10,7 @@ default_hooks = dict(
                     save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='TrackVisualizationHook', draw=False))
+custom_hooks = [dict(type='RNGStateHook')]  # generator states in checkpoints: exact resume
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -1,0 +1,141 @@
+"""Random number generator states in checkpoints, so that a resumed run continues exactly.
+
+mmengine 0.10.7 saves the seed but not the generators' states: a run resumed at iteration k
+re-seeds, replays the data of the k finished iterations (``IterBasedTrainLoop`` advances its
+data iterator k times) and then trains on with generators that are wherever seeding plus the
+replay left them, not where the interrupted run had them. Clip sampling, flips and the mask
+loss's point sampling then differ, and the weights drift apart (about 1 % after a few
+iterations of the quickstart). :class:`RNGStateHook` closes that gap.
+"""
+import random
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_dist_info
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop
+
+from mmdet.registry import HOOKS
+
+CHECKPOINT_KEY = 'rng_states'
+"""Checkpoint entry: one dict of generator states per rank (a list indexed by rank)."""
+
+
+def capture_rng_states() -> Dict[str, Any]:
+    """The states of Python's, numpy's and torch's global generators (and CUDA's, if used)."""
+    states = dict(python=random.getstate(), numpy=np.random.get_state(),
+                  torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: Dict[str, Any]) -> None:
+    """Put the global generators back into ``states`` (from :func:`capture_rng_states`)."""
+    random.setstate(states['python'])
+    np.random.set_state(states['numpy'])
+    torch.set_rng_state(states['torch'])
+    if 'cuda' in states and torch.cuda.is_available():
+        if len(states['cuda']) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states['cuda'])
+        else:
+            print_log(f'RNGStateHook: the checkpoint holds {len(states["cuda"])} CUDA generator '
+                      f'states for {torch.cuda.device_count()} visible devices; CUDA generators '
+                      'not restored', logger='current', level='WARNING')
+
+
+class _RestoreBeforeNewData:
+    """Stands in for ``IterBasedTrainLoop.dataloader_iterator`` on resume.
+
+    Lets the loop's replay of the ``replayed`` finished iterations through, then calls
+    ``restore`` just before the first new batch is fetched (with ``num_workers=0`` the data
+    pipeline draws from the generators of this process), and steps out of the loop's way.
+    """
+
+    def __init__(self, loop: IterBasedTrainLoop, replayed: int,
+                 restore: Callable[[], None]) -> None:
+        self._loop = loop
+        self._inner = loop.dataloader_iterator
+        self._replayed = replayed
+        self._restore = restore
+
+    def __iter__(self) -> '_RestoreBeforeNewData':
+        return self
+
+    def __next__(self) -> Any:
+        if self._replayed > 0:
+            self._replayed -= 1
+            return next(self._inner)
+        self._restore()
+        self._loop.dataloader_iterator = self._inner
+        return next(self._inner)
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Save every rank's generator states with each checkpoint; restore them on resume.
+
+    Saved: Python's ``random``, numpy's global ``RandomState``, torch's CPU generator and, where
+    CUDA is in use, every CUDA device's generator; one set per rank. Restored: on resume, at the
+    moment the interrupted run was at when it saved: for ``IterBasedTrainLoop`` right after
+    mmengine's replay of the finished iterations' data (the replay reproduces the samplers'
+    positions, which follow from their seed, and the data workers' generators), for epoch loops
+    at the start of the first resumed epoch. Validation is made neutral to the training
+    generators (their states are put back after it), so a validation right after a checkpoint
+    does not make the uninterrupted run differ from the resumed one.
+
+    With ``randomness=dict(seed=..., deterministic=True)`` a run killed after a checkpoint and
+    resumed ends with the same weights, bit for bit, as a run that was never interrupted.
+    A checkpoint saved with another number of ranks restores nothing (warning).
+    """
+    priority = 'VERY_HIGH'
+
+    def __init__(self) -> None:
+        self._pending: Optional[Dict[str, Any]] = None  # this rank's states, from a checkpoint
+        self._pending_epoch: Optional[Dict[str, Any]] = None  # restored at the next epoch
+        self._before_val: Optional[Dict[str, Any]] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # A checkpoint saved during validation (save_best) keeps the training states.
+        states = self._before_val if self._before_val is not None else capture_rng_states()
+        _, world_size = get_dist_info()
+        checkpoint[CHECKPOINT_KEY] = (all_gather_object(states) if world_size > 1 else [states])
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved: Optional[List[Dict[str, Any]]] = checkpoint.get(CHECKPOINT_KEY)
+        self._pending = None
+        if saved is None:
+            return
+        rank, world_size = get_dist_info()
+        if len(saved) != world_size:
+            print_log(f'RNGStateHook: the checkpoint holds generator states of {len(saved)} '
+                      f'ranks, this run has {world_size}; the resumed run will not continue '
+                      'the interrupted one exactly', logger='current', level='WARNING')
+            return
+        self._pending = saved[rank]
+
+    def before_train(self, runner) -> None:
+        states, self._pending = self._pending, None
+        if states is None or runner.iter == 0:  # not a resume (load_from only loads weights)
+            return
+        if isinstance(runner.train_loop, IterBasedTrainLoop):
+            loop = runner.train_loop
+            loop.dataloader_iterator = _RestoreBeforeNewData(
+                loop, runner.iter, lambda: restore_rng_states(states))
+        else:
+            self._pending_epoch = states
+
+    def before_train_epoch(self, runner) -> None:
+        states, self._pending_epoch = self._pending_epoch, None
+        if states is not None:
+            restore_rng_states(states)
+
+    def before_val(self, runner) -> None:
+        self._before_val = capture_rng_states()
+
+    def after_val(self, runner) -> None:
+        if self._before_val is not None:
+            restore_rng_states(self._before_val)
+            self._before_val = None

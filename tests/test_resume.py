@@ -1,0 +1,204 @@
+"""Resume continues a run exactly: RNGStateHook (ctvis/engine/rng_state_hook.py).
+
+A run interrupted after a checkpoint and resumed must end with the weights of the same run left
+alone, bit for bit. Two checks: a tiny in-process Runner whose data and model draw from all three
+global generators (Python, numpy, torch), with a validation right after each checkpoint; and the
+real thing, tools/train.py on the toy CTVIS config, killed with SIGKILL and resumed with
+``--resume`` in a fresh process.
+"""
+import os
+import os.path as osp
+import random
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+from conftest import REPO, loopback_env
+from ctvis.engine.rng_state_hook import CHECKPOINT_KEY, RNGStateHook
+from ctvis.utils import safe_load_file
+from mmdet.registry import HOOKS
+
+E2E_CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'ctvis_toy_e2e.py')
+KILL_ENV = 'CTVIS_TEST_KILL_AFTER_ITER'
+
+
+@HOOKS.register_module()
+class KillAfterIteration(Hook):
+    """SIGKILL this process after the iteration named by $CTVIS_TEST_KILL_AFTER_ITER (1-based),
+    once the checkpoint hook has run: what ``kill -9`` does to a training job."""
+    priority = 'LOWEST'
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if os.environ.get(KILL_ENV) == str(runner.iter + 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------------------------
+# In-process: every generator in use, validation after each checkpoint
+# ----------------------------------------------------------------------------------------------
+
+class NoisyRegressionSet(Dataset):
+    """Items jittered with Python's and numpy's generators (like random flips and clip picks)."""
+
+    def __len__(self) -> int:
+        return 16  # 8 iterations per epoch: no epoch restart (mmengine sleeps 2 s there)
+
+    def __getitem__(self, index: int) -> dict:
+        features = torch.arange(3.) * 0.1 * (index + 1) + np.random.rand() + random.random()
+        return dict(inputs=features, targets=features.sum() * 2 - 1)
+
+
+class NoisyRegressor(BaseModel):
+    """y = w.x + b plus torch noise in training (like the mask loss's random points)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)  # built before the Runner seeds: the same start for every run
+        self.linear = nn.Linear(3, 1)
+
+    def forward(self, inputs, targets=None, mode='tensor'):
+        outputs = self.linear(torch.stack(inputs)).squeeze(-1)
+        if mode == 'loss':
+            noise = 0.1 * torch.rand_like(outputs)
+            return dict(loss=((outputs + noise - torch.stack(targets))**2).mean())
+        return outputs
+
+
+class MeanSquaredError(BaseMetric):
+    default_prefix = 'noisy'
+
+    def process(self, data_batch, data_samples) -> None:
+        predictions = torch.stack(list(data_samples))
+        self.results.append(float(((predictions - torch.stack(data_batch['targets']))**2).mean()))
+
+    def compute_metrics(self, results) -> dict:
+        return dict(mse=float(np.mean(results)))
+
+
+class CrashAfterIteration(Hook):
+    priority = 'LOWEST'  # after CheckpointHook
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == 3:
+            raise KeyboardInterrupt('simulated crash after iteration 3')
+
+
+def noisy_runner(work_dir: str, name: str, hooks: list, **runner_args) -> Runner:
+    loader = dict(dataset=NoisyRegressionSet(), batch_size=2, num_workers=0,
+                  sampler=dict(type='DefaultSampler', shuffle=True),
+                  collate_fn=dict(type='pseudo_collate'))
+    return Runner(
+        model=NoisyRegressor(), work_dir=work_dir, experiment_name=name,
+        train_dataloader=loader, val_dataloader=loader, val_evaluator=[MeanSquaredError()],
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=6, val_interval=2),
+        val_cfg=dict(type='ValLoop'),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+                           logger=dict(type='LoggerHook', interval=1)),
+        custom_hooks=hooks, randomness=dict(seed=0), default_scope='mmdet', **runner_args)
+
+
+def interrupted_and_resumed(work_dir: str, name: str, with_hook: bool) -> dict:
+    hooks = [RNGStateHook()] if with_hook else []
+    with pytest.raises(KeyboardInterrupt, match='simulated crash'):
+        noisy_runner(work_dir, f'{name}_crash', hooks + [CrashAfterIteration()]).train()
+    runner = noisy_runner(work_dir, f'{name}_resume', [RNGStateHook()] if with_hook else [],
+                          resume=True)
+    runner.train()
+    assert runner.iter == 6
+    return runner.model.state_dict()
+
+
+def test_resumed_run_equals_the_uninterrupted_one_in_process(tmp_path):
+    reference = noisy_runner(str(tmp_path / 'reference'), 'rng_reference', [RNGStateHook()])
+    reference.train()
+    expected = reference.model.state_dict()
+    checkpoint = safe_load_file(tmp_path / 'reference' / 'iter_2.pth')
+    assert len(checkpoint[CHECKPOINT_KEY]) == 1  # one rank
+    assert set(checkpoint[CHECKPOINT_KEY][0]) >= {'python', 'numpy', 'torch'}
+
+    resumed = interrupted_and_resumed(str(tmp_path / 'run'), 'rng_run', with_hook=True)
+    for key, value in expected.items():
+        assert torch.equal(resumed[key], value), key
+
+    # the control: the same interruption without the hook does not continue the run
+    without = interrupted_and_resumed(str(tmp_path / 'without'), 'rng_without', with_hook=False)
+    assert not all(torch.equal(without[key], value) for key, value in expected.items())
+
+
+def test_loading_weights_only_restores_no_generator_state(tmp_path):
+    """``load_from`` (fine-tuning) starts at iteration 0: the saved states stay unused."""
+    noisy_runner(str(tmp_path / 'first'), 'rng_first', [RNGStateHook()]).train()
+    hook = RNGStateHook()
+    fresh = noisy_runner(str(tmp_path / 'second'), 'rng_second', [hook],
+                         load_from=str(tmp_path / 'first' / 'iter_6.pth'))
+    loop = fresh.train_loop  # built first: making its data iterator draws from torch
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    fresh.load_or_resume()
+    assert hook._pending is not None  # the states were read ...
+    hook.before_train(fresh)
+    assert torch.equal(torch.get_rng_state(), before)  # ... and not applied
+    assert type(loop.dataloader_iterator).__name__ == '_InfiniteDataloaderIterator'
+
+
+# ----------------------------------------------------------------------------------------------
+# tools/train.py on the toy CTVIS config, kill -9, --resume in a fresh process
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def toy_root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp('toy_vis_resume'))
+    result = subprocess.run([sys.executable, 'tools/misc/make_toy_vis.py', root, '--videos', '4',
+                             '--frames', '6', '--val-videos', '2', '--size', '64', '80',
+                             '--seed', '3'], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def train(config: str, work_dir: str, toy_root: str, *extra: str, **env: str):
+    options = [f'data_root={toy_root}/', 'max_iters=4', 'default_hooks.checkpoint.interval=2',
+               'train_cfg.val_interval=2', '+randomness.deterministic=True']
+    environment = loopback_env(PYTHONPATH=os.pathsep.join([osp.join(REPO, 'tests'), REPO]),
+                               OMP_NUM_THREADS='1', **env)
+    environment.pop('CTVIS_TOY_DATA', None)
+    return subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
+                           *extra, '--cfg-options', *options], cwd=REPO, env=environment,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_weights_bit_for_bit(toy_root, tmp_path):
+    config = tmp_path / 'resume_toy.py'
+    config.write_text(f"_base_ = '{E2E_CONFIG}'\n"
+                      "custom_imports = dict(imports=['ctvis', 'test_resume'], "
+                      "allow_failed_imports=False)\n"
+                      "custom_hooks = _base_.custom_hooks + [dict(type='KillAfterIteration')]\n")
+    uninterrupted = train(str(config), str(tmp_path / 'whole'), toy_root)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    work_dir = str(tmp_path / 'killed')
+    killed = train(str(config), work_dir, toy_root, **{KILL_ENV: '3'})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
+    assert not osp.exists(osp.join(work_dir, 'iter_4.pth'))
+
+    resumed = train(str(config), work_dir, toy_root, '--resume')
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert 'resumed epoch: 0, iter: 2' in log and 'Iter(train) [3/4]' in log
+
+    expected = safe_load_file(tmp_path / 'whole' / 'iter_4.pth')['state_dict']
+    final = safe_load_file(osp.join(work_dir, 'iter_4.pth'))['state_dict']
+    assert expected.keys() == final.keys()
+    different = [key for key, value in expected.items() if not torch.equal(final[key], value)]
+    assert not different, f'{len(different)} of {len(expected)} tensors differ: {different[:5]}'
