@@ -31,7 +31,8 @@ from torch.utils.data import Dataset
 import ctvis  # noqa: F401  (applies the fixes)
 from conftest import GLOO_PROBE_TIMEOUT_S, free_port, loopback_env
 from ctvis.utils import compat
-from ctvis.utils.compat import UnsafeCheckpointError, safe_load_file, trust_checkpoint
+from ctvis.utils.compat import (CorruptCheckpointError, UnsafeCheckpointError, checkpoint_problem,
+                                safe_load_file, safe_load_url, trust_checkpoint, url_cache_file)
 from mmdet.evaluation.metrics import YouTubeVISMetric
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -283,6 +284,62 @@ def test_missing_file_is_a_clear_error(tmp_path):
         safe_load_file(tmp_path / 'nope.pth')
 
 
+def damaged_copies(tmp_path, original) -> dict:
+    """name -> path of an empty, a cut-short and a garbage copy of ``original``'s file."""
+    data = original.read_bytes()
+    damaged = dict(empty=b'', cut_short=data[:len(data) // 2], garbage=b'\x80\x04junk' * 50,
+                   cut_short_legacy=None)
+    paths = {}
+    for name, content in damaged.items():
+        paths[name] = tmp_path / f'{name}.pth'
+        if content is None:  # torch's pre-1.6 format, cut short
+            torch.save(dict(state_dict=weights()), paths[name], _use_new_zipfile_serialization=False)
+            content = paths[name].read_bytes()[:200]
+        paths[name].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize('trusted', [False, True])
+def test_damaged_checkpoint_errors_name_the_file(tmp_path, no_trust, trusted):
+    original = tmp_path / 'good.pth'
+    torch.save(dict(state_dict=weights()), original)
+    for name, path in damaged_copies(tmp_path, original).items():
+        if trusted:
+            trust_checkpoint(str(path))
+        for load in (safe_load_file, functools.partial(load_checkpoint, TinyRegressor())):
+            with pytest.raises(CorruptCheckpointError) as error:
+                load(str(path))
+            message = str(error.value)
+            assert message.startswith(f'{path}: not a readable checkpoint'), (name, message)
+            assert 'Delete it' in message and '--resume' in message
+        assert checkpoint_problem(str(path)) is not None, name
+    assert 'empty' in checkpoint_problem(str(tmp_path / 'empty.pth'))
+    assert 'cut short' in checkpoint_problem(str(tmp_path / 'cut_short.pth'))
+    assert checkpoint_problem(str(original)) is None
+
+
+def test_checkpoint_problem_finds_a_flipped_byte_torch_would_load(tmp_path):
+    path = tmp_path / 'flipped.pth'
+    torch.save(dict(state_dict={'w': torch.arange(1000.)}), path)
+    data = bytearray(path.read_bytes())
+    offset = data.index(torch.arange(1000.)[500:502].numpy().tobytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert not torch.equal(safe_load_file(path)['state_dict']['w'], torch.arange(1000.))
+    assert 'fails its CRC check' in checkpoint_problem(str(path))
+
+
+def test_damaged_download_says_to_delete_the_cached_copy(no_trust, served):
+    folder, base = served
+    torch.save(dict(state_dict=weights()), folder / 'model.pth')
+    (folder / 'model.pth').write_bytes((folder / 'model.pth').read_bytes()[:300])
+    with pytest.raises(CorruptCheckpointError) as error:
+        _load_checkpoint(f'{base}/model.pth')
+    cached = url_cache_file(f'{base}/model.pth')
+    assert str(error.value).startswith(f'{cached}: not a readable checkpoint')
+    assert f'cached download of {base}/model.pth: delete it' in str(error.value)
+
+
 # ----------------------------------------------------------------------------------------------
 # Ordinary files load
 # ----------------------------------------------------------------------------------------------
@@ -367,7 +424,74 @@ def test_http_checkpoints_go_through_the_safe_loader(tmp_path, no_trust, monkeyp
         server.shutdown()
         server.server_close()
     assert not marker.exists()
-    assert (tmp_path / 'torch_home' / 'hub' / 'checkpoints' / 'evil.pth').exists()
+    assert osp.isfile(url_cache_file(f'{base}/evil.pth'))
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """An http server on 127.0.0.1 serving tmp_path/served; yields (folder, base URL)."""
+    folder = tmp_path / 'served'
+    folder.mkdir()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f'http://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_trusting_a_url_never_loads_a_refused_download_of_the_same_name(tmp_path, no_trust,
+                                                                        served, monkeypatch):
+    """Downloads are cached per full URL: trusting b/model.pth cannot unpickle a/model.pth."""
+    folder, base = served
+    marker = tmp_path / 'payload_ran'
+    for name, payload in (('a', WritesMarker(str(marker))), ('b', 'benign')):
+        (folder / name).mkdir()
+        torch.save(dict(state_dict=weights(), extra=payload), folder / name / 'model.pth')
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(f'{base}/a/model.pth')):
+        safe_load_url(f'{base}/a/model.pth')
+    # whitespace separates entries, so a URL (with its ':') is one entry
+    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, f'{tmp_path}/elsewhere\n{base}/b/model.pth')
+    assert safe_load_url(f'{base}/b/model.pth')['extra'] == 'benign'
+    assert not marker.exists()
+    assert url_cache_file(f'{base}/a/model.pth') != url_cache_file(f'{base}/b/model.pth')
+    with pytest.raises(UnsafeCheckpointError):  # a/ stays refused, from the cache too
+        safe_load_url(f'{base}/a/model.pth')
+    assert not marker.exists()
+
+
+def test_trust_by_content_hash(tmp_path, no_trust, served, monkeypatch):
+    folder, base = served
+    marker = tmp_path / 'payload_ran'
+    torch.save(dict(extra=WritesMarker(str(marker))), folder / 'mine.pth')
+    local = tmp_path / 'mine.pth'
+    local.write_bytes((folder / 'mine.pth').read_bytes())
+    digest = compat.file_sha256(str(local))
+    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, 'sha256:' + '0' * 64)  # another file's
+    with pytest.raises(UnsafeCheckpointError):
+        safe_load_file(local)
+    with pytest.raises(UnsafeCheckpointError):
+        safe_load_url(f'{base}/mine.pth')
+    assert not marker.exists()
+    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, f'sha256:{digest.upper()}')
+    safe_load_url(f'{base}/mine.pth')  # the download's content has the trusted hash
+    assert marker.exists()
+    marker.unlink()
+    safe_load_file(local)
+    assert marker.exists()
+
+
+def test_colon_separated_trust_list_warns(tmp_path, no_trust, monkeypatch):
+    """The old ':'-separated form is one entry now; say so instead of silently trusting nothing."""
+    path = tmp_path / 'w.pth'
+    torch.save(weights(), path)
+    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, f'{tmp_path}/a.pth:{tmp_path}/b.pth')
+    with pytest.warns(UserWarning, match='separated by whitespace'):
+        safe_load_file(path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,9 +4,13 @@ The config (tests/data/configs/toy_vis_tools.py) uses the toy model, dataset and
 below; the tools import this module through the config's ``custom_imports`` (the tests put
 tests/ on PYTHONPATH), so the tools run exactly as they would on a real config.
 """
+import contextlib
+import io
 import json
+import logging
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -190,6 +194,20 @@ def run_tool(args: list, cwd: str, timeout: int = 120, **env) -> subprocess.Comp
                           timeout=timeout)
 
 
+@contextlib.contextmanager
+def capture_log():
+    """The text mmengine's current logger writes while the block runs."""
+    from mmengine.logging import MMLogger
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+
+
 def load_tool(name: str):
     """Import tools/<name>.py as a module (to call its functions in-process)."""
     return load_module(osp.join(REPO, 'tools', f'{name}.py'), f'ctvis_tool_{name}')
@@ -241,6 +259,51 @@ def test_resume_from_a_given_checkpoint(trained):
     missing = train.parse_args([CONFIG, '--resume', 'no/such/iter_9.pth'])
     with pytest.raises(train.ConfigError, match=r'no/such/iter_9\.pth: --resume checkpoint not'):
         train.configure_training(missing)
+
+
+def test_resume_without_a_path_falls_back_to_the_newest_intact_checkpoint(trained, tmp_path):
+    """A kill -9 during a save leaves a cut-short newest checkpoint (and maybe an empty or
+    dangling last_checkpoint): --resume continues from the newest intact one and says why."""
+    train = load_tool('train')
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    for name in ('iter_2.pth', 'iter_4.pth'):
+        shutil.copy(osp.join(trained['work_dir'], name), work_dir / name)
+    intact = (work_dir / 'iter_4.pth').read_bytes()
+    (work_dir / 'iter_6.pth').write_bytes(intact[:len(intact) // 2])
+    record = work_dir / 'last_checkpoint'
+    args = train.parse_args([CONFIG, '--work-dir', str(work_dir), '--resume'])
+
+    record.write_text(str(work_dir / 'iter_4.pth'))  # intact: used as recorded
+    assert train.configure_training(args).load_from == str(work_dir / 'iter_4.pth')
+    for content, why in ((str(work_dir / 'iter_6.pth'), 'cut short'), ('', 'is empty'),
+                         (str(work_dir / 'iter_8.pth'), 'does not exist')):
+        record.write_text(content)
+        with capture_log() as log:
+            cfg = train.configure_training(args)
+        assert cfg.resume is True and cfg.load_from == str(work_dir / 'iter_4.pth'), why
+        assert why in log.getvalue()
+        assert f'skipping {work_dir / "iter_6.pth"}: not a readable checkpoint' in log.getvalue()
+
+    (work_dir / 'iter_4.pth').write_bytes(b'')
+    (work_dir / 'iter_2.pth').write_bytes(b'')
+    with pytest.raises(train.ConfigError, match=r'no intact checkpoint in .*iter_6\.pth'):
+        train.configure_training(args)
+    with pytest.raises(train.ConfigError, match=r'iter_2\.pth: --resume checkpoint is not '
+                       r'readable \(the file is empty\)'):
+        train.configure_training(train.parse_args(
+            [CONFIG, '--resume', str(work_dir / 'iter_2.pth')]))
+    test = load_tool('test')
+    with pytest.raises(test.ConfigError, match=r'iter_6\.pth: not a readable checkpoint \(a zip '
+                       r'\(torch\) checkpoint without the directory at its end: it was cut short'):
+        test.configure_testing(test.parse_args([CONFIG, str(work_dir / 'iter_6.pth')]))
+
+
+def test_top_level_variables_without_a_config_variable_are_refused():
+    """This config has no ``classes`` variable (its dataset class fixes them): a clear error."""
+    train = load_tool('train')
+    with pytest.raises(train.ConfigError, match="'classes' is not in the config"):
+        train.configure_training(train.parse_args([CONFIG, '--cfg-options', 'classes=[a,b]']))
 
 
 def test_work_dir_precedence_and_option_errors(tmp_path):
@@ -300,7 +363,8 @@ def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_
                       PORT=str(free_port()))
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
-    assert 'Auto resumed from the latest checkpoint' in log and 'resumed epoch: ' in log
+    assert '--resume: resuming from the latest intact checkpoint' in log
+    assert 'resumed epoch: ' in log
     assert 'iter: 2' in log and 'Iter(train) [3/4]' in log and 'Iter(train) [1/4]' not in log
     assert (work_dir / 'iter_4.pth').is_file()
     markers = [json.loads((work_dir / f'finished_rank{rank}.json').read_text()) for rank in (0, 1)]
@@ -383,3 +447,78 @@ def test_test_py_option_errors(trained, tmp_path):
              'test_evaluator.type=CocoVideoMetric']))
     with pytest.raises(SystemExit, match="'test_evaluater' is not in the config"):
         test.main([CONFIG, checkpoint, '--cfg-options', 'test_evaluater.type=X'])
+
+
+def write_ground_truth(path, toy_data: str, edit=None) -> str:
+    """A copy of the toy ground truth, changed by ``edit(content)`` if given."""
+    with open(osp.join(toy_data, 'annotations.json')) as f:
+        content = json.load(f)
+    if edit is not None:
+        edit(content)
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+def drop_video_3(content: dict) -> None:
+    content['videos'] = [v for v in content['videos'] if v['id'] != 3]
+    content['annotations'] = [a for a in content['annotations'] if a['video_id'] != 3]
+
+
+def add_video_9(content: dict) -> None:
+    content['videos'].append(dict(content['videos'][0], id=9))
+
+
+@pytest.mark.parametrize('case, expected', [
+    ('missing', r'no such file'),
+    ('cut_short', r'not valid JSON'),
+    ('no_annotations', r'has no annotations, so it cannot be evaluated'),
+    ('video_missing', r"1 of the dataset's 3 videos are missing from it \(3\) and 0 of its 2 "),
+    ('extra_video', r"0 of the dataset's 3 videos are missing from it \(none\) and 1 of its 4 "
+     r'videos are not in the dataset \(9\)'),
+])
+def test_test_py_checks_the_ground_truth_before_inference(trained, toy_data, tmp_path, case,
+                                                          expected, monkeypatch):
+    """A wrong metric ann_file costs seconds: test.py stops before the inference starts."""
+    from mmengine.runner import Runner
+    test = load_tool('test')
+    monkeypatch.setattr(Runner, 'test', lambda runner: pytest.fail('the inference started'))
+    gt = tmp_path / 'gt.json'
+    if case == 'cut_short':
+        gt.write_text(open(osp.join(toy_data, 'annotations.json')).read()[:500])
+    elif case == 'no_annotations':
+        write_ground_truth(gt, toy_data, lambda content: content.pop('annotations'))
+    elif case == 'video_missing':
+        write_ground_truth(gt, toy_data, drop_video_3)
+    elif case == 'extra_video':
+        write_ground_truth(gt, toy_data, add_video_9)
+    options = data_options(toy_data)[:2] + [f'test_evaluator.ann_file={gt}']
+    out = tmp_path / 'out.json'
+    with pytest.raises(SystemExit) as exit_info:
+        test.main([CONFIG, osp.join(trained['work_dir'], 'iter_4.pth'), '--work-dir',
+                   str(tmp_path / 'work'), '--out', str(out), '--cfg-options', *options])
+    message = str(exit_info.value.code)
+    assert message.startswith('test.py: error: ') and str(gt) in message
+    assert re.search(expected, message), message
+    assert not out.exists()
+
+
+def test_out_is_written_before_the_evaluation(trained, toy_data, tmp_path, monkeypatch):
+    """An error while evaluating (here: the evaluator raises) keeps the results file."""
+    test = load_tool('test')
+    out = tmp_path / 'out.json'
+    metric = test.YTVISMetricWritingResults(str(out), ann_file=osp.join(toy_data,
+                                                                        'annotations.json'))
+    rle = mask_utils.encode(np.asfortranarray(np.ones((SIZE, SIZE), np.uint8)))
+    rle['counts'] = rle['counts'].decode()
+    videos = [dict(video_id=v, predictions=[dict(label=0, score=0.5 + v / 10, instance_id=0,
+                                                 segmentations=[rle] * NUM_FRAMES)])
+              for v in range(1, NUM_VIDEOS + 1)]
+
+    def failing_evaluation(*args, **kwargs):
+        raise RuntimeError('evaluation failed')
+
+    monkeypatch.setattr(metric.evaluator, 'evaluate', failing_evaluation)
+    with pytest.raises(RuntimeError, match='evaluation failed'):
+        metric.compute_metrics(videos)
+    written = json.loads(out.read_text())
+    assert [(r['video_id'], r['score']) for r in written] == [(1, 0.6), (2, 0.7), (3, 0.8)]

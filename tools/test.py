@@ -7,6 +7,7 @@ the config's YTVISMetric; ``--show-dir`` draws each video's predicted masks on i
 Distributed: tools/dist_test.sh.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -23,8 +24,9 @@ from mmengine.structures import InstanceData
 
 import ctvis  # noqa: F401  (stack fixes + registration)
 from ctvis.evaluation import YTVISMetric, dump_results, results2json
-from ctvis.utils import (ConfigError, build_runner, load_tool_config, parse_tool_args,
-                         run_and_release_process_group)
+from ctvis.evaluation.ytvis_eval import load_long_video_ids
+from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
+                         parse_tool_args, run_and_release_process_group)
 from mmdet.registry import METRICS
 from mmdet.structures.mask import mask2bbox
 
@@ -37,7 +39,8 @@ class YTVISMetricWritingResults(YTVISMetric):
 
     YTVISMetric writes ``results.json``/``results.zip`` into an ``outfile_prefix`` directory;
     ``--out`` names the file itself, so it goes through the metric's own helpers
-    (``results2json``, ``dump_results``) after the usual evaluation or formatting.
+    (``results2json``, ``dump_results``), before the usual evaluation or formatting: an error
+    there never loses the results of the whole inference.
     """
 
     def __init__(self, results_file: str, **kwargs) -> None:
@@ -45,10 +48,9 @@ class YTVISMetricWritingResults(YTVISMetric):
         self.results_file = results_file
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
-        metrics = super().compute_metrics(results)
         dump_results(results2json(results, self.evaluator.category_ids), self.results_file)
         MMLogger.get_current_instance().info(f'--out: wrote {self.results_file}')
-        return metrics
+        return super().compute_metrics(results)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,12 +97,65 @@ def write_results_with_metric(cfg: Config, out_file: str, config_path: str) -> N
 def configure_testing(args: argparse.Namespace) -> Config:
     """The config with the command line applied; ConfigError for anything unusable."""
     cfg = load_tool_config(args.config, args.cfg_options, args.launcher, args.work_dir)
-    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise ConfigError(f'{args.checkpoint}: checkpoint not found')
+    if '://' not in args.checkpoint:
+        problem = checkpoint_problem(args.checkpoint)
+        if problem == 'no such file':
+            raise ConfigError(f'{args.checkpoint}: checkpoint not found')
+        if problem is not None:
+            raise ConfigError(f'{args.checkpoint}: not a readable checkpoint ({problem}); it was '
+                              'probably cut short (an interrupted save or copy): use another one')
     cfg.load_from = args.checkpoint
     if args.out is not None:
         write_results_with_metric(cfg, args.out, args.config)
     return cfg
+
+
+def _preview(ids: set) -> str:
+    return ', '.join(map(str, sorted(ids)[:10])) + (', ...' if len(ids) > 10 else '')
+
+
+def check_ground_truth(dataset, metrics: Sequence) -> None:
+    """Before any inference: the ground truth of every YTVISMetric can be evaluated against.
+
+    Its ``ann_file`` exists, parses as YouTube-VIS ground truth (with annotations unless
+    ``format_only``), lists exactly the test dataset's videos, and its ``long_video_ids`` file
+    (if any) reads; so a wrong file costs seconds, not a whole inference. The parsed ground truth
+    stays with the metric for the evaluation.
+
+    Raises:
+        ConfigError: names the file and the problem.
+    """
+    dataset_ids = None
+    if len(dataset) and 'video_id' in dataset.get_data_info(0):
+        dataset_ids = {int(dataset.get_data_info(i)['video_id']) for i in range(len(dataset))}
+    for metric in metrics:
+        if not isinstance(metric, YTVISMetric):
+            continue
+        try:
+            evaluator = metric.evaluator  # parses ann_file once and keeps it
+            if isinstance(metric.long_video_ids, (str, os.PathLike)):
+                load_long_video_ids(metric.long_video_ids)
+        except (OSError, ValueError) as error:  # FileNotFoundError, YTVISFormatError
+            raise ConfigError(f'test_evaluator ground truth: {error} (checked before '
+                              'inference; nothing was run)') from None
+        if not metric.format_only and not evaluator.has_annotations:
+            raise ConfigError(f'{metric.ann_file}: has no annotations, so it cannot be '
+                              'evaluated (a test split?); to write a submission instead set '
+                              'test_evaluator.format_only=True and test_evaluator.outfile_prefix')
+        if dataset_ids is None:
+            continue
+        gt_ids = set(evaluator.video_ids)
+        not_in_gt, not_in_dataset = dataset_ids - gt_ids, gt_ids - dataset_ids
+        if not_in_gt or not_in_dataset:
+            source = getattr(dataset, 'ann_file', type(dataset).__name__)
+            raise ConfigError(
+                f'{metric.ann_file}: its videos are not those of the test dataset ({source}): '
+                f'{len(not_in_gt)} of the dataset\'s {len(dataset_ids)} videos are missing '
+                f'from it ({_preview(not_in_gt) or "none"}) and {len(not_in_dataset)} of its '
+                f'{len(gt_ids)} videos are not in the dataset '
+                f'({_preview(not_in_dataset) or "none"}). '
+                'Point test_evaluator.ann_file at the ground truth of the same split (checked '
+                'before inference; nothing was run).')
 
 
 def track_color(track_id: int) -> tuple:
@@ -189,11 +244,16 @@ def main(argv=None) -> None:
 
     def test() -> None:
         runner = build_runner(cfg)
+        loop = runner.test_loop  # builds the dataset and the metrics, nothing runs yet
+        check_ground_truth(loop.dataloader.dataset, loop.evaluator.metrics)
         if args.show_dir is not None:
             runner.register_hook(VideoMaskVisualizationHook(args.show_dir, args.show_score_thr))
         runner.test()
 
-    run_and_release_process_group(test)
+    try:
+        run_and_release_process_group(test)
+    except ConfigError as error:
+        sys.exit(f'test.py: error: {error}')
 
 
 if __name__ == '__main__':

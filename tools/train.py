@@ -5,17 +5,19 @@ Same command line as mmdet 3.x's tools/train.py. ``import ctvis`` applies the st
 ``custom_imports`` are honoured. Distributed: tools/dist_train.sh.
 """
 import argparse
+import glob
 import logging
 import os.path as osp
+import re
 import sys
+from typing import List, Optional
 
 import torch
 from mmengine.logging import print_log
-from mmengine.runner import find_latest_checkpoint
 
 import ctvis  # noqa: F401  (stack fixes + registration)
-from ctvis.utils import (ConfigError, build_runner, load_tool_config, parse_tool_args,
-                         run_and_release_process_group)
+from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
+                         parse_tool_args, run_and_release_process_group)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,8 +32,64 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='scale the lr by (total batch size / auto_scale_lr.base_batch_size)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint; without a path, from the latest '
-                        'checkpoint in the work_dir')
+                        'intact checkpoint in the work_dir (last_checkpoint, else the newest '
+                        'readable *.pth)')
     return parse_tool_args(parser, argv)
+
+
+def _warn(message: str) -> None:
+    print_log(message, logger='current', level=logging.WARNING)
+
+
+def _newest_first(paths: List[str]) -> List[str]:
+    """Checkpoints by the iteration (or epoch) in their name, then modification time."""
+
+    def progress(path: str) -> tuple:
+        number = re.search(r'(\d+)\.pth$', osp.basename(path))
+        return (int(number.group(1)) if number else -1, osp.getmtime(path))
+
+    return sorted(paths, key=progress, reverse=True)
+
+
+def resume_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` (without a path) continues from, or None to start afresh.
+
+    The file ``last_checkpoint`` names it; when that record is empty or names a missing or
+    damaged file (a save cut short by ``kill -9``, a full disk), the newest intact ``*.pth`` of
+    the work_dir is used instead, with a warning naming what was skipped.
+
+    Raises:
+        ConfigError: the work_dir holds checkpoints, but none is intact (nothing to resume,
+            and silently starting over would throw the training away).
+    """
+    record = osp.join(work_dir, 'last_checkpoint')
+    candidates = []
+    if osp.isfile(record):
+        with open(record) as f:
+            recorded = f.read().strip()
+        if not recorded:
+            _warn(f'--resume: {record} is empty; looking for the newest intact checkpoint in '
+                  f'{work_dir}')
+        elif not osp.isfile(recorded):
+            _warn(f'--resume: {record} names {recorded}, which does not exist; looking for the '
+                  f'newest intact checkpoint in {work_dir}')
+        else:
+            candidates.append(recorded)
+    others = [path for path in glob.glob(osp.join(work_dir, '*.pth')) if osp.isfile(path)]
+    candidates += [path for path in _newest_first(others)
+                   if not any(osp.samefile(path, seen) for seen in candidates)]
+    broken = []
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        broken.append(path)
+        _warn(f'--resume: skipping {path}: not a readable checkpoint ({problem}); delete it')
+    if broken:
+        raise ConfigError(f'--resume: no intact checkpoint in {work_dir}; unreadable: '
+                          f'{", ".join(broken)}. Resume from a checkpoint elsewhere with '
+                          '--resume PATH, or move them away to train from the start.')
+    return None
 
 
 def configure_training(args: argparse.Namespace):
@@ -56,14 +114,24 @@ def configure_training(args: argparse.Namespace):
         cfg.auto_scale_lr.enable = True
 
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-        if find_latest_checkpoint(cfg.work_dir) is None:
-            print_log(f'--resume: no checkpoint in {cfg.work_dir} yet, training from the start',
-                      logger='current', level=logging.WARNING)
+        checkpoint = resume_checkpoint(cfg.work_dir)
+        cfg.resume = checkpoint is not None
+        cfg.load_from = checkpoint
+        if checkpoint is None:
+            _warn(f'--resume: no checkpoint in {cfg.work_dir} yet, training from the start')
+        else:
+            print_log(f'--resume: resuming from the latest intact checkpoint {checkpoint}',
+                      logger='current')
     elif args.resume is not None:
-        if '://' not in args.resume and not osp.isfile(args.resume):
-            raise ConfigError(f'{args.resume}: --resume checkpoint not found')
+        if '://' not in args.resume:
+            problem = checkpoint_problem(args.resume)
+            if problem == 'no such file':
+                raise ConfigError(f'{args.resume}: --resume checkpoint not found')
+            if problem is not None:
+                raise ConfigError(
+                    f'{args.resume}: --resume checkpoint is not readable ({problem}). Resume '
+                    'from an earlier checkpoint, or give --resume without a path to continue '
+                    'from the newest intact checkpoint of the work_dir.')
         cfg.resume = True
         cfg.load_from = args.resume
     return cfg

@@ -18,7 +18,10 @@ changes. docs/troubleshooting.md lists the symptoms each fix removes.
    state and cannot read plain pickles (detectron2 ``.pkl`` weights), which
    :func:`safe_load_file` must load through the same safe path.
    Files the user trusts can be fully unpickled: :func:`trust_checkpoint` or the environment
-   variable ``CTVIS_TRUSTED_CHECKPOINTS``.
+   variable ``CTVIS_TRUSTED_CHECKPOINTS`` (paths, full URLs or ``sha256:<hex>`` content hashes).
+   Downloads are cached under a name derived from the full URL, so trusting one URL never
+   unpickles a file fetched from another URL with the same file name. A file that cannot be read
+   (empty, cut short, not a checkpoint) raises :class:`CorruptCheckpointError` naming it.
 2. **np.float** (removed in numpy 1.24) is still used by mmdet's
    ``mmdet/evaluation/functional/ytviseval.py`` (``YTVISeval.accumulate``, hence mmdet's
    ``YouTubeVISMetric``). Only that module's ``np`` is replaced by a view of numpy that adds
@@ -35,6 +38,7 @@ changes. docs/troubleshooting.md lists the symptoms each fix removes.
 """
 import collections
 import functools
+import hashlib
 import importlib
 import importlib.util
 import io
@@ -47,19 +51,26 @@ import tarfile
 import types
 import warnings
 import zipfile
-from typing import Any, BinaryIO, Callable, Dict, Optional, Tuple, Union
+from typing import Any, BinaryIO, Callable, Dict, FrozenSet, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 __all__ = [
-    'TRUSTED_CHECKPOINTS_ENV', 'UnsafeCheckpointError', 'apply_compat_fixes',
-    'safe_load_file', 'safe_load_url', 'safe_torch_load', 'trust_checkpoint'
+    'TRUSTED_CHECKPOINTS_ENV', 'CorruptCheckpointError', 'UnsafeCheckpointError',
+    'apply_compat_fixes', 'checkpoint_problem', 'file_sha256', 'safe_load_file', 'safe_load_url',
+    'safe_torch_load', 'trust_checkpoint', 'url_cache_file'
 ]
 
 TRUSTED_CHECKPOINTS_ENV = 'CTVIS_TRUSTED_CHECKPOINTS'
-"""Environment variable: ``os.pathsep``-separated files, directories or URLs whose checkpoints may
-be fully unpickled (they can run code: list only files you trust)."""
+"""Environment variable: whitespace-separated (spaces, tabs or newlines) entries whose checkpoints
+may be fully unpickled (they can run code: list only what you trust). An entry is a file, a
+directory (every file under it), a full URL (``https://...``; only that exact URL) or
+``sha256:<64 hex digits>`` (any file with that content). Whitespace separates because it cannot
+occur in a URL (``:`` and ``;`` can); a path containing whitespace is trusted by its hash or with
+:func:`trust_checkpoint`."""
+
+SHA256_PREFIX = 'sha256:'
 
 MapLocation = Union[None, str, torch.device, Callable, Dict[str, str]]
 
@@ -81,8 +92,25 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
             'unpickler that only rebuilds tensors, numpy arrays, plain containers and mmengine '
             'log buffers, so a weights file can never run code on load. If you trust this file, '
             'allow full unpickling for it with ctvis.utils.compat.trust_checkpoint(path) or '
-            f"{TRUSTED_CHECKPOINTS_ENV}='{source}' (an {os.pathsep!r}-separated list of files, "
-            'directories or URLs).')
+            f"{TRUSTED_CHECKPOINTS_ENV}='{source}' (a whitespace-separated list of files, "
+            'directories, full URLs or sha256:<hex> content hashes).')
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that cannot be read: empty, cut short, or not a checkpoint at all.
+
+    ``str(error)`` names the file, the problem and what to do.
+    """
+
+    def __init__(self, path: str, problem: str, advice: Optional[str] = None) -> None:
+        self.path = path
+        self.problem = problem
+        size = osp.getsize(path) if osp.isfile(path) else 0
+        advice = advice or (
+            'It was probably cut short (an interrupted save or download, a full disk) or is not '
+            'a checkpoint. Delete it and use another one: tools/train.py --resume without a path '
+            'falls back to the newest intact checkpoint of the work_dir.')
+        super().__init__(f'{path}: not a readable checkpoint ({problem}; {size} bytes). {advice}')
 
 
 class _Refused(pickle.UnpicklingError):
@@ -96,29 +124,61 @@ class _Refused(pickle.UnpicklingError):
 _trusted_sources: set = set()
 
 
-def trust_checkpoint(path_or_url: str) -> None:
-    """Allow full (code-executing) unpickling for one file, every file under a directory, or a URL.
+def trust_checkpoint(entry: str) -> None:
+    """Allow full (code-executing) unpickling for one file, every file under a directory, one
+    exact URL, or any file whose content has the hash ``sha256:<64 hex digits>``.
 
     Use only for files you trust, e.g. your own checkpoints that hold custom Python objects.
     """
-    _trusted_sources.add(os.fspath(path_or_url))
+    _trusted_sources.add(os.fspath(entry))
 
 
-def _is_trusted(source: str) -> bool:
-    entries = set(_trusted_sources)
-    entries.update(e for e in os.environ.get(TRUSTED_CHECKPOINTS_ENV, '').split(os.pathsep) if e)
+def _trusted_entries() -> FrozenSet[str]:
+    """What :func:`trust_checkpoint` and :data:`TRUSTED_CHECKPOINTS_ENV` trust."""
+    listed = os.environ.get(TRUSTED_CHECKPOINTS_ENV, '').split()
+    for entry in listed:
+        if ':' in entry and '://' not in entry and not entry.startswith(SHA256_PREFIX):
+            warnings.warn(
+                f'{TRUSTED_CHECKPOINTS_ENV} entry {entry!r} contains ":" but is neither a URL nor '
+                'a sha256: hash; entries are separated by whitespace (not ":"), so it trusts '
+                'only a path of exactly that name', stacklevel=3)
+    return frozenset(_trusted_sources.union(listed))
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's content (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as stream:
+        for block in iter(lambda: stream.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _trusted_by_hash(entries: FrozenSet[str], path: Optional[str]) -> bool:
+    hashes = {e[len(SHA256_PREFIX):].lower() for e in entries if e.startswith(SHA256_PREFIX)}
+    return bool(hashes) and path is not None and osp.isfile(path) and file_sha256(path) in hashes
+
+
+def _is_trusted(source: str, path: Optional[str] = None) -> bool:
+    """Whether ``source`` (a path or URL) may be fully unpickled; ``path`` is the file read.
+
+    A URL is trusted by exactly that URL (never by the name or folder of its cached copy); a file
+    by its path or a directory above it; either by the sha256 of ``path``'s content.
+    """
+    entries = _trusted_entries()
     if source in entries:
         return True
-    if '://' in source:
-        return False
-    real_source = osp.realpath(osp.expanduser(source))
-    for entry in entries:
-        if '://' in entry:
-            continue
-        real_entry = osp.realpath(osp.expanduser(entry))
-        if real_source == real_entry or real_source.startswith(real_entry.rstrip(os.sep) + os.sep):
-            return True
-    return False
+    if '://' not in source:
+        real_source = osp.realpath(osp.expanduser(source))
+        for entry in entries:
+            if '://' in entry or entry.startswith(SHA256_PREFIX):
+                continue
+            real_entry = osp.realpath(osp.expanduser(entry))
+            if real_source == real_entry or real_source.startswith(
+                    real_entry.rstrip(os.sep) + os.sep):
+                return True
+        path = source if path is None else path
+    return _trusted_by_hash(entries, path)
 
 
 def _refuse(what: str) -> None:
@@ -245,6 +305,18 @@ def _is_torch_legacy_header(first_object: Any) -> bool:
     return isinstance(first_object, int) and first_object == _TORCH_LEGACY_MAGIC_NUMBER
 
 
+# A torch zip checkpoint starts with a zip local-file header; zipfile needs its directory at the
+# end (missing when the file was cut short).
+_ZIP_LOCAL_HEADER = b'PK\x03\x04'
+# What reading a damaged file raises from pickle, zipfile, tarfile or torch's zip reader.
+_READ_ERRORS = (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, tarfile.TarError, OSError,
+                ValueError, KeyError, IndexError, OverflowError)
+
+
+def _is_damaged_torch_zip_error(error: RuntimeError) -> bool:
+    return 'PytorchStreamReader' in str(error) or 'zip archive' in str(error)
+
+
 def _load_stream(stream: BinaryIO, map_location: MapLocation, source: str, trusted: bool,
                  path: Optional[str] = None) -> Any:
     """Load a torch checkpoint (zip or legacy) or a plain pickle from a seekable binary stream.
@@ -254,6 +326,10 @@ def _load_stream(stream: BinaryIO, map_location: MapLocation, source: str, trust
     """
     start = stream.tell()
     is_zip = zipfile.is_zipfile(stream)
+    stream.seek(start)
+    if not is_zip and stream.read(len(_ZIP_LOCAL_HEADER)) == _ZIP_LOCAL_HEADER:
+        raise CorruptCheckpointError(path or source, 'a zip (torch) checkpoint without the '
+                                     'directory at its end: it was cut short')
     stream.seek(start)
     is_tar = not is_zip and _is_tar(stream)
 
@@ -315,16 +391,66 @@ def safe_load_file(path: Union[str, os.PathLike],
     Raises:
         FileNotFoundError: ``path`` is not a file.
         UnsafeCheckpointError: the file asks for a global outside the allow-list.
+        CorruptCheckpointError: the file is empty, cut short or not a checkpoint.
     """
     path = osp.expanduser(os.fspath(path))
     return _load_path(path, map_location, path, _is_trusted(path))
 
 
-def _load_path(path: str, map_location: MapLocation, source: str, trusted: bool) -> Any:
+def _load_path(path: str, map_location: MapLocation, source: str, trusted: bool,
+               advice: Optional[str] = None) -> Any:
+    """Load ``path`` (read as ``source``); read errors become :class:`CorruptCheckpointError`."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path}: checkpoint file not found')
+    if osp.getsize(path) == 0:
+        raise CorruptCheckpointError(path, 'the file is empty', advice)
     with open(path, 'rb') as stream:
-        return _load_stream(stream, map_location, source, trusted, path)
+        try:
+            return _load_stream(stream, map_location, source, trusted, path)
+        except UnsafeCheckpointError:
+            raise
+        except CorruptCheckpointError as error:
+            raise CorruptCheckpointError(path, error.problem, advice) from None
+        except _READ_ERRORS as error:
+            if 'Weights only load failed' in str(error):  # TORCH_FORCE_WEIGHTS_ONLY_LOAD refusal
+                raise
+            raise CorruptCheckpointError(path, f'{type(error).__name__}: {error}',
+                                         advice) from None
+        except RuntimeError as error:
+            if not _is_damaged_torch_zip_error(error):
+                raise
+            raise CorruptCheckpointError(path, str(error).split('. ')[0], advice) from None
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """Why ``path`` is not an intact checkpoint file, or None; cheap, nothing is unpickled.
+
+    Zip (torch) checkpoints are checked member by member against their CRCs, which torch itself
+    does not do (a flipped byte in a tensor would load silently); other files are loaded with the
+    restricted unpickler. A file that is intact but refused as unsafe counts as intact: loading it
+    reports that.
+    """
+    if not osp.isfile(path):
+        return 'no such file'
+    if osp.getsize(path) == 0:
+        return 'the file is empty'
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                damaged = archive.testzip()
+                if damaged is not None:
+                    return f'the member {damaged} fails its CRC check'
+                if not any(n.endswith('data.pkl') for n in archive.namelist()):
+                    return 'a zip file without data.pkl, not a torch checkpoint'
+            return None
+        safe_load_file(path, map_location='cpu')
+    except CorruptCheckpointError as error:
+        return error.problem
+    except zipfile.BadZipFile as error:
+        return f'BadZipFile: {error}'
+    except UnsafeCheckpointError:
+        pass
+    return None
 
 
 def safe_torch_load(f: Union[str, os.PathLike, BinaryIO],
@@ -343,38 +469,55 @@ def safe_torch_load(f: Union[str, os.PathLike, BinaryIO],
     return _load_stream(f, map_location, '<in-memory checkpoint>', False)
 
 
+def url_cache_file(url: str, model_dir: Optional[str] = None,
+                   file_name: Optional[str] = None) -> str:
+    """Where :func:`safe_load_url` keeps the download of ``url``.
+
+    The name starts with a digest of the full URL: two URLs with the same file name (one refused,
+    one trusted) never share a cached file.
+    """
+    from urllib.parse import urlparse
+    if model_dir is None:
+        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
+    url_key = hashlib.sha256(url.encode('utf-8')).hexdigest()[:16]
+    return osp.join(model_dir, f'{url_key}-{file_name or osp.basename(urlparse(url).path)}')
+
+
 def safe_load_url(url: str,
                   model_dir: Optional[str] = None,
                   map_location: MapLocation = None,
                   progress: bool = True,
                   check_hash: bool = False,
                   file_name: Optional[str] = None) -> Any:
-    """Download ``url`` into the torch hub cache (once) and load it with :func:`safe_load_file`.
+    """Download ``url`` into the torch hub cache (once) and load it with the restricted unpickler.
 
     Same arguments as mmengine's ``load_url`` / ``torch.hub.load_state_dict_from_url``, which
-    would unpickle the download with ``weights_only=False``. Legacy (torch < 1.6) zipped files
-    are extracted first, as torch.hub does.
+    would unpickle the download with ``weights_only=False``. The cached file is named after the
+    full URL (:func:`url_cache_file`) and is fully unpickled only when that exact URL, or the
+    sha256 of the downloaded content, is trusted. ``check_hash`` verifies the hash prefix in the
+    URL's file name (torch.hub's convention). Legacy (torch < 1.6) zipped files are extracted
+    first, as torch.hub does, into a folder of their own.
     """
     from urllib.parse import urlparse
-    if model_dir is None:
-        model_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
-    os.makedirs(model_dir, exist_ok=True)
-    filename = file_name or osp.basename(urlparse(url).path)
-    cached_file = osp.join(model_dir, filename)
+    cached_file = url_cache_file(url, model_dir, file_name)
+    os.makedirs(osp.dirname(cached_file), exist_ok=True)
     if not osp.exists(cached_file):
         sys.stderr.write(f'Downloading: "{url}" to {cached_file}\n')
         hash_prefix = None
         if check_hash:
-            match = torch.hub.HASH_REGEX.search(filename)
+            match = torch.hub.HASH_REGEX.search(file_name or osp.basename(urlparse(url).path))
             hash_prefix = match.group(1) if match else None
         torch.hub.download_url_to_file(url, cached_file, hash_prefix, progress=progress)
+    advice = f'It is the cached download of {url}: delete it to download it again.'
+    loaded_file = cached_file
     if zipfile.is_zipfile(cached_file):
         with zipfile.ZipFile(cached_file) as archive:
             members = archive.infolist()
             if len(members) == 1 and not members[0].is_dir():  # torch < 1.6 hub convention
-                archive.extractall(model_dir)
-                cached_file = osp.join(model_dir, members[0].filename)
-    return _load_path(cached_file, map_location, url, _is_trusted(url) or _is_trusted(cached_file))
+                extracted = cached_file + '.extracted'
+                archive.extractall(extracted)
+                loaded_file = osp.join(extracted, members[0].filename)
+    return _load_path(loaded_file, map_location, url, _is_trusted(url, loaded_file), advice)
 
 
 class _ModuleOverlay(types.ModuleType):

@@ -1,6 +1,8 @@
 """Config set-up shared by tools/train.py and tools/test.py, so both read configs, overrides
 and launchers the same way."""
 import argparse
+import ast
+import contextlib
 import difflib
 import gc
 import inspect
@@ -8,7 +10,7 @@ import logging
 import os
 import os.path as osp
 import sys
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
 import torch.distributed as torch_dist
@@ -94,6 +96,146 @@ def choose_dist_backend(cfg: Config) -> None:
                   '(env_cfg.dist_cfg.backend).', logger='current')
 
 
+def _assigned_names(statement: ast.stmt) -> Set[str]:
+    """Names a module-level statement binds (``x = ...``, ``a, b = ...``, ``x += ...``)."""
+    if isinstance(statement, ast.Assign):
+        targets = statement.targets
+    elif isinstance(statement, (ast.AugAssign, ast.AnnAssign)):
+        targets = [statement.target]
+    else:
+        return set()
+    names = set()
+    for target in targets:
+        for node in ast.walk(target):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+    return names
+
+
+@contextlib.contextmanager
+def _variables_forced(values: Dict[str, Any]) -> Iterator[None]:
+    """While active, every module-level assignment to a name in ``values``, in a Python config
+    and each of its bases, is followed by ``name = <override>``.
+
+    So values that the config computes from the variable at parse time (``ann_file=data_root +
+    'valid.json'``, ``num_classes = len(classes)``) are computed from the override. It hooks the
+    AST pass with which mmengine's ``Config._file2dict`` strips ``_base_`` assignments.
+    """
+    import mmengine.config.config as config_module
+    original = config_module.RemoveAssignFromAST
+
+    class RemoveBaseAssignAndForceVariables(original):
+
+        def visit(self, node: ast.AST) -> ast.AST:
+            node = super().visit(node)
+            if isinstance(node, ast.Module):
+                body = []
+                for statement in node.body:
+                    body.append(statement)
+                    for name in sorted(_assigned_names(statement) & values.keys()):
+                        value = ast.parse(repr(values[name]), mode='eval').body
+                        body.append(ast.copy_location(
+                            ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
+                                       value=value), statement))
+                node.body = body
+                ast.fix_missing_locations(node)
+            return node
+
+    config_module.RemoveAssignFromAST = RemoveBaseAssignAndForceVariables
+    try:
+        yield
+    finally:
+        config_module.RemoveAssignFromAST = original
+
+
+def _parse_time_variables(cfg: Config, options: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``--cfg-options`` that set a top-level config variable (``data_root``, ``classes``,
+    ``max_iters`` ...), as opposed to a Runner setting or a key inside a dict."""
+    return {
+        key: value
+        for key, value in options.items()
+        if '.' not in key and not key.startswith('+') and key not in RUNNER_KEYS and key in cfg
+        and not isinstance(cfg[key], dict)
+    }
+
+
+def _stale_copies(node: Any, old: Any, new: Any, skip: Set[str], prefix: str = '') -> List[str]:
+    """``key=value`` of the dotted keys (except ``skip``) under ``node`` whose value still holds
+    ``old`` and not ``new``: a string that starts with it, or a list or tuple equal to it."""
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, (list, tuple)):
+        items = enumerate(node)
+    else:
+        return []
+    found = []
+    for key, value in items:
+        dotted = f'{prefix}{key}'
+        if dotted in skip:
+            continue
+        if isinstance(old, str) and isinstance(value, str):
+            if value.startswith(old) and not value.startswith(str(new)):
+                found.append(f'{dotted}={value!r}')
+        elif isinstance(old, (list, tuple)) and isinstance(value, (list, tuple)) and list(
+                value) == list(old):
+            found.append(f'{dotted}={value!r}')
+        else:
+            found.extend(_stale_copies(value, old, new, skip, dotted + '.'))
+    return found
+
+
+def _read_with_variables(config_path: str, variables: Dict[str, Any]) -> Config:
+    """Re-read a Python config with its parse-time ``variables`` overridden (see
+    :func:`_variables_forced`).
+
+    Raises:
+        ConfigError: not a Python config, a value that is not a literal, or a variable that the
+            re-read config does not hold.
+    """
+    listed = ' '.join(f'{key}={value!r}' for key, value in variables.items())
+    if not config_path.endswith('.py'):
+        raise ConfigError(f'{config_path}: --cfg-options {listed}: only Python configs compute '
+                          'values from variables; set the keys that use them instead')
+    for key, value in variables.items():
+        try:
+            literal_ok = ast.literal_eval(repr(value)) == value
+        except (ValueError, SyntaxError):
+            literal_ok = False
+        if not literal_ok:
+            raise ConfigError(f'{config_path}: --cfg-options {key}: {value!r} is not a literal')
+    with _variables_forced(variables):
+        cfg = Config.fromfile(config_path)
+    not_reached = [f'{key} stays {cfg.get(key)!r}' for key, value in variables.items()
+                   if cfg.get(key) != value]
+    if not_reached:
+        raise ConfigError(f'{config_path}: --cfg-options {listed}: re-reading the config with '
+                          f'the new value failed ({"; ".join(not_reached)}: assigned where it '
+                          'cannot be overridden); set the keys that use it instead')
+    print_log(f'--cfg-options {listed}: re-read {config_path} with the new value, so the values '
+              'computed from it (dataset paths, class counts ...) follow', logger='current')
+    return cfg
+
+
+def _refuse_stale_copies(cfg: Config, options: Dict[str, Any], variables: Dict[str, Any],
+                        defaults: Config, config_path: str) -> None:
+    """After every override: refuse keys that still hold an overridden variable's old value (a
+    path under the old ``data_root``, the old ``classes``) unless an option set them too."""
+    set_keys = {key.lstrip('+') for key in options}
+    tree = cfg.to_dict()
+    problems = []
+    for key, value in variables.items():
+        old = defaults[key]
+        if old != value and isinstance(old, (str, list, tuple)) and old:
+            problems.extend(_stale_copies(tree, old, value, set_keys))
+    if problems:
+        listed = ' '.join(f'{key}={value!r}' for key, value in variables.items())
+        raise ConfigError(
+            f'{config_path}: --cfg-options {listed}: the config was re-read with the new value, '
+            'but these keys still hold the old one (they are written out in the config, not '
+            'built from the variable): ' + '; '.join(problems) +
+            '. Set each of them with --cfg-options too.')
+
+
 def load_tool_config(config_path: str,
                      cfg_options: Optional[Dict[str, Any]] = None,
                      launcher: str = 'none',
@@ -105,9 +247,13 @@ def load_tool_config(config_path: str,
     (gloo backend without CUDA) and sets ``work_dir``: ``work_dir`` argument > the config's
     ``work_dir`` > ``./work_dirs/<config name>``.
 
+    An override of a top-level variable of a Python config (``data_root=...``, ``classes=...``)
+    re-reads the config with that variable replaced where the config assigns it, so every value
+    computed from it follows; keys that still hold the old value afterwards are refused.
+
     Raises:
-        ConfigError: the file does not exist or is not a ``.py``/``.json``/``.yaml`` config, or
-            an override key is wrong.
+        ConfigError: the file does not exist or is not a ``.py``/``.json``/``.yaml`` config, an
+            override key is wrong, or a variable override cannot reach every key built from it.
     """
     if not osp.isfile(config_path):
         raise ConfigError(f'{config_path}: config file not found')
@@ -115,7 +261,12 @@ def load_tool_config(config_path: str,
         raise ConfigError(f'{config_path}: not a config file (.py, .json or .yaml expected)')
     cfg = Config.fromfile(config_path)
     if cfg_options:
+        variables = _parse_time_variables(cfg, cfg_options)
+        if variables:
+            defaults, cfg = cfg, _read_with_variables(config_path, variables)
         apply_cfg_options(cfg, cfg_options, config_path)
+        if variables:
+            _refuse_stale_copies(cfg, cfg_options, variables, defaults, config_path)
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
     cfg.launcher = launcher
