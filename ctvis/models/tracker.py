@@ -18,20 +18,37 @@ from mmdet.registry import MODELS
 from .memory_bank import MemoryBank
 
 
+def mask_iou(masks: Tensor) -> Tensor:
+    """Pairwise IoU of binary masks with the official convention.
+
+    ``(intersection + 1e-6) / (union + 1e-6)`` from integer pixel counts, the ratio in float32 (as
+    the official ``ctvis/utils/utils.py`` computes it): two empty masks have IoU 1, and a ratio of
+    exactly 3/5 can land one float32 step above or below 0.6 depending on the counts.
+
+    Args:
+        masks (Tensor): Binary masks, shape (N, H, W).
+
+    Returns:
+        Tensor: IoUs, float32, shape (N, N).
+    """
+    flat = masks.flatten(1).float()
+    inter = (flat @ flat.T).round().long()  # exact counts (below 2 ** 24 pixels)
+    area = inter.diagonal()
+    union = area[:, None] + area[None] - inter
+    return (inter + 1e-6) / (union + 1e-6)
+
+
 def mask_nms(masks: Tensor, iou_thr: float) -> Tensor:
     """Greedy NMS on binary masks already sorted by descending score.
 
     Args:
         masks (Tensor): Binary masks, shape (N, H, W), sorted by score.
-        iou_thr (float): A mask overlapping a kept one by more than this is dropped.
+        iou_thr (float): A mask whose :func:`mask_iou` with a kept one is above this is dropped.
 
     Returns:
         Tensor: Indices (into ``masks``) of the kept masks, ascending, shape (K,).
     """
-    flat = masks.flatten(1).float()
-    inter = flat @ flat.T
-    area = flat.sum(1)
-    overlaps = (inter / (area[:, None] + area[None] - inter).clamp(min=1e-6) > iou_thr).cpu()
+    overlaps = (mask_iou(masks) > iou_thr).cpu()
     suppressed = torch.zeros(len(masks), dtype=torch.bool)
     keep: List[int] = []
     for i in range(len(masks)):
@@ -94,12 +111,10 @@ def encode_masks(masks: Tensor) -> List[dict]:
 class _TrackRecord:
     """What the video-level output needs of one track, accumulated frame by frame."""
 
-    __slots__ = ('logit_sum', 'num_frames', 'frames', 'masks', 'mask_score_num',
-                 'mask_score_den')
+    __slots__ = ('logits', 'frames', 'masks', 'mask_score_num', 'mask_score_den')
 
-    def __init__(self, num_logits: int) -> None:
-        self.logit_sum = torch.zeros(num_logits, dtype=torch.float64)
-        self.num_frames = 0
+    def __init__(self) -> None:
+        self.logits: List[Tensor] = []  # (C + 1,) float32 per detection: kept for the mean
         self.frames: List[int] = []
         self.masks: List[dict] = []
         self.mask_score_num = 0.0
@@ -142,14 +157,13 @@ class VideoTracks:
         probs = mask_logits.sigmoid()
         score_num = (probs * binary).flatten(1).sum(1).double().cpu()
         score_den = binary.flatten(1).sum(1).double().cpu()
-        rles = encode_masks(binary)
-        logits = logits.detach().double().cpu()
+        rles = encode_masks(binary) if len(track_ids) else []
+        logits = logits.detach().float().cpu()
         for k, track_id in enumerate(track_ids):
             record = self.records.get(int(track_id))
             if record is None:
-                record = self.records[int(track_id)] = _TrackRecord(logits.shape[1])
-            record.logit_sum += logits[k]
-            record.num_frames += 1
+                record = self.records[int(track_id)] = _TrackRecord()
+            record.logits.append(logits[k])
             record.frames.append(frame_id)
             record.masks.append(rles[k])
             record.mask_score_num += float(score_num[k])
@@ -162,12 +176,16 @@ class VideoTracks:
         first_missing = frame_id - self.none_frame_num + 1
         for track_id in [i for i, r in self.records.items()
                          if r.frames[-1] < first_missing
-                         and r.num_frames < self.suppress_frame_num]:
+                         and len(r.frames) < self.suppress_frame_num]:
             del self.records[track_id]
 
     def track_logits(self) -> Tensor:
-        """Mean class logits of every recorded track, shape (K, C + 1), in creation order."""
-        return torch.stack([r.logit_sum / r.num_frames for r in self.records.values()]).float()
+        """Mean class logits of every recorded track, shape (K, C + 1), in creation order.
+
+        The float32 mean of the stacked per-frame logits, as the official code takes it: a sum in
+        another precision can move a mean by one float32 step and reorder exact top-k ties.
+        """
+        return torch.stack([torch.stack(r.logits).mean(0) for r in self.records.values()])
 
     def video_predictions(self, max_per_video: Optional[int] = None) -> dict:
         """Top-k (track, class) pairs of the video.
@@ -265,7 +283,8 @@ class CTVISTracker:
             scores (N,).
         """
         scores = logits.softmax(-1)[:, :-1].max(-1).values
-        order = scores.argsort(descending=True, stable=True)
+        # the official call: not a stable sort, so tied queries come in its order, not query order
+        order = torch.sort(scores, dim=0, descending=True).indices
         keep = order[scores[order] > self.score_thr]
         if len(keep) == 0:
             keep = order[:1]
