@@ -229,6 +229,9 @@ def test_eval_tool_prints_and_writes_identity_metrics(tmp_path, capsys):
     assert tool.main([str(gt_path), str(results_path), '--tracking-metrics',
                       '--tracking-score-thr', '0.95', '--json', str(out)]) == 0
     assert json.loads(out.read_text())['DetA'] == 0
+    with pytest.raises(SystemExit):  # a threshold without the metrics it is for
+        tool.main([str(gt_path), str(results_path), '--tracking-score-thr', '0.5'])
+    assert '--tracking-score-thr needs --tracking-metrics' in capsys.readouterr().err
 
 
 def test_error_breakdown_prints_identity_metrics(capsys):
