@@ -207,6 +207,9 @@ def test_metric_option_adds_the_identity_metrics(tmp_path):
     metric = YTVISMetric(ann_file=str(path), tracking_metrics=True, tracking_score_thr=0.95)
     metric.process({}, track_samples(gt, results))
     assert metric.evaluate(size=0)['youtube_vis/DetA'] == 0
+    with pytest.raises(ValueError, match='tracking_metrics=True needs the ground truth'):
+        YTVISMetric(ann_file=str(path), tracking_metrics=True, format_only=True,
+                    outfile_prefix=str(tmp_path))
 
 
 def test_eval_tool_prints_and_writes_identity_metrics(tmp_path, capsys):

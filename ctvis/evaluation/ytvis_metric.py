@@ -213,6 +213,10 @@ class YTVISMetric(BaseMetric):
         if format_only and outfile_prefix is None:
             raise ValueError('YTVISMetric: format_only=True needs an '
                              'outfile_prefix to write results.json/.zip to')
+        if format_only and tracking_metrics:
+            raise ValueError('YTVISMetric: tracking_metrics=True needs the '
+                             'ground truth, format_only=True computes no '
+                             'metrics')
         self.ann_file = ann_file
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
@@ -241,7 +245,7 @@ class YTVISMetric(BaseMetric):
         # Read once for both evaluators when both are wanted.
         gt = load_json_file(self.ann_file)
         self._evaluator = YTVISEvaluator(gt, self.ann_file)
-        if self.tracking_metrics and not self.format_only:
+        if self.tracking_metrics:
             self._tracking_evaluator = TrackingEvaluator(
                 gt, self.ann_file, self._evaluator)
 
