@@ -200,7 +200,7 @@ class TrackingEvaluator:
             dict: :data:`TRACKING_METRIC_NAMES` -> fraction (``IDSW``: count;
             -1 where nothing is to be evaluated).
         """
-        per_category, class_averaged, pooled = self.trackeval_results(
+        _, class_averaged, pooled = self.trackeval_results(
             results, results_name, score_thr)
         metrics: Dict[str, float] = {}
         defined = bool(class_averaged)
