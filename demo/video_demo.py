@@ -166,9 +166,10 @@ def place_labels(anchors: Sequence[Tuple[int, int, int, int]], sizes: Sequence[T
                  frame_size: Tuple[int, int]) -> List[Tuple[int, int]]:
     """Top-left corners of label boxes, each near its object and none over another.
 
-    A label goes just above its object's box (below it when there is no room above); where that
-    spot is taken by an earlier label, the label moves to the nearest free row up or down. Only
-    when no row is free (more labels than fit) does it overlap.
+    A label goes just above its object's box (at the frame's top edge, over the object, when
+    there is no room above); where that spot is taken by an earlier label, the label moves to
+    the nearest free row up or down. Only when no row is free (more labels than fit) does it
+    overlap another.
 
     Args:
         anchors: (x0, y0, x1, y1) box of each object, in drawing order.
@@ -180,15 +181,15 @@ def place_labels(anchors: Sequence[Tuple[int, int, int, int]], sizes: Sequence[T
     """
     height, width = frame_size
     placed, corners = [], []
-    for (x0, y0, _, y1), (w, h) in zip(anchors, sizes):
+    for (x0, y0, _, _), (w, h) in zip(anchors, sizes):
         x = min(max(x0, 0), max(width - w, 0))
-        preferred = y0 - h if y0 - h >= 0 else y1 + 1
+        preferred = min(max(y0 - h, 0), max(height - h, 0))
         rows = [preferred] + [preferred + sign * k for k in range(1, height)
                               for sign in (1, -1)]
-        free = [y for y in rows if 0 <= y <= height - h and
+        free = (y for y in rows if 0 <= y <= height - h and
                 not any(x < px + pw and px < x + w and y < py + ph and py < y + h
-                        for px, py, pw, ph in placed)]
-        y = free[0] if free else min(max(preferred, 0), max(height - h, 0))
+                        for px, py, pw, ph in placed))
+        y = next(free, preferred)
         placed.append((x, y, w, h))
         corners.append((x, y))
     return corners

@@ -162,9 +162,9 @@ def test_labels_of_neighbouring_objects_are_not_drawn_over_each_other():
     assert corners[0] == (100, 180)  # the first label sits right above its object
     assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert all(abs(y - 190) <= 40 for _, y in corners)  # and the others stay near theirs
-    # An object at the top edge gets its label below it; every label stays inside the frame
-    corners = demo.place_labels([(620, 0, 639, 30)], [(120, 20)], (480, 640))
-    assert corners == [(520, 31)]
+    # An object at the top edge gets its label over its top; every label stays inside the frame
+    corners = demo.place_labels([(620, 5, 639, 30)], [(120, 20)], (480, 640))
+    assert corners == [(520, 0)]
 
 
 def test_draw_tracks_upscales_and_labels_each_track_in_its_colour(toy_frames):
