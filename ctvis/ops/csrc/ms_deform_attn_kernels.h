@@ -13,13 +13,14 @@ struct Corners {
 };
 
 // grid_sample's pixel coordinate for align_corners=False is loc * size - 0.5. Returns false when
-// no neighbour lies inside the map (then the point contributes nothing, as with zero padding).
+// no neighbour lies inside the map (then the point contributes nothing, as with zero padding). At
+// x = -1 exactly the right neighbour is inside with weight 0: no value, but a gradient.
 template <typename scalar_t>
 inline bool locate(scalar_t loc_x, scalar_t loc_y, const Level& level, const scalar_t* value_head,
                    int64_t key_stride, const scalar_t* zeros, Corners<scalar_t>* c) {
   const scalar_t x = loc_x * static_cast<scalar_t>(level.w) - scalar_t(0.5);
   const scalar_t y = loc_y * static_cast<scalar_t>(level.h) - scalar_t(0.5);
-  if (!(x > scalar_t(-1) && y > scalar_t(-1) && x < static_cast<scalar_t>(level.w) &&
+  if (!(x >= scalar_t(-1) && y >= scalar_t(-1) && x < static_cast<scalar_t>(level.w) &&
         y < static_cast<scalar_t>(level.h))) {
     return false;  // also rejects NaN
   }
