@@ -36,7 +36,7 @@ def zoo_optim_wrapper_cfg() -> dict:
 class ToyModel(nn.Module):
     """Every case of the rules: backbone conv / LayerNorm / Swin table / frozen BN, head
     Embedding / Linear / GroupNorm / pixel-decoder level encoding, a module reused under two
-    names, and a parameter of the root module."""
+    names, a weight tied between two modules, and a parameter of the root module."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,7 +52,9 @@ class ToyModel(nn.Module):
         self.head.gn = nn.GroupNorm(2, 4)
         self.head.pixel_decoder = nn.Module()
         self.head.pixel_decoder.level_encoding = nn.Embedding(3, 4)
-        self.head.tied = self.head.fc
+        self.head.reused = self.head.fc
+        self.head.tied = nn.Linear(4, 4)
+        self.head.tied.weight = self.head.fc.weight
         self.scale = nn.Parameter(torch.ones(1))
 
 
@@ -65,6 +67,7 @@ ZOO_TOY_SETTINGS = {  # (lr, weight decay) under the zoo's paramwise_cfg, base 1
     'head.query_feat.weight': (1e-4, 0.0),
     'head.fc.weight': (1e-4, 0.05),
     'head.fc.bias': (1e-4, 0.05),
+    'head.tied.bias': (1e-4, 0.05),
     'head.gn.weight': (1e-4, 0.0),
     'head.gn.bias': (1e-4, 0.0),
     'head.pixel_decoder.level_encoding.weight': (1e-4, 0.05),
@@ -226,10 +229,7 @@ def test_zoo_recipe_trains_in_fp32_on_cpu(tmp_path):
     assert amp_log.count(FALLBACK) == 1
     assert type(amp.optim_wrapper) is OptimWrapper
     assert math.isfinite(amp.message_hub.get_scalar('train/loss').current())
-    fp32_cfg = zoo_optim_wrapper_cfg()
-    fp32_cfg.update(type='OptimWrapper')
-    for key in ('dtype', 'loss_scale'):
-        fp32_cfg.pop(key)
+    fp32_cfg = dict(zoo_optim_wrapper_cfg(), type='OptimWrapper')  # what the docs say for fp32
     fp32, fp32_log = train_tiny(tmp_path, fp32_cfg)
     assert FALLBACK not in fp32_log
     initial = build_tiny_model(seed=0).state_dict()

@@ -4,9 +4,10 @@
 max_iters = 16000
 
 optim_wrapper = dict(
-    type='AutoAmpOptimWrapper',  # AmpOptimWrapper on CUDA, OptimWrapper elsewhere
-    dtype='float16',
-    loss_scale='dynamic',
+    # AmpOptimWrapper(dtype='float16', loss_scale='dynamic') on CUDA, OptimWrapper elsewhere;
+    # fp32 on a GPU: --cfg-options optim_wrapper.type=OptimWrapper val_cfg.type=ValLoop
+    # test_cfg.type=TestLoop
+    type='AutoAmpOptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05, eps=1e-8, betas=(0.9, 0.999)),
     # The official per-parameter rules, all applied together (ctvis.engine.optim_constructor).
     constructor='CTVISOptimWrapperConstructor',
