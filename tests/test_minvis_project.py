@@ -27,6 +27,7 @@ from test_models import frame_sample
 CONFIGS = osp.join(REPO, 'projects', 'minvis', 'configs')
 QUICKSTART = osp.join(CONFIGS, 'minvis_quickstart.py')
 ZOO = osp.join(CONFIGS, 'minvis_r50_8xb20-16k_ytvis19.py')
+CTVIS_WITH_MINVIS_TRACKER = osp.join(CONFIGS, 'ctvis_quickstart_minvis-tracker.py')
 CTVIS_CONFIGS = osp.join(REPO, 'configs', 'ctvis')
 
 
@@ -194,6 +195,13 @@ def config_differences(path: str, base_path: str) -> dict:
             if cfg.get(key, '<none>') != base.get(key, '<none>')}
 
 
+def without_helpers(changes: dict, *helpers: str) -> dict:
+    """The changes without the config's helper variables and the arguments of the CTVIS tracker
+    (which the MinVIS tracker replaces, ``_delete_``)."""
+    return {key: value for key, value in changes.items()
+            if not key.startswith(helpers + ('model.tracker.', )) or key == 'model.tracker.type'}
+
+
 # What MinVIS changes in the CTVIS recipes, and nothing else (helper variables aside).
 MODEL_CHANGES = {
     'custom_imports.imports.1': (None, 'projects.minvis.minvis'),
@@ -206,9 +214,7 @@ MODEL_CHANGES = {
 
 def test_quickstart_differs_from_ctvis_s_only_where_minvis_does():
     changes = config_differences(QUICKSTART, osp.join(CTVIS_CONFIGS, 'ctvis_quickstart.py'))
-    changes = {k: v for k, v in changes.items()
-               if not k.startswith(('model.tracker.', 'train_pipeline.'))
-               or k == 'model.tracker.type'}
+    changes = without_helpers(changes, 'train_pipeline.')
     assert changes == dict(
         MODEL_CHANGES, **{
             'train_dataloader.batch_size': (4, 20),  # 4 clips x 5 frames -> 20 frames
@@ -219,12 +225,19 @@ def test_quickstart_differs_from_ctvis_s_only_where_minvis_does():
     assert cfg.model.test_cfg.max_per_video == 10  # as MinVIS (and the CTVIS quickstart)
 
 
+def test_the_ctvis_model_with_the_minvis_tracker_differs_only_in_the_tracker():
+    changes = config_differences(CTVIS_WITH_MINVIS_TRACKER,
+                                 osp.join(CTVIS_CONFIGS, 'ctvis_quickstart.py'))
+    assert without_helpers(changes) == {
+        key: MODEL_CHANGES[key] for key in ('custom_imports.imports.1', 'model.tracker.type')}
+    assert Config.fromfile(CTVIS_WITH_MINVIS_TRACKER).model.tracker == dict(
+        type='MinVISTracker', num_classes=4)
+
+
 def test_zoo_config_differs_from_ctvis_s_only_where_minvis_does():
     changes = config_differences(ZOO, osp.join(CTVIS_CONFIGS, 'ctvis_r50_8xb2-16k_ytvis19.py'))
-    helpers = ('frames_per_gpu', 'real_video_pipeline.', 'pseudo_video_pipeline.',
-               'train_datasets.', 'model.tracker.')
-    changes = {k: v for k, v in changes.items()
-               if not k.startswith(helpers) or k == 'model.tracker.type'}
+    changes = without_helpers(changes, 'frames_per_gpu', 'real_video_pipeline.',
+                              'pseudo_video_pipeline.', 'train_datasets.')
     datasets = 'train_dataloader.dataset.datasets'
     assert changes == dict(
         MODEL_CHANGES, **{
@@ -260,10 +273,12 @@ for path in sys.argv[1:]:
 
 def test_configs_build_through_custom_imports():
     """In a fresh interpreter: the configs' custom_imports alone bring the tracker in."""
-    result = subprocess.run([sys.executable, '-c', BUILD_SCRIPT, QUICKSTART, ZOO], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, '-c', BUILD_SCRIPT, QUICKSTART, ZOO, CTVIS_WITH_MINVIS_TRACKER],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ['CTVIS', 'MinVISTracker', 'MinVISVideoTracks', 'Identity'] * 2
+    built = ['CTVIS', 'MinVISTracker', 'MinVISVideoTracks']
+    assert result.stdout.split() == (built + ['Identity']) * 2 + built + ['Sequential']
 
 
 # ------------------------------------------------------------------------- the model

@@ -5,8 +5,8 @@
 # one augmented frame each instead of a pseudo-video), augmentation, schedule and initialisation
 # (the Mask2Former R50 COCO weights converted for the CTVIS config load as they are: they have no
 # re-id head).
-# Not MinVIS's own recipe (YTVIS19 alone, 32 frames per iteration); reported for that recipe:
-# 47.4 AP (paper), 47.3 AP (released checkpoint) on YTVIS19 val. Not trained here (no GPU/data).
+# Not MinVIS's own recipe (32 single frames per iteration), whose released R50 checkpoint scores
+# 47.3 AP on YTVIS19 val (MinVIS model zoo). Not trained here (no GPU, no data).
 _base_ = ['../../../configs/ctvis/ctvis_r50_8xb2-16k_ytvis19.py']
 custom_imports = dict(imports=['ctvis', 'projects.minvis.minvis'], allow_failed_imports=False)
 
