@@ -140,7 +140,6 @@ class OnlineVideoSegmenter:
                 segmenter is unchanged and takes the next frame.
         """
         check_frame(frame, self.frame_id, self.frame_size)
-        frame = np.ascontiguousarray(frame)  # a channel-reversed view, for instance
         data = self.pipeline(dict(img=[frame], img_id=[self.frame_id], frame_id=[self.frame_id],
                                   video_id=[0]))
         data = self.model.data_preprocessor(pseudo_collate([data]), False)
