@@ -1,11 +1,11 @@
-"""The CTVIS model: head outputs, losses, consistent contrastive learning, online predict."""
+"""The CTVIS model: head outputs, losses, online predict (contrastive items: test_contrastive)."""
 import pycocotools.mask as mask_util
 import pytest
 import torch
 from mmengine.dataset import pseudo_collate
 
 from conftest import build_tiny_model, square_clip
-from ctvis.models import ConsistentContrastiveLoss, CTVISHead
+from ctvis.models import CTVISHead
 from ctvis.models.ctvis import clip_slot_queries
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -76,80 +76,6 @@ def test_clip_slots_follow_instance_ids():
     assert slots.tolist() == [[1, 4], [3, -1], [-1, -1]]  # slots sorted by id: 7, 9
     with pytest.raises(ValueError, match='duplicated instance ids'):
         clip_slot_queries([torch.tensor([7, 7])], [torch.tensor([0, 1])])
-
-
-class TestContrastiveItems:
-
-    def embeds(self, num_frames=4, num_queries=5):
-        torch.manual_seed(0)
-        return torch.randn(num_frames, num_queries, 8, requires_grad=True)
-
-    def test_anchor_positive_negative_choice(self):
-        loss = ConsistentContrastiveLoss(negatives='prev_queries', noise_prob=0.0,
-                                         memory_positive_prob=0.0)
-        embeds = self.embeds()
-        slots = torch.tensor([[0, -1], [1, 3], [2, -1], [2, 4]])
-        items = loss.build_items(embeds, slots)
-        # frame 0 is never an anchor; slot 1 first appears at frame 1 -> future positive
-        assert len(items) == 5
-        first = items[0]  # frame 1, slot 0: positive = last earlier embedding (frame 0)
-        assert torch.equal(first.anchor, embeds[1, 1]) and torch.equal(first.positive, embeds[0, 0])
-        # negatives: the other queries of frame t-1
-        assert first.negatives.shape == (4, 8)
-        second = items[1]  # frame 1, slot 1: no earlier appearance -> first later one (frame 3)
-        assert torch.equal(second.positive, embeds[3, 4])
-        assert second.negatives.shape == (5, 8)  # slot absent at t-1: every query of t-1
-
-    def test_memory_negatives_and_fused_positive(self):
-        loss = ConsistentContrastiveLoss(negatives='memory', noise_prob=0.0,
-                                         memory_positive_prob=1.0)
-        embeds = self.embeds()
-        slots = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 4]])
-        items = loss.build_items(embeds, slots)
-        assert len(items) == 6
-        item = items[2]  # frame 2, slot 0: positive = memory fused over frames 0 and 1
-        from ctvis.models import similarity_guided_fusion
-        fused = similarity_guided_fusion(embeds[0, 0], embeds[0, 0][None], embeds[1, 1])
-        assert torch.allclose(item.positive, fused)
-        # negatives: the other instance's memory + the 3 background queries of frame 1
-        assert item.negatives.shape == (1 + 3, 8)
-
-    def test_noise_pollutes_memory_only(self):
-        slots = torch.tensor([[0], [-1], [1]])
-        embeds = self.embeds(3, 4)
-        clean = ConsistentContrastiveLoss(noise_prob=0.0, memory_positive_prob=1.0)
-        noisy = ConsistentContrastiveLoss(noise_prob=1.0, memory_positive_prob=1.0)
-        clean_item, = clean.build_items(embeds, slots)
-        noisy_item, = noisy.build_items(embeds, slots)
-        assert torch.equal(clean_item.positive, embeds[0, 0])
-        assert not torch.equal(noisy_item.positive, embeds[0, 0])
-        assert torch.equal(noisy_item.anchor, embeds[2, 1])
-
-    def test_no_items_gives_zero_loss_in_graph(self):
-        embeds = self.embeds(2, 3)
-        losses = ConsistentContrastiveLoss()([embeds], [torch.tensor([[0], [-1]])])
-        assert losses['loss_reid'].item() == 0 and losses['loss_reid'].requires_grad
-        losses['loss_reid'].backward()
-        assert embeds.grad is not None
-
-    def test_loss_value_matches_the_formula(self):
-        loss = ConsistentContrastiveLoss(negatives='prev_queries', noise_prob=0.0,
-                                         memory_positive_prob=0.0, loss_weight=1.0,
-                                         aux_loss_weight=1.0)
-        embeds = self.embeds(2, 3)
-        out = loss([embeds], [torch.tensor([[0], [2]])])
-        a, p, n = embeds[1, 2], embeds[0, 0], embeds[0, 1:]
-        expected = torch.log(1 + torch.exp(n @ a - a @ p).sum())
-        assert torch.allclose(out['loss_reid'], expected, atol=1e-6)
-        cos = torch.cosine_similarity(a[None], torch.cat([p[None], n]), dim=-1)
-        assert torch.allclose(out['loss_aux_reid'],
-                              ((cos - torch.tensor([1., 0., 0.]))**2).mean(), atol=1e-6)
-
-    def test_bad_options(self):
-        with pytest.raises(ValueError, match='negatives'):
-            ConsistentContrastiveLoss(negatives='queries')
-        with pytest.raises(ValueError, match='probabilities'):
-            ConsistentContrastiveLoss(noise_prob=1.5)
 
 
 def frame_sample(t, length, size=(64, 64), ori=(96, 96)):

@@ -41,6 +41,12 @@ class ConsistentContrastiveLoss(nn.Module):
     plus ``mean((cos(a, k) - y_k)^2)`` over the positive (y=1) and negatives (y=0) (weight
     ``aux_loss_weight``), both averaged over the items of the batch.
 
+    With ``negatives='prev_queries'`` and no noise, the items are those of the released code
+    except two points (docs/method.md): an instance first seen at t >= 1 always gets its future
+    positive (the released ``exist_after`` check drops some), and the fusion looks at the last
+    ``max_cache`` observations as the tracker does (the released training code at all of them;
+    the same for clips of up to ``max_cache + 1`` frames).
+
     Args:
         negatives (str): ``'memory'`` or ``'prev_queries'``.
         noise_prob (float): Probability of a noisy memory update for an absent instance.
