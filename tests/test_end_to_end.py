@@ -4,14 +4,17 @@ Real components only: the toy generator, YTVISDataset with its pipelines, the CT
 tracker, YTVISMetric, tools/train.py, tools/dist_test.sh (2 gloo processes) and the video demo.
 """
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
 
 import cv2
 import pytest
+from mmengine.registry import DefaultScope
 
-from conftest import REPO, free_port, loopback_env
+from conftest import REPO, free_port, load_module, loopback_env
+from mmdet.registry import DATASETS
 
 CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'ctvis_toy_e2e.py')
 NUM_VAL_VIDEOS = 3
@@ -35,17 +38,79 @@ def toy_root(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def trained(toy_root, tmp_path_factory):
+    """Trained on the toy data given as ``--cfg-options data_root=...``; the config's own
+    data_root (from $CTVIS_TOY_DATA) names a folder that does not exist."""
     work_dir = str(tmp_path_factory.mktemp('e2e_train'))
-    result = run([sys.executable, 'tools/train.py', CONFIG, '--work-dir', work_dir], toy_root)
+    result = run([sys.executable, 'tools/train.py', CONFIG, '--work-dir', work_dir,
+                  '--cfg-options', f'data_root={toy_root}/'], osp.join(work_dir, 'absent'))
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     return dict(work_dir=work_dir, log=log, checkpoint=osp.join(work_dir, 'iter_2.pth'))
 
 
-def test_train_and_validate(trained):
+def test_train_and_validate(trained, toy_root):
     assert 'Iter(train) [2/2]' in trained['log'] and 'loss_reid' in trained['log']
     assert osp.isfile(trained['checkpoint'])
     assert 'youtube_vis/AP' in trained['log']  # validation ran the YouTube-VIS metric
+    # the override reached every path built from data_root, the evaluator's included
+    dumped = open(osp.join(trained['work_dir'], 'ctvis_toy_e2e.py')).read()
+    assert 'absent' not in dumped and f"ann_file='{toy_root}/valid.json'" in dumped
+
+
+def test_data_root_and_classes_overrides_reach_every_use(toy_root, tmp_path, monkeypatch):
+    """``data_root`` and ``classes`` are config variables that other values are computed from
+    when the config is read; overriding them re-reads the config, so datasets, evaluators,
+    class counts and the built datasets follow."""
+    monkeypatch.delenv('CTVIS_TOY_DATA', raising=False)  # the config's data_root: data/toy_vis/
+    train = load_module(osp.join(REPO, 'tools', 'train.py'), 'ctvis_tool_train_e2e')
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--cfg-options', f'data_root={toy_root}/', 'classes=[ring,disc]']))
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.data_root == toy_root + '/'
+        assert tuple(cfg[loader].dataset.metainfo.classes) == ('ring', 'disc')
+    for evaluator in ('val_evaluator', 'test_evaluator'):
+        assert cfg[evaluator].ann_file == f'{toy_root}/valid.json'
+    head = cfg.model.track_head
+    assert head.num_things_classes == 2 and cfg.model.tracker.num_classes == 2
+    assert len(head.loss_cls.class_weight) == 3  # num_classes + the no-object class
+    # a new root inside the old one: its paths start with the old root too, and are fine
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--cfg-options', 'data_root=data/toy_vis/v2/']))
+    assert cfg.test_evaluator.ann_file == 'data/toy_vis/v2/valid.json'
+
+    # own data with other class names: the built dataset takes them (the config's would not
+    # match its categories)
+    renamed = ['w', 'x', 'y', 'z']
+    root = tmp_path / 'renamed'
+    root.mkdir()
+    os.symlink(osp.join(toy_root, 'JPEGImages'), root / 'JPEGImages')
+    with open(osp.join(toy_root, 'train.json')) as f:
+        content = json.load(f)
+    for category, name in zip(sorted(content['categories'], key=lambda c: c['id']), renamed):
+        category['name'] = name
+    (root / 'train.json').write_text(json.dumps(content))
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--cfg-options', f'data_root={root}/', f'classes={renamed}'.replace("'", '')]))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    assert dataset.metainfo['classes'] == tuple(renamed) and len(dataset) == 4
+
+    # a path written out under the old data_root instead of built from it: refused, named
+    stale = tmp_path / 'stale.py'
+    stale.write_text(f"_base_ = '{CONFIG}'\n"
+                     "val_evaluator = dict(ann_file='data/toy_vis/valid.json')\n")
+    with pytest.raises(train.ConfigError, match=r"still hold the old one .*"
+                       r"val_evaluator\.ann_file='data/toy_vis/valid\.json'"):
+        train.configure_training(train.parse_args(
+            [str(stale), '--cfg-options', f'data_root={toy_root}/']))
+    cfg = train.configure_training(train.parse_args(
+        [str(stale), '--cfg-options', f'data_root={toy_root}/',
+         f'val_evaluator.ann_file={toy_root}/valid.json']))
+    assert cfg.val_evaluator.ann_file == f'{toy_root}/valid.json'
+    cfg = train.configure_training(train.parse_args(  # kept under the old root on purpose
+        [str(stale), '--cfg-options', f'data_root={toy_root}/',
+         'val_evaluator.ann_file=data/toy_vis/valid.json']))
+    assert cfg.val_evaluator.ann_file == 'data/toy_vis/valid.json'
 
 
 def test_two_process_test_covers_every_video_once(trained, toy_root, tmp_path, loopback_gloo):
