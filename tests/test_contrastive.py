@@ -1,8 +1,9 @@
 """Consistent contrastive learning: the items and losses of ``ConsistentContrastiveLoss``.
 
 ``official_items`` / ``official_losses`` below transcribe, in plain Python and independently of
-``ctvis.models``, the rules of the official plugin (KainingYing/CTVIS at c1ed15c,
-``ctvis/modeling/cl_plugin/ct_cl_plugin.py``, read for its facts): per clip, each instance slot
+``ctvis.models``, the rules of the official plugin (KainingYing/CTVIS,
+``ctvis/modeling/cl_plugin/ct_cl_plugin.py``, read for its facts at 05f7260 and at the first
+release 1824249, whose item rules are the same): per clip, each instance slot
 records per frame its matched query's embedding (or nothing), the other queries of that frame
 as its negatives, and its similarity-guided fused memory; then every slot present at a frame
 t >= 1 is an anchor whose positive is its memory after t-1 or its latest earlier embedding (50/50),
@@ -11,7 +12,7 @@ t-1. ``negatives='prev_queries'`` with the noise off must give the same items an
 where the official ``exist_after`` check is wrong (see ``official_items`` and docs/method.md).
 """
 import math
-from typing import Callable, List, NamedTuple, Optional
+from typing import Callable, List, NamedTuple
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from mmengine.dataset import pseudo_collate
 
 from conftest import build_tiny_model, square_clip
 from ctvis.models import ConsistentContrastiveLoss
+from ctvis.models.ctvis import clip_slot_queries
 
 OFFICIAL_WEIGHTS = (2.0, 3.0)  # REID_WEIGHT, AUX_REID_WEIGHT of every official config
 OFFICIAL_POSITIVE_PROB = 0.5  # np.random.rand() > 0.5 picks the memory (MOMENTUM_EMBED True)
@@ -464,8 +466,40 @@ def test_bad_options():
 
 
 # --------------------------------------------------------------------------------------------
-# From Hungarian matching to the clip slots, through the real CTVIS.loss
+# From Hungarian matching to the clip slots
 # --------------------------------------------------------------------------------------------
+def test_slot_table_equals_the_official_assignment():
+    """``clip_slot_queries`` gives the official per-frame assignment.
+
+    Officially every frame's matcher returns (query, slot) pairs in any order over all the clip's
+    slots, absent ones included; the query of slot i is the query paired with i (``rows[argsort(
+    cols)]``), used only where the slot is valid. ctvis matches the present instances only and
+    orders slots by instance id; given the same pairs for the present instances, the tables agree.
+    """
+    rng = np.random.RandomState(0)
+    for _ in range(100):
+        num_frames, num_queries = rng.randint(1, 6), rng.randint(1, 8)
+        num_slots = rng.randint(0, num_queries + 1)
+        ids = rng.choice(100, num_slots, replace=False)  # the clip's instance ids, in any order
+        valid = rng.rand(num_frames, num_slots) < 0.6
+        official, frame_ids, frame_queries = [], [], []
+        for t in range(num_frames):
+            order = rng.permutation(num_slots)  # matcher output order
+            rows = rng.permutation(num_queries)[:num_slots][order]
+            cols = np.arange(num_slots)[order]
+            gt2query = rows[np.argsort(cols)]
+            official.append([int(q) if v else -1 for q, v in zip(gt2query, valid[t])])
+            present = [i for i in order if valid[t, i]]  # ctvis: present instances, any order
+            frame_ids.append(torch.tensor(ids[present], dtype=torch.long))
+            frame_queries.append(torch.tensor([gt2query[i] for i in present], dtype=torch.long))
+        table = clip_slot_queries(frame_ids, frame_queries)
+        by_id = np.argsort(ids)
+        kept = [i for i in by_id if valid[:, i].any()]  # slots never present are not slots
+        expected = [[row[i] for i in kept] for row in official]
+        assert table.tolist() == expected
+
+
+# Through the real CTVIS.loss
 # Per clip, per frame: the query that holds instance 7 and instance 9
 MATCH_PLAN = [
     [{7: 1, 9: 4}, {7: 3, 9: 0}, {7: 5, 9: 2}, {7: 2, 9: 5}],
