@@ -1,4 +1,10 @@
-"""The memory tracker, on hand-made embeddings and on the official reference's recorded outputs."""
+"""The memory tracker: hand-made embeddings, the official arithmetic conventions, and the
+adversarial cases of tests/data/tracker_cases (the parity tool replays them: tests/test_parity.py).
+
+Each convention test names the rule it pins; it fails when the rule is flipped (``>`` for ``>=``,
+the epsilon dropped, a stable sort for the official one), as docs/parity.md lists.
+"""
+import json
 import os.path as osp
 
 import numpy as np
@@ -6,13 +12,14 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from conftest import PARITY
+from conftest import PARITY, REPO, load_module
 from ctvis.models import (CTVISTracker, MemoryBank, TrackMemory, VideoTracks, bisoftmax_scores,
                           mask_nms, similarity_guided_fusion)
-from ctvis.models.tracker import resize_mask_logits
+from ctvis.models.tracker import mask_iou, resize_mask_logits
 
 NUM_CLASSES = 3
-REFERENCE = osp.join(PARITY, 'official_r50_seed2_8f.npz')
+CASES_DIR = osp.join(REPO, 'tests', 'data', 'tracker_cases')
+cases = load_module(osp.join(CASES_DIR, 'make_cases.py'), 'make_cases')
 
 
 def frame_outputs(present, num_queries=6, size=8):
@@ -35,16 +42,17 @@ def frame_outputs(present, num_queries=6, size=8):
     return logits, masks, embeds
 
 
+def run_frame(tracker, t, present):
+    """Track one ``present`` dict at frame ``t``; return {object: track_id}."""
+    queries, ids = tracker.track(t, *frame_outputs(present))
+    query_to_obj = {q: obj for obj, (q, _) in present.items()}
+    return {query_to_obj[q]: i for q, i in zip(queries.tolist(), ids.tolist())
+            if q in query_to_obj}
+
+
 def run(tracker, frames):
     """Track a list of ``present`` dicts; return {frame: {object: track_id}}."""
-    result = {}
-    for t, present in enumerate(frames):
-        logits, masks, embeds = frame_outputs(present)
-        queries, ids = tracker.track(t, logits, masks, embeds)
-        query_to_obj = {q: obj for obj, (q, _) in present.items()}
-        result[t] = {query_to_obj[q]: i for q, i in zip(queries.tolist(), ids.tolist())
-                     if q in query_to_obj}
-    return result
+    return {t: run_frame(tracker, t, present) for t, present in enumerate(frames)}
 
 
 def test_identities_survive_occlusion_and_reappearance():
@@ -66,7 +74,7 @@ def test_new_identity_after_the_dead_frame_limit():
     assert len(tracker.memory) == 2
 
 
-def test_frames_without_detections_and_an_emptied_memory():
+def test_a_frame_below_the_score_threshold_keeps_its_best_query():
     tracker = CTVISTracker(NUM_CLASSES, num_dead_frames=1)
     run(tracker, [{0: (0, 0)}])
     # nothing above the score threshold: the best query is still kept (reference behaviour), and
@@ -74,10 +82,6 @@ def test_frames_without_detections_and_an_emptied_memory():
     logits, masks, embeds = frame_outputs({})
     queries, track_ids = tracker.track(1, logits, masks, embeds)
     assert len(queries) == 1 and track_ids.tolist() == [0]
-    # every track died: matching against an empty memory must not fail, new ids start
-    tracker.memory.tracks.clear()
-    queries, track_ids = tracker.track(2, *frame_outputs({0: (0, 0), 1: (3, 1)}))
-    assert track_ids.tolist() == [1, 2]
 
 
 def test_greedy_assignment_weights_by_observed_frames():
@@ -141,35 +145,6 @@ def test_resize_mask_logits_crops_the_padding():
     assert (out[0, :, :28] < 1).all()  # padding cropped before the resize
 
 
-def test_replays_the_official_tracker_exactly():
-    """Fed the official per-frame outputs, every tracker decision equals the reference's."""
-    ref = np.load(REFERENCE)
-    tracker = CTVISTracker(num_classes=40)
-    assignments, candidates = [], []
-    for t in range(ref['pred_logits'].shape[0]):
-        logits, masks, embeds = (torch.from_numpy(ref[k][t])
-                                 for k in ('pred_logits', 'pred_masks', 'pred_embeds'))
-        candidates.append(tracker.select_candidates(logits, masks)[0])
-        queries, ids = tracker.track(t, logits, masks, embeds)
-        assignments.append((queries, ids))
-        tracker.video.add_frame(t, ids.tolist(), logits[queries],
-                                resize_mask_logits(masks[queries], (128, 160), (128, 160),
-                                                   (128, 160)))
-    assert torch.cat(candidates).tolist() == ref['cand_query'].tolist()
-    assert torch.cat([q for q, _ in assignments]).tolist() == ref['assign_query'].tolist()
-    assert torch.cat([i for _, i in assignments]).tolist() == ref['assign_track_id'].tolist()
-    bank = tracker.memory
-    last = ref['bank_frame'] == ref['bank_frame'].max()
-    np.testing.assert_allclose(torch.stack([bank.tracks[i].embed for i in sorted(bank.tracks)]),
-                               ref['bank_embeds'][last], atol=1e-5)
-    pred = tracker.video.video_predictions()
-    assert pred['track_index'].tolist() == ref['video_track_index'].tolist()
-    assert pred['labels'].tolist() == ref['video_labels'].tolist()
-    np.testing.assert_allclose(pred['scores'].numpy(), ref['video_scores'], atol=1e-5)
-    ours = np.stack([[mask_util.decode(rle) for rle in track] for track in pred['masks']])
-    assert (ours.astype(bool) == ref['video_masks']).mean() > 0.9999
-
-
 def test_random_identity_control_scrambles_the_association():
     from ctvis.models import RandomIdentityTracker
     frames = [{0: (0, 0), 1: (1, 1), 2: (2, 2)}] * 6
@@ -178,3 +153,186 @@ def test_random_identity_control_scrambles_the_association():
     assert all(tracked[t] == tracked[0] for t in tracked)
     assert any(scrambled[t] != scrambled[0] for t in scrambled)
     assert all(sorted(s.values()) == [0, 1, 2] for s in scrambled.values())  # same track set
+
+
+# The official arithmetic conventions ("Tracker conventions" in docs/parity.md)
+
+
+def test_mask_iou_has_the_official_epsilon_in_float32():
+    masks = torch.zeros(6, 40, dtype=torch.bool)
+    masks[2, 0:4] = masks[3, 1:5] = True  # intersection 3, union 5
+    masks[4, 10:26] = masks[5, 14:30] = True  # intersection 12, union 20
+    iou = mask_iou(masks.view(6, 5, 8))
+    assert iou.dtype == torch.float32
+    assert iou[0, 1] == 1  # two empty masks: (0 + 1e-6) / (0 + 1e-6)
+    assert 0 < iou[0, 2] < 1e-6
+    assert iou[2, 3] > 0.6  # 3/5: the epsilons lift it one float32 step above 0.6
+    assert iou[4, 5] < 0.6  # 12/20: one float32 step below (above in float64)
+
+
+def test_nms_drops_later_empty_masks_binarised_by_sigmoid():
+    tracker = CTVISTracker(NUM_CLASSES)
+    logits = torch.full((4, NUM_CLASSES + 1), -5.0)
+    logits[:, 0] = torch.tensor([5.0, 4.0, 3.0, 2.0])
+    logits[:, -1] = 0
+    masks = torch.full((4, 6, 6), -10.0)
+    masks[0] = 1e-8  # sigmoid rounds to 0.5: empty for the NMS (full for the video output)
+    masks[2, :3] = 10.0
+    # queries 1 and 3 are empty too: IoU 1 with query 0, dropped; query 2 overlaps nothing
+    assert tracker.select_candidates(logits, masks)[0].tolist() == [0, 2]
+
+
+def uniform_frame(num_queries=5, num_classes=99):
+    """Every class probability exactly 1/100 = float32(0.01), the default thresholds."""
+    masks = torch.full((num_queries, num_queries, 4), -10.0)
+    for q in range(num_queries):
+        masks[q, q] = 10.0
+    return (torch.zeros(num_queries, num_classes + 1), masks,
+            torch.eye(num_queries, 8) * 10)
+
+
+def test_score_and_init_thresholds_are_strict():
+    tracker = CTVISTracker(num_classes=99)
+    logits, masks, embeds = uniform_frame()
+    assert float(logits.softmax(-1)[0, 0]) == np.float32(0.01)
+    above = logits.clone()
+    above[3, 7] = 5.0
+    assert tracker.select_candidates(above, masks)[0].tolist() == [3]  # 0.01 is not above 0.01
+    # nothing above: the top-1 is kept, but at 0.01 it does not start a track
+    assert tracker.select_candidates(logits, masks)[0].tolist() == [0]
+    queries, ids = tracker.track(0, logits, masks, embeds)
+    assert queries.tolist() == [] and ids.tolist() == [] and len(tracker.memory) == 0
+    queries, ids = tracker.track(1, above, masks, embeds)  # still "no track yet": a new track
+    assert queries.tolist() == [3] and ids.tolist() == [0]
+
+
+def test_tied_scores_follow_the_official_sort():
+    """The official ``torch.sort(descending=True)`` is not stable: on the CPU (torch 2.13, the
+    reference's version) tied queries 3, 50 and 70 of 100 come as 50, 3, 70."""
+    tracker = CTVISTracker(num_classes=40)
+    logits = torch.full((100, 41), -4.0)
+    logits[:, -1] = 4.0
+    logits[[3, 50, 70], 5] = 6.0
+    logits[[3, 50, 70], -1] = 0.0
+    masks = torch.full((100, 8, 8), -10.0)
+    for k, q in enumerate((3, 50, 70)):
+        masks[q, 2 * k:2 * k + 2] = 10.0
+    keep, scores = tracker.select_candidates(logits, masks)
+    assert len(set(scores.tolist())) == 1
+    assert keep.tolist() == [50, 3, 70]  # a stable sort gives 3, 50, 70
+
+
+def test_match_threshold_is_strict_in_float32():
+    tracker = CTVISTracker(NUM_CLASSES)
+    at_thr = torch.tensor([[0.3]])  # float32(0.3) = 0.30000001: above 0.3 only in float64
+    assert tracker.assign(at_thr, torch.tensor([1.0])) == [-1]
+    above = torch.nextafter(at_thr, torch.tensor(1.0))
+    assert tracker.assign(above, torch.tensor([1.0])) == [0]
+    # a track exactly at the threshold does not pass: one passing track, no frame weighting
+    assert tracker.assign(torch.tensor([[0.3, 0.5]]), torch.tensor([10.0, 1.0])) == [1]
+    # tied scores: the first track in memory order
+    assert tracker.assign(torch.tensor([[0.5, 0.5]]), torch.tensor([2.0, 2.0])) == [0]
+
+
+def test_a_track_unseen_for_exactly_num_dead_frames_is_kept():
+    bank = MemoryBank(num_dead_frames=20)
+    bank.update([4], torch.ones(1, 3), frame_id=2)
+    assert bank.remove_dead(22) == []  # unseen at frames 3-22: 20 frames
+    assert bank.remove_dead(23) == [4]
+
+
+def test_short_track_suppression_boundaries():
+    """After frame 8 (not at it), tracks missing from their last >= 2 frames with < 3
+    detections are dropped."""
+    schedule = {0: (6, 7), 1: (5, 6, 7), 2: (7, 8), 3: (0,)}
+    video = VideoTracks(NUM_CLASSES)
+    alive = []
+    for t in range(12):
+        ids = [i for i, frames in schedule.items() if t in frames]
+        video.add_frame(t, ids, torch.zeros(len(ids), 4), torch.full((len(ids), 2, 2), 3.0))
+        alive.append(set(video.records))
+    assert alive[8] == {0, 1, 2, 3}  # 3: one detection, 8 frames missing, but frame 8 is not > 8
+    assert alive[9] == {1, 2}  # 0: two detections, exactly 2 frames missing
+    assert alive[10] == alive[11] == {1}  # 1 has exactly 3 detections; 2 misses 2 frames at 10
+
+
+def test_track_logits_are_the_float32_mean():
+    logits = torch.randn(7, 5, generator=torch.Generator().manual_seed(0)) * 3
+    video = VideoTracks(4)
+    for t in range(7):
+        video.add_frame(t, [0], logits[t:t + 1], torch.full((1, 2, 2), 3.0))
+    assert torch.equal(video.track_logits()[0], logits.mean(0))  # the official stack().mean(0)
+    assert not torch.equal(logits.mean(0), (logits.double().sum(0) / 7).float())
+
+
+def test_final_top_k_ties_follow_torch_topk():
+    video = VideoTracks(2)
+    video.add_frame(0, [0, 1], torch.tensor([[1.0, 2.0, 0.0], [1.0, 2.0, 0.0]]),
+                    torch.full((2, 4, 4), 5.0))
+    pred = video.video_predictions(4)
+    # the official topk over (track x class); a stable order would give tracks 0, 1, 0, 1
+    assert pred['track_index'].tolist() == [0, 1, 1, 0]
+    assert pred['labels'].tolist() == [1, 1, 0, 0]
+
+
+def test_a_track_with_only_empty_masks_scores_zero():
+    video = VideoTracks(NUM_CLASSES)
+    video.add_frame(0, [0], torch.tensor([[4.0, 0, 0, 0]]), torch.full((1, 4, 4), -3.0))
+    assert video.video_predictions(1)['scores'].tolist() == [0.0]  # 0 / (0 + 1e-6)
+
+
+def test_matching_after_every_track_died_starts_new_tracks():
+    """ctvis checks the memory itself; the official code would stack an empty memory and fail.
+
+    Bi-softmax never empties the memory (one candidate scores >= 0.5 against every track), so
+    det2track is used: a background query scores 1/4 against each of four tracks."""
+    tracker = CTVISTracker(NUM_CLASSES, match_metric='det2track')
+    frames = [{0: (0, 0), 1: (1, 1), 2: (2, 2), 3: (3, 0)}] + [{}] * 21
+    ids = run(tracker, frames)
+    assert ids[0] == {0: 0, 1: 1, 2: 2, 3: 3} and len(tracker.memory) == 0
+    assert run_frame(tracker, 22, {0: (0, 0), 1: (4, 1)}) == {0: 4, 1: 5}
+
+
+def test_a_frame_without_queries():
+    tracker = CTVISTracker(NUM_CLASSES)
+    run(tracker, [{0: (0, 0)}])
+    queries, ids = tracker.track(1, torch.zeros(0, 4), torch.zeros(0, 8, 8), torch.zeros(0, 16))
+    assert queries.tolist() == [] and ids.tolist() == []
+    tracker.video.add_frame(1, [], torch.zeros(0, 4), torch.zeros(0, 8, 8))
+    assert tracker.video.num_video_frames == 2
+
+
+# The adversarial cases (tests/data/tracker_cases): stored as built, reaching their boundaries
+
+
+def test_cases_use_the_official_tracker_settings():
+    meta = json.loads(str(np.load(osp.join(PARITY, 'official_r50_seed2_8f.npz'))['meta_json']))
+    official = {k: v for k, v in meta['tracker_cfg'].items() if k in cases.OFFICIAL_TRACKER_CFG}
+    assert official == cases.OFFICIAL_TRACKER_CFG
+
+
+@pytest.mark.parametrize('name', list(cases.CASES))
+def test_case_is_stored_as_built_and_reaches_its_boundaries(name):
+    stored = np.load(osp.join(CASES_DIR, f'{name}.npz'))
+    built = cases.build_case(name)
+    assert sorted(stored.files) == sorted(built)
+    for key, value in built.items():
+        np.testing.assert_array_equal(stored[key], value, err_msg=f'{name}: {key}')
+    events = json.loads(str(stored['events_json']))
+    for what, reached in cases.REACHES[name]:
+        assert reached(events, stored), f'{name}: {what}'
+
+
+def test_the_rules_transcription_reproduces_the_official_reference():
+    """The transcription behind the cases, on the official 8-frame outputs: every decision and the
+    final top-k equal what the official code computed (masks: the official resizing is left out,
+    so final masks and scores are not compared)."""
+    ref = np.load(osp.join(PARITY, 'official_r50_seed2_8f.npz'))
+    meta = json.loads(str(ref['meta_json']))
+    rules = cases.run_official_rules(ref['pred_logits'], ref['pred_masks'], ref['pred_embeds'],
+                                     meta['tracker_cfg'], meta['num_classes'])
+    for key in ('cand_frame', 'cand_query', 'assign_frame', 'assign_query', 'assign_track_id',
+                'bank_frame', 'bank_track_id', 'video_track_index', 'video_labels'):
+        np.testing.assert_array_equal(rules[key], ref[key], err_msg=key)
+    for key in ('cand_score', 'bank_embeds', 'track_logits'):
+        np.testing.assert_allclose(rules[key], ref[key], atol=1e-5, err_msg=key)

@@ -97,9 +97,15 @@ class Recorder:
 
         def record_track_frame(meta, logits, mask_logits, embeds):
             self.start_frame(logits, mask_logits, embeds)
-            return track_frame(meta, logits, mask_logits, embeds)
+            instances = track_frame(meta, logits, mask_logits, embeds)
+            self.end_frame(model.tracker.video)
+            return instances
 
         model.track_frame = record_track_frame
+
+    def end_frame(self, video) -> None:
+        """The tracks in the video record after the frame (short-track suppression done)."""
+        self.frames[-1]['record_track_id'] = torch.tensor(list(video.records), dtype=torch.long)
 
     def stacked(self, key: str) -> np.ndarray:
         return torch.cat([f[key] for f in self.frames]).detach().cpu().numpy()
@@ -197,6 +203,7 @@ def replay_tracker(ref, path: str) -> tuple:
         queries, ids = tracker.track(t, logits, masks, embeds)
         tracker.video.add_frame(t, ids.tolist(), logits[queries], resize_mask_logits(
             masks[queries], sizes['padded_hw'], sizes['resized_hw'], sizes['original_hw']))
+        recorder.end_frame(tracker.video)
     pred = tracker.video.video_predictions(tracker.num_classes)
     size = tracker.video.ori_shape
     masks = np.array([[mask_util.decode(rle) for rle in track] for track in pred['masks']],
@@ -260,6 +267,10 @@ def compare_tracker(table: StageTable, recorder: Recorder, pred: dict, video, re
                 [(recorder.stacked('bank_track_id'), ref['bank_track_id']),
                  (recorder.framed('bank_track_id'), ref['bank_frame'])])
     table.raw('memory-bank embeddings', recorder.stacked('bank_embeds'), ref['bank_embeds'])
+    if 'record_track_id' in ref.files:  # the tracker cases record the suppression per frame
+        table.exact('video records after suppression',
+                    [(recorder.stacked('record_track_id'), ref['record_track_id']),
+                     (recorder.framed('record_track_id'), ref['record_frame'])])
     ours_logits = (video.track_logits().numpy() if video.records
                    else np.zeros((0, ref['track_logits'].shape[-1]), np.float32))
     table.raw('track logits', ours_logits, ref['track_logits'])

@@ -147,37 +147,37 @@ def case_thresholds() -> Clip:
 
     With 99 classes, equal logits give every class probability 1/100 = float32(0.01): frames 0-2
     hold only such queries (top-1 kept, not above the init threshold: no track), later frames
-    keep some beside the objects (dropped by the score filter). At frame 4 ten candidates share
-    twin tracks' embedding: against those two tracks each scores (1/2 + 1/10) / 2 =
-    float32(0.3), the match threshold. Frames 5-8 hold pairs of masks with IoU 3k/5k = 0.6 for
-    several k, where the official epsilon decides.
+    keep some beside the objects (dropped by the score filter). Twin tracks A and B share one
+    embedding (A is seen twice, B once); at frame 5 ten candidates have that embedding: against
+    A and B each scores (1/2 + 1/10) / 2 = float32(0.3), the match threshold, so neither passes
+    (and no frame weighting applies). Frames 6-9 hold pairs of masks with IoU 3k/5k = 0.6 for
+    several k, where the official epsilon and float32 decide.
     """
-    clip = Clip(seed=13, num_frames=10, num_queries=16, num_classes=99, size=(32, 24))
+    clip = Clip(seed=13, num_frames=11, num_queries=16, num_classes=99, size=(32, 24))
     clip.logits[:] = clip.rng.normal(-4, 0.3, clip.logits.shape)
     clip.logits[..., -1] = 4
     clip.logits[:3] = 0  # frames 0-2: every query scores exactly 0.01
-    for t in range(3, 10):
+    for t in range(3, 11):
         for q in clip.rng.choice(16, 4, replace=False):
             clip.logits[t, q] = 0
-    # frame 3: twin tracks A, B (one embedding) and object P
     twin = clip.onehot(0)
+    # frames 3-4: twin tracks A (frames 3, 4) and B (frame 3), object P
     clip.put(3, 3, 10, embed=twin, region=clip.band(0))
     clip.put(3, 4, 11, embed=twin, region=clip.band(1))
-    clip.put(3, 5, 1, region=clip.band(15))
-    # frame 4: ten candidates with the twin embedding, object P
+    clip.put(4, 7, 10, embed=twin, region=clip.band(0))
+    # frame 5: ten candidates with the twin embedding
     for q in range(10):
-        clip.put(4, q, 12 + q, embed=twin, region=clip.pixels(24 * q, 24 * q + 12))
-    clip.put(4, 10, 1, region=clip.band(15))
-    # frames 5-8: object P and mask pairs with IoU exactly 0.6
-    for t, ks in zip(range(5, 9), ((1, 2, 3), (4, 5, 7), (6, 8, 10), (12, 16, 20))):
-        clip.put(t, 15, 1, region=clip.band(15))
+        clip.put(5, q, 12 + q, embed=twin, region=clip.pixels(24 * q, 24 * q + 12))
+    for t in range(3, 11):
+        clip.put(t, 15 if t >= 6 else 10, 1, region=clip.band(15))
+    # frames 6-9: mask pairs with IoU exactly 0.6
+    for t, ks in zip(range(6, 10), ((1, 2, 3), (4, 5, 7), (6, 8, 10), (12, 16, 20))):
         start, q = 0, 0
         for k in ks:
             first, second = clip.pixels(start, start + 4 * k), clip.pixels(start + k, start + 5 * k)
             clip.put(t, q, 2 + q, region=first, strength=7.0)
             clip.put(t, q + 1, 3 + q, region=second, strength=6.0)
             start, q = start + 5 * k + 3, q + 2
-    clip.put(9, 15, 1, region=clip.band(15))
     return clip
 
 
@@ -294,10 +294,11 @@ REACHES: Dict[str, List] = dict(
          lambda ev, st: [e[0] for e in _events(ev, 'top1_fallback')] == [0, 1, 2]
          and [e[0] for e in _events(ev, 'init_at_thr')] == [0, 1, 2]
          and len(st['assign_frame']) and st['assign_frame'].min() == 3),
-        ('frame 4: ten match scores exactly 0.3, none accepted',
-         lambda ev, st: len(_events(ev, 'match_at_thr', 4)) == 10),
-        ('frames 5-8: IoU 3k/5k pairs; the epsilon suppresses small ones, large ones are kept',
-         lambda ev, st: 0 < sum(5 <= e[0] <= 8 for e in _events(ev, 'nms')) < 12)],
+        ('frame 5: ten match scores exactly 0.3 (tracks seen 2 and 1 times), none accepted',
+         lambda ev, st: len(_events(ev, 'match_at_thr', 5)) == 10
+         and not _events(ev, 'frame_weight', 5)),
+        ('frames 6-9: IoU 3k/5k pairs; the epsilon suppresses some (k = 1, 7), not the others',
+         lambda ev, st: [e[5] for e in _events(ev, 'nms') if 6 <= e[0] <= 9] == [4, 28])],
     dead_tracks=[
         ('frame 24: a track unseen for exactly 20 frames is matched again',
          lambda ev, st: [(e[0], e[3]) for e in _events(ev, 'rematched')] == [(24, 20)]),

@@ -77,8 +77,10 @@ def run_official_rules(pred_logits: np.ndarray, pred_masks: np.ndarray,
 
     Returns:
         dict: ``cand_*``, ``assign_*``, ``bank_*``, ``track_logits``, ``video_*`` arrays (see
-        ``tests/data/parity/README.md``) and ``events``: what each frame's rules did, so the
-        cases can check that they reach the boundaries they were built for.
+        ``tests/data/parity/README.md``), ``record_frame`` / ``record_track_id`` (the tracks in
+        the video record, in its order, after each frame's suppression) and ``events``: what each
+        frame's rules did, so the cases can check that they reach the boundaries they were built
+        for.
     """
     num_frames = pred_logits.shape[0]
     select_thr = cfg['INFERENCE_SELECT_THR']
@@ -89,7 +91,7 @@ def run_official_rules(pred_logits: np.ndarray, pred_masks: np.ndarray,
     max_cache = cfg['MEMORY_BANK']['maximum_cache']
     out = {k: [] for k in ('cand_frame', 'cand_query', 'cand_score', 'assign_frame',
                            'assign_query', 'assign_track_id', 'bank_frame', 'bank_track_id',
-                           'bank_embeds')}
+                           'bank_embeds', 'record_frame', 'record_track_id')}
     events: List[tuple] = []
     bank: 'OrderedDict[int, _Track]' = OrderedDict()
     video: 'OrderedDict[int, List]' = OrderedDict()  # id -> per-frame (logits, mask) or None
@@ -214,6 +216,8 @@ def run_official_rules(pred_logits: np.ndarray, pred_masks: np.ndarray,
                 if missing >= cfg['NONE_FRAME_NUM'] and detections < cfg['SUPPRESS_FRAME_NUM']:
                     events.append((t, 'suppressed', track_id, missing, detections))
                     del video[track_id]
+        out['record_frame'] += [t] * len(video)
+        out['record_track_id'] += list(video)
 
     out = {k: np.asarray(v) for k, v in out.items()}
     out['cand_score'] = out['cand_score'].astype(np.float32)
