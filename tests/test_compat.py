@@ -312,6 +312,8 @@ def test_damaged_checkpoint_errors_name_the_file(tmp_path, no_trust, trusted):
             message = str(error.value)
             assert message.startswith(f'{path}: not a readable checkpoint'), (name, message)
             assert 'Delete it' in message and '--resume' in message
+            if name == 'empty':
+                assert '(the file is empty; 0 bytes)' in message
         assert checkpoint_problem(str(path)) is not None, name
     assert 'empty' in checkpoint_problem(str(tmp_path / 'empty.pth'))
     assert 'cut short' in checkpoint_problem(str(tmp_path / 'cut_short.pth'))
