@@ -14,7 +14,7 @@ from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctvis.ops.multi_scale_deform_attn as msda
-from conftest import REPO, tiny_model_cfg
+from conftest import tiny_model_cfg
 from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
 from mmdet.models.layers import MSDeformAttnPixelDecoder

@@ -1,12 +1,13 @@
 """Multi-scale deformable attention on the CPU: ctvis' fused kernel as a torch custom op.
 
-mmcv ships compiled kernels for CUDA (and MLU) only; on the CPU its ``MultiScaleDeformableAttention``
-falls back to ``multi_scale_deformable_attn_pytorch``, one ``grid_sample`` per level over
-channel-first copies of the value, which materialises a (bs * heads, channels, queries,
-levels * points) tensor. ``torch.ops.ctvis.ms_deform_attn`` (ctvis/ops/csrc/ms_deform_attn_cpu.cpp)
-computes the same result in one pass, parallel over (batch, query, head), with a backward pass for
-the value, the sampling locations and the attention weights. It is registered with a fake (meta)
-implementation and an autograd formula, so ``torch.compile`` and ``torch.export`` trace it.
+mmcv ships compiled kernels for CUDA (and MLU) only; on the CPU its
+``MultiScaleDeformableAttention`` falls back to ``multi_scale_deformable_attn_pytorch``: one
+``grid_sample`` per level over channel-first copies of the value, which materialises a
+(bs * heads, channels, queries, levels * points) tensor. ``torch.ops.ctvis.ms_deform_attn``
+(ctvis/ops/csrc/ms_deform_attn_cpu.cpp) computes the same result in one pass, parallel over
+(batch, query, head), with a backward pass for the value, the sampling locations and the attention
+weights. It is registered with a fake (meta) implementation and an autograd formula, so
+``torch.compile`` and ``torch.export`` trace it.
 """
 import warnings
 from typing import Optional

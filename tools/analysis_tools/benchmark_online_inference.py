@@ -1,24 +1,67 @@
-"""Measure online inference: frames per second and how memory evolves over a long video.
+"""Measure online inference: frames per second and how memory evolves over a long video; or, with
+``--side-by-side``, where the time of a frame goes, next to mmdet's image Mask2Former.
 
 usage: benchmark_online_inference.py CONFIG [--checkpoint CKPT] [--frames 1000] [--size H W]
                                      [--report-every 100] [--threads N]
+       benchmark_online_inference.py CONFIG --side-by-side [--frames 20] [--warmup 2] ...
 
 Streams a synthetic toy video (moving, occluding shapes; see ``ctvis.datasets.toy``) through
 :class:`ctvis.apis.OnlineVideoSegmenter` frame by frame and prints a table: frames done, frames per
 second, resident memory (RSS) of the process, tracks in the memory bank, tracks recorded for the
 video output and the bytes their RLE masks take. Without a checkpoint the model keeps its random
 initialisation (the tracker then keeps many low-score tracks: a stress case for memory).
+
+``--side-by-side`` builds, beside the CTVIS model, mmdet's image ``Mask2Former`` with the same
+backbone and head (mmdet's ``MSDeformAttnPixelDecoder``, i.e. mmcv's pure-PyTorch deformable
+attention on the CPU) and the same weights, and runs both on every frame, alternating, at the same
+input size and thread count. It prints the median time per frame of each stage (pre-processing,
+backbone, deformable encoder, rest of the pixel decoder, transformer decoder, rest of the head,
+tracking or post-processing) and the compute floor measured in the same run: the frame's FLOPs
+(``torch.utils.flop_counter``) divided by the GEMM rate of this machine at this thread count (best
+of several float32 matrix products).
 """
 import argparse
+import copy
+import statistics
 import time
+from collections import defaultdict
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
+from mmengine.dataset import pseudo_collate
+from mmengine.structures import InstanceData
+from torch.utils.flop_counter import FlopCounterMode
 
 import ctvis  # noqa: F401
 from ctvis.apis import OnlineVideoSegmenter
 from ctvis.datasets.toy import render_toy_video
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+
+# (name, module path in CTVIS, module path in mmdet's Mask2Former); the model-level stages are
+# timed around calls, the module stages with forward hooks
+MODULE_STAGES = (
+    ('backbone', 'backbone', 'backbone'),
+    ('pixel decoder', 'track_head.pixel_decoder', 'panoptic_head.pixel_decoder'),
+    ('deformable encoder', 'track_head.pixel_decoder.encoder',
+     'panoptic_head.pixel_decoder.encoder'),
+    ('transformer decoder', 'track_head.transformer_decoder',
+     'panoptic_head.transformer_decoder'),
+    ('head', 'track_head', 'panoptic_head'),
+)
+# printed rows: (label, stage or (stage, minus stages...))
+ROWS = (
+    ('pre-processing (pipeline, normalisation)', 'preprocess'),
+    ('backbone', 'backbone'),
+    ('deformable encoder', 'deformable encoder'),
+    ('pixel decoder, rest (convolutions, FPN)', ('pixel decoder', 'deformable encoder')),
+    ('transformer decoder layers (masked attention)', 'transformer decoder'),
+    ('head, rest (mask and class predictions)', ('head', 'pixel decoder', 'transformer decoder')),
+    ('tracking + masks (CTVIS) / post-processing (mmdet)', 'postprocess'),
+    ('frame total', 'total'),
+)
 
 
 def rss_mib() -> float:
@@ -33,28 +76,39 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('--checkpoint')
-    parser.add_argument('--frames', type=int, default=1000)
+    parser.add_argument('--frames', type=int, default=None,
+                        help='frames to stream (default 1000; 20 with --side-by-side)')
     parser.add_argument('--size', type=int, nargs=2, default=(96, 128), metavar=('H', 'W'))
     parser.add_argument('--report-every', type=int, default=100)
     parser.add_argument('--threads', type=int, default=None)
-    return parser.parse_args()
+    parser.add_argument('--side-by-side', action='store_true',
+                        help='time each stage of CTVIS and of mmdet\'s Mask2Former, alternating '
+                        'frame by frame, against the compute floor')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='--side-by-side: untimed frames of each model first')
+    args = parser.parse_args()
+    if args.frames is None:
+        args.frames = 20 if args.side_by_side else 1000
+    return args
 
 
-def main() -> None:
-    args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+def toy_frames(num_frames: int, size: Tuple[int, int]):
+    """BGR frames of a toy clip played forwards and backwards (smooth motion at any length)."""
+    clip = render_toy_video((0, 0), min(num_frames, 200), tuple(size)).frames
+    period = max(2 * len(clip) - 2, 1)
+    for t in range(num_frames):
+        k = t % period
+        yield np.ascontiguousarray(clip[k if k < len(clip) else period - k])
+
+
+def stream(args: argparse.Namespace) -> None:
+    """Frames per second and memory over a long video."""
     segmenter = OnlineVideoSegmenter.from_config(Config.fromfile(args.config), args.checkpoint)
-    clip = render_toy_video((0, 0), min(args.frames, 200), tuple(args.size)).frames
     print(f'{"frames":>7} {"fps":>7} {"RSS MiB":>8} {"memory tracks":>13} '
           f'{"output tracks":>13} {"RLE KiB":>8}')
     start = last = time.time()
-    for t in range(args.frames):
-        # play the clip forwards and backwards so the motion stays smooth over any length
-        period = 2 * len(clip) - 2
-        k = t % period
-        segmenter.step(np.ascontiguousarray(clip[k if k < len(clip) else period - k]))
+    for t, frame in enumerate(toy_frames(args.frames, args.size)):
+        segmenter.step(frame)
         if (t + 1) % args.report_every == 0 or t + 1 == args.frames:
             now = time.time()
             video = segmenter.model.tracker.video  # replaced at every reset
@@ -67,6 +121,193 @@ def main() -> None:
     print(f'{args.frames} frames in {time.time() - start:.1f} s; video output: '
           f'{len(result[0].pred_track_instances)} predictions x {len(result)} frames; '
           f'RSS {rss_mib():.0f} MiB')
+
+
+# ---------------------------------------------------------------------------------- side by side
+def mask2former_config(model_cfg: ConfigDict) -> ConfigDict:
+    """mmdet's image Mask2Former with the backbone and head of a CTVIS model config."""
+    head = copy.deepcopy(model_cfg.track_head)
+    head.type = 'Mask2FormerHead'
+    head.pop('num_reid_layers', None)
+    head.pixel_decoder.type = 'MSDeformAttnPixelDecoder'
+    train_cfg = head.pop('train_cfg', None)
+    preprocessor = copy.deepcopy(model_cfg.data_preprocessor)
+    preprocessor.type = 'DetDataPreprocessor'
+    return ConfigDict(
+        type='Mask2Former', data_preprocessor=preprocessor,
+        backbone=copy.deepcopy(model_cfg.backbone), panoptic_head=head,
+        panoptic_fusion_head=dict(type='MaskFormerFusionHead',
+                                  num_things_classes=head.num_things_classes,
+                                  num_stuff_classes=head.num_stuff_classes, loss_panoptic=None),
+        train_cfg=train_cfg,
+        test_cfg=dict(panoptic_on=False, semantic_on=False, instance_on=True,
+                      max_per_image=head.num_queries, iou_thr=0.8, filter_low_score=True))
+
+
+def build_mask2former(model_cfg: ConfigDict, ctvis_model: torch.nn.Module) -> torch.nn.Module:
+    """Mask2Former carrying the CTVIS model's detector weights (all but the re-id MLP)."""
+    model = MODELS.build(mask2former_config(model_cfg))
+    state = {}
+    for key, value in ctvis_model.state_dict().items():
+        if key.startswith('track_head.reid_embed.'):
+            continue
+        state[key.replace('track_head.', 'panoptic_head.', 1)] = value
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+class StageTimer:
+    """Wall time of named stages in one frame: around calls (:meth:`time`) and, through forward
+    hooks, of modules."""
+
+    def __init__(self) -> None:
+        self.frame: Dict[str, float] = defaultdict(float)
+        self.frames: List[Dict[str, float]] = []
+        self._starts: Dict[str, float] = {}
+
+    def hook(self, model: torch.nn.Module, stages: Dict[str, str]) -> None:
+        for stage, path in stages.items():
+            module = model.get_submodule(path)
+            # Mask2Former's head calls its decoder's layers one by one, not the decoder
+            for part in (module.layers if hasattr(module, 'post_norm') else [module]):
+                part.register_forward_pre_hook(lambda *_, s=stage: self._start(s))
+                part.register_forward_hook(lambda *_, s=stage: self._stop(s))
+
+    def _start(self, stage: str) -> None:
+        self._starts[stage] = time.perf_counter()
+
+    def _stop(self, stage: str) -> None:
+        self.frame[stage] += time.perf_counter() - self._starts.pop(stage)
+
+    def time(self, stage: str, fn: Callable, *args):
+        self._start(stage)
+        result = fn(*args)
+        self._stop(stage)
+        return result
+
+    def end_frame(self, record: bool) -> None:
+        if record:
+            self.frames.append(dict(self.frame))
+        self.frame = defaultdict(float)
+
+    def median_ms(self, row) -> float:
+        stage, *minus = (row,) if isinstance(row, str) else row
+        return 1e3 * statistics.median(
+            f.get(stage, 0.0) - sum(f.get(m, 0.0) for m in minus) for f in self.frames)
+
+
+def gemm_flops_per_s(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """Best float32 GEMM rate (FLOP/s) of torch on this machine at the current thread count."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
+    best = float('inf')
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def ms_deform_attn_flops(value_shape, shapes_shape, starts_shape, locations_shape, weights_shape,
+                         out_shape=None, **kwargs) -> int:
+    """Multiply-adds of the sampling: 4 neighbours x channels per point, 2 FLOPs each."""
+    bs, queries, heads, levels, points, _ = locations_shape
+    return 2 * 4 * bs * queries * heads * levels * points * value_shape[-1]
+
+
+def frame_flops(fn: Callable, *args) -> int:
+    custom = {}
+    if hasattr(torch.ops, 'ctvis') and hasattr(torch.ops.ctvis, 'ms_deform_attn'):
+        custom[torch.ops.ctvis.ms_deform_attn] = ms_deform_attn_flops
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
+        fn(*args)
+    return counter.get_total_flops()
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    """Alternate CTVIS and mmdet's Mask2Former on every frame; per-stage medians and the floor."""
+    cfg = Config.fromfile(args.config)
+    segmenter = OnlineVideoSegmenter.from_config(cfg, args.checkpoint)
+    ctvis_model = segmenter.model
+    mask2former = build_mask2former(cfg.model, ctvis_model)
+    timers = dict(ctvis=StageTimer(), mmdet=StageTimer())
+    timers['ctvis'].hook(ctvis_model, {s: c for s, c, _ in MODULE_STAGES})
+    timers['mmdet'].hook(mask2former, {s: m for s, _, m in MODULE_STAGES})
+
+    def run_ctvis(frame: np.ndarray) -> InstanceData:
+        # OnlineVideoSegmenter.step, split into its stages
+        timer = timers['ctvis']
+        start = time.perf_counter()
+        data, meta = timer.time('preprocess', preprocess, frame)
+        logits, mask_logits, embeds = ctvis_model.detect(data['inputs'][0])
+        tracks = timer.time('postprocess', ctvis_model.track_frame, meta, logits[0],
+                            mask_logits[0], embeds[0])
+        segmenter.frame_id += 1
+        timer.frame['total'] = time.perf_counter() - start
+        return tracks
+
+    def run_mmdet(frame: np.ndarray) -> List[DetDataSample]:
+        timer = timers['mmdet']
+        start = time.perf_counter()
+        data, meta = timer.time('preprocess', preprocess, frame)
+        samples = [DetDataSample(metainfo=meta)]
+        feats = mask2former.extract_feat(data['inputs'][0])
+        cls_results, mask_results = mask2former.panoptic_head.predict(feats, samples)
+        results = timer.time('postprocess', mask2former.panoptic_fusion_head.predict,
+                             cls_results, mask_results, samples, True)
+        timer.frame['total'] = time.perf_counter() - start
+        return results
+
+    def preprocess(frame: np.ndarray):
+        data = segmenter.pipeline(dict(img=[frame], img_id=[segmenter.frame_id],
+                                       frame_id=[segmenter.frame_id], video_id=[0]))
+        data = ctvis_model.data_preprocessor(pseudo_collate([data]), False)
+        return data, data['data_samples'][0][0].metainfo
+
+    frames = list(toy_frames(args.warmup + args.frames, args.size))
+    with torch.no_grad():
+        for t, frame in enumerate(frames):
+            # alternate which model goes first, so neither always runs on a warm cache
+            order = (run_ctvis, run_mmdet) if t % 2 == 0 else (run_mmdet, run_ctvis)
+            for run in order:
+                run(frame)
+            for timer in timers.values():
+                timer.end_frame(record=t >= args.warmup)
+        data, _ = preprocess(frames[0])
+        inputs = data['inputs'][0]
+    flops = dict(ctvis=frame_flops(ctvis_model.detect, inputs),
+                 mmdet=frame_flops(mask2former.extract_feat, inputs))
+    with torch.no_grad():
+        feats = mask2former.extract_feat(inputs)
+    flops['mmdet'] += frame_flops(mask2former.panoptic_head.predict, feats,
+                                  [DetDataSample(metainfo=data['data_samples'][0][0].metainfo)])
+    rate = max(gemm_flops_per_s(torch.get_num_threads()) for _ in range(2))
+
+    h, w = inputs.shape[-2:]
+    print(f'{args.frames} frames of {args.size[0]}x{args.size[1]} (network input {h}x{w}), '
+          f'{torch.get_num_threads()} threads, after {args.warmup} warm-up frames; median ms '
+          'per frame')
+    print(f'{"stage":<52} {"CTVIS":>9} {"Mask2Former":>12}')
+    for label, row in ROWS:
+        print(f'{label:<52} {timers["ctvis"].median_ms(row):>9.1f} '
+              f'{timers["mmdet"].median_ms(row):>12.1f}')
+    print(f'GEMM rate (float32, 2048^3, best of 12): {rate / 1e9:.1f} GFLOP/s')
+    for name, label in (('ctvis', 'CTVIS'), ('mmdet', 'Mask2Former')):
+        floor_ms = 1e3 * flops[name] / rate
+        total = timers[name].median_ms('total')
+        print(f'{label}: {flops[name] / 1e9:.1f} GFLOP per frame -> compute floor '
+              f'{floor_ms:.1f} ms; frame total {total:.1f} ms = {total / floor_ms:.2f}x the floor')
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.side_by_side:
+        side_by_side(args)
+    else:
+        stream(args)
 
 
 if __name__ == '__main__':
