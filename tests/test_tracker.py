@@ -110,6 +110,8 @@ def test_memory_fusion_and_bank():
     assert torch.allclose(similarity_guided_fusion(memory, history, embed), memory)  # cos = 0
     same = similarity_guided_fusion(memory, history, torch.tensor([2.0, 0]))
     assert torch.allclose(same, torch.tensor([2.0, 0]))  # cos = 1: memory jumps to the new one
+    opposite = similarity_guided_fusion(memory, history, torch.tensor([-3.0, 0]))
+    assert torch.equal(opposite, memory)  # cos = -1: beta = max(0, cos) = 0, memory unchanged
     track = TrackMemory(max_cache=2)
     for k in range(4):
         track.update(torch.randn(3), k)
