@@ -8,9 +8,9 @@ Frames stream through the model one at a time: memory does not grow with the vid
 The frames of one video must share one size (the video-level masks have one size): a folder
 whose images differ in size is refused before the model runs, naming the first differing file.
 The output video shows each track's mask, outline and a label (id, class, score) in a colour
-that stays with the track; labels are sized to the frame and never drawn over each other, and a
-frame whose short side is below ``--display-min-side`` is upscaled by a whole factor for display
-(the JSON keeps the input's size). ``--json`` writes the video-level predictions in the
+that stays with the track; labels are sized to the frame and placed so they do not cover each
+other, and a frame whose short side is below ``--display-min-side`` is upscaled by a whole factor
+for display (the JSON keeps the input's size). ``--json`` writes the video-level predictions in the
 YouTube-VIS results format. Output folders are created before the model runs. Ctrl-C (or
 ``--max-frames``) stops early and still writes everything seen so far.
 """

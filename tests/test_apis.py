@@ -1,4 +1,4 @@
-"""OnlineVideoSegmenter.step: real tiny model on small frames; every bad frame is refused clearly."""
+"""OnlineVideoSegmenter.step on a real tiny model: good frames tracked, bad ones refused clearly."""
 import numpy as np
 import pytest
 
