@@ -2,6 +2,7 @@
 that uses it, against mmcv's pure-PyTorch path (``multi_scale_deformable_attn_pytorch``)."""
 import copy
 import os
+import os.path as osp
 import subprocess
 import sys
 import textwrap
@@ -14,11 +15,12 @@ from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctvis.ops.multi_scale_deform_attn as msda
-from conftest import tiny_model_cfg
+from conftest import REPO, build_tiny_model, load_module, tiny_model_cfg
 from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
 
 OP = 'ctvis::ms_deform_attn'
 
@@ -354,3 +356,33 @@ def test_attention_with_boxes_and_sequence_first_layout():
     with pytest.raises(ValueError, match='must end in 2'):
         attention(query=query, reference_points=torch.rand(2, 26, 2, 3), spatial_shapes=shapes,
                   level_start_index=starts)
+
+
+# ------------------------------------------------- the side-by-side benchmark (the kernel's use)
+@pytest.fixture(scope='module')
+def benchmark():
+    return load_module(osp.join(REPO, 'tools', 'analysis_tools',
+                                'benchmark_online_inference.py'), 'benchmark_online_inference')
+
+
+@torch.no_grad()
+def test_benchmark_mask2former_is_the_same_detector(benchmark):
+    """The side-by-side Mask2Former has CTVIS' detector weights and mmdet's own pixel decoder,
+    so its class and mask predictions equal CTVIS' (to the kernel's rounding)."""
+    model = build_tiny_model().eval()
+    mask2former = benchmark.build_mask2former(tiny_model_cfg(), model)
+    assert type(mask2former.panoptic_head.pixel_decoder) is MSDeformAttnPixelDecoder
+    frames = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    logits, mask_logits, _ = model.detect(frames)
+    samples = [DetDataSample(metainfo=dict(batch_input_shape=(64, 96), img_shape=(64, 96)))] * 2
+    cls_preds, mask_preds = mask2former.panoptic_head(mask2former.extract_feat(frames), samples)
+    torch.testing.assert_close(cls_preds[-1], logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mask_preds[-1], mask_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_benchmark_counts_the_kernels_flops(benchmark):
+    inputs = make_inputs(bs=2, heads=3, channels=5, queries=9, points=4, dtype=torch.float32)
+    flops = benchmark.frame_flops(multi_scale_deformable_attn_cpu, *inputs)
+    assert flops == 2 * 4 * (2 * 9 * 3 * 3 * 4) * 5  # 4 neighbours x channels per point
+    linear = torch.nn.Linear(8, 16)
+    assert benchmark.frame_flops(linear, torch.randn(3, 8)) == 2 * 3 * 8 * 16
