@@ -3,8 +3,9 @@
 :class:`CTVISTracker` associates each frame's instance queries with the tracks in a
 :class:`~ctvis.models.memory_bank.MemoryBank` (bi-softmax similarity, greedy assignment weighted by
 how often each track was seen). :class:`VideoTracks` keeps, per track, what the video-level output
-needs (summed logits, per-frame masks as RLE at original resolution, mask-score sums), so memory does
-not grow with dense per-frame tensors however long the video is.
+needs (per-detection class logits, masks as RLE at original resolution, mask-score sums), so memory
+does not grow with dense per-frame tensors however long the video is. Every threshold, epsilon and
+tie follows the official arithmetic (docs/parity.md, "Tracker conventions").
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -194,9 +195,9 @@ class VideoTracks:
         (mean sigmoid inside its binary masks over all frames).
 
         Returns:
-            dict: ``scores`` (K,), ``labels`` (K,), ``track_ids`` (K,), ``track_index`` (K,) (row in
-            :meth:`track_logits`), and ``masks``: K lists of per-frame RLE dicts (empty masks where the
-            track is absent).
+            dict: ``scores`` (K,), ``labels`` (K,), ``track_ids`` (K,), ``track_index`` (K,) (row
+            in :meth:`track_logits`), and ``masks``: K lists of per-frame RLE dicts (empty masks
+            where the track is absent).
         """
         k = max_per_video or self.num_classes
         if not self.records:

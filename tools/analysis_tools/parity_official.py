@@ -48,7 +48,8 @@ MIN_MASK_IOU = 0.999
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('reference',
-                        help='official_r50_seed2_8f.npz, or a tracker case (tests/data/tracker_cases)')
+                        help='official_r50_seed2_8f.npz or a tracker case '
+                             '(tests/data/tracker_cases)')
     parser.add_argument('weights', nargs='?',
                         help='official-format weights (tests/data/parity/gen_weights.py); '
                              'not used with --tracker-only or for a tracker case')

@@ -80,7 +80,7 @@ class Clip:
     def put(self, t: int, q: int, obj: int, region: Optional[np.ndarray] = None,
             logits: Optional[np.ndarray] = None, embed: Optional[np.ndarray] = None,
             mask: Optional[np.ndarray] = None, strength: float = 6.0) -> None:
-        """Object ``obj`` on query ``q`` of frame ``t`` (band ``obj`` and ``20 e_obj`` unless given)."""
+        """Object ``obj`` on query ``q`` of frame ``t`` (band and one-hot ``obj`` unless given)."""
         self.logits[t, q] = (self.class_row(obj % self.num_classes, strength)
                              if logits is None else logits)
         if mask is None:
