@@ -6,6 +6,7 @@ global generators (Python, numpy, torch), with a validation right after each che
 real thing, tools/train.py on the toy CTVIS config, killed with SIGKILL and resumed with
 ``--resume`` in a fresh process.
 """
+import logging
 import os
 import os.path as osp
 import random
@@ -146,9 +147,35 @@ def test_loading_weights_only_restores_no_generator_state(tmp_path):
     torch.manual_seed(123)
     before = torch.get_rng_state()
     fresh.load_or_resume()
-    assert hook._pending is not None  # the states were read ...
+    assert hook._saved is not None  # the states were read ...
     hook.before_train(fresh)
     assert torch.equal(torch.get_rng_state(), before)  # ... and not applied
+    assert type(loop.dataloader_iterator).__name__ == '_InfiniteDataloaderIterator'
+
+
+def test_states_of_another_number_of_ranks_are_not_restored(tmp_path):
+    """A checkpoint of 2 ranks resumed by 1: a warning, the generators stay as seeded."""
+    noisy_runner(str(tmp_path / 'first'), 'rng_two_first', [RNGStateHook()]).train()
+    checkpoint = safe_load_file(tmp_path / 'first' / 'iter_2.pth')
+    checkpoint[CHECKPOINT_KEY] = checkpoint[CHECKPOINT_KEY] * 2
+    work_dir = tmp_path / 'second'
+    work_dir.mkdir()
+    torch.save(checkpoint, work_dir / 'iter_2.pth')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_2.pth'))
+    hook = RNGStateHook()
+    runner = noisy_runner(str(work_dir), 'rng_two_second', [hook], resume=True)
+    loop = runner.train_loop
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    runner.logger.addHandler(handler)
+    try:
+        runner.load_or_resume()
+        hook.before_train(runner)
+    finally:
+        runner.logger.removeHandler(handler)
+    assert runner.iter == 2
+    assert any('generator states of 2 ranks, this run has 1' in m for m in messages), messages
     assert type(loop.dataloader_iterator).__name__ == '_InfiniteDataloaderIterator'
 
 

@@ -7,6 +7,7 @@ replay left them, not where the interrupted run had them. Clip sampling, flips a
 loss's point sampling then differ, and the weights drift apart (about 1 % after a few
 iterations of the quickstart). :class:`RNGStateHook` closes that gap.
 """
+import logging
 import random
 from typing import Any, Callable, Dict, List, Optional
 
@@ -43,7 +44,7 @@ def restore_rng_states(states: Dict[str, Any]) -> None:
         else:
             print_log(f'RNGStateHook: the checkpoint holds {len(states["cuda"])} CUDA generator '
                       f'states for {torch.cuda.device_count()} visible devices; CUDA generators '
-                      'not restored', logger='current', level='WARNING')
+                      'not restored', logger='current', level=logging.WARNING)
 
 
 class _RestoreBeforeNewData:
@@ -93,7 +94,7 @@ class RNGStateHook(Hook):
     priority = 'VERY_HIGH'
 
     def __init__(self) -> None:
-        self._pending: Optional[Dict[str, Any]] = None  # this rank's states, from a checkpoint
+        self._saved: Optional[List[Dict[str, Any]]] = None  # every rank's, from a checkpoint
         self._pending_epoch: Optional[Dict[str, Any]] = None  # restored at the next epoch
         self._before_val: Optional[Dict[str, Any]] = None
 
@@ -104,22 +105,19 @@ class RNGStateHook(Hook):
         checkpoint[CHECKPOINT_KEY] = (all_gather_object(states) if world_size > 1 else [states])
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        saved: Optional[List[Dict[str, Any]]] = checkpoint.get(CHECKPOINT_KEY)
-        self._pending = None
-        if saved is None:
+        self._saved = checkpoint.get(CHECKPOINT_KEY)
+
+    def before_train(self, runner) -> None:
+        saved, self._saved = self._saved, None
+        if saved is None or runner.iter == 0:  # not a resume (load_from only loads weights)
             return
         rank, world_size = get_dist_info()
         if len(saved) != world_size:
             print_log(f'RNGStateHook: the checkpoint holds generator states of {len(saved)} '
                       f'ranks, this run has {world_size}; the resumed run will not continue '
-                      'the interrupted one exactly', logger='current', level='WARNING')
+                      'the interrupted one exactly', logger='current', level=logging.WARNING)
             return
-        self._pending = saved[rank]
-
-    def before_train(self, runner) -> None:
-        states, self._pending = self._pending, None
-        if states is None or runner.iter == 0:  # not a resume (load_from only loads weights)
-            return
+        states = saved[rank]
         if isinstance(runner.train_loop, IterBasedTrainLoop):
             loop = runner.train_loop
             loop.dataloader_iterator = _RestoreBeforeNewData(
