@@ -18,11 +18,14 @@ STAMP="$VENV/.ctvis-setup"
 
 log() { echo "[setup_env] $*"; }
 
+# ctvis' C++ sources are part of it: a changed kernel is rebuilt by the editable install below.
 fingerprint() {
-    cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1
+    cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "${BASH_SOURCE[0]}" "$ROOT"/ctvis/ops/csrc/* \
+        | sha256sum | cut -d' ' -f1
 }
+CHECK_IMPORT='import mmcv._ext, mmdet, ctvis.ops; ctvis.ops.load_extension()'
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(fingerprint)" ]] && "$PY" -c "import ctvis" 2>/dev/null; then
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(fingerprint)" ]] && "$PY" -c "$CHECK_IMPORT" 2>/dev/null; then
     log "environment up to date ($VENV)"
     exit 0
 fi
@@ -62,6 +65,6 @@ log "installing runtime and test requirements"
 "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 
-"$PY" -c "import mmcv._ext, mmdet, ctvis" || { echo "[setup_env] error: the installed stack does not import" >&2; exit 1; }
+"$PY" -c "$CHECK_IMPORT" || { echo "[setup_env] error: the installed stack does not import" >&2; exit 1; }
 fingerprint > "$STAMP"
 log "ready: $("$PY" -c 'import torch, mmcv, mmdet, mmengine; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}")')"
