@@ -270,6 +270,16 @@ def test_missing_extension_falls_back_with_one_warning(monkeypatch):
     torch.testing.assert_close(output, reference(*inputs), atol=0, rtol=0)
 
 
+def test_other_devices_take_mmcv_pytorch_path():
+    """Where mmcv has no compiled op and the kernel does not run (here: the meta device)."""
+    value, shapes, starts, locations, weights = make_inputs(dtype=torch.float32)
+    with OpCounter() as counter:
+        output = ms_deform_attn(value.to('meta'), shapes, starts, locations.to('meta'),
+                                weights.to('meta'))
+    assert output.device.type == 'meta' and output.shape == (2, 9, 15)
+    assert counter.calls[OP] == 0 and counter.calls['aten::grid_sampler_2d'] == 3
+
+
 class OpCounter(TorchDispatchMode):
     """Counts the operators that reach the dispatcher, by name (``ctvis::ms_deform_attn``)."""
 

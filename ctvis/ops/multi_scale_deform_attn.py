@@ -99,23 +99,28 @@ def multi_scale_deformable_attn_cpu(value: Tensor, spatial_shapes: Tensor,
 
 def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                    sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
-    """Multi-scale deformable attention of CPU tensors (shapes as in
-    :func:`multi_scale_deformable_attn_cpu`).
+    """Multi-scale deformable attention (shapes as in :func:`multi_scale_deformable_attn_cpu`)
+    where mmcv has no compiled op: on the CPU and on devices other than CUDA and MLU.
 
-    Runs the fused kernel; where it is not built, warns once and runs mmcv's
-    ``multi_scale_deformable_attn_pytorch`` (same result, slower), so that a failed build never
-    changes results.
+    Runs the fused kernel for CPU tensors, mmcv's ``multi_scale_deformable_attn_pytorch`` for
+    tensors on other devices. Where the kernel is not built, it warns once and runs mmcv's path on
+    the CPU too (same result, slower), so that a failed build never changes results.
     """
-    if extension_available():
-        return multi_scale_deformable_attn_cpu(value, spatial_shapes, level_start_index,
-                                               sampling_locations, attention_weights)
+    if value.device.type == 'cpu':
+        if extension_available():
+            return multi_scale_deformable_attn_cpu(value, spatial_shapes, level_start_index,
+                                                   sampling_locations, attention_weights)
+        _warn_fallback_once()
+    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations,
+                                               attention_weights)
+
+
+def _warn_fallback_once() -> None:
     global _warned_fallback
     if not _warned_fallback:
         _warned_fallback = True
         warnings.warn(
             f'ctvis.ops._C is not built ({_extension_error}): multi-scale deformable attention '
             'runs mmcv\'s slower pure-PyTorch path on the CPU; rebuild with '
-            '`pip install --no-deps --no-build-isolation -e .`', RuntimeWarning, stacklevel=2)
-    from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
-    return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations,
-                                               attention_weights)
+            '`pip install --no-deps --no-build-isolation -e .`', RuntimeWarning, stacklevel=3)
