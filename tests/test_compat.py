@@ -293,7 +293,8 @@ def damaged_copies(tmp_path, original) -> dict:
     for name, content in damaged.items():
         paths[name] = tmp_path / f'{name}.pth'
         if content is None:  # torch's pre-1.6 format, cut short
-            torch.save(dict(state_dict=weights()), paths[name], _use_new_zipfile_serialization=False)
+            torch.save(dict(state_dict=weights()), paths[name],
+                       _use_new_zipfile_serialization=False)
             content = paths[name].read_bytes()[:200]
         paths[name].write_bytes(content)
     return paths
