@@ -1,6 +1,11 @@
-# The YTVIS21 R50 model evaluated on YouTube-VIS 2022 val (the 2021 videos plus long videos).
+# The YTVIS21 R50 model (ctvis_r50_8xb2-16k_ytvis21.py, same bases and weights) evaluated on
+# YouTube-VIS 2022 val (the 2021 videos plus long videos).
 # Reported: AP 44.9 (AP_S 50.3 short videos, AP_L 39.4 long videos).
-_base_ = './ctvis_r50_8xb2-16k_ytvis21.py'
+_base_ = [
+    '../_base_/models/ctvis_r50.py', '../_base_/datasets/ytvis21.py',
+    '../_base_/schedules/ctvis_16k.py', '../_base_/default_runtime.py'
+]
+load_from = 'checkpoints/mask2former_r50_coco_ctvis.pth'
 
 data_root = 'data/ytvis_2022/'
 test_dataloader = dict(

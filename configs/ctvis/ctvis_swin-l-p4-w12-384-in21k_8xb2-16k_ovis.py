@@ -4,6 +4,7 @@ _base_ = [
     '../_base_/models/ctvis_swin-l.py', '../_base_/datasets/ovis.py',
     '../_base_/schedules/ctvis_16k.py', '../_base_/default_runtime.py'
 ]
+from ctvis.utils.config_tools import update_step  # after _base_: see its docstring
 num_classes = 25
 model = dict(
     track_head=dict(
@@ -15,6 +16,6 @@ train_cfg = dict(val_interval=4000)  # the official OVIS evaluation period (YTVI
 
 train_dataloader = _base_.train_dataloader
 pseudo_videos, real_videos = train_dataloader.dataset.datasets
-pseudo_videos.pipeline[2].num_frames = 6
-real_videos.pipeline[0].update(num_frames=6, frame_range=10)
+update_step(pseudo_videos.pipeline, 'PseudoVideoFromImage', num_frames=6)
+update_step(real_videos.pipeline, 'VideoClipSample', num_frames=6, frame_range=10)
 load_from = 'checkpoints/mask2former_swin-l_coco_ctvis-ovis.pth'

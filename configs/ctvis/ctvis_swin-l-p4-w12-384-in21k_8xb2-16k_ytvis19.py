@@ -4,8 +4,9 @@ _base_ = [
     '../_base_/models/ctvis_swin-l.py', '../_base_/datasets/ytvis19.py',
     '../_base_/schedules/ctvis_16k.py', '../_base_/default_runtime.py'
 ]
+from ctvis.utils.config_tools import update_step  # after _base_: see its docstring
 train_dataloader = _base_.train_dataloader
 pseudo_videos, real_videos = train_dataloader.dataset.datasets
-pseudo_videos.pipeline[2].num_frames = 8
-real_videos.pipeline[0].update(num_frames=8, frame_range=16)
+update_step(pseudo_videos.pipeline, 'PseudoVideoFromImage', num_frames=8)
+update_step(real_videos.pipeline, 'VideoClipSample', num_frames=8, frame_range=16)
 load_from = 'checkpoints/mask2former_swin-l_coco_ctvis.pth'

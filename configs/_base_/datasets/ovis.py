@@ -1,6 +1,7 @@
 # OVIS with COCO pseudo-videos: 25 classes, 10-frame clips within +-15 frames, a [1.0, 0.75]
 # pseudo/real ratio (about 57 % pseudo-videos).
 _base_ = './ytvis19.py'
+from ctvis.utils.config_tools import update_step  # after _base_: see its docstring
 
 data_root = 'data/ovis/'
 
@@ -11,7 +12,7 @@ pseudo_videos.target = 'ovis'
 real_videos.update(type='OVISDataset', data_root=data_root, ann_file='annotations/train.json',
                    data_prefix=dict(img_path='train/'))
 real_videos.pop('dataset_version')
-real_videos.pipeline[0].frame_range = 15
+update_step(real_videos.pipeline, 'VideoClipSample', frame_range=15)
 
 val_dataloader = _base_.val_dataloader
 val_dataloader.dataset.update(type='OVISDataset', data_root=data_root,

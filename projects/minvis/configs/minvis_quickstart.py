@@ -6,6 +6,7 @@
 # Same detector, data, augmentation, schedule and frames per iteration as the CTVIS quickstart:
 # each 5-frame clip becomes 5 independent frames (4 clips x 5 frames -> 20 single frames).
 _base_ = ['../../../configs/ctvis/ctvis_quickstart.py']
+from ctvis.utils.config_tools import update_step  # after _base_: see its docstring
 custom_imports = dict(imports=['ctvis', 'projects.minvis.minvis'], allow_failed_imports=False)
 
 model = dict(
@@ -17,7 +18,7 @@ model = dict(
     test_cfg=dict(max_per_video=10))  # MinVIS keeps the top 10 (query, class) pairs per video
 
 train_pipeline = _base_.train_pipeline
-train_pipeline[0].num_frames = 1  # VideoClipSample: one random frame of a random video
+update_step(train_pipeline, 'VideoClipSample', num_frames=1)  # one frame of a random video
 train_dataloader = dict(
     batch_size=_base_.train_dataloader.batch_size * _base_.num_frames,
     dataset=dict(pipeline=train_pipeline))

@@ -8,6 +8,7 @@
 # Not MinVIS's own recipe (32 single frames per iteration), whose released R50 checkpoint scores
 # 47.3 AP on YTVIS19 val (MinVIS model zoo). Not trained here (no GPU, no data).
 _base_ = ['../../../configs/ctvis/ctvis_r50_8xb2-16k_ytvis19.py']
+from ctvis.utils.config_tools import update_step  # after _base_: see its docstring
 custom_imports = dict(imports=['ctvis', 'projects.minvis.minvis'], allow_failed_imports=False)
 
 frames_per_gpu = 20  # the CTVIS recipe's 2 clips x 10 frames
@@ -20,9 +21,10 @@ model = dict(
 
 # the base's two training pipelines, cut to one frame
 real_video_pipeline = _base_.real_video_pipeline
-real_video_pipeline[0].num_frames = 1  # VideoClipSample
+update_step(real_video_pipeline, 'VideoClipSample', num_frames=1)
 pseudo_video_pipeline = _base_.pseudo_video_pipeline
-pseudo_video_pipeline[-2].num_frames = 1  # PseudoVideoFromImage: one crop/rotation/flip of it
+# one rotation, crop and flip of the image
+update_step(pseudo_video_pipeline, 'PseudoVideoFromImage', num_frames=1)
 train_datasets = _base_.train_dataloader.dataset.datasets
 train_datasets[0].pipeline = pseudo_video_pipeline
 train_datasets[1].pipeline = real_video_pipeline
