@@ -196,12 +196,15 @@ class StageTimer:
             f.get(stage, 0.0) - sum(f.get(m, 0.0) for m in minus) for f in self.frames)
 
 
-def gemm_flops_per_s(threads: int, size: int = 2048, repeats: int = 5) -> float:
+GEMM_SIZE, GEMM_REPEATS = 2048, 12
+
+
+def gemm_flops_per_s(size: int = GEMM_SIZE, repeats: int = GEMM_REPEATS) -> float:
     """Best float32 GEMM rate (FLOP/s) of torch on this machine at the current thread count."""
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
     best = float('inf')
-    for _ in range(repeats + 1):
+    for _ in range(repeats):
         start = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
@@ -216,6 +219,7 @@ def ms_deform_attn_flops(value_shape, shapes_shape, starts_shape, locations_shap
 
 
 def frame_flops(fn: Callable, *args) -> int:
+    """FLOPs of ``fn(*args)`` (convolutions, matrix products, ctvis' deformable attention)."""
     custom = {}
     if hasattr(torch.ops, 'ctvis') and hasattr(torch.ops.ctvis, 'ms_deform_attn'):
         custom[torch.ops.ctvis.ms_deform_attn] = ms_deform_attn_flops
@@ -281,7 +285,7 @@ def side_by_side(args: argparse.Namespace) -> None:
         feats = mask2former.extract_feat(inputs)
     flops['mmdet'] += frame_flops(mask2former.panoptic_head.predict, feats,
                                   [DetDataSample(metainfo=data['data_samples'][0][0].metainfo)])
-    rate = max(gemm_flops_per_s(torch.get_num_threads()) for _ in range(2))
+    rate = gemm_flops_per_s()
 
     h, w = inputs.shape[-2:]
     print(f'{args.frames} frames of {args.size[0]}x{args.size[1]} (network input {h}x{w}), '
@@ -291,7 +295,8 @@ def side_by_side(args: argparse.Namespace) -> None:
     for label, row in ROWS:
         print(f'{label:<52} {timers["ctvis"].median_ms(row):>9.1f} '
               f'{timers["mmdet"].median_ms(row):>12.1f}')
-    print(f'GEMM rate (float32, 2048^3, best of 12): {rate / 1e9:.1f} GFLOP/s')
+    print(f'GEMM rate (float32, {GEMM_SIZE}^3, best of {GEMM_REPEATS}): {rate / 1e9:.1f} '
+          'GFLOP/s')
     for name, label in (('ctvis', 'CTVIS'), ('mmdet', 'Mask2Former')):
         floor_ms = 1e3 * flops[name] / rate
         total = timers[name].median_ms('total')
