@@ -343,6 +343,24 @@ def test_pixel_decoder_runs_the_kernel_on_cpu_with_mmdets_result():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@torch.no_grad()
+def test_pixel_decoder_runs_in_float32_under_autocast():
+    """The official decoder disables autocast: mixed precision leaves it in float32."""
+    decoder = build_decoder('FusedMSDeformAttnPixelDecoder')
+    gen = torch.Generator().manual_seed(1)
+    feats = [torch.randn(1, c, 64 // s, 96 // s, generator=gen)
+             for c, s in zip([16, 32, 64, 128], [4, 8, 16, 32])]
+    expected_mask, expected_multi = decoder(feats)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        mask_feature, multi_scale = decoder([feat.bfloat16() for feat in feats])
+    assert mask_feature.dtype == torch.float32
+    assert all(level.dtype == torch.float32 for level in multi_scale)
+    # only the bfloat16 rounding of the inputs remains
+    torch.testing.assert_close(mask_feature, expected_mask, atol=0.05, rtol=0.05)
+    for level, expected in zip(multi_scale, expected_multi):
+        torch.testing.assert_close(level, expected, atol=0.05, rtol=0.05)
+
+
 def test_attention_with_boxes_and_sequence_first_layout():
     torch.manual_seed(0)
     attention = FusedMultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2,

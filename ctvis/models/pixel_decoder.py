@@ -7,8 +7,9 @@ a CPU frame. :class:`FusedMSDeformAttnPixelDecoder` is the same decoder (same pa
 state-dict keys, same initialisation) whose encoder attention runs ``ctvis.ops.ms_deform_attn`` on
 the CPU instead; on CUDA and MLU nothing changes.
 """
-from typing import Optional
+from typing import List, Optional, Tuple
 
+import torch
 import torch.nn as nn
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention,
                                               MultiScaleDeformableAttnFunction)
@@ -124,6 +125,9 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     converted checkpoints of the parent work unchanged. The encoder's attention modules are
     retyped in place after the parent built them: rebuilding them would draw their random
     initialisation a second time and shift every later draw of the seeded random stream.
+
+    Like the official decoder, it always runs in float32, also under mixed precision (autocast
+    off, inputs cast to float): deformable attention is not trained in half precision there.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -135,3 +139,16 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
                                 'MultiScaleDeformableAttention in the encoder layers, got '
                                 f'{type(attention).__name__}')
             attention.__class__ = FusedMultiScaleDeformableAttention
+
+    def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """Per-pixel embeddings and multi-scale features, in float32 whatever the autocast state.
+
+        Args:
+            feats (list[Tensor]): Backbone features, (bs, c_i, h_i, w_i) from stride 4 up.
+
+        Returns:
+            tuple: ``mask_feature`` (bs, C, h_0, w_0) and the multi-scale features fed to the
+            transformer decoder, each (bs, C, h_i, w_i), all float32.
+        """
+        with torch.autocast(feats[0].device.type, enabled=False):
+            return super().forward([feat.float() for feat in feats])
