@@ -146,20 +146,20 @@ def test_video_scores_are_class_probabilities_of_the_mean_logits():
     mean_logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 2.0]])
     probs = mean_logits.softmax(-1)[:, :2]
     # (slot 0, class 0) 0.787, (slot 1, class 1) 0.468, (slot 0, class 1) 0.106
-    assert pred['track_ids'].tolist() == [0, 1, 0] and pred['labels'].tolist() == [0, 1, 1]
+    assert pred.track_ids.tolist() == [0, 1, 0] and pred.labels.tolist() == [0, 1, 1]
     expected = torch.stack([probs[0, 0], probs[1, 1], probs[0, 1]]).double()
-    assert torch.allclose(pred['scores'], expected, atol=1e-7)
+    assert torch.allclose(pred.scores, expected, atol=1e-7)
     # the mean of the per-frame probabilities would differ (0.649 for the first)
-    assert abs(float(pred['scores'][0]) - 0.649) > 0.1
-    assert len(pred['masks']) == 3 and all(len(m) == 2 for m in pred['masks'])
+    assert abs(float(pred.scores[0]) - 0.649) > 0.1
+    assert len(pred.masks) == 3 and all(len(m) == 2 for m in pred.masks)
 
 
 def test_mask_rescoring_is_ctvis_s_option_not_minvis_s():
     plain = two_frame_video(mask_rescore=False).video_predictions(max_per_video=3)
     rescored = two_frame_video(mask_rescore=True).video_predictions(max_per_video=3)
     mask_score = torch.sigmoid(torch.tensor(1.0)).double()
-    assert torch.allclose(rescored['scores'], plain['scores'] * mask_score, atol=1e-6)
-    assert torch.equal(rescored['labels'], plain['labels'])
+    assert torch.allclose(rescored.scores, plain.scores * mask_score, atol=1e-6)
+    assert torch.equal(rescored.labels, plain.labels)
 
 
 def test_no_short_track_suppression():

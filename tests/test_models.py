@@ -3,10 +3,12 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
 
-from conftest import build_tiny_model, square_clip
-from ctvis.models import CTVISHead
+from conftest import build_tiny_model, square_clip, tiny_model_cfg
+from ctvis.models import BaseVideoTracker, CTVISHead, VideoTracks
 from ctvis.models.ctvis import clip_slot_queries
+from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
 
@@ -130,3 +132,44 @@ def test_predict_rejects_batches_of_videos(tiny_model):
     data = batch(tiny_model, [square_clip(), square_clip()], training=False)
     with pytest.raises(ValueError, match='one video at a time'):
         tiny_model.predict(**data)
+
+
+class QueryIndexTracker(BaseVideoTracker):
+    """A new tracker is one class: every query kept, query i is track i."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.video = VideoTracks(self.num_classes)
+
+    def track(self, frame_id, logits, mask_logits, embeds):
+        if frame_id == 0:
+            self.reset()
+        queries = torch.arange(logits.shape[0])
+        return queries, queries.clone()
+
+
+def model_with_tracker(tracker: dict):
+    init_default_scope('mmdet')
+    cfg = tiny_model_cfg()
+    cfg.tracker = tracker
+    return MODELS.build(cfg)
+
+
+def test_any_base_video_tracker_plugs_into_the_model():
+    model = model_with_tracker(dict(type=QueryIndexTracker, num_classes=3)).eval()
+    frames = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outs = [model.predict(frames[None, t:t + 1], [frame_sample(t, 2)])[0] for t in range(2)]
+    assert outs[0][0].pred_track_instances.instances_id.tolist() == list(range(6))
+    video = outs[1]
+    assert video.metainfo['video_complete'] and len(video) == 2
+    assert len(video[0].pred_track_instances) == 3  # top-k = number of classes, of 6 tracks
+
+
+def test_a_tracker_outside_the_interface_is_refused():
+    with pytest.raises(TypeError, match='builds a VideoTracks, which is not a '
+                                        'ctvis.models.BaseVideoTracker'):
+        model_with_tracker(dict(type=VideoTracks, num_classes=3))

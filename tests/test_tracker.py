@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import PARITY, REPO, load_module
+from ctvis.evaluation.ytvis_metric import results2json, video_predictions
 from ctvis.models import (CTVISTracker, MemoryBank, TrackMemory, VideoTracks, bisoftmax_scores,
-                          mask_nms, similarity_guided_fusion)
-from ctvis.models.tracker import mask_iou, resize_mask_logits
+                          mask_iou, mask_nms, resize_mask_logits, similarity_guided_fusion)
 
 NUM_CLASSES = 3
 CASES_DIR = osp.join(REPO, 'tests', 'data', 'tracker_cases')
@@ -133,10 +133,10 @@ def test_video_output_top_k_and_short_track_suppression():
             assert set(video.records) == {0, 1}
     assert set(video.records) == {0}  # suppressed from frame 3 on
     pred = video.video_predictions(max_per_video=2)
-    assert pred['labels'].tolist()[0] == 0 and len(pred['masks'][0]) == 5
+    assert pred.labels.tolist()[0] == 0 and len(pred.masks[0]) == 5
     expected = torch.softmax(torch.tensor([4.0, 0, 0, 0]), 0)[0] * torch.sigmoid(torch.tensor(5.))
-    assert float(pred['scores'][0]) == pytest.approx(float(expected), rel=1e-5)
-    assert mask_util.decode(pred['masks'][0][3]).all()
+    assert float(pred.scores[0]) == pytest.approx(float(expected), rel=1e-5)
+    assert mask_util.decode(pred.masks[0][3]).all()
 
 
 def test_resize_mask_logits_crops_the_padding():
@@ -273,14 +273,14 @@ def test_final_top_k_ties_follow_torch_topk():
                     torch.full((2, 4, 4), 5.0))
     pred = video.video_predictions(4)
     # the official topk over (track x class); a stable order would give tracks 0, 1, 0, 1
-    assert pred['track_index'].tolist() == [0, 1, 1, 0]
-    assert pred['labels'].tolist() == [1, 1, 0, 0]
+    assert pred.track_index.tolist() == [0, 1, 1, 0]
+    assert pred.labels.tolist() == [1, 1, 0, 0]
 
 
 def test_a_track_with_only_empty_masks_scores_zero():
     video = VideoTracks(NUM_CLASSES)
     video.add_frame(0, [0], torch.tensor([[4.0, 0, 0, 0]]), torch.full((1, 4, 4), -3.0))
-    assert video.video_predictions(1)['scores'].tolist() == [0.0]  # 0 / (0 + 1e-6)
+    assert video.video_predictions(1).scores.tolist() == [0.0]  # 0 / (0 + 1e-6)
 
 
 def test_matching_after_every_track_died_starts_new_tracks():
@@ -303,6 +303,67 @@ def test_a_frame_without_queries():
     tracker.video.add_frame(1, [], torch.zeros(0, 4), torch.zeros(0, 8, 8))
     assert tracker.video.num_video_frames == 2
 
+
+
+def band_masks(rows, size=6):
+    """Mask logits (N, size, size): +5 on the given row band of each mask, -5 elsewhere."""
+    logits = torch.full((len(rows), size, size), -5.0)
+    for k, (top, bottom) in enumerate(rows):
+        logits[k, top:bottom] = 5.0
+    return logits
+
+
+def test_last_masks_are_each_tracks_latest_mask_in_the_order_asked():
+    video = VideoTracks(NUM_CLASSES)
+    video.add_frame(0, [0, 1], torch.zeros(2, 4), band_masks([(0, 2), (2, 4)]))
+    video.add_frame(1, [0], torch.zeros(1, 4), band_masks([(4, 6)]))
+    rows = [mask_util.decode(rle).any(1).nonzero()[0].tolist() for rle in video.last_masks([1, 0])]
+    assert rows == [[2, 3], [4, 5]]  # track 1 from frame 0, track 0 from frame 1
+    with pytest.raises(KeyError):
+        video.last_masks([7])
+
+
+def two_track_prediction():
+    """Track 0 in frames 0 and 1 (rows 0-1, then 4-5), track 1 in frame 1 only (rows 2-3)."""
+    video = VideoTracks(NUM_CLASSES)
+    video.add_frame(0, [0], torch.tensor([[3.0, 0, 0, 0]]), band_masks([(0, 2)]))
+    video.add_frame(1, [0, 1], torch.tensor([[3.0, 0, 0, 0], [0, 0, 2.0, 0]]),
+                    band_masks([(4, 6), (2, 4)]))
+    return video.video_predictions(2)
+
+
+def test_video_prediction_reads_the_same_through_the_metric():
+    """The model's data sample, read by the metric, gives what ``to_ytvis_results`` gives."""
+    pred = two_track_prediction()
+    assert pred.track_ids.tolist() == [0, 1] and pred.labels.tolist() == [0, 2]
+    assert pred.ori_shape == (6, 6) and pred.num_frames == 2 and len(pred) == 2
+    sample = pred.to_data_sample(video_id=7)
+    assert sample.metainfo == dict(video_id=7, video_complete=True, ori_video_length=2)
+    assert [frame.metainfo['frame_id'] for frame in sample] == [0, 1]
+    track1 = [mask_util.decode(frame.pred_track_instances.masks[1]).sum() for frame in sample]
+    assert track1 == [0, 12]  # empty where the track is absent
+    category_ids = [10, 20, 30]
+    expected = results2json([video_predictions(sample)], category_ids)
+    assert pred.to_ytvis_results(7, category_ids) == expected
+    assert [r['category_id'] for r in expected] == [10, 30]
+    assert expected[0]['score'] != float(pred.scores[0])  # float32, as the sample carries it
+
+
+def test_video_prediction_rejects_labels_outside_the_categories():
+    pred = two_track_prediction()
+    with pytest.raises(ValueError, match='video 7: label 2 is outside the 2 categories'):
+        pred.to_ytvis_results(7, [10, 20])
+
+
+def test_a_video_without_tracks_gives_an_empty_prediction_per_frame():
+    video = VideoTracks(NUM_CLASSES)
+    video.add_frame(0, [], torch.zeros(0, 4), torch.zeros(0, 5, 7))
+    pred = video.video_predictions()
+    assert len(pred) == 0 and pred.ori_shape == (5, 7) and pred.scores.dtype == torch.float64
+    sample = pred.to_data_sample(video_id=3)
+    assert len(sample) == 1 and len(sample[0].pred_track_instances) == 0
+    assert video_predictions(sample) == dict(video_id=3, predictions=[])
+    assert pred.to_ytvis_results(3, [1]) == []
 
 # The adversarial cases (tests/data/tracker_cases): stored as built, reaching their boundaries
 

@@ -7,9 +7,10 @@ from torch import Tensor
 
 from mmdet.models.mot import BaseMOTModel
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample, TrackDataSample, TrackSampleList
+from mmdet.structures import TrackDataSample, TrackSampleList
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
-from .tracker import resize_mask_logits
+from .base_tracker import BaseVideoTracker
+from .mask_utils import resize_mask_logits
 
 
 def clip_slot_queries(instance_ids: List[Tensor], query_of_gt: List[Tensor]) -> Tensor:
@@ -49,7 +50,8 @@ class CTVIS(BaseMOTModel):
         backbone (dict): Backbone config (mmdet ``ResNet``, ``SwinTransformer``, ...).
         track_head (dict): :class:`~ctvis.models.CTVISHead` config.
         contrastive_loss (dict): :class:`~ctvis.models.ConsistentContrastiveLoss` config.
-        tracker (dict): :class:`~ctvis.models.CTVISTracker` config.
+        tracker (dict): Config of a :class:`~ctvis.models.BaseVideoTracker`
+            (:class:`~ctvis.models.CTVISTracker` by default).
         data_preprocessor (dict, optional): ``TrackDataPreprocessor`` config.
         test_cfg (dict, optional): ``max_per_video`` (top-k, default: number of classes) and
             ``chunk_size`` (frames per detector forward at test time, default 5).
@@ -65,6 +67,9 @@ class CTVIS(BaseMOTModel):
         self.track_head = MODELS.build(track_head)
         self.contrastive_loss = MODELS.build(contrastive_loss)
         self.tracker = MODELS.build(tracker)
+        if not isinstance(self.tracker, BaseVideoTracker):
+            raise TypeError(f'CTVIS: the tracker config builds a {type(self.tracker).__name__}, '
+                            'which is not a ctvis.models.BaseVideoTracker')
         self.test_cfg = dict(test_cfg or {})
         self.max_per_video = self.test_cfg.get('max_per_video', self.track_head.num_classes)
         self.chunk_size = self.test_cfg.get('chunk_size', 5)
@@ -182,23 +187,19 @@ class CTVIS(BaseMOTModel):
                                    meta['img_shape'][:2], meta['ori_shape'][:2])
         self.tracker.video.add_frame(meta['frame_id'], track_ids.tolist(), logits[queries], masks)
         scores, labels = logits[queries].softmax(-1)[:, :-1].max(-1)
-        records = self.tracker.video.records
         return InstanceData(
             instances_id=track_ids, labels=labels.cpu(), scores=scores.cpu(),
-            masks=[records[i].masks[-1] for i in track_ids.tolist()])
+            masks=self.tracker.video.last_masks(track_ids.tolist()))
 
     def video_result(self, meta: dict) -> TrackDataSample:
-        """The video-level predictions of the video tracked so far (spec §4.3)."""
+        """The video-level predictions of the video tracked so far (spec §4.3).
+
+        Args:
+            meta (dict): Metainfo of the video's last frame (``video_id``).
+
+        Returns:
+            TrackDataSample: :meth:`~ctvis.models.VideoPrediction.to_data_sample` of the top
+            ``max_per_video`` predictions.
+        """
         pred = self.tracker.video.video_predictions(self.max_per_video)
-        frames = []
-        for t in range(self.tracker.video.num_video_frames):
-            frame = DetDataSample(metainfo=dict(frame_id=t, ori_shape=meta['ori_shape']))
-            frame.pred_track_instances = InstanceData(
-                instances_id=pred['track_ids'], labels=pred['labels'],
-                scores=pred['scores'].float(), masks=[m[t] for m in pred['masks']])
-            frames.append(frame)
-        result = TrackDataSample(metainfo=dict(
-            video_id=meta.get('video_id'), video_complete=True,
-            ori_video_length=self.tracker.video.num_video_frames))
-        result.video_data_samples = frames
-        return result
+        return pred.to_data_sample(meta.get('video_id'))

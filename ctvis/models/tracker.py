@@ -1,62 +1,21 @@
-"""The CTVIS memory tracker and the video-level output it feeds.
+"""The CTVIS memory tracker (spec §4.2) and its no-tracking control.
 
 :class:`CTVISTracker` associates each frame's instance queries with the tracks in a
 :class:`~ctvis.models.memory_bank.MemoryBank` (bi-softmax similarity, greedy assignment weighted by
-how often each track was seen). :class:`VideoTracks` keeps, per track, what the video-level output
-needs (per-detection class logits, masks as RLE at original resolution, mask-score sums), so memory
-does not grow with dense per-frame tensors however long the video is. Every threshold, epsilon and
-tie follows the official arithmetic (docs/parity.md, "Tracker conventions").
+how often each track was seen) and feeds a :class:`~ctvis.models.video_tracks.VideoTracks`, the
+video-level output. Every threshold, epsilon and tie follows the official arithmetic
+(docs/parity.md, "Tracker conventions").
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Tuple
 
-import numpy as np
-import pycocotools.mask as mask_util
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mmdet.registry import MODELS
+from .base_tracker import BaseVideoTracker
+from .mask_utils import greedy_suppression, mask_iou
 from .memory_bank import MemoryBank
-
-
-def mask_iou(masks: Tensor) -> Tensor:
-    """Pairwise IoU of binary masks with the official convention.
-
-    ``(intersection + 1e-6) / (union + 1e-6)`` from integer pixel counts, the ratio in float32 (as
-    the official ``ctvis/utils/utils.py`` computes it): two empty masks have IoU 1, and a ratio of
-    exactly 3/5 can land one float32 step above or below 0.6 depending on the counts.
-
-    Args:
-        masks (Tensor): Binary masks, shape (N, H, W).
-
-    Returns:
-        Tensor: IoUs, float32, shape (N, N).
-    """
-    flat = masks.flatten(1).float()
-    inter = (flat @ flat.T).round().long()  # exact counts (below 2 ** 24 pixels)
-    area = inter.diagonal()
-    union = area[:, None] + area[None] - inter
-    return (inter + 1e-6) / (union + 1e-6)
-
-
-def mask_nms(masks: Tensor, iou_thr: float) -> Tensor:
-    """Greedy NMS on binary masks already sorted by descending score.
-
-    Args:
-        masks (Tensor): Binary masks, shape (N, H, W), sorted by score.
-        iou_thr (float): A mask whose :func:`mask_iou` with a kept one is above this is dropped.
-
-    Returns:
-        Tensor: Indices (into ``masks``) of the kept masks, ascending, shape (K,).
-    """
-    overlaps = (mask_iou(masks) > iou_thr).cpu()
-    suppressed = torch.zeros(len(masks), dtype=torch.bool)
-    keep: List[int] = []
-    for i in range(len(masks)):
-        if not suppressed[i]:
-            keep.append(i)
-            suppressed |= overlaps[i]
-    return torch.as_tensor(keep, dtype=torch.long, device=masks.device)
+from .video_tracks import VideoTracks
 
 
 def bisoftmax_scores(det_embeds: Tensor, track_embeds: Tensor) -> Tensor:
@@ -76,158 +35,8 @@ def bisoftmax_scores(det_embeds: Tensor, track_embeds: Tensor) -> Tensor:
     return (sim.softmax(dim=1) + sim.softmax(dim=0)) / 2
 
 
-def resize_mask_logits(mask_logits: Tensor, pad_shape: Tuple[int, int],
-                       img_shape: Tuple[int, int], ori_shape: Tuple[int, int]) -> Tensor:
-    """Bring stride-4 mask logits back to the original image.
-
-    Upsample to the padded network input, crop the padding, then resize to the original size
-    (both bilinear), as the reference implementation does.
-
-    Args:
-        mask_logits (Tensor): Shape (N, h, w).
-        pad_shape, img_shape, ori_shape: (H, W) of the padded batch input, of the resized image
-            inside it, and of the original frame.
-
-    Returns:
-        Tensor: Mask logits at original resolution, shape (N, H_ori, W_ori).
-    """
-    if mask_logits.shape[0] == 0:
-        return mask_logits.new_zeros((0, *ori_shape))
-    x = F.interpolate(mask_logits[:, None], size=tuple(pad_shape), mode='bilinear',
-                      align_corners=False)
-    x = x[:, :, :img_shape[0], :img_shape[1]]
-    x = F.interpolate(x, size=tuple(ori_shape), mode='bilinear', align_corners=False)
-    return x[:, 0]
-
-
-def encode_masks(masks: Tensor) -> List[dict]:
-    """RLE-encode binary masks (N, H, W) with pycocotools (counts as str)."""
-    arr = np.asfortranarray(masks.to(torch.uint8).permute(1, 2, 0).cpu().numpy())
-    rles = mask_util.encode(arr)
-    for rle in rles:
-        rle['counts'] = rle['counts'].decode('ascii')
-    return rles
-
-
-class _TrackRecord:
-    """What the video-level output needs of one track, accumulated frame by frame."""
-
-    __slots__ = ('logits', 'frames', 'masks', 'mask_score_num', 'mask_score_den')
-
-    def __init__(self) -> None:
-        self.logits: List[Tensor] = []  # (C + 1,) float32 per detection: kept for the mean
-        self.frames: List[int] = []
-        self.masks: List[dict] = []
-        self.mask_score_num = 0.0
-        self.mask_score_den = 0.0
-
-
-class VideoTracks:
-    """Video-level track records with IDOL-style short-track suppression.
-
-    Args:
-        num_classes (int): Number of object classes C (logits have C + 1 entries).
-        noise_frame_num (int): Suppression starts after this many frames.
-        none_frame_num (int): A track missing from its last ``none_frame_num`` frames...
-        suppress_frame_num (int): ...with fewer than this many detections is suppressed.
-    """
-
-    def __init__(self, num_classes: int, noise_frame_num: int = 8, none_frame_num: int = 2,
-                 suppress_frame_num: int = 3) -> None:
-        self.num_classes = num_classes
-        self.noise_frame_num = noise_frame_num
-        self.none_frame_num = none_frame_num
-        self.suppress_frame_num = suppress_frame_num
-        self.records: Dict[int, _TrackRecord] = {}
-        self.num_video_frames = 0
-        self.ori_shape: Optional[Tuple[int, int]] = None
-
-    def add_frame(self, frame_id: int, track_ids: Sequence[int], logits: Tensor,
-                  mask_logits: Tensor) -> None:
-        """Record one frame.
-
-        Args:
-            frame_id (int): Index of the frame in the video (0-based, consecutive).
-            track_ids (Sequence[int]): Track id of each detection kept this frame, length N.
-            logits (Tensor): Class logits of those detections, shape (N, C + 1).
-            mask_logits (Tensor): Their mask logits at original resolution, shape (N, H, W).
-        """
-        self.num_video_frames = frame_id + 1
-        self.ori_shape = tuple(mask_logits.shape[-2:])
-        binary = mask_logits > 0
-        probs = mask_logits.sigmoid()
-        score_num = (probs * binary).flatten(1).sum(1).double().cpu()
-        score_den = binary.flatten(1).sum(1).double().cpu()
-        rles = encode_masks(binary) if len(track_ids) else []
-        logits = logits.detach().float().cpu()
-        for k, track_id in enumerate(track_ids):
-            record = self.records.get(int(track_id))
-            if record is None:
-                record = self.records[int(track_id)] = _TrackRecord()
-            record.logits.append(logits[k])
-            record.frames.append(frame_id)
-            record.masks.append(rles[k])
-            record.mask_score_num += float(score_num[k])
-            record.mask_score_den += float(score_den[k])
-        self._suppress_short_tracks(frame_id)
-
-    def _suppress_short_tracks(self, frame_id: int) -> None:
-        if frame_id <= self.noise_frame_num:
-            return
-        first_missing = frame_id - self.none_frame_num + 1
-        for track_id in [i for i, r in self.records.items()
-                         if r.frames[-1] < first_missing
-                         and len(r.frames) < self.suppress_frame_num]:
-            del self.records[track_id]
-
-    def track_logits(self) -> Tensor:
-        """Mean class logits of every recorded track, shape (K, C + 1), in creation order.
-
-        The float32 mean of the stacked per-frame logits, as the official code takes it: a sum in
-        another precision can move a mean by one float32 step and reorder exact top-k ties.
-        """
-        return torch.stack([torch.stack(r.logits).mean(0) for r in self.records.values()])
-
-    def video_predictions(self, max_per_video: Optional[int] = None) -> dict:
-        """Top-k (track, class) pairs of the video.
-
-        Scores are class probability (softmax over the mean logits) times the track's mask score
-        (mean sigmoid inside its binary masks over all frames).
-
-        Returns:
-            dict: ``scores`` (K,), ``labels`` (K,), ``track_ids`` (K,), ``track_index`` (K,) (row
-            in :meth:`track_logits`), and ``masks``: K lists of per-frame RLE dicts (empty masks
-            where the track is absent).
-        """
-        k = max_per_video or self.num_classes
-        if not self.records:
-            return dict(scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long),
-                        track_ids=torch.zeros(0, dtype=torch.long),
-                        track_index=torch.zeros(0, dtype=torch.long), masks=[])
-        probs = self.track_logits().softmax(-1)[:, :-1]
-        k = min(k, probs.numel())
-        top_scores, top_idx = probs.flatten().topk(k, sorted=True)
-        track_index = torch.div(top_idx, self.num_classes, rounding_mode='floor')
-        labels = top_idx % self.num_classes
-        records = list(self.records.values())
-        track_ids = list(self.records)
-        empty = encode_masks(torch.zeros((1, *self.ori_shape), dtype=torch.bool))[0]
-        scores, masks = [], []
-        for score, row in zip(top_scores.tolist(), track_index.tolist()):
-            record = records[row]
-            mask_score = record.mask_score_num / (record.mask_score_den + 1e-6)
-            scores.append(score * mask_score)
-            per_frame = [empty] * self.num_video_frames
-            for frame, rle in zip(record.frames, record.masks):
-                per_frame[frame] = rle
-            masks.append(per_frame)
-        return dict(scores=torch.tensor(scores, dtype=torch.float64), labels=labels,
-                    track_ids=torch.tensor([track_ids[r] for r in track_index.tolist()]),
-                    track_index=track_index, masks=masks)
-
-
 @MODELS.register_module()
-class CTVISTracker:
+class CTVISTracker(BaseVideoTracker):
     """Parameter-free memory tracker of CTVIS (spec §4.2).
 
     Args:
@@ -289,7 +98,8 @@ class CTVISTracker:
         keep = order[scores[order] > self.score_thr]
         if len(keep) == 0:
             keep = order[:1]
-        kept = mask_nms(mask_logits[keep].sigmoid() > 0.5, self.mask_nms_thr)
+        binary = mask_logits[keep].sigmoid() > 0.5
+        kept = greedy_suppression(mask_iou(binary) > self.mask_nms_thr)  # mask NMS
         keep = keep[kept]
         return keep, scores[keep]
 

@@ -34,7 +34,7 @@ import ctvis  # noqa: F401  (registers ctvis components, applies compat fixes)
 from ctvis.utils.compat import safe_load_file
 from ctvis.utils.d2_conversion import convert_state_dict, unwrap_d2_checkpoint
 from ctvis.models import CTVISTracker
-from ctvis.models.tracker import resize_mask_logits
+from ctvis.models.mask_utils import resize_mask_logits
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -206,11 +206,10 @@ def replay_tracker(ref, path: str) -> tuple:
             masks[queries], sizes['padded_hw'], sizes['resized_hw'], sizes['original_hw']))
         recorder.end_frame(tracker.video)
     pred = tracker.video.video_predictions(tracker.num_classes)
-    size = tracker.video.ori_shape
-    masks = np.array([[mask_util.decode(rle) for rle in track] for track in pred['masks']],
-                     dtype=bool).reshape(len(pred['masks']), len(recorder.frames), *size)
-    return recorder, dict(scores=pred['scores'].numpy(), labels=pred['labels'].numpy(),
-                          track_ids=pred['track_ids'].numpy(), masks=masks), tracker.video
+    masks = np.array([[mask_util.decode(rle) for rle in track] for track in pred.masks],
+                     dtype=bool).reshape(len(pred), pred.num_frames, *pred.ori_shape)
+    return recorder, dict(scores=pred.scores.numpy(), labels=pred.labels.numpy(),
+                          track_ids=pred.track_ids.numpy(), masks=masks), tracker.video
 
 
 def final_predictions(result: TrackDataSample) -> dict:

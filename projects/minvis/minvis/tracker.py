@@ -9,6 +9,7 @@ memory beyond the previous frame, no score threshold, and no track is ever start
 The video-level output (:class:`MinVISVideoTracks`) averages each slot's class logits over the
 frames and keeps the top-k (slot, class) pairs by class probability.
 """
+from dataclasses import replace
 from typing import Optional, Tuple
 
 import torch
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ctvis.models import VideoTracks
+from ctvis.models import BaseVideoTracker, VideoPrediction, VideoTracks
 from mmdet.registry import MODELS
 
 
@@ -69,29 +70,29 @@ class MinVISVideoTracks(VideoTracks):
         super().__init__(num_classes, suppress_frame_num=0)
         self.mask_rescore = mask_rescore
 
-    def video_predictions(self, max_per_video: Optional[int] = None) -> dict:
+    def video_predictions(self, max_per_video: Optional[int] = None) -> VideoPrediction:
         """Top-k (slot, class) pairs of the video; see :meth:`VideoTracks.video_predictions`.
 
         Returns:
-            dict: ``scores`` (K,) float64, ``labels`` (K,), ``track_ids`` (K,),
-            ``track_index`` (K,) and ``masks`` (K lists of per-frame RLE dicts), in descending
-            class probability.
+            VideoPrediction: At most K predictions in descending class probability, ``scores``
+            (K,) float64 the class probabilities (times the mask scores if ``mask_rescore``).
         """
         pred = super().video_predictions(max_per_video)
-        if not self.mask_rescore and len(pred['labels']) > 0:
+        if not self.mask_rescore and len(pred) > 0:
             probs = self.track_logits().softmax(-1)[:, :-1]
-            pred['scores'] = probs[pred['track_index'], pred['labels']].double()
+            pred = replace(pred, scores=probs[pred.track_index, pred.labels].double())
         return pred
 
 
 @MODELS.register_module()
-class MinVISTracker:
+class MinVISTracker(BaseVideoTracker):
     """Memory-free tracker of MinVIS: all Q queries, matched frame to frame.
 
-    A drop-in for :class:`~ctvis.models.CTVISTracker` in the ``CTVIS`` model (same ``track``
-    call, same ``video`` records). Frame 0 defines the slots (query i -> track i); every later
-    frame is matched to the previous frame only (:func:`match_embeddings`), never to older
-    frames, and every query is kept whatever its score.
+    A :class:`~ctvis.models.BaseVideoTracker`, so a drop-in for
+    :class:`~ctvis.models.CTVISTracker` in the ``CTVIS`` model. Frame 0 defines the slots
+    (query i -> track i); every later frame is matched to the previous frame only
+    (:func:`match_embeddings`), never to older frames, and every query is kept whatever its
+    score.
 
     Args:
         num_classes (int): Number of object classes C.

@@ -1,0 +1,228 @@
+"""Video-level output of an online tracker: per-track records and the top-k video predictions.
+
+:class:`VideoTracks` keeps, per track, what the video-level output needs (per-detection class
+logits, masks as RLE at original resolution, mask-score sums), so memory does not grow with dense
+per-frame tensors however long the video is. :class:`VideoPrediction` is the one video-result
+structure: the model returns it (as a ``TrackDataSample``, :meth:`VideoPrediction.to_data_sample`)
+and it turns into the standard YouTube-VIS results (:meth:`VideoPrediction.to_ytvis_results`).
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from mmdet.structures import DetDataSample, TrackDataSample
+from .mask_utils import encode_masks
+
+
+@dataclass
+class VideoPrediction:
+    """The K video-level predictions of one video (spec §4.3).
+
+    Attributes:
+        scores (Tensor): Scores, float64, shape (K,), descending.
+        labels (Tensor): Contiguous class labels (index into the sorted category ids), long, (K,).
+        track_ids (Tensor): Track each prediction comes from, long, shape (K,).
+        track_index (Tensor): Row of that track in :meth:`VideoTracks.track_logits`, long, (K,).
+        masks (list[list[dict]]): K lists of ``num_frames`` RLE dicts (``counts`` as str), an
+            empty mask where the track is absent.
+        ori_shape (tuple[int, int], optional): (H, W) of the masks; None if no frame was recorded.
+        num_frames (int): Number of frames of the video.
+    """
+
+    scores: Tensor
+    labels: Tensor
+    track_ids: Tensor
+    track_index: Tensor
+    masks: List[List[dict]]
+    ori_shape: Optional[Tuple[int, int]]
+    num_frames: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def frame_instances(self, frame_id: int) -> InstanceData:
+        """The K predictions as seen in one frame: ``instances_id``, ``labels``, ``scores``
+        (float32) and ``masks`` (K RLE dicts of that frame)."""
+        return InstanceData(instances_id=self.track_ids, labels=self.labels,
+                            scores=self.scores.float(),
+                            masks=[per_frame[frame_id] for per_frame in self.masks])
+
+    def to_data_sample(self, video_id: Optional[int] = None) -> TrackDataSample:
+        """The model's output for a finished video, as :class:`~ctvis.evaluation.YTVISMetric`
+        reads it: metainfo ``video_id``, ``video_complete=True``, ``ori_video_length``, and one
+        ``DetDataSample`` per frame whose ``pred_track_instances`` is :meth:`frame_instances`."""
+        frames = []
+        for t in range(self.num_frames):
+            frame = DetDataSample(metainfo=dict(frame_id=t, ori_shape=self.ori_shape))
+            frame.pred_track_instances = self.frame_instances(t)
+            frames.append(frame)
+        result = TrackDataSample(metainfo=dict(video_id=video_id, video_complete=True,
+                                               ori_video_length=self.num_frames))
+        result.video_data_samples = frames
+        return result
+
+    def to_ytvis_results(self, video_id: int, category_ids: Sequence[int]) -> List[dict]:
+        """The standard YouTube-VIS results entries of this video.
+
+        Args:
+            video_id (int): Id of the video in the annotation file.
+            category_ids (Sequence[int]): Sorted category ids: label ``i`` is ``category_ids[i]``.
+
+        Returns:
+            list[dict]: K ``{video_id, category_id, score, segmentations}`` dicts; ``score`` is
+            the float32 value the data sample carries (:meth:`frame_instances`), so both routes
+            give the same results file.
+
+        Raises:
+            ValueError: A label is outside ``category_ids``.
+        """
+        results = []
+        for label, score, masks in zip(self.labels.tolist(), self.scores.float().tolist(),
+                                       self.masks):
+            if not 0 <= label < len(category_ids):
+                raise ValueError(f'video {video_id}: label {label} is outside the '
+                                 f'{len(category_ids)} categories')
+            results.append(dict(video_id=int(video_id), category_id=int(category_ids[label]),
+                                score=float(score), segmentations=list(masks)))
+        return results
+
+
+class _TrackRecord:
+    """What the video-level output needs of one track, accumulated frame by frame."""
+
+    __slots__ = ('logits', 'frames', 'masks', 'mask_score_num', 'mask_score_den')
+
+    def __init__(self) -> None:
+        self.logits: List[Tensor] = []  # (C + 1,) float32 per detection: kept for the mean
+        self.frames: List[int] = []
+        self.masks: List[dict] = []
+        self.mask_score_num = 0.0
+        self.mask_score_den = 0.0
+
+
+class VideoTracks:
+    """Video-level track records with IDOL-style short-track suppression.
+
+    Args:
+        num_classes (int): Number of object classes C (logits have C + 1 entries).
+        noise_frame_num (int): Suppression starts after this many frames.
+        none_frame_num (int): A track missing from its last ``none_frame_num`` frames...
+        suppress_frame_num (int): ...with fewer than this many detections is suppressed.
+    """
+
+    def __init__(self, num_classes: int, noise_frame_num: int = 8, none_frame_num: int = 2,
+                 suppress_frame_num: int = 3) -> None:
+        self.num_classes = num_classes
+        self.noise_frame_num = noise_frame_num
+        self.none_frame_num = none_frame_num
+        self.suppress_frame_num = suppress_frame_num
+        self.records: Dict[int, _TrackRecord] = {}
+        self.num_video_frames = 0
+        self.ori_shape: Optional[Tuple[int, int]] = None
+
+    def add_frame(self, frame_id: int, track_ids: Sequence[int], logits: Tensor,
+                  mask_logits: Tensor) -> None:
+        """Record one frame.
+
+        Args:
+            frame_id (int): Index of the frame in the video (0-based, consecutive).
+            track_ids (Sequence[int]): Track id of each detection kept this frame, length N.
+            logits (Tensor): Class logits of those detections, shape (N, C + 1).
+            mask_logits (Tensor): Their mask logits at original resolution, shape (N, H, W).
+        """
+        self.num_video_frames = frame_id + 1
+        self.ori_shape = tuple(mask_logits.shape[-2:])
+        binary = mask_logits > 0
+        probs = mask_logits.sigmoid()
+        score_num = (probs * binary).flatten(1).sum(1).double().cpu()
+        score_den = binary.flatten(1).sum(1).double().cpu()
+        rles = encode_masks(binary) if len(track_ids) else []
+        logits = logits.detach().float().cpu()
+        for k, track_id in enumerate(track_ids):
+            record = self.records.get(int(track_id))
+            if record is None:
+                record = self.records[int(track_id)] = _TrackRecord()
+            record.logits.append(logits[k])
+            record.frames.append(frame_id)
+            record.masks.append(rles[k])
+            record.mask_score_num += float(score_num[k])
+            record.mask_score_den += float(score_den[k])
+        self._suppress_short_tracks(frame_id)
+
+    def _suppress_short_tracks(self, frame_id: int) -> None:
+        if frame_id <= self.noise_frame_num:
+            return
+        first_missing = frame_id - self.none_frame_num + 1
+        for track_id in [i for i, r in self.records.items()
+                         if r.frames[-1] < first_missing
+                         and len(r.frames) < self.suppress_frame_num]:
+            del self.records[track_id]
+
+    @property
+    def track_ids(self) -> List[int]:
+        """Ids of the recorded (not suppressed) tracks, in creation order."""
+        return list(self.records)
+
+    def last_masks(self, track_ids: Sequence[int]) -> List[dict]:
+        """The latest recorded mask (RLE dict) of each track, in the order given.
+
+        Right after :meth:`add_frame` these are the masks of that frame.
+
+        Raises:
+            KeyError: A track id that has no record (never recorded, or suppressed).
+        """
+        return [self.records[int(i)].masks[-1] for i in track_ids]
+
+    def track_logits(self) -> Tensor:
+        """Mean class logits of every recorded track, shape (K, C + 1), in creation order.
+
+        The float32 mean of the stacked per-frame logits, as the official code takes it: a sum in
+        another precision can move a mean by one float32 step and reorder exact top-k ties.
+        """
+        return torch.stack([torch.stack(r.logits).mean(0) for r in self.records.values()])
+
+    def video_predictions(self, max_per_video: Optional[int] = None) -> VideoPrediction:
+        """Top-k (track, class) pairs of the video.
+
+        Scores are class probability (softmax over the mean logits) times the track's mask score
+        (mean sigmoid inside its binary masks over all frames).
+
+        Args:
+            max_per_video (int, optional): K; defaults to the number of classes.
+
+        Returns:
+            VideoPrediction: At most K predictions, in descending class probability.
+        """
+        k = max_per_video or self.num_classes
+        if not self.records:
+            return VideoPrediction(
+                scores=torch.zeros(0, dtype=torch.float64),
+                labels=torch.zeros(0, dtype=torch.long),
+                track_ids=torch.zeros(0, dtype=torch.long),
+                track_index=torch.zeros(0, dtype=torch.long), masks=[],
+                ori_shape=self.ori_shape, num_frames=self.num_video_frames)
+        probs = self.track_logits().softmax(-1)[:, :-1]
+        k = min(k, probs.numel())
+        top_scores, top_idx = probs.flatten().topk(k, sorted=True)
+        track_index = torch.div(top_idx, self.num_classes, rounding_mode='floor')
+        labels = top_idx % self.num_classes
+        records = list(self.records.values())
+        track_ids = list(self.records)
+        empty = encode_masks(torch.zeros((1, *self.ori_shape), dtype=torch.bool))[0]
+        scores, masks = [], []
+        for score, row in zip(top_scores.tolist(), track_index.tolist()):
+            record = records[row]
+            mask_score = record.mask_score_num / (record.mask_score_den + 1e-6)
+            scores.append(score * mask_score)
+            per_frame = [empty] * self.num_video_frames
+            for frame, rle in zip(record.frames, record.masks):
+                per_frame[frame] = rle
+            masks.append(per_frame)
+        return VideoPrediction(
+            scores=torch.tensor(scores, dtype=torch.float64), labels=labels,
+            track_ids=torch.tensor([track_ids[r] for r in track_index.tolist()]),
+            track_index=track_index, masks=masks, ori_shape=self.ori_shape,
+            num_frames=self.num_video_frames)
