@@ -15,6 +15,7 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
 from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
 from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import DataLoader
@@ -240,3 +241,25 @@ def test_zoo_recipe_trains_in_fp32_on_cpu(tmp_path):
     for name, value in trained.items():
         assert value.dtype not in (torch.float16, torch.bfloat16), name
         assert torch.equal(value, reference[name]), f'{name} differs from a plain fp32 run'
+
+
+# ----------------------------------------------------------------------------- matching precision
+def test_matching_costs_are_float32_under_autocast():
+    """The official matcher computes its costs with autocast off (fp16 costs can reorder)."""
+    head = build_tiny_model().track_head
+    seen = []
+    assign = head.assigner.assign
+
+    def recording_assign(pred_instances, gt_instances, img_meta):
+        seen.append((pred_instances.scores.dtype, pred_instances.masks.dtype,
+                     torch.is_autocast_enabled('cpu')))
+        return assign(pred_instances, gt_instances, img_meta)
+
+    head.assigner.assign = recording_assign
+    gen = torch.Generator().manual_seed(0)
+    cls_score = torch.randn(6, 4, generator=gen).bfloat16()
+    mask_pred = torch.randn(6, 16, 16, generator=gen).bfloat16()
+    gt = InstanceData(labels=torch.tensor([0, 2]), masks=torch.rand(2, 16, 16, generator=gen) > 0.5)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        head._get_targets_single(cls_score, mask_pred, gt, dict(img_shape=(16, 16)))
+    assert seen == [(torch.float32, torch.float32, False)]

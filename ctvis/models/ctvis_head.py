@@ -103,6 +103,26 @@ class CTVISHead(Mask2FormerHead):
         queries = self.transformer_decoder.post_norm(query_feat)
         return cls_pred_list, mask_pred_list, self.reid_embed(queries), queries
 
+    def _get_targets_single(self, cls_score: Tensor, mask_pred: Tensor,
+                            gt_instances: InstanceData, img_meta: dict) -> Tuple[Tensor]:
+        """mmdet's targets of one frame, with the Hungarian matching costs in float32.
+
+        The official matcher computes its costs with autocast off; under mixed precision the fp16
+        mask costs could otherwise tie or reorder and change the matching.
+
+        Args:
+            cls_score (Tensor): Class logits (Q, C + 1).
+            mask_pred (Tensor): Mask logits (Q, h, w).
+            gt_instances (InstanceData): ``labels`` (G,) and ``masks`` (G, H, W).
+            img_meta (dict): Frame meta information.
+
+        Returns:
+            tuple[Tensor]: As :meth:`Mask2FormerHead._get_targets_single`.
+        """
+        with torch.autocast(cls_score.device.type, enabled=False):
+            return super()._get_targets_single(cls_score.float(), mask_pred.float(),
+                                               gt_instances, img_meta)
+
     def loss_and_outputs(self, x: List[Tensor], batch_data_samples: SampleList
                          ) -> Tuple[dict, Tuple, List[InstanceData]]:
         """Mask2Former losses of a batch of frames, plus the forward outputs and targets.
