@@ -1,7 +1,12 @@
 """Every shipped config loads, builds its model, its data pipelines and the optimizer it trains
-with; the 8-GPU configs' optimizer holds the official lr and weight decay of every parameter."""
+with; the 8-GPU configs' optimizer holds the official lr and weight decay of every parameter.
+Every config file inherits at most 2 ``_base_`` levels and edits pipeline steps by type, never by
+list position; each top-level config's pipelines hold the steps and clip lengths of its recipe."""
+import ast
 import glob
 import os.path as osp
+import re
+from typing import List
 
 import pytest
 import torch
@@ -12,6 +17,7 @@ from mmengine.registry import init_default_scope
 from torch import nn
 
 from conftest import REPO
+from ctvis.utils.config_tools import update_step
 from mmdet.registry import MODELS
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'ctvis', '*.py')))
@@ -48,6 +54,13 @@ def pipelines(cfg):
     yield cfg.test_dataloader.dataset.pipeline
 
 
+def step(pipeline: list, step_type: str):
+    """The one top-level step of ``pipeline`` of type ``step_type``."""
+    steps = [s for s in pipeline if s.type == step_type]
+    assert len(steps) == 1, f'{len(steps)} {step_type} steps in {[s.type for s in pipeline]}'
+    return steps[0]
+
+
 def test_every_config_is_listed():
     assert sorted(config_name(c) for c in CONFIGS) == sorted(EXPECTED)
 
@@ -66,13 +79,14 @@ def test_config_builds(built):
     if ratios is not None:
         pseudo, real = train.datasets
         assert cfg.train_dataloader.sampler.ratios == ratios
-        assert pseudo.pipeline[2].num_frames == frames
-        assert real.pipeline[0].num_frames == frames and real.pipeline[0].frame_range == frame_range
+        assert step(pseudo.pipeline, 'PseudoVideoFromImage').num_frames == frames
+        clip_sample = step(real.pipeline, 'VideoClipSample')
+        assert clip_sample.num_frames == frames and clip_sample.frame_range == frame_range
         assert cfg.train_dataloader.batch_size == 2 and cfg.train_cfg.max_iters == 16000
         assert cfg.param_scheduler.milestones == [6000, 12000]
         assert cfg.train_cfg.val_interval == (4000 if name.endswith('ovis') else 2000)
     else:
-        assert train.pipeline[0].num_frames == frames
+        assert step(train.pipeline, 'VideoClipSample').num_frames == frames
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -190,3 +204,184 @@ def test_optimizer_follows_the_official_rules(built):
         assert not frozen
         tables = [n for n in settings if n.endswith('relative_position_bias_table')]
         assert len(tables) == 2 + 2 + 18 + 2
+
+
+# ----------------------------------------------------------------------------- structure
+# Every config file: the zoo, its bases, the projects' configs and the tests' configs.
+CONFIG_FILES = sorted(
+    glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True) +
+    glob.glob(osp.join(REPO, 'projects', '*', 'configs', '**', '*.py'), recursive=True) +
+    glob.glob(osp.join(REPO, 'tests', 'data', 'configs', '*.py')))
+MAX_BASE_LEVELS = 2
+
+
+def relative(path: str) -> str:
+    return osp.relpath(path, REPO)
+
+
+def base_levels(path: str) -> int:
+    """Levels of ``_base_`` above ``path``, resolved as mmengine resolves them (other packages'
+    bases too): a config whose base has a base of its own has 2 levels."""
+    levels = 0
+    for base in Config._get_base_files(path):
+        base_path, _ = Config._get_cfg_path(base, path)  # absolute for 'mmdet::...'
+        levels = max(levels, 1 + base_levels(osp.join(osp.dirname(path), base_path)))
+    return levels
+
+
+def test_base_levels_are_counted():
+    levels = {relative(p): base_levels(p) for p in CONFIG_FILES}
+    assert levels['configs/_base_/datasets/ytvis19.py'] == 0
+    assert levels['configs/_base_/datasets/ovis.py'] == 1
+    assert levels['configs/ctvis/ctvis_r50_8xb2-16k_ovis.py'] == 2  # -> ovis.py -> ytvis19.py
+    assert levels['projects/minvis/configs/minvis_quickstart.py'] == 2  # -> quickstart -> r50
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=relative)
+def test_at_most_two_base_levels(path):
+    assert base_levels(path) <= MAX_BASE_LEVELS, (
+        f'{relative(path)}: {base_levels(path)} levels of _base_ (at most {MAX_BASE_LEVELS}): '
+        'inherit the bases of the config you derive from instead')
+
+
+POSITIONAL_NAME = re.compile(r'(pipeline|transforms)$')
+
+
+def positional_step_edits(source: str) -> List[str]:
+    """``line: code`` of each pipeline step addressed by list position (``pipeline[2]``,
+    ``real_video_pipeline[-2]``, ``x.transforms[0]``) in a config's source."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Subscript):
+            continue
+        container = node.value
+        name = container.attr if isinstance(container, ast.Attribute) else getattr(
+            container, 'id', '')
+        index = node.slice
+        if isinstance(index, ast.UnaryOp) and isinstance(index.op, ast.USub):
+            index = index.operand
+        if POSITIONAL_NAME.search(name) and isinstance(index, ast.Constant) and isinstance(
+                index.value, int):
+            found.append((node.lineno, node.col_offset, ast.unparse(node)))
+    return [f'{line}: {code}' for line, _, code in sorted(found)]
+
+
+def test_positional_step_edits_are_found():
+    source = ('a = dict(pipeline=[])\nreal_video_pipeline[-2].num_frames = 1\n'
+              'a.pipeline[0].update(num_frames=8)\nb = x.transforms[1]\n'
+              "update_step(a.pipeline, 'VideoClipSample', num_frames=1)\n"
+              'datasets[0].pipeline = p\nscales = train_scales[0]\n')
+    assert positional_step_edits(source) == [
+        '2: real_video_pipeline[-2]', '3: a.pipeline[0]', '4: x.transforms[1]']
+
+
+@pytest.mark.parametrize('path', CONFIG_FILES, ids=relative)
+def test_no_pipeline_step_by_position(path):
+    with open(path, encoding='utf-8') as f:
+        found = positional_step_edits(f.read())
+    assert not found, (
+        f'{relative(path)} addresses pipeline steps by list position (wrong step once one is '
+        f"inserted): {found}; use ctvis.utils.config_tools.update_step(pipeline, 'Type', ...)")
+
+
+# ----------------------------------------------------------------------------- pipelines
+def outline(pipeline: list) -> List[str]:
+    """Each step's type with its clip-length arguments; a broadcaster with its inner types."""
+    steps = []
+    for config in pipeline:
+        if config.type == 'TransformBroadcaster':
+            inner = ', '.join(t.type for t in config.transforms)
+            steps.append(f'TransformBroadcaster[{inner}]')
+            continue
+        args = ', '.join(f'{key}={config[key]}' for key in ('num_frames', 'frame_range')
+                         if key in config)
+        steps.append(f'{config.type}({args})' if args else config.type)
+    return steps
+
+
+AUGMENT = ('TransformBroadcaster[LoadImageFromFile, LoadTrackAnnotations, RandomApply, '
+           'RandomChoiceResize, RandomFlip, DropEmptyMaskInstances]')
+LOAD = 'TransformBroadcaster[LoadImageFromFile, LoadTrackAnnotations]'
+TEST = ['TransformBroadcaster[LoadImageFromFile, Resize]', 'PackTrackInputs']
+
+
+def zoo(frames: int, frame_range: int, pseudo_frames: int = None) -> dict:
+    """A zoo recipe's pipelines: COCO pseudo-videos and real clips for training, then test."""
+    pseudo_frames = frames if pseudo_frames is None else pseudo_frames
+    return dict(
+        pseudo=['VideoClipSample(num_frames=1, frame_range=1)', LOAD,
+                f'PseudoVideoFromImage(num_frames={pseudo_frames})', 'PackTrackInputs'],
+        real=[f'VideoClipSample(num_frames={frames}, frame_range={frame_range})', AUGMENT,
+              'PackTrackInputs'],
+        test=TEST)
+
+
+def toy(frames: int) -> dict:
+    return dict(
+        train=[f'VideoClipSample(num_frames={frames}, frame_range=4)',
+               'TransformBroadcaster[LoadImageFromFile, LoadTrackAnnotations, RandomFlip, '
+               'DropEmptyMaskInstances]', 'PackTrackInputs'],
+        test=['TransformBroadcaster[LoadImageFromFile]', 'PackTrackInputs'])
+
+
+PIPELINES = {  # config -> its pipelines' outlines
+    'configs/ctvis/ctvis_r50_8xb2-16k_ytvis19.py': zoo(10, 20),
+    'configs/ctvis/ctvis_r50_8xb2-16k_ytvis21.py': zoo(10, 20),
+    'configs/ctvis/ctvis_r50_8xb2-16k_ytvis21-test-ytvis22.py': zoo(10, 20),
+    'configs/ctvis/ctvis_r50_8xb2-16k_ovis.py': zoo(10, 15),
+    'configs/ctvis/ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis19.py': zoo(8, 16),
+    'configs/ctvis/ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis21.py': zoo(8, 16),
+    'configs/ctvis/ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ovis.py': zoo(6, 10),
+    'configs/ctvis/ctvis_quickstart.py': toy(5),
+    'projects/minvis/configs/minvis_r50_8xb20-16k_ytvis19.py': zoo(1, 20, pseudo_frames=1),
+    'projects/minvis/configs/minvis_quickstart.py': toy(1),
+    'projects/minvis/configs/ctvis_quickstart_minvis-tracker.py': toy(5),
+    'tests/data/configs/ctvis_toy_e2e.py': toy(3),
+}
+
+
+def test_every_top_level_config_has_its_pipelines_listed():
+    shipped = {relative(p) for p in CONFIG_FILES
+               if '_base_' not in p and not relative(p).startswith('tests')}
+    assert shipped | {'tests/data/configs/ctvis_toy_e2e.py'} == set(PIPELINES)
+
+
+@pytest.mark.parametrize('path', sorted(PIPELINES))
+def test_pipeline_steps(path, monkeypatch):
+    monkeypatch.setenv('CTVIS_TOY_DATA', 'data/toy_vis/')  # the end-to-end test's config
+    cfg = Config.fromfile(osp.join(REPO, path))
+    train = cfg.train_dataloader.dataset
+    if 'datasets' in train:
+        pseudo, real = train.datasets
+        assert pseudo.type == 'CocoPseudoVideoDataset' and real.type != pseudo.type
+        got = dict(pseudo=outline(pseudo.pipeline), real=outline(real.pipeline))
+    else:
+        got = dict(train=outline(train.pipeline))
+    got['test'] = outline(cfg.test_dataloader.dataset.pipeline)
+    assert got == PIPELINES[path]
+    assert outline(cfg.val_dataloader.dataset.pipeline) == PIPELINES[path]['test']
+
+
+# ----------------------------------------------------------------------------- update_step
+def test_update_step_edits_the_step_of_that_type():
+    pipeline = [Config(dict(type='VideoClipSample', num_frames=10, frame_range=20)).to_dict(),
+                dict(type='PseudoVideoFromImage', num_frames=10), dict(type='PackTrackInputs')]
+    update_step(pipeline, 'PseudoVideoFromImage', num_frames=8)
+    assert pipeline == [dict(type='VideoClipSample', num_frames=10, frame_range=20),
+                        dict(type='PseudoVideoFromImage', num_frames=8),
+                        dict(type='PackTrackInputs')]
+
+
+@pytest.mark.parametrize('pipeline, problem', [
+    ([dict(type='PackTrackInputs')], 'found 0'),
+    ([dict(type='VideoClipSample'), dict(type='VideoClipSample')], 'found 2'),
+])
+def test_update_step_refuses_a_missing_or_ambiguous_step(pipeline, problem):
+    with pytest.raises(ValueError, match=problem) as error:
+        update_step(pipeline, 'VideoClipSample', num_frames=1)
+    assert str([s['type'] for s in pipeline]) in str(error.value)
+
+
+def test_update_step_refuses_no_change():
+    with pytest.raises(ValueError, match='no argument'):
+        update_step([dict(type='VideoClipSample')], 'VideoClipSample')

@@ -1,12 +1,13 @@
 # The quickstart recipe shrunk for an end-to-end test: the toy dataset under $CTVIS_TOY_DATA,
 # 3-frame clips, 2 iterations, validation at the end.
 _base_ = '../../../configs/ctvis/ctvis_quickstart.py'
+from ctvis.utils.config_tools import update_step  # after _base_: see its docstring
 
 data_root = '{{$CTVIS_TOY_DATA:data/toy_vis/}}'
 max_iters = 2
 
 train_pipeline = _base_.train_pipeline
-train_pipeline[0].num_frames = 3
+update_step(train_pipeline, 'VideoClipSample', num_frames=3)
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
