@@ -106,15 +106,17 @@ def noisy_runner(work_dir: str, name: str, hooks: list, **runner_args) -> Runner
         val_cfg=dict(type='ValLoop'),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=hooks, randomness=dict(seed=0), default_scope='mmdet', **runner_args)
+        custom_hooks=hooks, default_scope='mmdet',
+        **{'randomness': dict(seed=0), **runner_args})
 
 
-def interrupted_and_resumed(work_dir: str, name: str, with_hook: bool) -> dict:
+def interrupted_and_resumed(work_dir: str, name: str, with_hook: bool,
+                            resumed_seed: int = 0) -> dict:
     hooks = [RNGStateHook()] if with_hook else []
     with pytest.raises(KeyboardInterrupt, match='simulated crash'):
         noisy_runner(work_dir, f'{name}_crash', hooks + [CrashAfterIteration()]).train()
     runner = noisy_runner(work_dir, f'{name}_resume', [RNGStateHook()] if with_hook else [],
-                          resume=True)
+                          resume=True, randomness=dict(seed=resumed_seed))
     runner.train()
     assert runner.iter == 6
     return runner.model.state_dict()
@@ -129,6 +131,13 @@ def test_resumed_run_equals_the_uninterrupted_one_in_process(tmp_path):
     assert set(checkpoint[CHECKPOINT_KEY][0]) >= {'python', 'numpy', 'torch'}
 
     resumed = interrupted_and_resumed(str(tmp_path / 'run'), 'rng_run', with_hook=True)
+    for key, value in expected.items():
+        assert torch.equal(resumed[key], value), key
+
+    # resumed under another seed: mmengine re-seeds with the checkpoint's, the hook gives the
+    # sampler (built before, with the new seed) the interrupted run's seed back
+    resumed = interrupted_and_resumed(str(tmp_path / 'seed5'), 'rng_seed5', with_hook=True,
+                                      resumed_seed=5)
     for key, value in expected.items():
         assert torch.equal(resumed[key], value), key
 

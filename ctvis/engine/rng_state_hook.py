@@ -22,6 +22,8 @@ from mmdet.registry import HOOKS
 
 CHECKPOINT_KEY = 'rng_states'
 """Checkpoint entry: one dict of generator states per rank (a list indexed by rank)."""
+SAMPLER_SEED_KEY = 'train_sampler_seed'
+"""Checkpoint entry: the seed of the training sampler (the order of the data follows from it)."""
 
 
 def capture_rng_states() -> Dict[str, Any]:
@@ -79,7 +81,8 @@ class RNGStateHook(Hook):
     """Save every rank's generator states with each checkpoint; restore them on resume.
 
     Saved: Python's ``random``, numpy's global ``RandomState``, torch's CPU generator and, where
-    CUDA is in use, every CUDA device's generator; one set per rank. Restored: on resume, at the
+    CUDA is in use, every CUDA device's generator, one set per rank; and the training sampler's
+    seed, which the resumed sampler gets back before the replay. Restored: on resume, at the
     moment the interrupted run was at when it saved: for ``IterBasedTrainLoop`` right after
     mmengine's replay of the finished iterations' data (the replay reproduces the samplers'
     positions, which follow from their seed, and the data workers' generators), for epoch loops
@@ -95,6 +98,7 @@ class RNGStateHook(Hook):
 
     def __init__(self) -> None:
         self._saved: Optional[List[Dict[str, Any]]] = None  # every rank's, from a checkpoint
+        self._sampler_seed: Optional[int] = None
         self._pending_epoch: Optional[Dict[str, Any]] = None  # restored at the next epoch
         self._before_val: Optional[Dict[str, Any]] = None
 
@@ -103,9 +107,26 @@ class RNGStateHook(Hook):
         states = self._before_val if self._before_val is not None else capture_rng_states()
         _, world_size = get_dist_info()
         checkpoint[CHECKPOINT_KEY] = (all_gather_object(states) if world_size > 1 else [states])
+        checkpoint[SAMPLER_SEED_KEY] = getattr(runner.train_dataloader.sampler, 'seed', None)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._saved = checkpoint.get(CHECKPOINT_KEY)
+        self._sampler_seed = checkpoint.get(SAMPLER_SEED_KEY)
+
+    @staticmethod
+    def _restore_sampler_seed(runner, seed: Optional[int]) -> None:
+        """Give the training sampler the interrupted run's seed, so the replay and the data after
+        it follow the same order. mmengine re-seeds the generators with the checkpoint's seed on
+        resume, but builds the sampler before, with the seed of the new run (another one when
+        ``randomness.seed`` is None or was changed)."""
+        loop = runner.train_loop
+        sampler = loop.dataloader.sampler
+        if seed is None or getattr(sampler, 'seed', seed) == seed:
+            return
+        print_log(f'RNGStateHook: training sampler seed {sampler.seed} -> {seed} (the '
+                  'interrupted run\'s)', logger='current')
+        sampler.seed = seed
+        loop.dataloader_iterator = type(loop.dataloader_iterator)(loop.dataloader)
 
     def before_train(self, runner) -> None:
         saved, self._saved = self._saved, None
@@ -118,6 +139,7 @@ class RNGStateHook(Hook):
                       'the interrupted one exactly', logger='current', level=logging.WARNING)
             return
         states = saved[rank]
+        self._restore_sampler_seed(runner, self._sampler_seed)
         if isinstance(runner.train_loop, IterBasedTrainLoop):
             loop = runner.train_loop
             loop.dataloader_iterator = _RestoreBeforeNewData(
