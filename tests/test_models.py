@@ -135,7 +135,7 @@ def test_predict_rejects_batches_of_videos(tiny_model):
 
 
 class QueryIndexTracker(BaseVideoTracker):
-    """A new tracker is one class: every query kept, query i is track i."""
+    """A new tracker is one class: every query kept (last query first), query i is track i."""
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -147,7 +147,7 @@ class QueryIndexTracker(BaseVideoTracker):
     def track(self, frame_id, logits, mask_logits, embeds):
         if frame_id == 0:
             self.reset()
-        queries = torch.arange(logits.shape[0])
+        queries = torch.arange(logits.shape[0]).flip(0)
         return queries, queries.clone()
 
 
@@ -163,10 +163,15 @@ def test_any_base_video_tracker_plugs_into_the_model():
     frames = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         outs = [model.predict(frames[None, t:t + 1], [frame_sample(t, 2)])[0] for t in range(2)]
-    assert outs[0][0].pred_track_instances.instances_id.tolist() == list(range(6))
+    first = outs[0][0].pred_track_instances
+    assert first.instances_id.tolist() == [5, 4, 3, 2, 1, 0]
     video = outs[1]
     assert video.metainfo['video_complete'] and len(video) == 2
-    assert len(video[0].pred_track_instances) == 3  # top-k = number of classes, of 6 tracks
+    top = video[0].pred_track_instances
+    assert len(top) == 3  # top-k = number of classes, of 6 tracks
+    mask_of_track = dict(zip(first.instances_id.tolist(), first.masks))
+    assert len({rle['counts'] for rle in first.masks}) > 1  # masks that tell tracks apart
+    assert [mask_of_track[i] for i in top.instances_id.tolist()] == top.masks  # same frame 0
 
 
 def test_a_tracker_outside_the_interface_is_refused():

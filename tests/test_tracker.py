@@ -14,8 +14,10 @@ import torch
 
 from conftest import PARITY, REPO, load_module
 from ctvis.evaluation.ytvis_metric import results2json, video_predictions
-from ctvis.models import (CTVISTracker, MemoryBank, TrackMemory, VideoTracks, bisoftmax_scores,
-                          mask_iou, mask_nms, resize_mask_logits, similarity_guided_fusion)
+from ctvis.models import (CTVISTracker, MemoryBank, TrackMemory, VideoPrediction, VideoTracks,
+                          bisoftmax_scores, mask_iou, mask_nms, resize_mask_logits,
+                          similarity_guided_fusion)
+from mmdet.structures import TrackDataSample
 
 NUM_CLASSES = 3
 CASES_DIR = osp.join(REPO, 'tests', 'data', 'tracker_cases')
@@ -348,6 +350,40 @@ def test_video_prediction_reads_the_same_through_the_metric():
     assert [r['category_id'] for r in expected] == [10, 30]
     assert expected[0]['score'] != float(pred.scores[0])  # float32, as the sample carries it
 
+
+
+def test_video_prediction_reads_back_from_its_data_sample():
+    pred = two_track_prediction()
+    sample = pred.to_data_sample(video_id=7)
+    for given in (sample, sample.to_dict()):  # the metric gets the dict from the Evaluator
+        back = VideoPrediction.from_data_sample(given)
+        assert back.video_id == 7 and back.num_frames == 2 and back.ori_shape == (6, 6)
+        assert back.track_index is None and torch.equal(back.track_ids, pred.track_ids)
+        assert torch.equal(back.labels, pred.labels) and back.masks == pred.masks
+        assert torch.equal(back.scores, pred.scores.float().double())
+        assert back.to_ytvis_results(7, [1, 2, 3]) == pred.to_ytvis_results(7, [1, 2, 3])
+    assert VideoPrediction.from_data_sample(TrackDataSample(metainfo=dict(video_id=7))) is None
+    sample.set_metainfo(dict(video_id=None))
+    sample[0].set_metainfo(dict(video_id=8))  # the first frame's id when the video has none
+    assert VideoPrediction.from_data_sample(sample).video_id == 8
+
+
+def test_video_prediction_from_a_data_sample_checks_it():
+    sample = two_track_prediction().to_data_sample(video_id=7)
+    sample[1].pred_track_instances.masks = [sample[1].pred_track_instances.masks[0], None]
+    rle = sample[0].pred_track_instances.masks[0]
+    sample[0].pred_track_instances.masks[0] = dict(rle, counts=rle['counts'].encode())
+    back = VideoPrediction.from_data_sample(sample)
+    assert back.masks[0][0] == rle and back.masks[1][1] is None  # bytes counts as str
+    sample[1].pred_track_instances.masks = ['not an RLE', None]
+    with pytest.raises(TypeError, match='video 7, frame 1: masks must be pycocotools RLE'):
+        VideoPrediction.from_data_sample(sample)
+    sample[1].pred_track_instances.scores = torch.tensor([0.5, 0.25])
+    with pytest.raises(ValueError, match='video 7, frame 1: every frame must list the same'):
+        VideoPrediction.from_data_sample(sample)
+    sample.set_metainfo(dict(video_id=None))
+    with pytest.raises(KeyError, match='needs metainfo video_id'):
+        VideoPrediction.from_data_sample(sample)
 
 def test_video_prediction_rejects_labels_outside_the_categories():
     pred = two_track_prediction()

@@ -2,7 +2,7 @@
 
 The IoU and NMS follow the official arithmetic (docs/parity.md, "Tracker conventions").
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -104,3 +104,27 @@ def encode_masks(masks: Tensor) -> List[dict]:
     for rle in rles:
         rle['counts'] = rle['counts'].decode('ascii')
     return rles
+
+
+def json_rle(rle: Optional[dict], where: str) -> Optional[dict]:
+    """A pycocotools RLE (``counts`` as bytes or str) as a JSON-ready dict; None stays None.
+
+    Args:
+        rle (dict, optional): ``size`` (H, W) and ``counts``.
+        where (str): What the mask belongs to, for the error message.
+
+    Returns:
+        dict, optional: ``size`` as a list of ints and ``counts`` as str.
+
+    Raises:
+        TypeError: ``rle`` is neither None nor a dict with ``size`` and ``counts``.
+    """
+    if rle is None:
+        return None
+    if not isinstance(rle, dict) or 'counts' not in rle or 'size' not in rle:
+        raise TypeError(f'{where}: masks must be pycocotools RLE dicts (size, counts) or None, '
+                        f'got {type(rle).__name__}')
+    counts = rle['counts']
+    if isinstance(counts, bytes):
+        counts = counts.decode('ascii')
+    return {'size': [int(s) for s in rle['size']], 'counts': counts}

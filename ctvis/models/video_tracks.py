@@ -3,18 +3,19 @@
 :class:`VideoTracks` keeps, per track, what the video-level output needs (per-detection class
 logits, masks as RLE at original resolution, mask-score sums), so memory does not grow with dense
 per-frame tensors however long the video is. :class:`VideoPrediction` is the one video-result
-structure: the model returns it (as a ``TrackDataSample``, :meth:`VideoPrediction.to_data_sample`)
-and it turns into the standard YouTube-VIS results (:meth:`VideoPrediction.to_ytvis_results`).
+structure: the model returns it as a ``TrackDataSample`` (:meth:`VideoPrediction.to_data_sample`),
+a metric reads it back (:meth:`VideoPrediction.from_data_sample`) and it turns into the standard
+YouTube-VIS results (:meth:`VideoPrediction.to_ytvis_results`).
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmdet.structures import DetDataSample, TrackDataSample
-from .mask_utils import encode_masks
+from .mask_utils import encode_masks, json_rle
 
 
 @dataclass
@@ -25,20 +26,23 @@ class VideoPrediction:
         scores (Tensor): Scores, float64, shape (K,), descending.
         labels (Tensor): Contiguous class labels (index into the sorted category ids), long, (K,).
         track_ids (Tensor): Track each prediction comes from, long, shape (K,).
-        track_index (Tensor): Row of that track in :meth:`VideoTracks.track_logits`, long, (K,).
         masks (list[list[dict]]): K lists of ``num_frames`` RLE dicts (``counts`` as str), an
-            empty mask where the track is absent.
-        ori_shape (tuple[int, int], optional): (H, W) of the masks; None if no frame was recorded.
+            empty mask where the track is absent (None where a data sample read back had none).
+        ori_shape (tuple[int, int], optional): (H, W) of the masks; None if unknown.
         num_frames (int): Number of frames of the video.
+        track_index (Tensor, optional): Row of each track in :meth:`VideoTracks.track_logits`,
+            long, (K,); None when read back from a data sample.
+        video_id (int, optional): Id of the video, when known.
     """
 
     scores: Tensor
     labels: Tensor
     track_ids: Tensor
-    track_index: Tensor
-    masks: List[List[dict]]
+    masks: List[List[Optional[dict]]]
     ori_shape: Optional[Tuple[int, int]]
     num_frames: int
+    track_index: Optional[Tensor] = None
+    video_id: Optional[int] = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -52,8 +56,11 @@ class VideoPrediction:
 
     def to_data_sample(self, video_id: Optional[int] = None) -> TrackDataSample:
         """The model's output for a finished video, as :class:`~ctvis.evaluation.YTVISMetric`
-        reads it: metainfo ``video_id``, ``video_complete=True``, ``ori_video_length``, and one
-        ``DetDataSample`` per frame whose ``pred_track_instances`` is :meth:`frame_instances`."""
+        reads it: metainfo ``video_id`` (``video_id`` or else :attr:`video_id`),
+        ``video_complete=True``, ``ori_video_length``, and one ``DetDataSample`` per frame whose
+        ``pred_track_instances`` is :meth:`frame_instances`."""
+        if video_id is None:
+            video_id = self.video_id
         frames = []
         for t in range(self.num_frames):
             frame = DetDataSample(metainfo=dict(frame_id=t, ori_shape=self.ori_shape))
@@ -63,6 +70,61 @@ class VideoPrediction:
                                                ori_video_length=self.num_frames))
         result.video_data_samples = frames
         return result
+
+    @classmethod
+    def from_data_sample(cls, sample: Union[TrackDataSample, dict]) -> Optional['VideoPrediction']:
+        """Read back what :meth:`to_data_sample` wrote; None for a sample that is not
+        ``video_complete`` (an intermediate frame).
+
+        Args:
+            sample (TrackDataSample | dict): The sample or its ``to_dict()`` (what
+                ``mmengine.evaluator.Evaluator`` passes to metrics).
+
+        Returns:
+            VideoPrediction, optional: With ``video_id``, float32 ``scores`` (as the sample
+            carries them) in float64, JSON-ready RLE masks, no ``track_index``; ``track_ids``
+            is -1 where the sample has no ``instances_id``.
+
+        Raises:
+            KeyError: No ``video_id`` in the metainfo of the sample or of its first frame.
+            ValueError: No frames, or frames that do not list the same predictions (labels,
+                scores, instances_id) with one mask each.
+        """
+        meta = sample.metainfo if isinstance(sample, TrackDataSample) else sample
+        if not meta.get('video_complete', False):
+            return None
+        frames = (sample.video_data_samples if isinstance(sample, TrackDataSample) else
+                  sample.get('video_data_samples', []))
+        video_id = meta.get('video_id')
+        if video_id is None and frames:
+            video_id = frames[0].metainfo.get('video_id')
+        if video_id is None:
+            raise KeyError('a video_complete sample needs metainfo video_id')
+        where = f'video {video_id}'
+        if not frames:
+            raise ValueError(f'{where}: a video_complete sample has no frames')
+        instances = [frame.pred_track_instances for frame in frames]
+
+        def fields(frame: Any) -> tuple:
+            ids = getattr(frame, 'instances_id', None)
+            return (_as_list(frame.labels), _as_list(frame.scores),
+                    None if ids is None else _as_list(ids))
+
+        labels, scores, ids = fields(instances[0])
+        for index, frame in enumerate(instances):
+            if fields(frame) != (labels, scores, ids) or len(frame.masks) != len(labels):
+                raise ValueError(f'{where}, frame {index}: every frame must list the same '
+                                 'video-level predictions (labels, scores, instances_id) and '
+                                 'one mask per prediction')
+        masks = [[json_rle(frame.masks[k], f'{where}, frame {index}')
+                  for index, frame in enumerate(instances)] for k in range(len(labels))]
+        ori_shape = frames[0].metainfo.get('ori_shape')
+        return cls(scores=torch.tensor([float(s) for s in scores], dtype=torch.float64),
+                   labels=torch.tensor([int(label) for label in labels], dtype=torch.long),
+                   track_ids=torch.tensor([-1] * len(labels) if ids is None else
+                                          [int(i) for i in ids], dtype=torch.long),
+                   masks=masks, ori_shape=None if ori_shape is None else tuple(ori_shape[:2]),
+                   num_frames=len(frames), video_id=int(video_id))
 
     def to_ytvis_results(self, video_id: int, category_ids: Sequence[int]) -> List[dict]:
         """The standard YouTube-VIS results entries of this video.
@@ -88,6 +150,10 @@ class VideoPrediction:
             results.append(dict(video_id=int(video_id), category_id=int(category_ids[label]),
                                 score=float(score), segmentations=list(masks)))
         return results
+
+
+def _as_list(values: Any) -> list:
+    return values.tolist() if hasattr(values, 'tolist') else list(values)
 
 
 class _TrackRecord:
@@ -202,8 +268,8 @@ class VideoTracks:
                 scores=torch.zeros(0, dtype=torch.float64),
                 labels=torch.zeros(0, dtype=torch.long),
                 track_ids=torch.zeros(0, dtype=torch.long),
-                track_index=torch.zeros(0, dtype=torch.long), masks=[],
-                ori_shape=self.ori_shape, num_frames=self.num_video_frames)
+                masks=[], ori_shape=self.ori_shape, num_frames=self.num_video_frames,
+                track_index=torch.zeros(0, dtype=torch.long))
         probs = self.track_logits().softmax(-1)[:, :-1]
         k = min(k, probs.numel())
         top_scores, top_idx = probs.flatten().topk(k, sorted=True)
@@ -224,5 +290,5 @@ class VideoTracks:
         return VideoPrediction(
             scores=torch.tensor(scores, dtype=torch.float64), labels=labels,
             track_ids=torch.tensor([track_ids[r] for r in track_index.tolist()]),
-            track_index=track_index, masks=masks, ori_shape=self.ori_shape,
-            num_frames=self.num_video_frames)
+            masks=masks, ori_shape=self.ori_shape, num_frames=self.num_video_frames,
+            track_index=track_index)
