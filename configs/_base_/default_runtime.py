@@ -17,7 +17,8 @@ env_cfg = dict(
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='nccl'))
 
-vis_backends = [dict(type='LocalVisBackend')]  # add dict(type='TensorboardVisBackend') for TensorBoard
+# add dict(type='TensorboardVisBackend') for TensorBoard
+vis_backends = [dict(type='LocalVisBackend')]
 visualizer = dict(type='TrackLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 

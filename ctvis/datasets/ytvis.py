@@ -7,8 +7,9 @@ file and the offending entry. The parsed items follow mmdet's video format
 
     dict(video_id=int, video_length=int, images=[
         dict(img_id=int, img_path=str, file_name=str, height=int, width=int, frame_id=int,
-             video_id=int, instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int, mask=<RLE dict | polygons>,
-                             instance_id=int, ignore_flag=0 | 1)]),
+             video_id=int, instances=[dict(bbox=[x1, y1, x2, y2], bbox_label=int,
+                                           mask=<RLE dict | polygons>, instance_id=int,
+                                           ignore_flag=0 | 1)]),
         ...])
 
 ``bbox_label`` indexes ``metainfo['classes']``, which lists the class names in sorted category-id

@@ -1,4 +1,5 @@
-"""The CTVIS video instance segmenter: a per-frame Mask2Former, consistent training, online tracking."""
+"""The CTVIS video instance segmenter: a per-frame Mask2Former, consistent training, online
+tracking."""
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -90,7 +91,8 @@ class CTVIS(BaseMOTModel):
 
     def _forward(self, inputs: Tensor, data_samples: Optional[TrackSampleList] = None,
                  **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
-        """Network outputs for (N, T, 3, H, W) inputs, flattened to N*T frames (see :meth:`detect`)."""
+        """Network outputs for (N, T, 3, H, W) inputs, flattened to N*T frames (see
+        :meth:`detect`)."""
         return self.detect(inputs.flatten(0, 1))
 
     # ----------------------------------------------------------------------------------- train
@@ -153,7 +155,8 @@ class CTVIS(BaseMOTModel):
             RLE of each; ``labels``, ``scores`` and ``instances_id`` the same on every frame).
         """
         if inputs.shape[0] != 1:
-            raise ValueError(f'CTVIS predicts one video at a time, got a batch of {inputs.shape[0]}')
+            raise ValueError(
+                f'CTVIS predicts one video at a time, got a batch of {inputs.shape[0]}')
         video = data_samples[0]
         frames = inputs[0]
         for start in range(0, len(video), self.chunk_size):

@@ -28,8 +28,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('src', help='detectron2 checkpoint (.pth or .pkl)')
     parser.add_argument('dst', help='output ctvis checkpoint (.pth)')
     parser.add_argument('--config', help='check the result against this config\'s model')
-    parser.add_argument('--init', action='store_true',
-                        help='weights for initialisation: drop shape mismatches, allow missing keys')
+    parser.add_argument(
+        '--init', action='store_true',
+        help='weights for initialisation: drop shape mismatches, allow missing keys')
     return parser.parse_args()
 
 
