@@ -211,13 +211,15 @@ def test_half_and_bfloat16_are_computed_in_float32():
 
 
 @pytest.mark.parametrize('change, message', [
-    (lambda v, s, i, l, w: (v[:, :-1], s, i, l, w), 'spatial_shapes hold 55 keys but value has 54'),
-    (lambda v, s, i, l, w: (v, s, i + 1, l, w), r'level_start_index\[0\] is 1'),
-    (lambda v, s, i, l, w: (v, s, i, l, w[..., :-1]), 'attention_weights must be'),
-    (lambda v, s, i, l, w: (v, s, i, l[:, :, :1], w), 'sampling_locations must be'),
-    (lambda v, s, i, l, w: (v, s.int(), i, l, w), 'spatial_shapes must be an int64'),
-    (lambda v, s, i, l, w: (v.int(), s, i, l, w), 'value must be float32 or float64'),
-    (lambda v, s, i, l, w: (v, s * torch.tensor([1, 0]), i, l, w), 'level 0 has an empty shape'),
+    (lambda v, s, i, loc, w: (v[:, :-1], s, i, loc, w),
+     'spatial_shapes hold 55 keys but value has 54'),
+    (lambda v, s, i, loc, w: (v, s, i + 1, loc, w), r'level_start_index\[0\] is 1'),
+    (lambda v, s, i, loc, w: (v, s, i, loc, w[..., :-1]), 'attention_weights must be'),
+    (lambda v, s, i, loc, w: (v, s, i, loc[:, :, :1], w), 'sampling_locations must be'),
+    (lambda v, s, i, loc, w: (v, s.int(), i, loc, w), 'spatial_shapes must be an int64'),
+    (lambda v, s, i, loc, w: (v.int(), s, i, loc, w), 'value must be float32 or float64'),
+    (lambda v, s, i, loc, w: (v, s * torch.tensor([1, 0]), i, loc, w),
+     'level 0 has an empty shape'),
 ])
 def test_bad_inputs_are_clear_errors(change, message):
     inputs = change(*make_inputs(dtype=torch.float32))

@@ -17,7 +17,8 @@ Transform = Optional[Callable[[Tensor], Tensor]]
 
 
 def _swin_reduction_order(weight: Tensor) -> Tensor:
-    """Reorder a PatchMerging reduction weight (2C, 4C) from the official to mmdet's unfold order."""
+    """Reorder a PatchMerging reduction weight (2C, 4C) from the official unfold order to
+    mmdet's."""
     out_channels, in_channels = weight.shape
     weight = weight.reshape(out_channels, 4, in_channels // 4)
     return weight[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(out_channels, in_channels)
