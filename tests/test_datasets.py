@@ -24,6 +24,7 @@ from ctvis.datasets import (DatasetFormatError, DropEmptyMaskInstances, MissingF
                             VideoClipSample, YTVISDataset)
 from ctvis.datasets.ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
                                   compressed_rle_pixel_totals)
+from ctvis.utils.config_tools import update_step
 from mmdet.datasets.samplers import TrackImgSampler
 from mmdet.registry import DATASETS, MODELS
 from mmdet.structures import TrackDataSample
@@ -568,7 +569,7 @@ def test_clip_augmentation_shares_crop_scale_and_flip_across_frames(tmp_path):
     dump(root, raw)
     dataset = build(root)
     pipeline = doc_pipeline('train_pipeline')
-    pipeline[0].update(num_frames=4)
+    update_step(pipeline, 'VideoClipSample', num_frames=4)
     augment = Compose(pipeline[:-1])  # stop before packing to see the per-frame parameters
     flips, shapes, crops = set(), set(), set()
     for seed in range(24):
@@ -588,7 +589,7 @@ def test_clip_augmentation_shares_crop_scale_and_flip_across_frames(tmp_path):
         crops.add(abs(results['img_shape'][0][1] / results['img_shape'][0][0] - 480 / 400) > 0.02)
     assert flips == {True, False} and crops == {True, False} and len(shapes) >= 5
 
-    pipeline[1]['share_random_params'] = False
+    update_step(pipeline, 'TransformBroadcaster', share_random_params=False)
     unshared = Compose(pipeline[:-1])
     differs = False
     for seed in range(8):
@@ -617,7 +618,7 @@ def test_train_pipeline_packs_clips_with_consistent_instances(tmp_path):
                                  segmentations=segmentations[1])])
     dump(root, raw)
     pipeline = doc_pipeline('train_pipeline')
-    pipeline[0].update(num_frames=5, frame_range=3)
+    update_step(pipeline, 'VideoClipSample', num_frames=5, frame_range=3)
     dataset = build(root, pipeline=pipeline)
     colours = {101: np.array(red), 202: np.array(green)}
     absences = 0
