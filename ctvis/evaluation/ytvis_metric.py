@@ -31,6 +31,7 @@ from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
 from mmdet.structures import TrackDataSample
+from ..models.video_tracks import VideoPrediction
 from .tracking_metrics import TrackingEvaluator, tracking_metrics_table
 from .ytvis_eval import (YTVISEvaluator, evaluate_ytvis, load_json_file,
                          load_long_video_ids, metrics_table)
@@ -40,77 +41,30 @@ __all__ = [
 ]
 
 
-def _as_list(values: Any) -> list:
-    return values.tolist() if hasattr(values, 'tolist') else list(values)
-
-
-def _json_rle(rle: Optional[dict], where: str) -> Optional[dict]:
-    """A pycocotools RLE (bytes or str counts) as a JSON-ready dict."""
-    if rle is None:
-        return None
-    if not isinstance(rle, dict) or 'counts' not in rle or 'size' not in rle:
-        raise TypeError(f'{where}: masks must be pycocotools RLE dicts (size, '
-                        f'counts) or None, got {type(rle).__name__}')
-    counts = rle['counts']
-    if isinstance(counts, bytes):
-        counts = counts.decode('ascii')
-    return {'size': [int(s) for s in rle['size']], 'counts': counts}
-
-
 def video_predictions(sample: Union[TrackDataSample, dict]) -> Optional[dict]:
     """The predictions of one finished video, or None for a sample that is
     not ``video_complete`` (an intermediate frame).
 
     Args:
         sample: a ``TrackDataSample`` or its ``to_dict()`` (what
-            ``mmengine.evaluator.Evaluator`` passes to metrics).
+            ``mmengine.evaluator.Evaluator`` passes to metrics), read with
+            :meth:`~ctvis.models.VideoPrediction.from_data_sample`.
 
     Returns:
         dict: ``video_id`` and ``predictions``, a list of dicts with
         ``label`` (contiguous), ``score``, ``instance_id`` and
         ``segmentations`` (one JSON-ready RLE or None per frame).
     """
-    if isinstance(sample, TrackDataSample):
-        meta, frames = sample.metainfo, sample.video_data_samples
-    else:
-        meta, frames = sample, sample.get('video_data_samples', [])
-    if not meta.get('video_complete', False):
+    pred = VideoPrediction.from_data_sample(sample)
+    if pred is None:
         return None
-    video_id = meta.get('video_id')
-    if video_id is None and frames:
-        video_id = frames[0].metainfo.get('video_id')
-    if video_id is None:
-        raise KeyError('a video_complete sample needs metainfo video_id')
-    where = f'video {video_id}'
-    if not frames:
-        raise ValueError(f'{where}: a video_complete sample has no frames')
-    instances = [frame.pred_track_instances for frame in frames]
-
-    def fields(frame: Any) -> tuple:
-        ids = getattr(frame, 'instances_id', None)
-        return (_as_list(frame.labels), _as_list(frame.scores),
-                None if ids is None else _as_list(ids))
-
-    labels, scores, ids = fields(instances[0])
-    for index, frame in enumerate(instances):
-        if fields(frame) != (labels, scores, ids) or len(
-                frame.masks) != len(labels):
-            raise ValueError(
-                f'{where}, frame {index}: every frame must list the same '
-                'video-level predictions (labels, scores, instances_id) and '
-                'one mask per prediction')
-    predictions = []
-    for k, (label, score) in enumerate(zip(labels, scores)):
-        predictions.append(
-            dict(
-                label=int(label),
-                score=float(score),
-                instance_id=None if ids is None else int(ids[k]),
-                segmentations=[
-                    _json_rle(frame.masks[k], f'{where}, frame {index}')
-                    for index, frame in enumerate(instances)
-                ]))
-    return dict(video_id=int(video_id), predictions=predictions)
+    predictions = [
+        dict(label=label, score=score, instance_id=None if track_id < 0 else track_id,
+             segmentations=masks)
+        for label, score, track_id, masks in zip(pred.labels.tolist(), pred.scores.tolist(),
+                                                 pred.track_ids.tolist(), pred.masks)
+    ]
+    return dict(video_id=pred.video_id, predictions=predictions)
 
 
 def results2json(videos: Iterable[dict],
