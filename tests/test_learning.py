@@ -7,7 +7,7 @@ for 300 iterations of 2 clips x 3 frames through mmengine's Runner on 24 toy vid
 quickstart's frame size (48x64), then evaluated on 6 held-out toy videos with the memory tracker
 and with the no-tracking control (``RandomIdentityTracker``: the same detections, identities
 assigned at random each frame). It is the one deliberately slow test of the suite: about 2
-minutes (one thread; 110 s on a shared 2-core machine).
+minutes at most (one thread; 42-110 s on a shared, busy 2-core machine).
 
 Measured (seeded and deterministic: two runs give the same losses; runs: training seed 0 on
 toy seed 0 as here, then seeds 1, 2 and seed 0 on toy seed 1, these three with an earlier
