@@ -1,1518 +1,262 @@
-"""Fast YouTube-VIS / OVIS evaluation: video-level mask AP and AR.
+"""YouTube-VIS / OVIS evaluation: video-level mask AP and AR.
 
 :func:`evaluate_ytvis` returns the numbers of the official YouTube-VIS cocoapi
-(``ytvoseval.YTVISeval``; mmdet ships a copy as
-``mmdet.evaluation.functional.YTVISeval``) on the same inputs, bit for bit,
-and faster. We keep our own evaluator because that copy
+(``ytvoseval.YTVISeval``; mmdet ships a copy as ``mmdet.evaluation.functional.YTVISeval``) on the
+same inputs, bit for bit. We keep our own because that copy crashes on numpy >= 1.24 (``np.float``),
+hangs or reads out of bounds on a malformed RLE (:mod:`ctvis.evaluation.ytvis_format` checks the
+inputs here), and merges the masks of every (prediction, ground truth, frame) one call at a time.
 
-* crashes on numpy >= 1.24 (``np.float`` in ``accumulate``),
-* merges the RLE masks of every (prediction, ground truth, frame) triple one
-  pycocotools call at a time from Python, and
-* hangs or reads out of bounds on a malformed RLE (pycocotools trusts the run
-  lengths), where we want an error that names the entry.
+As ``YTVISeval.evaluate / accumulate / summarize``, per (category, video) pair:
 
-How the work is organised (all mask work runs in pycocotools' C code, on
-many masks per call, and never decodes a mask to pixels):
-
-* every RLE is checked first. Uncompressed ones (ground truth) are read into
-  one array and summed with numpy, all at once. Compressed strings: their
-  characters and termination (numpy, on all strings at once), then whether
-  their runs cover the frame exactly, as the area of the mask plus the area
-  of its complement (two ``pycocotools.mask.area`` passes, which also give
-  the areas; strings of at most three run lengths, e.g. empty masks, are
-  summed with numpy). Decoding the strings with numpy instead (e.g.
-  ``ctvis.datasets.ytvis.compressed_rle_pixel_totals``) was measured at 17
-  times the cost of one such C pass;
-* the video IoU, sum over frames of the intersections / sum over frames of
-  the unions, takes one ``pycocotools.mask.iou`` call per (video, category,
-  block of frames). The frames of a block are laid side by side on a wide
-  canvas (an RLE is column-major, so moving a mask a whole frame to the
-  right only changes its first run length), so masks of different frames
-  never overlap and their pairs are dropped by the bounding-box test in C.
-  The block length balances the cost of a call against that of the
-  bounding-box tests; a canvas holds as many frames as uint32 run lengths
-  allow (4660 at 720p), longer videos start another. Pairs whose IoU
-  cannot reach 0.5 (bounded by the per-frame areas) are not computed at
-  all, nor frames where either side
-  has no mask. Ground-truth canvases are encoded once, when the ground truth
-  is parsed;
-* the greedy matching runs for all (video, category) pairs at once,
-  vectorised over the 4 area ranges x 10 IoU thresholds, the accumulation
-  over whole categories.
-
-Ground truth is the raw YouTube-VIS / OVIS JSON (``videos``, ``annotations``
-with per-frame ``segmentations`` and ``areas``, ``categories``); results are
-the standard list ``[{video_id, category_id, score, segmentations}]`` with one
-RLE (or None) per frame.
+1. **Video IoU** of every (prediction, ground truth): the sum over frames of the intersections over
+   the sum of the unions. The masks of a block of frames lie side by side on one wide canvas
+   (:meth:`~ctvis.evaluation.ytvis_format.MaskTable.build_canvases`), so one
+   ``pycocotools.mask.iou`` call gives all their intersections (masks of different frames never
+   overlap: pycocotools drops them by their bounding boxes). IoUs that cannot reach 0.5 are skipped.
+2. **Greedy matching** in score order, for the 4 area ranges x 10 IoU thresholds at once.
+3. **Accumulation** of the precision / recall curves per category, and the summary means.
 """
-import array
-import contextlib
-import gc
-import io
-import json
-import math
-import numbers
 import os
-import os.path as osp
-import zipfile
-from collections import Counter
-from dataclasses import dataclass
-from operator import itemgetter
-from typing import (Any, Callable, Dict, Iterable, List, Optional, Sequence,
-                    Tuple, Union)
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-__all__ = [
-    'YTVISFormatError', 'YTVISEvaluator', 'evaluate_ytvis', 'load_json_file',
-    'load_long_video_ids', 'metrics_table', 'METRIC_NAMES',
-    'METRIC_NAMES_2022', 'IOU_THRESHOLDS', 'RECALL_THRESHOLDS', 'MAX_DETS',
-    'AREA_RANGES'
-]
+from .ytvis_format import (GroundTruth, PathOrDict, PathOrList, Tracks, YTVISFormatError, gc_paused,
+                           load_json_file, load_long_video_ids, load_source, parse_ground_truth,
+                           parse_results)
 
-# Evaluation parameters of ytvoseval (built the same way, so that the 0.5 and
-# 0.75 thresholds compare equal to the literals).
+_load = load_source  # (the name tracking_metrics imports)
+
+__all__ = ['YTVISFormatError', 'YTVISEvaluator', 'evaluate_ytvis', 'load_json_file',
+           'load_long_video_ids', 'metrics_table', 'METRIC_NAMES', 'METRIC_NAMES_2022',
+           'IOU_THRESHOLDS', 'RECALL_THRESHOLDS', 'MAX_DETS', 'AREA_RANGES', 'PathOrDict',
+           'PathOrList']
+
+# Evaluation parameters of ytvoseval (built the same way, so that 0.5 and 0.75 equal the literals).
 IOU_THRESHOLDS = np.linspace(.5, .95, 10)
 RECALL_THRESHOLDS = np.linspace(.0, 1., 101)
 MAX_DETS = (1, 10, 100)
 # (name, low, high) of the average-area ranges; bounds are inclusive.
-AREA_RANGES = (('all', 0, 1e5**2), ('small', 0, 128**2),
-               ('medium', 128**2, 256**2), ('large', 256**2, 1e5**2))
-# Cost of one pycocotools.mask.iou call in bounding-box tests (measured:
-# about 9 us against 4.3 ns); sets the frames per call.
+AREA_RANGES = (('all', 0, 1e5**2), ('small', 0, 128**2), ('medium', 128**2, 256**2),
+               ('large', 256**2, 1e5**2))
+_AREA_LOW, _AREA_HIGH = (np.array([r[i] for r in AREA_RANGES], np.float64) for i in (1, 2))
+# ytvoseval caps a threshold at 1 - 1e-10 before comparing IoUs with it.
+_MATCH_THRESHOLDS = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
+# Cost of one pycocotools.mask.iou call in bounding-box tests (about 9 us against 4.3 ns).
 _PAIRS_PER_CALL = 2000
 
-# name -> (is AP, IoU threshold or None for .50:.95, area range, max dets),
-# in the order of ytvoseval's summary.
+# name -> (is AP, IoU threshold or None for .50:.95, area range, max dets), in ytvoseval's order.
 _SUMMARY = {
-    'AP': (True, None, 'all', 100),
-    'AP50': (True, .5, 'all', 100),
-    'AP75': (True, .75, 'all', 100),
-    'AP_S': (True, None, 'small', 100),
-    'AP_M': (True, None, 'medium', 100),
-    'AP_L': (True, None, 'large', 100),
-    'AR1': (False, None, 'all', 1),
-    'AR10': (False, None, 'all', 10),
-    'AR100': (False, None, 'all', 100),
-    'AR_S': (False, None, 'small', 100),
-    'AR_M': (False, None, 'medium', 100),
-    'AR_L': (False, None, 'large', 100),
-}
+    'AP': (True, None, 'all', 100), 'AP50': (True, .5, 'all', 100),
+    'AP75': (True, .75, 'all', 100), 'AP_S': (True, None, 'small', 100),
+    'AP_M': (True, None, 'medium', 100), 'AP_L': (True, None, 'large', 100),
+    'AR1': (False, None, 'all', 1), 'AR10': (False, None, 'all', 10),
+    'AR100': (False, None, 'all', 100), 'AR_S': (False, None, 'small', 100),
+    'AR_M': (False, None, 'medium', 100), 'AR_L': (False, None, 'large', 100),
+}  # yapf: disable
 METRIC_NAMES = tuple(_SUMMARY)
 # YouTube-VIS 2022 reports these on the short and the long videos separately.
 _METRICS_PER_SPLIT = ('AP', 'AP50', 'AP75', 'AR1', 'AR10')
 METRIC_NAMES_2022 = tuple(f'{name}_{split}' for split in ('short', 'long')
                           for name in _METRICS_PER_SPLIT) + ('AP_2022', )
 
-_RLE_FIRST_CHAR, _RLE_LAST_CHAR = 48, 111  # pycocotools: 6 bits per char
-_RLE_MORE_BIT = 0x20  # "another 5-bit chunk follows"
-_RLE_SIGN_BIT = 0x10  # set in the last chunk of a negative number
-_RLE_MAX_CHUNKS = 7  # a run length < 2**32 needs at most 7 chunks
-# pycocotools 2.0.x area() fails on longer lists with numpy 2 (it builds a
-# uint8 array from the list length).
-_AREA_CALL_LIMIT = 255
-_MAX_CANVAS_PIXELS = 2**32  # pycocotools run lengths and areas are uint32
-_UINT32_CODE = next(code for code in 'IL' if array.array(code).itemsize == 4)
 
-PathOrDict = Union[str, 'os.PathLike[str]', dict]
-PathOrList = Union[str, 'os.PathLike[str]', list]
-
-
-class YTVISFormatError(ValueError):
-    """Malformed ground truth or results; the message names the source (file),
-    the entry and the problem."""
+def _frame_area_table(tracks: Tracks, which: np.ndarray,
+                      num_frames: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-empty masks of the tracks ``which``: their rows, the position of their track in
+    ``which``, and int64 (len(which), num_frames) the area of each track in each frame."""
+    masks = tracks.masks
+    starts = masks.track_start[which]
+    counts = masks.track_start[which + 1] - starts
+    owner = np.repeat(np.arange(len(which)), counts)
+    rows = np.arange(counts.sum()) + (starts - np.cumsum(counts) + counts)[owner]
+    non_empty = masks.area[rows] > 0
+    rows, owner = rows[non_empty], owner[non_empty]
+    areas = np.zeros((len(which), num_frames), np.int64)
+    areas[owner, masks.frame[rows]] = masks.area[rows]
+    return rows, owner, areas
 
 
-# --------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------
-def load_json_file(path: Union[str, 'os.PathLike[str]']) -> Any:
-    """Load a JSON file, or the JSON inside a ``.zip`` (the CodaLab layout: a
-    zip holding ``results.json``).
+def _pair_ious(gt: GroundTruth, dt: Tracks, g: np.ndarray, d: np.ndarray, video: int) -> np.ndarray:
+    """float64 (len(d), len(g)) video IoUs of the prediction tracks ``d`` and ground-truth tracks
+    ``g`` of one video; 0 where below 0.5.
 
-    Raises:
-        FileNotFoundError: the file does not exist.
-        YTVISFormatError: the content is not JSON, or the zip holds no (or
-            several) JSON files.
+    A pair cannot reach 0.5 even if every frame's smaller mask lay inside the other when
+    M = sum_f min(|P_f|, |G_f|) >= |P & G| gives M / (|P| + |G| - M) < 1/2, i.e. 3 M < |P| + |G|:
+    those are not computed.
     """
-    path = os.fspath(path)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path}: no such file')
-    try:
-        if path.endswith('.zip'):
-            with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if n.endswith('.json')]
-                if 'results.json' in names:
-                    names = ['results.json']
-                if len(names) != 1:
-                    raise YTVISFormatError(
-                        f'{path}: expected one JSON file (results.json) in '
-                        f'the zip, found {names or "none"}')
-                return json.load(io.TextIOWrapper(
-                    archive.open(names[0]), encoding='utf-8'))
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise YTVISFormatError(f'{path}: not valid JSON ({error})') from None
-    except zipfile.BadZipFile as error:
-        raise YTVISFormatError(f'{path}: not a valid zip ({error})') from None
-
-
-def _load(source: Any, default_name: str) -> Tuple[Any, str]:
-    """(content, name for messages) of a path or an already loaded object."""
-    if isinstance(source, (str, os.PathLike)):
-        return load_json_file(source), os.fspath(source)
-    return source, default_name
-
-
-def load_long_video_ids(source: Union[str, 'os.PathLike[str]', Iterable[int]],
-                        name: Optional[str] = None) -> List[int]:
-    """Video ids of the YouTube-VIS 2022 long videos.
-
-    Args:
-        source: ids, or a JSON file holding a list of ids, a list of video
-            dicts, or a dict with ``videos`` (a YouTube-VIS style file of the
-            long videos) or ``long_video_ids``.
-        name: how to name ``source`` in error messages.
-    """
-    content, name = _load(source, name or '<long video ids>')
-    if isinstance(content, dict):
-        content = content.get('long_video_ids', content.get('videos'))
-    if isinstance(content, (str, bytes)) or not isinstance(content, Iterable):
-        raise YTVISFormatError(
-            f'{name}: expected a list of video ids, a list of videos or a '
-            f"dict with 'videos' or 'long_video_ids'")
-    ids = []
-    for index, item in enumerate(content):
-        if isinstance(item, dict):
-            item = item.get('id')
-        if not _is_int(item):
-            raise YTVISFormatError(
-                f'{name}: entry {index} is not a video id: {item!r}')
-        ids.append(int(item))
-    return ids
-
-
-def _is_int(value: Any) -> bool:
-    # (type() first: the ABC check costs more, and runs per entry)
-    return type(value) is int or (isinstance(value, numbers.Integral)
-                                  and not isinstance(value, bool))
-
-
-def _is_real(value: Any) -> bool:
-    return type(value) in (float, int) or (isinstance(value, numbers.Real)
-                                           and not isinstance(value, bool))
-
-
-# --------------------------------------------------------------------------
-# RLE strings
-# --------------------------------------------------------------------------
-def _decode_leading_counts(
-        chars: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
-        num: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Decode the first ``num`` run lengths of many compressed RLE strings.
-
-    pycocotools stores each run length as 5-bit chunks (one char each); the
-    first three are absolute and every later one is a difference to the run
-    length two places before, so rewriting the first run (shift) or the first
-    three (complement) never touches the rest of the string.
-
-    Args:
-        chars (np.ndarray): uint8 (total_chars, ) the strings back to back.
-        starts, lengths (np.ndarray): int64 (n, ) where each string lies.
-        num (int): how many leading run lengths to decode.
-
-    Returns:
-        tuple: ``values`` int64 (n, num), ``ends`` int64 (n, num) (offset in
-        the string after each value), ``present`` bool (n, num) (False where
-        the string has fewer runs) and ``overlong`` bool (n, ) (a number with
-        more chunks than any uint32 run length needs).
-    """
-    n = len(starts)
-    values = np.zeros((n, num), np.int64)
-    ends = np.zeros((n, num), np.int64)
-    present = np.zeros((n, num), bool)
-    overlong = np.zeros(n, bool)
-    # The strings still being decoded (most are done after a few chars), the
-    # run length each is at, its chunk in that number and its value so far.
-    rows = np.arange(n)
-    number = np.zeros(n, np.int64)
-    chunk = np.zeros(n, np.int64)
-    value = np.zeros(n, np.int64)
-    for offset in range(_RLE_MAX_CHUNKS * num):
-        live = offset < lengths[rows]
-        if not live.all():
-            rows, number, chunk, value = (rows[live], number[live],
-                                          chunk[live], value[live])
-        if not len(rows):
-            break
-        code = chars[starts[rows] + offset].astype(np.int64) - _RLE_FIRST_CHAR
-        value |= (code & 0x1f) << (5 * chunk)
-        chunk += 1
-        done = np.flatnonzero((code & _RLE_MORE_BIT) == 0)
-        negative = done[(code[done] & _RLE_SIGN_BIT) != 0]
-        value[negative] -= np.left_shift(1, 5 * chunk[negative])
-        done_rows, done_number = rows[done], number[done]
-        values[done_rows, done_number] = value[done]
-        ends[done_rows, done_number] = offset + 1
-        present[done_rows, done_number] = True
-        number[done] += 1
-        chunk[done] = 0
-        value[done] = 0
-        too_long = chunk >= _RLE_MAX_CHUNKS
-        overlong[rows[too_long]] = True
-        keep = (number < num) & ~too_long
-        rows, number, chunk, value = (rows[keep], number[keep], chunk[keep],
-                                      value[keep])
-    return values, ends, present, overlong
-
-
-def _encode_counts(values: np.ndarray) -> Tuple[bytes, int, np.ndarray]:
-    """Encode run lengths the way pycocotools does (``rleToString``).
-
-    Args:
-        values (np.ndarray): int64 (n, q), encoded back to back per row
-            (absolute values; the caller does any differencing).
-
-    Returns:
-        tuple: the rows as one bytes object of fixed stride, the stride and
-        int64 (n, ) the used length of each row.
-    """
-    n, q = values.shape
-    stride = q * _RLE_MAX_CHUNKS
-    out = np.zeros((n, stride), np.uint8)
-    lengths = np.zeros(n, np.int64)
-    for column in range(q):
-        value = values[:, column].copy()
-        more = np.ones(n, bool)
-        for _ in range(_RLE_MAX_CHUNKS):
-            code = value & 0x1f
-            value >>= 5
-            follows = np.where(code & _RLE_SIGN_BIT, value != -1, value != 0)
-            rows = np.flatnonzero(more)
-            out[rows, lengths[rows]] = (
-                code[rows]
-                | np.where(follows[rows], _RLE_MORE_BIT, 0)) + _RLE_FIRST_CHAR
-            lengths[rows] += 1
-            more &= follows
-    return out.tobytes(), stride, lengths
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Pause the cyclic garbage collector while reading and checking inputs.
-
-    The inputs (JSON files, a results list of every frame's RLE dict) hold
-    millions of objects, and each collection pass that new objects trigger
-    walks them all (and every other object of the process): that, not the
-    work itself, can dominate the run time. Nothing built here has cycles.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _area_of(rles: List[dict]) -> np.ndarray:
-    """int64 (n, ) ``pycocotools.mask.area`` of many RLEs."""
-    areas = np.empty(len(rles), np.int64)
-    for start in range(0, len(rles), _AREA_CALL_LIMIT):
-        stop = start + _AREA_CALL_LIMIT
-        areas[start:stop] = mask_utils.area(rles[start:stop])
-    return areas
-
-
-def _polygons_to_string(polygons: list, height: int, width: int,
-                        where: str) -> bytes:
-    """Rasterise a polygon segmentation as ytvoseval does (YTVIS.annToRLE)."""
-    if not all(
-            isinstance(p, list) and len(p) >= 4 and len(p) % 2 == 0
-            and all(_is_real(x) for x in p) for p in polygons):
-        raise YTVISFormatError(
-            f'{where}: a polygon segmentation must be a list of '
-            '[x1, y1, x2, y2, ...] lists of numbers')
-    try:
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    except Exception as error:
-        raise YTVISFormatError(
-            f'{where}: cannot rasterise the polygons ({error})') from None
-    return rle['counts']
-
-
-def _uncompressed_to_string(counts: list, height: int,
-                            width: int) -> Optional[Tuple[bytes, int]]:
-    """Check an uncompressed RLE (list counts). Returns its compressed counts
-    string and its area, or None if it is malformed."""
-    try:  # rejects negative, fractional and non-numeric run lengths
-        runs = array.array(_UINT32_CODE, counts)
-    except (TypeError, OverflowError, ValueError):
-        return None
-    values = np.frombuffer(runs, np.uint32)
-    if not len(values) or int(values.sum(dtype=np.int64)) != height * width:
-        return None
-    if len(values) > 1 and not values[1:].min():
-        values = _merge_empty_runs(values)
-    rle = mask_utils.frPyObjects({
-        'counts': values,
-        'size': [height, width]
-    }, height, width)
-    return rle['counts'], int(values[1::2].sum(dtype=np.int64))
-
-
-# --------------------------------------------------------------------------
-# Ground truth and results
-# --------------------------------------------------------------------------
-@dataclass
-class _Videos:
-    ids: np.ndarray  # int64 (V, ) sorted
-    index: Dict[int, int]  # video id -> position in ids
-    height: np.ndarray  # int64 (V, )
-    width: np.ndarray  # int64 (V, )
-    length: np.ndarray  # int64 (V, ) frames
-
-    @property
-    def slots(self) -> np.ndarray:
-        """int64 (V, ) frames that fit side by side on one IoU canvas (its
-        run lengths are uint32 in pycocotools)."""
-        return (_MAX_CANVAS_PIXELS - 1) // (self.height * self.width)
-
-
-@dataclass
-class _StringSource:
-    """Checked compressed counts strings, back to back (for canvases)."""
-    joined: bytes
-    starts: np.ndarray  # int64 (n, ) where each string begins in joined
-    ends: np.ndarray  # int64 (n, )
-    first: np.ndarray  # int64 (n, ) first run length
-    first_end: np.ndarray  # int64 (n, ) offset after it in the string
-
-
-@dataclass
-class _RunSource:
-    """Checked uncompressed run lengths (no empty run inside), back to back.
-    """
-    runs: np.ndarray  # uint32 (total, )
-    starts: np.ndarray  # int64 (n, )
-    ends: np.ndarray  # int64 (n, )
-
-
-class _MaskTable:
-    """The present (non-None) frame masks of a set of tracks (ground-truth
-    annotations or predictions), track after track, frames in order.
-
-    Attributes:
-        track (np.ndarray): int64 (N, ) the track of each mask.
-        frame (np.ndarray): int64 (N, ) its frame index.
-        area (np.ndarray): int64 (N, ) its number of foreground pixels.
-        track_start (np.ndarray): int64 (num_tracks + 1, ) masks of track
-            ``t`` are rows ``track_start[t]:track_start[t + 1]``.
-        canvas (list): per row, the mask as a pycocotools RLE moved right by
-            ``slot`` frame widths on a canvas of ``slot + 1`` frames (module
-            docstring), or None until :meth:`build_canvases` made it.
-    """
-
-    def __init__(self, track: np.ndarray, frame: np.ndarray, area: np.ndarray,
-                 num_tracks: int, height: np.ndarray, width: np.ndarray,
-                 slots: np.ndarray, from_string: np.ndarray,
-                 source_index: np.ndarray, strings: Optional[_StringSource],
-                 runs: Optional[_RunSource]) -> None:
-        self.track, self.frame, self.area = track, frame, area
-        self.track_start = np.searchsorted(track, np.arange(num_tracks + 1))
-        self._height, self._width = height, width  # int64 (N, ) frame size
-        self._slot = frame % slots
-        self._from_string, self._source_index = from_string, source_index
-        self._strings, self._runs = strings, runs
-        self.canvas: List[Optional[dict]] = [None] * len(track)
-        self._has_canvas = np.zeros(len(track), bool)
-
-    def track_areas(self) -> np.ndarray:
-        """int64 (num_tracks, ) areas summed over frames."""
-        cumulative = np.concatenate([[0], np.cumsum(self.area)])
-        return (cumulative[self.track_start[1:]] -
-                cumulative[self.track_start[:-1]])
-
-    def build_canvases(self, rows: np.ndarray) -> None:
-        """Make the canvas RLEs of ``rows`` (int64, distinct) that are not
-        made yet."""
-        rows = rows[~self._has_canvas[rows]]
-        if not len(rows):
-            return
-        self._has_canvas[rows] = True
-        shift = self._slot[rows] * self._height[rows] * self._width[rows]
-        # [height, canvas width] of each row (one list per distinct size).
-        height, width = self._height[rows], self._width[rows] * (
-            self._slot[rows] + 1)
-        distinct, which = np.unique(height * _MAX_CANVAS_PIXELS + width,
-                                    return_inverse=True)
-        sizes = [[h, w] for h, w in zip(
-            (distinct // _MAX_CANVAS_PIXELS).tolist(),
-            (distinct % _MAX_CANVAS_PIXELS).tolist())]
-        canvas_sizes = [sizes[k] for k in which.tolist()]
-        from_string = self._from_string[rows]
-        index = self._source_index[rows]
-        canvas = self.canvas
-        if from_string.any():
-            # Rewrite the first run length (always stored absolute), keep the
-            # rest of the string.
-            source, picked = self._strings, np.flatnonzero(from_string)
-            i = index[picked]
-            first, stride, first_len = _encode_counts(
-                (source.first[i] + shift[picked])[:, None])
-            text = memoryview(source.joined)  # slices without copies
-            for row, size, head, n, tail, end in zip(
-                    rows[picked].tolist(),
-                    [canvas_sizes[k] for k in picked.tolist()],
-                    range(0, len(picked) * stride, stride),
-                    first_len.tolist(),
-                    (source.starts[i] + source.first_end[i]).tolist(),
-                    source.ends[i].tolist()):
-                canvas[row] = {
-                    'size': size,
-                    'counts': first[head:head + n] + text[tail:end]
-                }
-        if not from_string.all():
-            # One pycocotools call encodes them all (sizes are per dict).
-            source, picked = self._runs, np.flatnonzero(~from_string)
-            i = index[picked]
-            shifted = source.runs.copy()
-            shifted[source.starts[i]] += shift[picked].astype(np.uint32)
-            encoded = mask_utils.frPyObjects([{
-                'size': canvas_sizes[k],
-                'counts': shifted[start:end]
-            } for k, start, end in zip(picked.tolist(),
-                                       source.starts[i].tolist(),
-                                       source.ends[i].tolist())], 1, 1)
-            for row, rle in zip(rows[picked].tolist(), encoded):
-                canvas[row] = rle
-
-
-@dataclass
-class _Tracks:
-    """Tracks (annotations or predictions) with their masks.
-
-    Attributes:
-        video (np.ndarray): int64 (n, ) video position (in ``_Videos.ids``).
-        category (np.ndarray): int64 (n, ) category position (sorted ids).
-        value (np.ndarray): float64 (n, ) score of a prediction; for ground
-            truth, the average of its non-zero ``areas``.
-        masks (_MaskTable): their frame masks.
-    """
-    video: np.ndarray
-    category: np.ndarray
-    value: np.ndarray
-    masks: _MaskTable
-
-
-_get_size, _get_counts = itemgetter('size'), itemgetter('counts')
-
-
-class _MaskCollector:
-    """Checks the ``segmentations`` of tracks and gathers their frame masks.
-
-    A mask is kept as a compressed counts string (str or bytes; with the
-    caller's RLE dict when it has one, so no copy is made) or, for
-    uncompressed RLEs, as its list of run lengths; both are checked in bulk
-    by :meth:`build`.
-    """
-
-    def __init__(self, videos: _Videos) -> None:
-        self.videos = videos
-        self.sizes = [[int(h), int(w)]
-                      for h, w in zip(videos.height, videos.width)]
-        self.lengths = videos.length.tolist()
-        self.strings: List[Union[str, bytes]] = []
-        self.rles: List[Optional[dict]] = []
-        # Areas of the strings we encoded (string index -> area); the others
-        # are measured and checked.
-        self.known_area: Dict[int, int] = {}
-        self.run_lists: List[list] = []
-        self.frame: List[int] = []  # per mask
-        # Per run of masks added at once (consecutive in strings or in
-        # run_lists): track, video, number of masks, first index, kind.
-        self.segments: List[Tuple[int, int, int, int, bool]] = []
-
-    def add_track(self, track_index: int, video: int, segmentations: Any,
-                  accept_polygons: bool,
-                  describe: Callable[[int, int], str]) -> None:
-        """Check one track's ``segmentations`` (one entry per frame) and
-        collect its masks."""
-        length = self.lengths[video]
-        if type(segmentations) is not list:
-            raise YTVISFormatError(
-                f'{describe(track_index, -1)}: segmentations must be a list '
-                f'with one entry per frame, got {type(segmentations).__name__}'
-            )
-        if len(segmentations) != length:
-            raise YTVISFormatError(
-                f'{describe(track_index, -1)}: {len(segmentations)} '
-                f'segmentations for a video of {length} frames')
-        size = self.sizes[video]
-        if None in segmentations:
-            frames = [f for f, s in enumerate(segmentations) if s is not None]
-            present = [segmentations[f] for f in frames]
-        else:
-            frames, present = list(range(length)), segmentations
-        # Fast paths, checked with C-level list operations: RLE dicts of the
-        # right size with compressed (model outputs) or uncompressed
-        # (YouTube-VIS ground truth) counts.
-        num = len(frames)
-        if set(map(type, present)) <= {dict}:
-            try:
-                sizes = list(map(_get_size, present))
-                counts = list(map(_get_counts, present))
-            except KeyError:
-                counts, sizes = [], []
-            counts_types = set(map(type, counts))
-            if sizes.count(size) == num and counts_types <= {str, bytes}:
-                self.segments.append(
-                    (track_index, video, num, len(self.strings), True))
-                self.strings += counts
-                self.rles += present
-                self.frame += frames
-                return
-            if sizes.count(size) == num and counts_types == {list}:
-                self.segments.append(
-                    (track_index, video, num, len(self.run_lists), False))
-                self.run_lists += counts
-                self.frame += frames
-                return
-        for frame_index in frames:
-            segmentation = segmentations[frame_index]
-            string, area = self._frame_string(
-                segmentation, size, accept_polygons,
-                lambda: describe(track_index, frame_index))
-            if string is None:  # an empty polygon list: no mask
-                continue
-            if area >= 0:
-                self.known_area[len(self.strings)] = area
-            self.segments.append(
-                (track_index, video, 1, len(self.strings), True))
-            self.strings.append(string)
-            self.rles.append(segmentation if area < 0 else None)
-            self.frame.append(frame_index)
-
-    @staticmethod
-    def _frame_string(segmentation: Any, size: List[int],
-                      accept_polygons: bool, describe: Callable[[], str]
-                      ) -> Tuple[Optional[Union[str, bytes]], int]:
-        """Check one frame's segmentation. Returns its compressed counts and
-        its area when known (-1: a compressed RLE from the caller, to be
-        measured and checked), or (None, -1) for an empty polygon list.
-        ``describe()`` names the frame in error messages."""
-        height, width = size
-        if type(segmentation) is dict:
-            given = segmentation.get('size')
-            counts = segmentation.get('counts')
-            if given is None or 'counts' not in segmentation:
-                raise YTVISFormatError(
-                    f"{describe()}: malformed RLE: needs 'size' and 'counts', "
-                    f'has {sorted(segmentation)}')
-            if not (isinstance(given, (list, tuple)) and len(given) == 2
-                    and list(given) == size):
-                raise YTVISFormatError(
-                    f'{describe()}: RLE size {given!r} does not match the '
-                    f'video size [height, width] = {size}')
-            if type(counts) is str or type(counts) is bytes:
-                return counts, -1
-            if type(counts) is list:
-                converted = _uncompressed_to_string(counts, height, width)
-                if converted is None:
-                    raise YTVISFormatError(
-                        f'{describe()}: '
-                        f'{_uncompressed_problem(height * width)}')
-                return converted
-            raise YTVISFormatError(
-                f"{describe()}: malformed RLE: 'counts' must be a string or a "
-                f'list of run lengths, got {type(counts).__name__}')
-        if accept_polygons and type(segmentation) is list:
-            if not segmentation:  # ytvoseval treats [] as "no mask"
-                return None, -1
-            string = _polygons_to_string(segmentation, height, width,
-                                         describe())
-            return string, int(
-                mask_utils.area({
-                    'size': size,
-                    'counts': string
-                }))
-        raise YTVISFormatError(
-            f'{describe()}: a segmentation must be an RLE dict with size and '
-            'counts' + (', a polygon list' if accept_polygons else '') +
-            f' or null, got {type(segmentation).__name__}')
-
-    def build(self, num_tracks: int,
-              describe: Callable[[int, int], str]) -> _MaskTable:
-        """Check the collected masks in bulk and measure their areas.
-
-        Args:
-            num_tracks: number of tracks added.
-            describe: ``(track, frame) -> str`` names a mask in errors.
-        """
-        segments = np.array(self.segments, np.int64).reshape(-1, 5)
-        counts = segments[:, 2]
-        track = np.repeat(segments[:, 0], counts)
-        video = np.repeat(segments[:, 1], counts)
-        from_string = np.repeat(segments[:, 4].astype(bool), counts)
-        source_index = np.arange(len(track)) - np.repeat(
-            np.cumsum(counts) - counts - segments[:, 3], counts)
-        frame = np.asarray(self.frame, np.int64)
-        height, width = self.videos.height[video], self.videos.width[video]
-        frame_hw = height * width
-        area = np.zeros(len(track), np.int64)
-
-        def fail_at(rows: np.ndarray) -> Callable[[int, str], None]:
-            def fail(index: int, problem: str) -> None:
-                row = rows[index]
-                raise YTVISFormatError(
-                    f'{describe(track[row], frame[row])}: {problem}')
-
-            return fail
-
-        strings = runs = None
-        if self.strings:
-            rows = np.flatnonzero(from_string)
-            area[rows], strings = _check_strings(self.strings, self.rles,
-                                                 self.known_area,
-                                                 frame_hw[rows], fail_at(rows))
-        if self.run_lists:
-            rows = np.flatnonzero(~from_string)
-            area[rows], runs = _check_runs(self.run_lists, frame_hw[rows],
-                                           fail_at(rows))
-        return _MaskTable(track, frame, area, num_tracks, height, width,
-                          self.videos.slots[video], from_string,
-                          source_index, strings, runs)
-
-
-def _uncompressed_problem(num_pixels: int) -> str:
-    return ('malformed RLE: uncompressed counts must be non-negative '
-            f'integers summing to height*width = {num_pixels}')
-
-
-def _check_strings(strings: List[Union[str, bytes]],
-                   rles: List[Optional[dict]], known_area: Dict[int, int],
-                   frame_hw: np.ndarray, fail: Callable[[int, str], None]
-                   ) -> Tuple[np.ndarray, _StringSource]:
-    """Check compressed RLE counts strings and measure their areas.
-
-    Every string is checked for its characters and its termination (numpy,
-    all at once). The caller's RLEs (those not in ``known_area``) must also
-    cover the frame exactly: their runs are summed as the area of the mask
-    plus the area of its complement. Strings of at most three run lengths are summed
-    from the leading values decoded here (numpy), the others by two
-    ``pycocotools.mask.area`` passes (C).
-
-    Args:
-        strings: the compressed ``counts`` of each mask (str or bytes).
-        rles: an RLE dict of each mask with those counts, None for masks we
-            encoded ourselves (from run lengths or polygons).
-        known_area: the area of the masks we encoded (string index -> area).
-        frame_hw (np.ndarray): int64 (n, ) pixels of each mask's frame.
-        fail: ``(index, problem)`` raises the error of a string.
-
-    Returns:
-        tuple: int64 (n, ) areas and the strings for canvases.
-    """
-    try:
-        try:
-            joined = ''.join(strings).encode('ascii')
-        except TypeError:  # some are bytes
-            joined = b''.join(s if type(s) is bytes else s.encode('ascii')
-                              for s in strings)
-    except UnicodeEncodeError:
-        for index, s in enumerate(strings):
-            if type(s) is str and not s.isascii():
-                fail(index, 'malformed RLE: non-ASCII characters in counts')
-        raise
-    chars = np.frombuffer(joined, np.uint8)
-    lengths = np.fromiter(map(len, strings), np.int64, len(strings))
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    if (lengths == 0).any():
-        fail(int(np.argmax(lengths == 0)), 'malformed RLE: empty counts '
-             'string')
-    if chars.min() < _RLE_FIRST_CHAR or chars.max() > _RLE_LAST_CHAR:
-        bad = np.flatnonzero((chars < _RLE_FIRST_CHAR)
-                             | (chars > _RLE_LAST_CHAR))[0]
-        fail(int(np.searchsorted(ends, bad, side='right')),
-             f'malformed RLE: invalid character {chr(chars[bad])!r} in counts')
-    truncated = ((chars[ends - 1] - _RLE_FIRST_CHAR) & _RLE_MORE_BIT) != 0
-    if truncated.any():
-        fail(int(np.argmax(truncated)), 'malformed RLE: counts string ends '
-             'inside a number')
-
-    values, value_ends, present, overlong = _decode_leading_counts(
-        chars, starts, lengths, 3)
-    out_of_range = present & ((values < 0) | (values > frame_hw[:, None]))
-    bad = np.flatnonzero(overlong | out_of_range.any(1))
-    if len(bad):
-        fail(int(bad[0]), 'malformed RLE: a run length is negative, longer '
-             'than the frame or has too many chunks')
-
-    area = np.full(len(strings), -1, np.int64)
-    area[list(known_area)] = list(known_area.values())
-    check = np.flatnonzero(area < 0)
-    complete = ~present[check, 2] | (value_ends[check, 2] == lengths[check])
-    short, long = check[complete], check[~complete]
-    area[short] = values[short, 1]
-    covered = np.zeros(len(strings), np.int64)
-    covered[short] = values[short].sum(1)
-    # Background of the long ones: the area of the complement, runs
-    # [0, c0, c1, c2, ...]: the old third run becomes the fourth and is now
-    # stored as a difference to c0; the rest of the string is unchanged.
-    complement_values = np.zeros((len(long), 4), np.int64)
-    complement_values[:, 1:] = values[long]
-    complement_values[:, 3] -= complement_values[:, 1]
-    lead, lead_stride, lead_len = _encode_counts(complement_values)
-    any_size = [1, 1]  # area() ignores the size
-    text = memoryview(joined)  # slices without copies
-    heads = range(0, len(long) * lead_stride, lead_stride)
-    tails = (starts[long] + value_ends[long, 2]).tolist()
-    complement = [{
-        'size': any_size,
-        'counts': lead[head:head + n] + text[tail:end]
-    } for head, n, tail, end in zip(heads, lead_len.tolist(), tails,
-                                    ends[long].tolist())]
-    area[long] = _area_of([rles[i] for i in long.tolist()])
-    covered[long] = area[long] + _area_of(complement)
-    wrong = np.flatnonzero(covered[check] != frame_hw[check])
-    if len(wrong):
-        index = int(check[wrong[0]])
-        fail(index, 'malformed RLE: run lengths cover '
-             f'{covered[index] % _MAX_CANVAS_PIXELS} pixels, expected '
-             f'height*width = {frame_hw[index]}')
-    return area, _StringSource(joined, starts, ends, values[:, 0],
-                               value_ends[:, 0])
-
-
-def _check_runs(run_lists: List[list], frame_hw: np.ndarray,
-                fail: Callable[[int, str], None]
-                ) -> Tuple[np.ndarray, _RunSource]:
-    """Check uncompressed RLE counts (lists of run lengths) and measure their
-    areas, all at once.
-
-    Empty runs inside an RLE are merged with their neighbours first:
-    pycocotools' iou loop stops early at one.
-
-    Args:
-        run_lists: the ``counts`` list of each mask.
-        frame_hw (np.ndarray): int64 (n, ) pixels of each mask's frame.
-        fail: ``(index, problem)`` raises the error of a mask.
-
-    Returns:
-        tuple: int64 (n, ) areas and the checked run lengths.
-    """
-    def problem(index: int) -> str:
-        return _uncompressed_problem(int(frame_hw[index]))
-
-    try:  # rejects negative, fractional and non-numeric run lengths
-        arrays = [array.array(_UINT32_CODE, c) for c in run_lists]
-    except (TypeError, OverflowError, ValueError):
-        for index, counts in enumerate(run_lists):
-            try:
-                array.array(_UINT32_CODE, counts)
-            except (TypeError, OverflowError, ValueError):
-                fail(index, problem(index))
-        raise
-    lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
-    if not lengths.all():
-        index = int(np.argmin(lengths))
-        fail(index, problem(index))
-    runs = np.frombuffer(b''.join(arrays), np.uint32)
-    ends = np.cumsum(lengths)
-    starts = ends - lengths
-    total = np.add.reduceat(runs, starts, dtype=np.int64)
-    wrong = np.flatnonzero(total != frame_hw)
-    if len(wrong):
-        fail(int(wrong[0]), problem(int(wrong[0])))
-    # Foreground runs sit at odd positions of each RLE; sum the runs at odd
-    # positions of the whole array, and take the rest where an RLE starts at
-    # an odd position.
-    odd_runs = runs.copy()
-    odd_runs[::2] = 0
-    odd_total = np.add.reduceat(odd_runs, starts, dtype=np.int64)
-    area = np.where(starts % 2 == 0, odd_total, total - odd_total)
-    empty = np.flatnonzero(runs == 0)
-    owner = np.searchsorted(ends, empty, side='right')
-    to_merge = np.unique(owner[empty != starts[owner]])
-    if len(to_merge):
-        pieces, previous = [], 0
-        lengths = lengths.copy()
-        for index in to_merge.tolist():
-            merged = _merge_empty_runs(runs[starts[index]:ends[index]])
-            pieces += [runs[previous:starts[index]], merged]
-            previous = ends[index]
-            lengths[index] = len(merged)
-        runs = np.concatenate(pieces + [runs[previous:]])
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-    return area, _RunSource(runs, starts, ends)
-
-
-def _merge_empty_runs(values: np.ndarray) -> np.ndarray:
-    """Run lengths (uint32) with every empty run after the first merged into
-    its neighbours (the same mask)."""
-    parity = np.arange(len(values)) % 2
-    keep = values > 0
-    keep[0] = True
-    values, parity = values[keep], parity[keep]
-    first_of_group = np.concatenate([[True], parity[1:] != parity[:-1]])
-    values = np.add.reduceat(values, np.flatnonzero(first_of_group),
-                             dtype=np.int64)
-    return values.astype(np.uint32)
-def _parse_videos(gt: dict, name: str) -> _Videos:
-    videos = gt.get('videos')
-    if not isinstance(videos, list):
-        raise YTVISFormatError(f"{name}: ground truth needs a 'videos' list")
-    ids, heights, widths, lengths = [], [], [], []
-    for index, video in enumerate(videos):
-        where = f'{name}: videos[{index}]'
-        if not isinstance(video, dict):
-            raise YTVISFormatError(f'{where}: must be a dict')
-        video_id, height, width = (video.get('id'), video.get('height'),
-                                   video.get('width'))
-        if not _is_int(video_id):
-            raise YTVISFormatError(f"{where}: 'id' must be an integer")
-        for key, value in (('height', height), ('width', width)):
-            if not _is_int(value) or value <= 0:
-                raise YTVISFormatError(
-                    f"{where} (id {video_id}): '{key}' must be a positive "
-                    f'integer, got {value!r}')
-        if height * width >= _MAX_CANVAS_PIXELS:
-            raise YTVISFormatError(
-                f'{where} (id {video_id}): frames of {height}x{width} are too '
-                'large for this evaluator')
-        length = video.get('length')
-        file_names = video.get('file_names')
-        if length is None and isinstance(file_names, list):
-            length = len(file_names)
-        if not _is_int(length) or length <= 0:
-            raise YTVISFormatError(
-                f"{where} (id {video_id}): needs a positive 'length' or a "
-                "'file_names' list")
-        if isinstance(file_names, list) and len(file_names) != length:
-            raise YTVISFormatError(
-                f"{where} (id {video_id}): 'length' {length} but "
-                f'{len(file_names)} file_names')
-        ids.append(int(video_id))
-        heights.append(height)
-        widths.append(width)
-        lengths.append(length)
-    duplicates = [i for i, n in Counter(ids).items() if n > 1]
-    if duplicates:
-        raise YTVISFormatError(
-            f'{name}: duplicate video ids {sorted(duplicates)[:10]}')
-    order = np.argsort(ids, kind='stable')
-    sorted_ids = np.asarray(ids, np.int64)[order]
-    return _Videos(
-        ids=sorted_ids,
-        index={int(i): k
-               for k, i in enumerate(sorted_ids)},
-        height=np.asarray(heights, np.int64)[order],
-        width=np.asarray(widths, np.int64)[order],
-        length=np.asarray(lengths, np.int64)[order])
-
-
-def _parse_categories(gt: dict, name: str) -> np.ndarray:
-    categories = gt.get('categories')
-    if not isinstance(categories, list) or not categories:
-        raise YTVISFormatError(
-            f"{name}: ground truth needs a non-empty 'categories' list")
-    ids = []
-    for index, category in enumerate(categories):
-        if not isinstance(category, dict) or not _is_int(category.get('id')):
-            raise YTVISFormatError(
-                f"{name}: categories[{index}] needs an integer 'id'")
-        ids.append(int(category['id']))
-    duplicates = [i for i, n in Counter(ids).items() if n > 1]
-    if duplicates:
-        raise YTVISFormatError(
-            f'{name}: duplicate category ids {sorted(duplicates)}')
-    return np.asarray(sorted(ids), np.int64)
-
-
-@dataclass
-class _GroundTruth:
-    videos: _Videos
-    category_ids: np.ndarray  # int64 (K, ) sorted
-    tracks: Optional[_Tracks]  # None when the file has no annotations
-    annotation_ids: np.ndarray  # int64 (n, )
-    crowd: np.ndarray  # bool (n, )
-
-
-def _parse_ground_truth(gt: dict, name: str) -> _GroundTruth:
-    if not isinstance(gt, dict):
-        raise YTVISFormatError(
-            f'{name}: ground truth must be a dict with videos, annotations '
-            f'and categories, got {type(gt).__name__}')
-    videos = _parse_videos(gt, name)
-    category_ids = _parse_categories(gt, name)
-    category_index = {int(c): k for k, c in enumerate(category_ids)}
-    annotations = gt.get('annotations')
-    if annotations is None:
-        return _GroundTruth(videos, category_ids, None,
-                            np.zeros(0, np.int64), np.zeros(0, bool))
-    if not isinstance(annotations, list):
-        raise YTVISFormatError(f"{name}: 'annotations' must be a list")
-
-    def describe(index: int, frame: int) -> str:
-        where = f'{name}: annotations[{index}]'
-        annotation = annotations[index]
-        where += f" (id {annotation.get('id')})"
-        return where if frame < 0 else f'{where}, frame {frame}'
-
-    collector = _MaskCollector(videos)
-    num = len(annotations)
-    video = np.zeros(num, np.int64)
-    category = np.zeros(num, np.int64)
-    average_area = np.zeros(num, np.float64)
-    annotation_ids = np.zeros(num, np.int64)
-    crowd = np.zeros(num, bool)
-    for index, annotation in enumerate(annotations):
-        if not isinstance(annotation, dict):
-            raise YTVISFormatError(f'{name}: annotations[{index}] must be a '
-                                   'dict')
-        for key in ('id', 'video_id', 'category_id'):
-            if not _is_int(annotation.get(key)):
-                raise YTVISFormatError(
-                    f"{describe(index, -1)}: '{key}' must be an integer")
-        video_position = videos.index.get(annotation['video_id'])
-        if video_position is None:
-            raise YTVISFormatError(
-                f"{describe(index, -1)}: unknown video_id "
-                f"{annotation['video_id']}")
-        category_position = category_index.get(annotation['category_id'])
-        if category_position is None:
-            raise YTVISFormatError(
-                f"{describe(index, -1)}: category_id "
-                f"{annotation['category_id']} is not in 'categories'")
-        areas = annotation.get('areas')
-        length = int(videos.length[video_position])
-        if (not isinstance(areas, list) or len(areas) != length
-                or not all(a is None or (type(a) in (int, float)
-                                         or _is_real(a)) and a >= 0
-                           for a in areas)):
-            raise YTVISFormatError(
-                f"{describe(index, -1)}: 'areas' must list one non-negative "
-                f'number or null per frame ({length} frames)')
-        iscrowd = annotation.get('iscrowd', 0)
-        if iscrowd not in (0, 1):
-            raise YTVISFormatError(
-                f"{describe(index, -1)}: 'iscrowd' must be 0 or 1, got "
-                f'{iscrowd!r}')
-        collector.add_track(index, video_position,
-                            annotation.get('segmentations'), True, describe)
-        # ytvoseval: the mean of the truthy per-frame areas, else 0.
-        nonzero_areas = [a for a in areas if a]
-        average_area[index] = (
-            np.array(nonzero_areas).mean() if nonzero_areas else 0)
-        video[index], category[index] = video_position, category_position
-        annotation_ids[index] = annotation['id']
-        crowd[index] = bool(iscrowd)
-    duplicates = [i for i, n in Counter(annotation_ids.tolist()).items()
-                  if n > 1]
-    if duplicates:
-        raise YTVISFormatError(
-            f'{name}: duplicate annotation ids {sorted(duplicates)[:10]}')
-    masks = collector.build(num, describe)
-    # Converted once: every evaluation against this ground truth uses them.
-    masks.build_canvases(np.flatnonzero(masks.area > 0))
-    return _GroundTruth(videos, category_ids,
-                        _Tracks(video, category, average_area, masks),
-                        annotation_ids, crowd)
-
-
-def _parse_results(results: Any, name: str, gt: _GroundTruth) -> _Tracks:
-    """Check a results list against the ground truth and collect its masks.
-    """
-    if not isinstance(results, list):
-        raise YTVISFormatError(
-            f'{name}: results must be a list of {{video_id, category_id, '
-            f'score, segmentations}} entries, got {type(results).__name__}')
-    videos, category_ids = gt.videos, gt.category_ids
-    category_index = {int(c): k for k, c in enumerate(category_ids)}
-
-    def describe(index: int, frame: int) -> str:
-        where = f"{name}: results[{index}] (video_id " \
-                f"{results[index].get('video_id')})"
-        return where if frame < 0 else f'{where}, frame {frame}'
-
-    collector = _MaskCollector(videos)
-    num = len(results)
-    video = np.zeros(num, np.int64)
-    category = np.zeros(num, np.int64)
-    score = np.zeros(num, np.float64)
-    required = ('video_id', 'category_id', 'score', 'segmentations')
-    for index, entry in enumerate(results):
-        if type(entry) is not dict:
-            raise YTVISFormatError(
-                f'{name}: results[{index}] must be a dict, got '
-                f'{type(entry).__name__}')
-        missing = [key for key in required if key not in entry]
-        if missing:
-            raise YTVISFormatError(
-                f'{name}: results[{index}] misses {", ".join(missing)}')
-        video_id, category_id, entry_score = (entry['video_id'],
-                                              entry['category_id'],
-                                              entry['score'])
-        video_position = (
-            videos.index.get(int(video_id)) if _is_int(video_id) else None)
-        if video_position is None:
-            raise YTVISFormatError(
-                f'{describe(index, -1)}: video_id {video_id!r} is not a '
-                'video of the ground truth')
-        category_position = (
-            category_index.get(int(category_id))
-            if _is_int(category_id) else None)
-        if category_position is None:
-            raise YTVISFormatError(
-                f'{describe(index, -1)}: category_id {category_id!r} is not '
-                'one of the ground-truth categories '
-                f'{category_ids.tolist()}')
-        if not _is_real(entry_score) or not math.isfinite(entry_score):
-            raise YTVISFormatError(
-                f'{describe(index, -1)}: score must be a finite number, got '
-                f'{entry_score!r}')
-        collector.add_track(index, video_position, entry['segmentations'],
-                            False, describe)
-        video[index], category[index] = video_position, category_position
-        score[index] = entry_score
-    return _Tracks(video, category, score, collector.build(num, describe))
-
-
-# --------------------------------------------------------------------------
-# Matching and accumulation
-# --------------------------------------------------------------------------
-@dataclass
-class _Candidates:
-    """Every (prediction, ground truth) of the same (video, category), pair
-    after pair, each pair's predictions in score order (top
-    ``max(MAX_DETS)``), each prediction's ground truths in annotation order.
-    """
-    pair_gt_start: np.ndarray  # int64 (P + 1, ) into gt_sorted
-    gt_sorted: np.ndarray  # int64 (n_gt, ) ground-truth tracks by pair
-    gt_pair: np.ndarray  # int64 (n_gt, ) pair of each ground-truth track
-    gt_rank: np.ndarray  # int64 (n_gt, ) its position in the pair
-    dt: np.ndarray  # int64 (N, ) selected prediction tracks
-    dt_pair: np.ndarray  # int64 (N, )
-    dt_rank: np.ndarray  # int64 (N, )
-    first: np.ndarray  # int64 (N, ) first candidate of each prediction
-    cand_dt: np.ndarray  # int64 (C, ) position in ``dt``
-    cand_gt: np.ndarray  # int64 (C, ) ground-truth track
-
-
-def _candidates(gt_key: np.ndarray, dt_key: np.ndarray, dt_score: np.ndarray,
-                keys: np.ndarray) -> _Candidates:
-    """The candidates of ground-truth and prediction tracks with pair keys
-    ``gt_key`` and ``dt_key`` (in ``keys``, sorted) and scores
-    ``dt_score``."""
-    max_dets = max(MAX_DETS)
-    gt_sorted = np.argsort(gt_key, kind='stable')  # annotation order in pair
-    pair_gt_start = np.searchsorted(gt_key[gt_sorted],
-                                    np.append(keys, np.iinfo(np.int64).max))
-    gt_pair = np.searchsorted(keys, gt_key)
-    gt_rank = np.zeros(len(gt_key), np.int64)
-    gt_rank[gt_sorted] = (np.arange(len(gt_key)) -
-                          pair_gt_start[gt_pair[gt_sorted]])
-    # Score order within a pair, ties in results order (stable, as ytvoseval).
-    dt_sorted = np.lexsort((np.arange(len(dt_key)), -dt_score, dt_key))
-    dt_pair = np.searchsorted(keys, dt_key[dt_sorted])
-    dt_rank = np.arange(len(dt_key)) - np.searchsorted(dt_pair, dt_pair)
-    keep = dt_rank < max_dets
-    dt, dt_pair, dt_rank = dt_sorted[keep], dt_pair[keep], dt_rank[keep]
-    num_gt = np.diff(pair_gt_start)[dt_pair]
-    first = np.cumsum(num_gt) - num_gt
-    cand_dt = np.repeat(np.arange(len(dt)), num_gt)
-    cand_gt = gt_sorted[pair_gt_start[dt_pair[cand_dt]] +
-                        np.arange(len(cand_dt)) - first[cand_dt]]
-    return _Candidates(pair_gt_start, gt_sorted, gt_pair, gt_rank, dt, dt_pair,
-                       dt_rank, first, cand_dt, cand_gt)
-
-
-def _frame_areas(masks: _MaskTable, num_tracks: int,
-                 num_frames: int) -> np.ndarray:
-    """int64 (num_tracks, num_frames) area of each track in each frame."""
-    areas = np.zeros((num_tracks, num_frames), np.int64)
-    areas[masks.track, masks.frame] = masks.area
-    return areas
-
-
-def _candidate_ious(gt: _GroundTruth, dt: _Tracks, dt_area: np.ndarray,
-                    gt_area: np.ndarray, cands: _Candidates) -> np.ndarray:
-    """float64 (C, ) video IoU of every candidate: sum over frames of
-    |P & G| / sum over frames of |P | G| (frames where both are absent
-    skipped, as ytvoseval), 0 where it cannot reach 0.5.
-
-    Only IoUs >= min(IOU_THRESHOLDS) = 0.5 can change a match. A pair cannot
-    get there even if every frame's smaller mask lay inside the other when
-    |P & G| <= M = sum_f min(|P_f|, |G_f|) and M / (|P| + |G| - M) < 1/2,
-    i.e. 3 M < |P| + |G|; those are not computed. The intersections of the
-    others come from one ``pycocotools.mask.iou`` call per (video, category,
-    block of frames) on the masks laid side by side on a canvas (module
-    docstring).
-    """
-    gt_masks, dt_masks = gt.tracks.masks, dt.masks
-    num_cands = len(cands.cand_dt)
-    cand_dt_track = cands.dt[cands.cand_dt]
-    # M of every candidate, from the prediction's masks.
-    gt_frame_area = _frame_areas(gt_masks, len(gt_area),
-                                 int(gt.videos.length.max()))
-    position = np.full(len(dt_area), -1)
-    position[cands.dt] = np.arange(len(cands.dt))
-    num_gt = np.diff(cands.pair_gt_start)[cands.dt_pair]
-    rows = np.flatnonzero(dt_masks.area > 0)
-    rows = rows[position[dt_masks.track[rows]] >= 0]
-    owner = position[dt_masks.track[rows]]
-    rows, owner = rows[num_gt[owner] > 0], owner[num_gt[owner] > 0]
-    expanded = np.repeat(np.arange(len(rows)), num_gt[owner])
-    cand = (np.arange(len(expanded)) -
-            np.repeat(np.cumsum(num_gt[owner]) - num_gt[owner],
-                      num_gt[owner]) + cands.first[owner[expanded]])
-    most = np.bincount(
-        cand,
-        np.minimum(dt_masks.area[rows[expanded]],
-                   gt_frame_area[cands.cand_gt[cand],
-                                 dt_masks.frame[rows[expanded]]]),
-        minlength=num_cands)
-    union_bound = dt_area[cand_dt_track] + gt_area[cands.cand_gt]
-    hopeful = (most > 0) & (3 * most >= union_bound)
-
-    # The masks to compare: those of hopeful tracks, in frames where both
-    # sides have a non-empty mask.
-    hopeful_dt = _marked(cands.cand_dt[hopeful], len(cands.dt))
-    hopeful_gt = _marked(cands.cand_gt[hopeful], len(gt_area))
-    num_frames = int(gt.videos.length.max())
-
-    def masks_of(masks: _MaskTable, tracks: np.ndarray, pair: np.ndarray
-                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Non-empty mask rows of ``tracks`` (of pairs ``pair``), their
-        (pair, frame) codes and the position of their track in ``tracks``.
-        """
-        rows, owner = _rows_of(masks, tracks)
-        non_empty = masks.area[rows] > 0
-        rows, owner = rows[non_empty], owner[non_empty]
-        return rows, pair[owner] * num_frames + masks.frame[rows], owner
-
-    d_rows, d_code, d_owner = masks_of(dt_masks, cands.dt[hopeful_dt],
-                                       cands.dt_pair[hopeful_dt])
-    g_rows, g_code, g_owner = masks_of(gt_masks, hopeful_gt,
-                                       cands.gt_pair[hopeful_gt])
-    d_slots = gt.videos.slots[dt.video[cands.dt[hopeful_dt]]][d_owner]
-    g_slots = gt.videos.slots[gt.tracks.video[hopeful_gt]][g_owner]
-    num_pairs = len(cands.pair_gt_start) - 1
-    both = np.zeros(num_pairs * num_frames, bool)
-    both[d_code] = True
-    both &= np.bincount(g_code, minlength=len(both)) > 0
-    d_keep, g_keep = both[d_code], both[g_code]
-    d_rows, d_code, d_slots = d_rows[d_keep], d_code[d_keep], d_slots[d_keep]
-    g_rows, g_code, g_slots = g_rows[g_keep], g_code[g_keep], g_slots[g_keep]
-    ious = np.zeros(num_cands)
-    if not len(d_rows):
+    num_frames, slots = int(gt.videos.length[video]), int(gt.videos.slots[video])
+    g_masks, d_masks = gt.tracks.masks, dt.masks
+    g_rows, g_owner, g_areas = _frame_area_table(gt.tracks, g, num_frames)
+    d_rows, d_owner, d_areas = _frame_area_table(dt, d, num_frames)
+    most = np.minimum(d_areas[:, None], g_areas[None]).sum(-1)
+    total = d_areas.sum(1)[:, None] + g_areas.sum(1)[None]
+    hopeful = (most > 0) & (3 * most >= total)
+    ious = np.zeros(hopeful.shape)
+    if not hopeful.any():
         return ious
-    dt_masks.build_canvases(d_rows)
-
-    # Frames per call, per pair: one call costs about as much as
-    # _PAIRS_PER_CALL bounding-box tests of pycocotools, and a block of B
-    # frames makes B * d * g tests (d, g: masks per frame).
-    d_pair, g_pair = d_code // num_frames, g_code // num_frames
-    pair_frames = both.reshape(num_pairs, num_frames).sum(1)
-    pair_d = np.bincount(d_pair, minlength=num_pairs)
-    pair_g = np.bincount(g_pair, minlength=num_pairs)
-    block = np.maximum(
-        1,
-        np.rint(pair_frames * np.sqrt(
-            _PAIRS_PER_CALL / np.maximum(pair_d * pair_g, 1)))).astype(
-                np.int64)
-
-    def group_of(code: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        # Blocks never cross a canvas period, so their slots differ.
-        pair, frame = code // num_frames, code % num_frames
-        blocks_per_period = num_frames // block[pair] + 1
-        return pair * (num_frames + 1) * num_frames + (
-            frame // slots * blocks_per_period + frame % slots // block[pair])
-
-    d_group, g_group = group_of(d_code, d_slots), group_of(g_code, g_slots)
-    d_order, g_order = np.argsort(d_group, kind='stable'), np.argsort(
-        g_group, kind='stable')
-    d_rows, g_rows = d_rows[d_order], g_rows[g_order]
-    # Both sides have masks in every frame kept, so the same groups.
-    d_bounds = _run_bounds(d_group[d_order])
-    g_bounds = _run_bounds(g_group[g_order])
-    dt_canvas, gt_canvas = dt_masks.canvas, gt_masks.canvas
-    d_list, g_list = d_rows.tolist(), g_rows.tolist()
-    found_d, found_g, found_ratio = [], [], []
-    for (d_start, d_end), (g_start, g_end) in zip(d_bounds, g_bounds):
-        # With iscrowd=1 pycocotools returns |P & G| / |P| (exactly, in
-        # double), so the integer intersection is recovered by rounding.
-        # Masks of different frames never overlap on the canvas: 0.
-        ratio = mask_utils.iou([dt_canvas[i] for i in d_list[d_start:d_end]],
-                               [gt_canvas[i] for i in g_list[g_start:g_end]],
-                               [1] * (g_end - g_start))
-        d_pos, g_pos = np.nonzero(ratio)
-        found_d.append(d_pos + d_start)
-        found_g.append(g_pos + g_start)
-        found_ratio.append(ratio[d_pos, g_pos])
-    if not found_d:
-        return ious
-    d_at = d_rows[np.concatenate(found_d)]
-    g_at = g_rows[np.concatenate(found_g)]
-    pixels = np.rint(np.concatenate(found_ratio) * dt_masks.area[d_at])
-    g_track = gt_masks.track[g_at]
-    cand = cands.first[position[dt_masks.track[d_at]]] + cands.gt_rank[
-        g_track]
-    counted = hopeful[cand]  # other tracks of the same frame: not needed
-    intersection = np.bincount(
-        cand[counted], pixels[counted], minlength=num_cands).astype(np.int64)
-    union = union_bound - intersection
+    # Masks of hopeful tracks in the frames where both sides have one.
+    g_hopeful, d_hopeful = hopeful.any(0), hopeful.any(1)
+    both = (g_areas[g_hopeful] > 0).any(0) & (d_areas[d_hopeful] > 0).any(0)
+    g_frame, d_frame = g_masks.frame[g_rows], d_masks.frame[d_rows]
+    g_keep = g_hopeful[g_owner] & both[g_frame]
+    d_keep = d_hopeful[d_owner] & both[d_frame]
+    g_rows, g_owner, g_frame = g_rows[g_keep], g_owner[g_keep], g_frame[g_keep]
+    d_rows, d_owner, d_frame = d_rows[d_keep], d_owner[d_keep], d_frame[d_keep]
+    # Frames per call: a block of B frames costs B * d * g bounding-box tests (d, g: masks per
+    # frame) against _PAIRS_PER_CALL for a call. Blocks do not cross a canvas (distinct slots).
+    per_frame = len(d_rows) * len(g_rows) / int(both.sum())**2
+    block = max(1, int(np.sqrt(_PAIRS_PER_CALL / max(per_frame, 1))))
+    period = num_frames // block + 1
+    g_block = g_frame // slots * period + g_frame % slots // block
+    d_block = d_frame // slots * period + d_frame % slots // block
+    intersection = np.zeros(ious.shape)
+    for b in np.unique(g_block).tolist():
+        gb, db = g_block == b, d_block == b
+        # With iscrowd=1 pycocotools returns |P & G| / |P| (exactly, in double): rounding
+        # recovers the integer intersection.
+        ratio = mask_utils.iou([d_masks.canvas[i] for i in d_rows[db].tolist()],
+                               [g_masks.canvas[i] for i in g_rows[gb].tolist()],
+                               [1] * int(gb.sum()))
+        pixels = np.rint(ratio * d_masks.area[d_rows[db]][:, None])
+        np.add.at(intersection, (d_owner[db][:, None], g_owner[gb][None]), pixels)
+    union = total - intersection
     np.divide(intersection, union, out=ious, where=hopeful & (union > 0))
     return ious
 
 
-def _marked(indices: np.ndarray, size: int) -> np.ndarray:
-    """The distinct values of ``indices`` (ints in [0, size)), sorted."""
-    marks = np.zeros(size, bool)
-    marks[indices] = True
-    return np.flatnonzero(marks)
+def _greedy_match(ious: np.ndarray, g_ignore: np.ndarray, g_crowd: np.ndarray,
+                  g_ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """ytvoseval's matching of one (video, category), for every (area range, IoU threshold) at once.
 
-
-def _run_bounds(values: np.ndarray) -> List[List[int]]:
-    """[start, end) of each run of equal values of a sorted array."""
-    starts = np.flatnonzero(np.diff(values, prepend=values[0] - 1))
-    return np.stack([starts, np.append(starts[1:], len(values))],
-                    1).tolist()
-
-
-def _rows_of(masks: _MaskTable,
-             tracks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Mask rows of the given tracks and, per row, the position of its track
-    in ``tracks``."""
-    starts = masks.track_start[tracks]
-    counts = masks.track_start[tracks + 1] - starts
-    owner = np.repeat(np.arange(len(tracks)), counts)
-    first_of_owner = np.cumsum(counts) - counts
-    rows = np.arange(counts.sum()) - first_of_owner[owner] + starts[owner]
-    return rows, owner
-
-
-def _greedy_match(ious: np.ndarray, cands: _Candidates, gt_ignore: np.ndarray,
-                  gt_crowd: np.ndarray, gt_ids: np.ndarray,
-                  dt_outside: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Greedy matching of every (video, category), as ytvoseval.evaluateVid.
-
-    For each prediction in score order and each (area range, IoU threshold),
-    take the best-IoU ground truth (the last one among equals) that is still
-    free (crowd ones always are) with IoU >= threshold, preferring
-    non-ignored ground truth; ignored ones only if no other qualifies.
-    Pairs are processed together: step ``r`` takes the ``r``-th prediction
-    (of those with an IoU >= 0.5) of every pair, on (pairs, A, T, G) arrays
-    where G, the ground truths per pair, is padded to a power of two.
+    Each prediction, in score order, takes the ground truth of best IoU (the last one among equals)
+    with IoU >= threshold that is still free (crowd ones always are), preferring non-ignored ground
+    truth; ignored ones only if no other qualifies.
 
     Args:
-        ious (np.ndarray): float64 (C, ) IoU of every candidate.
-        cands: the candidates.
-        gt_ignore (np.ndarray): bool (A, n_gt) crowd or outside the range.
-        gt_crowd (np.ndarray): bool (n_gt, ).
-        gt_ids (np.ndarray): int64 (n_gt, ) annotation ids.
-        dt_outside (np.ndarray): bool (A, N) prediction outside the range.
+        ious (np.ndarray): float64 (D, G), predictions in score order.
+        g_ignore (np.ndarray): bool (A, G) crowd or outside the area range.
+        g_crowd (np.ndarray): bool (G, ).
+        g_ids (np.ndarray): int64 (G, ) annotation ids.
 
     Returns:
-        tuple: ``matched`` bool (A, T, N) and ``ignored`` bool (A, T, N). As in
-        ytvoseval a match is recorded as the annotation id and tested for
-        truth, so a match with an annotation of id 0 does not count.
+        tuple: the matched annotation id (0: none) int64 (A, T, D), and whether the match is with
+        an ignored ground truth, bool (A, T, D).
     """
-    num_areas, num_thr = len(AREA_RANGES), len(IOU_THRESHOLDS)
-    num_dt = len(cands.dt)
-    matched_id = np.zeros((num_areas, num_thr, num_dt), np.int64)
-    ignored = np.zeros((num_areas, num_thr, num_dt), bool)
-    thresholds = np.minimum(IOU_THRESHOLDS, 1 - 1e-10)
-    # Predictions that can match at all, with their rank among those.
-    reaching = np.zeros(num_dt, bool)
-    reaching[cands.cand_dt[ious >= thresholds.min()]] = True
-    dts = np.flatnonzero(reaching)  # in pair order, score order within
-    pairs, first = np.unique(cands.dt_pair[dts], return_index=True)
-    count = np.diff(np.append(first, len(dts)))
-    step = np.arange(len(dts)) - np.repeat(first, count)
-    num_gt = np.diff(cands.pair_gt_start)[pairs]
-    width = 2**np.ceil(np.log2(num_gt)).astype(np.int64)
-    for size in np.unique(width).tolist():
-        chosen = np.flatnonzero(width == size)  # pairs of this width
-        num_steps = int(count[chosen].max())
-        local = np.full(len(pairs), -1)
-        local[chosen] = np.arange(len(chosen))
-        # (pair, step) -> prediction; IoUs padded with -1 (never a match).
-        in_chosen = np.repeat(local >= 0, count)
-        d_chosen = dts[in_chosen]
-        d_slot = np.repeat(local[local >= 0], count[chosen])
-        d_step = step[in_chosen]
-        step_dt = np.full((len(chosen), num_steps), -1)
-        step_dt[d_slot, d_step] = d_chosen
-        pair_ious = np.full((len(chosen), num_steps, size), -1.0)
-        d_num_gt = num_gt[chosen][d_slot]
-        c_owner = np.repeat(np.arange(len(d_chosen)), d_num_gt)
-        c_index = (cands.first[d_chosen][c_owner] + np.arange(len(c_owner)) -
-                   np.repeat(np.cumsum(d_num_gt) - d_num_gt, d_num_gt))
-        c_rank = c_index - cands.first[d_chosen][c_owner]
-        pair_ious[d_slot[c_owner], d_step[c_owner], c_rank] = ious[c_index]
-        # Ground truth of each pair, padded (padding is never a candidate).
-        gt_start = cands.pair_gt_start[pairs[chosen]]
-        g_owner = np.repeat(np.arange(len(chosen)), num_gt[chosen])
-        g_rank = np.arange(len(g_owner)) - np.repeat(
-            np.cumsum(num_gt[chosen]) - num_gt[chosen], num_gt[chosen])
-        g_track = cands.gt_sorted[gt_start[g_owner] + g_rank]
-        ignore = np.zeros((len(chosen), num_areas, size), bool)
-        ignore[g_owner, :, g_rank] = gt_ignore[:, g_track].T
-        crowd = np.zeros((len(chosen), 1, 1, size), bool)
-        crowd[g_owner, 0, 0, g_rank] = gt_crowd[g_track]
-        ids = np.zeros((len(chosen), size), np.int64)
-        ids[g_owner, g_rank] = gt_ids[g_track]
-        taken = np.zeros((len(chosen), num_areas, num_thr, size), bool)
-        for r in range(num_steps):
-            rows = np.flatnonzero(step_dt[:, r] >= 0)
-            iou = pair_ious[rows, r][:, None, None, :]
-            candidate = ((~taken[rows] | crowd[rows])
-                         & (iou >= thresholds[None, None, :, None]))
-            regular = candidate & ~ignore[rows][:, :, None, :]
-            pool = np.where(regular.any(-1, keepdims=True), regular,
-                            candidate)
-            best = np.where(pool, iou, -np.inf).max(-1, keepdims=True)
-            winners = pool & (iou == best)
-            row, area_idx, thr_idx = np.nonzero(winners.any(-1))
-            gt_idx = size - 1 - np.argmax(
-                winners[row, area_idx, thr_idx][:, ::-1], axis=-1)
-            taken[rows[row], area_idx, thr_idx, gt_idx] = True
-            d = step_dt[rows[row], r]
-            matched_id[area_idx, thr_idx, d] = ids[rows[row], gt_idx]
-            ignored[area_idx, thr_idx, d] = ignore[rows[row], area_idx,
-                                                   gt_idx]
-    matched = matched_id != 0
-    ignored |= ~matched & dt_outside[:, None, :]
-    return matched, ignored
+    num_dt, num_gt = ious.shape
+    shape = (len(AREA_RANGES), len(IOU_THRESHOLDS), num_dt)
+    matched_id, ignored = np.zeros(shape, np.int64), np.zeros(shape, bool)
+    free = np.ones(shape[:2] + (num_gt, ), bool)  # crowd ground truth stays free
+    regular_gt = ~g_ignore[:, None, :]
+    above = ious[:, None, :] >= _MATCH_THRESHOLDS[:, None]  # (D, T, G)
+    for k in np.flatnonzero(above[:, 0].any(1)).tolist():
+        iou = ious[k]
+        candidate = free & above[k]
+        regular = candidate & regular_gt
+        pool = np.where(regular.any(-1, keepdims=True), regular, candidate)
+        best = np.where(pool, iou, -np.inf).max(-1, keepdims=True)
+        winners = pool & (iou == best)
+        a, t = np.nonzero(winners.any(-1))
+        j = num_gt - 1 - np.argmax(winners[a, t, ::-1], -1)
+        free[a, t, j] = g_crowd[j]
+        matched_id[a, t, k] = g_ids[j]
+        ignored[a, t, k] = g_ignore[a, j]
+    return matched_id, ignored
 
 
-@dataclass
-class _Matches:
-    """Matching results of all (video, category) pairs that have ground truth
-    or predictions, sorted by (category, video); predictions concatenated in
-    that pair order, each pair's in score order (top ``max(MAX_DETS)``)."""
-    pair_category: np.ndarray  # int64 (P, )
-    pair_video: np.ndarray  # int64 (P, )
-    pair_regular_gt: np.ndarray  # int64 (P, A) non-ignored ground truths
-    dt_pair: np.ndarray  # int64 (N, )
-    dt_rank: np.ndarray  # int64 (N, ) position in its pair
-    dt_score: np.ndarray  # float64 (N, )
-    dt_matched: np.ndarray  # bool (A, T, N)
-    dt_ignored: np.ndarray  # bool (A, T, N)
+def _outside(average_area: np.ndarray) -> np.ndarray:
+    """bool (A, n) whether each average area is outside each range."""
+    return (average_area[None] < _AREA_LOW[:, None]) | (average_area[None] > _AREA_HIGH[:, None])
 
 
-def _match_all(gt: _GroundTruth, dt: _Tracks) -> _Matches:
-    gt_tracks = gt.tracks
+def _evaluate_pairs(gt: GroundTruth, dt: Tracks) -> Dict[str, np.ndarray]:
+    """Match every (category, video) pair. Returns the arrays :func:`_accumulate` reads: per pair
+    (by category, then video) ``category``, ``video`` and ``regular_gt`` int64 (P, A), its ground
+    truths not ignored; per prediction (the top ``max(MAX_DETS)`` of each pair, pairs in order,
+    score order within) ``pair``, ``rank`` in its pair, ``score``, ``matched`` and ``ignored``
+    bool (A, T, N)."""
     num_videos = len(gt.videos.ids)
-    area_low = np.array([r[1] for r in AREA_RANGES], np.float64)
-    area_high = np.array([r[2] for r in AREA_RANGES], np.float64)
-
-    # Pair key in (category, video) order, the order of the accumulation.
-    gt_key = gt_tracks.category * num_videos + gt_tracks.video
-    dt_key = dt.category * num_videos + dt.video
-    keys = np.union1d(gt_key, dt_key)
-    cands = _candidates(gt_key, dt_key, dt.value, keys)
-
-    gt_area = gt_tracks.masks.track_areas()
-    dt_area = dt.masks.track_areas()
-    dt_nonzero = np.bincount(
-        dt.masks.track[dt.masks.area > 0], minlength=len(dt_key))
-    dt_average_area = np.zeros(len(dt_key))
-    np.divide(dt_area, dt_nonzero, out=dt_average_area, where=dt_nonzero > 0)
-    gt_outside = ((gt_tracks.value[None, :] < area_low[:, None])
-                  | (gt_tracks.value[None, :] > area_high[:, None]))
-    gt_ignore = gt_outside | gt.crowd[None, :]  # (A, n_gt)
-    selected_area = dt_average_area[cands.dt]
-    dt_outside = ((selected_area[None, :] < area_low[:, None])
-                  | (selected_area[None, :] > area_high[:, None]))
-
-    ious = _candidate_ious(gt, dt, dt_area, gt_area, cands)
-    matched, ignored = _greedy_match(ious, cands, gt_ignore, gt.crowd,
-                                     gt.annotation_ids, dt_outside)
-    gt_pair = np.searchsorted(keys, gt_key)
-    pair_regular_gt = np.stack([
-        np.bincount(gt_pair[~gt_ignore[a]], minlength=len(keys))
-        for a in range(len(AREA_RANGES))
-    ], 1)
-    return _Matches(
-        pair_category=keys // num_videos,
-        pair_video=keys % num_videos,
-        pair_regular_gt=pair_regular_gt,
-        dt_pair=cands.dt_pair,
-        dt_rank=cands.dt_rank,
-        dt_score=dt.value[cands.dt],
-        dt_matched=matched,
-        dt_ignored=ignored)
+    g_key = gt.tracks.category * num_videos + gt.tracks.video
+    d_key = dt.category * num_videos + dt.video
+    keys = np.union1d(g_key, d_key)
+    # Annotation order within a pair; predictions by score, ties in results order (as ytvoseval).
+    g_order = np.argsort(g_key, kind='stable')
+    d_order = np.lexsort((np.arange(len(d_key)), -dt.value, d_key))
+    g_start, g_end = (np.searchsorted(g_key[g_order], keys, side) for side in ('left', 'right'))
+    d_pair = np.searchsorted(keys, d_key[d_order])
+    top = np.arange(len(d_order)) - np.searchsorted(d_pair, d_pair) < max(MAX_DETS)
+    d_order, d_pair = d_order[top], d_pair[top]
+    d_start, d_end = (np.searchsorted(d_pair, range(len(keys)), side) for side in ('left', 'right'))
+    g_ignore = _outside(gt.tracks.value) | gt.crowd
+    nonempty = dt.masks.area > 0
+    d_area = np.bincount(dt.masks.track, dt.masks.area, len(d_key))
+    d_count = np.bincount(dt.masks.track[nonempty], minlength=len(d_key))
+    d_outside = _outside(np.divide(d_area, d_count, out=np.zeros(len(d_key)), where=d_count > 0))
+    # Canvases of the prediction masks that can overlap ground truth.
+    dt.masks.build_canvases(np.flatnonzero(nonempty & np.isin(d_key[dt.masks.track], g_key)))
+    # Unmatched predictions outside an area range are ignored in it.
+    matched = np.zeros((len(AREA_RANGES), len(IOU_THRESHOLDS), len(d_order)), bool)
+    ignored = matched | d_outside[:, None, d_order]
+    for p in np.flatnonzero((g_end > g_start) & (d_end > d_start)).tolist():
+        g, at = g_order[g_start[p]:g_end[p]], slice(d_start[p], d_end[p])
+        d = d_order[at]
+        matched_id, match_ignored = _greedy_match(_pair_ious(gt, dt, g, d, keys[p] % num_videos),
+                                                  g_ignore[:, g], gt.crowd[g], gt.annotation_ids[g])
+        # A match with annotation id 0 does not count (ytvoseval tests the recorded id for truth).
+        matched[:, :, at] = matched_id != 0
+        ignored[:, :, at] = match_ignored | ((matched_id == 0) & d_outside[:, None, d])
+    g_pair = np.searchsorted(keys, g_key)
+    return dict(category=keys // num_videos, video=keys % num_videos, pair=d_pair,
+                rank=np.arange(len(d_order)) - d_start[d_pair], score=dt.value[d_order],
+                regular_gt=np.stack([np.bincount(g_pair[~ignore], minlength=len(keys))
+                                     for ignore in g_ignore], 1),
+                matched=matched, ignored=ignored)
 
 
-def _accumulate(matches: _Matches, num_categories: int,
-                video_mask: Optional[np.ndarray] = None
-                ) -> Tuple[np.ndarray, np.ndarray]:
-    """Precision / recall curves, as ytvoseval.accumulate.
-
-    Args:
-        matches: output of :func:`_match_all`.
-        num_categories: K.
-        video_mask (np.ndarray, optional): bool (V, ) videos to include.
-
-    Returns:
-        tuple: ``precision`` float64 (T, R, K, A, M) and ``recall`` float64
-        (T, K, A, M); -1 where a category has no (non-ignored) ground truth.
-    """
+def _accumulate(pairs: Dict[str, np.ndarray], num_categories: int,
+                video_mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Precision (T, R, K, A, M) and recall (T, K, A, M) curves as ytvoseval.accumulate (-1 where a
+    category has no regular ground truth), of the videos in ``video_mask`` (bool (V, ); all)."""
     num_thr, num_rec = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)
     num_areas, num_dets = len(AREA_RANGES), len(MAX_DETS)
-    precision = -np.ones((num_thr, num_rec, num_categories, num_areas,
-                          num_dets))
+    precision = -np.ones((num_thr, num_rec, num_categories, num_areas, num_dets))
     recall = -np.ones((num_thr, num_categories, num_areas, num_dets))
-    pair_in = (np.ones(len(matches.pair_video), bool) if video_mask is None
-               else video_mask[matches.pair_video])
-    dt_in = pair_in[matches.dt_pair]
-    pair_bounds = np.searchsorted(matches.pair_category,
-                                  np.arange(num_categories + 1))
-    dt_bounds = np.searchsorted(matches.dt_pair, pair_bounds)
+    pair_in = (
+        np.ones(len(pairs['video']), bool) if video_mask is None else video_mask[pairs['video']])
+    dt_in = pair_in[pairs['pair']]
     for k in range(num_categories):
-        pairs = slice(pair_bounds[k], pair_bounds[k + 1])
-        if not pair_in[pairs].any():
+        in_k = pair_in & (pairs['category'] == k)
+        if not in_k.any():
             continue
-        regular_gt = matches.pair_regular_gt[pairs][pair_in[pairs]].sum(0)
-        dts = np.arange(dt_bounds[k], dt_bounds[k + 1])
-        dts = dts[dt_in[dts]]
-        # Pairs are in video order and each pair's predictions in score
-        # order, so a stable sort reproduces ytvoseval's tie order.
-        dts = dts[np.argsort(-matches.dt_score[dts], kind='stable')]
+        regular_gt = pairs['regular_gt'][in_k].sum(0)
+        # Pairs are in video order, each pair's predictions in score order: a stable sort keeps
+        # ytvoseval's tie order.
+        dts = np.flatnonzero(dt_in & in_k[pairs['pair']])
+        dts = dts[np.argsort(-pairs['score'][dts], kind='stable')]
         for m, max_det in enumerate(MAX_DETS):
-            selected = dts[matches.dt_rank[dts] < max_det]
-            for a in range(num_areas):
-                if regular_gt[a] == 0:
-                    continue
-                matched = matches.dt_matched[a][:, selected]
-                counted = ~matches.dt_ignored[a][:, selected]
+            selected = dts[pairs['rank'][dts] < max_det]
+            for a in np.flatnonzero(regular_gt).tolist():
+                matched = pairs['matched'][a][:, selected]
+                counted = ~pairs['ignored'][a][:, selected]
                 tp = np.cumsum(matched & counted, axis=1).astype(np.float64)
                 fp = np.cumsum(~matched & counted, axis=1).astype(np.float64)
-                num = len(selected)
                 rc = tp / regular_gt[a]
                 pr = tp / (fp + tp + np.spacing(1))
-                recall[:, k, a, m] = rc[:, -1] if num else 0
+                recall[:, k, a, m] = rc[:, -1] if len(selected) else 0
                 # Interpolate: precision at recall r = max precision at >= r.
                 pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
                 for t in range(num_thr):
                     at = np.searchsorted(rc[t], RECALL_THRESHOLDS, 'left')
-                    valid = at < num
-                    row = np.zeros(num_rec)
-                    row[valid] = pr[t, at[valid]]
-                    precision[t, :, k, a, m] = row
+                    valid = at < len(selected)
+                    precision[t, :, k, a, m] = 0
+                    precision[t, valid, k, a, m] = pr[t, at[valid]]
     return precision, recall
 
 
 def _summarize(precision: np.ndarray, recall: np.ndarray,
                names: Sequence[str] = METRIC_NAMES) -> Dict[str, float]:
-    """ytvoseval.summarize: means over the valid (> -1) entries, -1 if none.
-    """
+    """ytvoseval.summarize: means over the valid (> -1) entries, -1 if none."""
     area_names = [r[0] for r in AREA_RANGES]
     summary = {}
     for name in names:
@@ -1526,16 +270,12 @@ def _summarize(precision: np.ndarray, recall: np.ndarray,
     return summary
 
 
-# --------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------
 class YTVISEvaluator:
     """YouTube-VIS / OVIS evaluator with the ground truth parsed once.
 
     Args:
         gt (str | dict): path of the YouTube-VIS style JSON or its content.
-        gt_name (str, optional): how to name ``gt`` in error messages when it
-            is not a path.
+        gt_name (str, optional): how to name ``gt`` in error messages when it is not a path.
 
     Example:
         >>> evaluator = YTVISEvaluator('data/ovis/annotations_valid_sub.json')
@@ -1544,9 +284,9 @@ class YTVISEvaluator:
     """
 
     def __init__(self, gt: PathOrDict, gt_name: Optional[str] = None) -> None:
-        with _gc_paused():
-            content, self.gt_name = _load(gt, gt_name or '<ground truth>')
-            self._gt = _parse_ground_truth(content, self.gt_name)
+        with gc_paused():
+            content, self.gt_name = load_source(gt, gt_name or '<ground truth>')
+            self._gt = parse_ground_truth(content, self.gt_name)
 
     @property
     def category_ids(self) -> List[int]:
@@ -1563,41 +303,36 @@ class YTVISEvaluator:
         """False for a file without annotations (a test split)."""
         return self._gt.tracks is not None
 
-    def check_results(self, results: PathOrList,
-                      results_name: Optional[str] = None) -> None:
-        """Raise :class:`YTVISFormatError` if ``results`` is malformed (also
-        for a ground truth without annotations, e.g. before a submission)."""
-        with _gc_paused():
-            content, name = _load(results, results_name or '<results>')
-            _parse_results(content, name, self._gt)
+    def check_results(self, results: PathOrList, results_name: Optional[str] = None) -> None:
+        """Raise :class:`YTVISFormatError` if ``results`` is malformed (also for a ground truth
+        without annotations, e.g. before a submission)."""
+        with gc_paused():
+            content, name = load_source(results, results_name or '<results>')
+            parse_results(content, name, self._gt)
 
     def evaluate(self,
                  results: PathOrList,
                  long_video_ids: Optional[Iterable[int]] = None,
                  results_name: Optional[str] = None) -> Dict[str, float]:
-        """Video mask AP / AR of ``results`` (fractions in [0, 1]; -1 where
-        no category has ground truth, as ytvoseval).
+        """Video mask AP / AR of ``results`` (fractions in [0, 1]; -1 where no category has
+        ground truth, as ytvoseval).
 
         Args:
-            results (str | list): results file (JSON, or a zip holding
-                ``results.json``) or the list itself.
-            long_video_ids (Iterable[int], optional): YouTube-VIS 2022 long
-                videos; then also ``AP_short``, ``AP_long``, ...,
-                ``AP_2022 = (AP_short + AP_long) / 2``.
+            results (str | list): results file (JSON, or a zip holding ``results.json``) or the
+                list itself.
+            long_video_ids (Iterable[int], optional): YouTube-VIS 2022 long videos; then also
+                ``AP_short``, ``AP_long``, ..., ``AP_2022 = (AP_short + AP_long) / 2``.
             results_name (str, optional): how to name ``results`` in errors.
 
         Returns:
             dict: :data:`METRIC_NAMES` (+ :data:`METRIC_NAMES_2022`).
         """
-        precision, recall, splits = self.accumulate(results, long_video_ids,
-                                                    results_name)
+        precision, recall, splits = self.accumulate(results, long_video_ids, results_name)
         metrics = _summarize(precision, recall)
+        for split, (split_precision, split_recall) in splits.items():
+            metrics.update((f'{name}_{split}', value) for name, value in _summarize(
+                split_precision, split_recall, _METRICS_PER_SPLIT).items())
         if splits:
-            for split, (split_precision, split_recall) in splits.items():
-                split_metrics = _summarize(split_precision, split_recall,
-                                           _METRICS_PER_SPLIT)
-                metrics.update((f'{name}_{split}', value)
-                               for name, value in split_metrics.items())
             short, long = metrics['AP_short'], metrics['AP_long']
             defined = short >= 0 and long >= 0
             metrics['AP_2022'] = (short + long) / 2 if defined else -1.0
@@ -1608,52 +343,43 @@ class YTVISEvaluator:
         results: PathOrList,
         long_video_ids: Optional[Iterable[int]] = None,
         results_name: Optional[str] = None
-    ) -> Tuple[np.ndarray, np.ndarray, Dict[str, Tuple[np.ndarray,
-                                                       np.ndarray]]]:
-        """The precision (T, R, K, A, M) and recall (T, K, A, M) arrays of
-        ytvoseval (``eval['precision']`` / ``eval['recall']``), and with
-        ``long_video_ids`` the same for the ``'short'`` and ``'long'``
-        videos."""
+    ) -> Tuple[np.ndarray, np.ndarray, Dict[str, Tuple[np.ndarray, np.ndarray]]]:
+        """The precision (T, R, K, A, M) and recall (T, K, A, M) arrays of ytvoseval
+        (``eval['precision']`` / ``eval['recall']``), and with ``long_video_ids`` the same for the
+        ``'short'`` and ``'long'`` videos."""
         if self._gt.tracks is None:
-            raise YTVISFormatError(
-                f'{self.gt_name}: has no annotations (a test split?); it can '
-                'only be used to format results (format_only)')
+            raise YTVISFormatError(f'{self.gt_name}: has no annotations (a test split?); it can '
+                                   'only be used to format results (format_only)')
         long_mask = None
         if long_video_ids is not None:
             long_mask = np.zeros(len(self._gt.videos.ids), bool)
             for video_id in long_video_ids:
                 position = self._gt.videos.index.get(int(video_id))
                 if position is None:
-                    raise YTVISFormatError(
-                        f'long video id {video_id} is not a video of '
-                        f'{self.gt_name}')
+                    raise YTVISFormatError(f'long video id {video_id} is not a video of '
+                                           f'{self.gt_name}')
                 long_mask[position] = True
-        with _gc_paused():
-            content, name = _load(results, results_name or '<results>')
-            matches = _match_all(self._gt,
-                                 _parse_results(content, name, self._gt))
+        with gc_paused():
+            content, name = load_source(results, results_name or '<results>')
+            pairs = _evaluate_pairs(self._gt, parse_results(content, name, self._gt))
         num_categories = len(self._gt.category_ids)
-        precision, recall = _accumulate(matches, num_categories)
-        splits = {}
-        if long_mask is not None:
-            splits = {
-                'short': _accumulate(matches, num_categories, ~long_mask),
-                'long': _accumulate(matches, num_categories, long_mask)
-            }
+        precision, recall = _accumulate(pairs, num_categories)
+        splits = {} if long_mask is None else {
+            'short': _accumulate(pairs, num_categories, ~long_mask),
+            'long': _accumulate(pairs, num_categories, long_mask)}
         return precision, recall, splits
 
 
 def evaluate_ytvis(gt: PathOrDict,
                    results: PathOrList,
-                   long_video_ids: Optional[Union[str, Iterable[int]]] = None
-                   ) -> Dict[str, float]:
+                   long_video_ids: Optional[Union[str, Iterable[int]]] = None) -> Dict[str, float]:
     """Evaluate YouTube-VIS / OVIS results (see :class:`YTVISEvaluator`).
 
     Args:
         gt (str | dict): ground-truth JSON path or content.
         results (str | list): results JSON path (or zip) or the list.
-        long_video_ids (str | Iterable[int], optional): YouTube-VIS 2022 long
-            videos, or a JSON file listing them.
+        long_video_ids (str | Iterable[int], optional): YouTube-VIS 2022 long videos, or a JSON
+            file listing them.
 
     Returns:
         dict: metric name -> fraction (-1 where undefined).
@@ -1664,11 +390,9 @@ def evaluate_ytvis(gt: PathOrDict,
 
 
 def metrics_table(metrics: Dict[str, float], percent: bool = True) -> str:
-    """A two-column text table of metrics (percent by default; undefined
-    values, -1, print as "n/a")."""
+    """A two-column text table of metrics (percent by default; undefined values, -1, as "n/a")."""
     lines = ['metric      value', '----------  -------']
     for name, value in metrics.items():
-        shown = ('n/a' if value < 0 else
-                 f'{value * 100:.2f}' if percent else f'{value:.4f}')
+        shown = ('n/a' if value < 0 else f'{value * 100:.2f}' if percent else f'{value:.4f}')
         lines.append(f'{name:<10}  {shown:>7}')
     return '\n'.join(lines)

@@ -17,7 +17,7 @@ truth from the annotation file), ``process()`` + ``evaluate()``.
 
 Example::
 
-    python tools/analysis_tools/benchmark_ytvis_eval.py --repeats 3
+    python tools/analysis_tools/benchmark_ytvis_eval.py --repeats 7
     python tools/analysis_tools/benchmark_ytvis_eval.py --metric
 """
 import argparse
@@ -35,15 +35,13 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from ctvis.evaluation.ytvis_eval import (METRIC_NAMES, YTVISEvaluator,
-                                         evaluate_ytvis)
+from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis
 
 # Ellipse semi-axes (pixels at 720p) of small / medium / large objects.
 _OBJECT_SCALES = (30, 90, 220)
 
 
-def ellipse_counts(height: int, width: int, center: Tuple[float, float],
-                   axes: Tuple[float, float],
+def ellipse_counts(height: int, width: int, center: Tuple[float, float], axes: Tuple[float, float],
                    rng: np.random.Generator) -> np.ndarray:
     """Run lengths (column-major, pycocotools order) of a filled ellipse
     whose top and bottom edges are jittered by up to 2 pixels per column,
@@ -63,11 +61,9 @@ def ellipse_counts(height: int, width: int, center: Tuple[float, float],
     half = ay * np.sqrt(np.clip(1 - ((xs - cx) / ax)**2, 0, None))
     jitter = rng.integers(-2, 3, (2, len(xs)))
     top = np.clip(np.round(cy - half).astype(np.int64) + jitter[0], 0, height)
-    bottom = np.clip(
-        np.round(cy + half).astype(np.int64) + jitter[1], 0, height)
+    bottom = np.clip(np.round(cy + half).astype(np.int64) + jitter[1], 0, height)
     keep = bottom > top
-    starts, ends = xs[keep] * height + top[keep], xs[keep] * height + bottom[
-        keep]
+    starts, ends = xs[keep] * height + top[keep], xs[keep] * height + bottom[keep]
     if not len(starts):
         return np.array([height * width])
     touching = starts[1:] == ends[:-1]  # full-height columns side by side
@@ -79,8 +75,7 @@ def ellipse_counts(height: int, width: int, center: Tuple[float, float],
     return np.diff(boundaries)
 
 
-def _track(rng: np.random.Generator, height: int, width: int,
-           num_frames: int) -> dict:
+def _track(rng: np.random.Generator, height: int, width: int, num_frames: int) -> dict:
     """A random object trajectory: ellipse axes, start point, velocity and
     growth, visible in a random sub-range of the frames."""
     scale = rng.choice(_OBJECT_SCALES) * height / 720
@@ -96,8 +91,12 @@ def _track(rng: np.random.Generator, height: int, width: int,
         frames=range(first, max(last, first + 1)))
 
 
-def _frame_counts(track: dict, frame: int, height: int, width: int,
-                  rng: np.random.Generator, offset=(0., 0.),
+def _frame_counts(track: dict,
+                  frame: int,
+                  height: int,
+                  width: int,
+                  rng: np.random.Generator,
+                  offset=(0., 0.),
                   scale=1.) -> np.ndarray:
     center = track['start'] + track['velocity'] * frame + offset
     axes = track['axes'] * scale * (1 + track['growth'] * frame)
@@ -127,11 +126,7 @@ def make_synthetic_ytvis(num_videos: int = 100,
     videos, annotations, results = [], [], []
 
     def compressed(counts: np.ndarray) -> dict:
-        rle = mask_utils.frPyObjects(
-            {
-                'counts': counts,
-                'size': [height, width]
-            }, height, width)
+        rle = mask_utils.frPyObjects({'counts': counts, 'size': [height, width]}, height, width)
         return {'size': [height, width], 'counts': rle['counts'].decode()}
 
     empty = compressed(np.array([height * width]))
@@ -144,21 +139,15 @@ def make_synthetic_ytvis(num_videos: int = 100,
                 width=width,
                 height=height,
                 length=num_frames,
-                file_names=[
-                    f'{video_id:05d}/{t:05d}.jpg' for t in range(num_frames)
-                ]))
+                file_names=[f'{video_id:05d}/{t:05d}.jpg' for t in range(num_frames)]))
         objects = []
-        for _ in range(
-                int(rng.integers(object_range[0], object_range[1] + 1))):
+        for _ in range(int(rng.integers(object_range[0], object_range[1] + 1))):
             track = _track(rng, height, width, num_frames)
             track['category'] = int(rng.choice(category_ids))
             segmentations, areas = [None] * num_frames, [None] * num_frames
             for frame in track['frames']:
                 counts = _frame_counts(track, frame, height, width, rng)
-                segmentations[frame] = {
-                    'counts': counts.tolist(),
-                    'size': [height, width]
-                }
+                segmentations[frame] = {'counts': counts.tolist(), 'size': [height, width]}
                 areas[frame] = float(counts[1::2].sum())
             annotations.append(
                 dict(
@@ -175,8 +164,7 @@ def make_synthetic_ytvis(num_videos: int = 100,
         for track in objects:
             for _ in range(int(rng.integers(1, 3))):
                 category = (
-                    track['category'] if rng.random() < 0.85 else int(
-                        rng.choice(category_ids)))
+                    track['category'] if rng.random() < 0.85 else int(rng.choice(category_ids)))
                 offset = rng.normal(0, 0.1 * track['axes'].mean(), 2)
                 scale = rng.uniform(0.85, 1.15)
                 segmentations = [empty] * num_frames
@@ -184,8 +172,7 @@ def make_synthetic_ytvis(num_videos: int = 100,
                     if rng.random() < 0.05:
                         continue
                     segmentations[frame] = compressed(
-                        _frame_counts(track, frame, height, width, rng,
-                                      offset, scale))
+                        _frame_counts(track, frame, height, width, rng, offset, scale))
                 predictions.append(
                     dict(
                         video_id=video_id,
@@ -196,8 +183,7 @@ def make_synthetic_ytvis(num_videos: int = 100,
             track = _track(rng, height, width, num_frames)
             segmentations = [empty] * num_frames
             for frame in track['frames']:
-                segmentations[frame] = compressed(
-                    _frame_counts(track, frame, height, width, rng))
+                segmentations[frame] = compressed(_frame_counts(track, frame, height, width, rng))
             predictions.append(
                 dict(
                     video_id=video_id,
@@ -205,13 +191,8 @@ def make_synthetic_ytvis(num_videos: int = 100,
                     score=round(float(rng.uniform(0.0, 0.7)), 2),
                     segmentations=segmentations))
         results.extend(predictions)
-    categories = [
-        dict(id=c, name=f'class_{c}', supercategory='object')
-        for c in category_ids
-    ]
-    return dict(
-        videos=videos, annotations=annotations,
-        categories=categories), results
+    categories = [dict(id=c, name=f'class_{c}', supercategory='object') for c in category_ids]
+    return dict(videos=videos, annotations=annotations, categories=categories), results
 
 
 @contextlib.contextmanager
@@ -250,8 +231,8 @@ def reference_ytvis_eval(gt: dict, results: List[dict]) -> object:
     return evaluator
 
 
-def differences(metrics: Dict[str, float], precision: np.ndarray,
-                recall: np.ndarray, reference: object) -> Dict:
+def differences(metrics: Dict[str, float], precision: np.ndarray, recall: np.ndarray,
+                reference: object) -> Dict:
     """``max_abs_diff`` (metric -> |ours - reference|) and
     ``max_abs_diff_arrays`` (over the whole precision and recall arrays) of
     our numbers against a finished ytvoseval ``YTVISeval``."""
@@ -261,7 +242,8 @@ def differences(metrics: Dict[str, float], precision: np.ndarray,
             for i, name in enumerate(METRIC_NAMES)
         },
         max_abs_diff_arrays=float(
-            max(np.abs(precision - reference.eval['precision']).max(),
+            max(
+                np.abs(precision - reference.eval['precision']).max(),
                 np.abs(recall - reference.eval['recall']).max())))
 
 
@@ -273,18 +255,20 @@ def check_identical(report: Dict, against: str) -> None:
                          f"{max(worst, report['max_abs_diff_arrays'])})")
 
 
-def _best_time(run: Callable[[], object], repeats: int) -> Tuple[float, float,
-                                                                 object]:
-    """(best wall seconds, best CPU seconds, last output) of ``repeats``
-    runs. On a shared machine the CPU time is the steadier of the two."""
-    best_wall, best_cpu, output = float('inf'), float('inf'), None
+def _best_times(runs: Dict[str, Callable[[], object]],
+                repeats: int) -> Dict[str, Tuple[float, float, object]]:
+    """name -> (best wall seconds, best CPU seconds, last output) of ``repeats`` rounds that run
+    each of ``runs`` once, in turn: on a shared machine, interleaving exposes them all to the same
+    load, and the CPU time is the steadier of the two."""
+    best = {name: (float('inf'), float('inf'), None) for name in runs}
     for _ in range(repeats):
-        gc.collect()
-        wall, cpu = time.perf_counter(), time.process_time()
-        output = run()
-        best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return best_wall, best_cpu, output
+        for name, run in runs.items():
+            gc.collect()
+            wall, cpu = time.perf_counter(), time.process_time()
+            output = run()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu), output)
+    return best
 
 
 def run_benchmark(gt: dict,
@@ -302,8 +286,7 @@ def run_benchmark(gt: dict,
         whole precision and recall arrays) and ``stats`` of the set.
     """
     log = log or (lambda _: None)
-    num_masks = sum(s is not None for r in results
-                    for s in r['segmentations'])
+    num_masks = sum(s is not None for r in results for s in r['segmentations'])
     stats = dict(
         videos=len(gt['videos']),
         frames=sum(v['length'] for v in gt['videos']),
@@ -312,15 +295,16 @@ def run_benchmark(gt: dict,
         prediction_masks=num_masks)
     log(f'synthetic set: {stats}')
 
-    copies = [(copy.deepcopy(gt), copy.deepcopy(results))
-              for _ in range(repeats)]
-    ref_wall, ref_cpu, reference = _best_time(
-        lambda: reference_ytvis_eval(*copies.pop()), repeats)
-    our_wall, our_cpu, ours = _best_time(
-        lambda: evaluate_ytvis(gt, results), repeats)
+    copies = [(copy.deepcopy(gt), copy.deepcopy(results)) for _ in range(repeats)]
     evaluator = YTVISEvaluator(gt)  # ground truth parsed once (the metric)
-    loaded_wall, loaded_cpu, _ = _best_time(
-        lambda: evaluator.evaluate(results), repeats)
+    times = _best_times(
+        dict(
+            reference=lambda: reference_ytvis_eval(*copies.pop()),
+            ours=lambda: evaluate_ytvis(gt, results),
+            loaded=lambda: evaluator.evaluate(results)), repeats)
+    ref_wall, ref_cpu, reference = times['reference']
+    our_wall, our_cpu, ours = times['ours']
+    loaded_wall, loaded_cpu, _ = times['loaded']
     precision, recall, _ = evaluator.accumulate(results)
     report = dict(
         reference_seconds=ref_wall,
@@ -335,74 +319,6 @@ def run_benchmark(gt: dict,
         **differences(ours, precision, recall, reference))
     log(format_report(report))
     return report
-
-
-def stage_times(gt: dict, results: List[dict],
-                repeats: int = 3) -> Dict[str, Dict[str, float]]:
-    """Best CPU seconds of each stage of both evaluators (a diagnostic: it
-    drives ytvoseval's steps one by one and ctvis' internal stages)."""
-    from mmdet.evaluation.functional import YTVIS, YTVISeval
-
-    from ctvis.evaluation import ytvis_eval
-
-    def reference_stages() -> Dict[str, float]:
-        gt_copy, results_copy = copy.deepcopy(gt), copy.deepcopy(results)
-        clock = [time.process_time()]
-
-        def lap() -> float:
-            clock.append(time.process_time())
-            return clock[-1] - clock[-2]
-
-        with plain_ytvoseval():
-            ytvis = YTVIS(gt_copy)
-            evaluator = YTVISeval(ytvis, ytvis.loadRes(results_copy))
-            times = dict(results=lap())
-            params = evaluator.params
-            evaluator._prepare()  # converts the ground-truth RLEs
-            times['ground_truth'] = lap()
-            evaluator.ious = {(v, c): evaluator.computeIoU(v, c)
-                              for v in params.vidIds for c in params.catIds}
-            evaluator.evalImgs = [
-                evaluator.evaluateVid(v, c, a, max(params.maxDets))
-                for c in params.catIds for a in params.areaRng
-                for v in params.vidIds
-            ]
-            evaluator._paramsEval = copy.deepcopy(params)
-            times['ious_and_matching'] = lap()
-            evaluator.accumulate()
-            evaluator.summarize()
-            times['accumulation'] = lap()
-        return times
-
-    def our_stages() -> Dict[str, float]:
-        clock = [time.process_time()]
-
-        def lap() -> float:
-            clock.append(time.process_time())
-            return clock[-1] - clock[-2]
-
-        evaluator = YTVISEvaluator(gt)
-        times = dict(ground_truth=lap())
-        tracks = ytvis_eval._parse_results(results, 'results', evaluator._gt)
-        times['results'] = lap()
-        matches = ytvis_eval._match_all(evaluator._gt, tracks)
-        times['ious_and_matching'] = lap()
-        ytvis_eval._summarize(*ytvis_eval._accumulate(
-            matches, len(evaluator.category_ids)))
-        times['accumulation'] = lap()
-        return times
-
-    best: Dict[str, Dict[str, float]] = {}
-    runs = (('ytvoseval', reference_stages), ('ctvis', our_stages))
-    for name, run in runs:
-        for _ in range(repeats):
-            gc.collect()
-            times = run()
-            best[name] = {
-                stage: min(seconds, best.get(name, {}).get(stage, seconds))
-                for stage, seconds in times.items()
-            }
-    return best
 
 
 # --------------------------------------------------------------------------
@@ -435,26 +351,23 @@ def metric_set(gt: dict, results: List[dict]) -> Tuple[dict, List[dict]]:
                 boxes.append(None)
                 areas.append(None)
                 continue
-            box = mask_utils.toBbox(
-                mask_utils.frPyObjects(segmentation, height, width)).tolist()
+            box = mask_utils.toBbox(mask_utils.frPyObjects(segmentation, height, width)).tolist()
             boxes.append(box)
             areas.append(box[2] * box[3])
-        first = next(f for f, s in enumerate(annotation['segmentations'])
-                     if s is not None)
+        first = next(f for f, s in enumerate(annotation['segmentations']) if s is not None)
         annotations.append((annotation['video_id'], first, len(annotations),
-                            dict(annotation,
-                                 category_id=renumber[
-                                     annotation['category_id']],
-                                 bboxes=boxes,
-                                 areas=areas)))
+                            dict(
+                                annotation,
+                                category_id=renumber[annotation['category_id']],
+                                bboxes=boxes,
+                                areas=areas)))
     annotations = [a for *_, a in sorted(annotations, key=lambda a: a[:3])]
     categories = [
-        dict(c, id=renumber[c['id']])
-        for c in sorted(gt['categories'], key=lambda c: c['id'])
+        dict(c, id=renumber[c['id']]) for c in sorted(gt['categories'], key=lambda c: c['id'])
     ]
     results = [
-        dict(r, category_id=renumber[r['category_id']],
-             score=round(r['score'] * 64) / 64) for r in results
+        dict(r, category_id=renumber[r['category_id']], score=round(r['score'] * 64) / 64)
+        for r in results
     ]
     return dict(gt, annotations=annotations, categories=categories), results
 
@@ -483,21 +396,21 @@ def ctvis_track_sample(video: dict, entries: List[dict]) -> object:
     frames = []
     for t in range(video['length']):
         frame = DetDataSample(
-            metainfo=dict(frame_id=t,
-                          ori_shape=(video['height'], video['width'])))
+            metainfo=dict(frame_id=t, ori_shape=(video['height'], video['width'])))
         frame.pred_track_instances = InstanceData(
-            instances_id=ids, labels=labels, scores=scores,
+            instances_id=ids,
+            labels=labels,
+            scores=scores,
             masks=[e['segmentations'][t] for e in entries])
         frames.append(frame)
-    sample = TrackDataSample(metainfo=dict(
-        video_id=video['id'], video_complete=True,
-        ori_video_length=video['length']))
+    sample = TrackDataSample(
+        metainfo=dict(video_id=video['id'], video_complete=True, ori_video_length=video['length']))
     sample.video_data_samples = frames
     return sample
 
 
-def mmdet_track_sample(video: dict, entries: List[dict],
-                       annotations: List[dict], first_img_id: int) -> object:
+def mmdet_track_sample(video: dict, entries: List[dict], annotations: List[dict],
+                       first_img_id: int) -> object:
     """The same video as mmdet's ``YouTubeVISMetric`` needs it: per frame,
     the predictions with dense masks (N, H, W) bool (decoded here from the
     same RLEs) and boxes, and the ground-truth ``instances`` (label, box
@@ -512,27 +425,33 @@ def mmdet_track_sample(video: dict, entries: List[dict],
     frames = []
     for t in range(video['length']):
         dense = mask_utils.decode([e['segmentations'][t] for e in entries])
-        masks = torch.from_numpy(
-            np.ascontiguousarray(dense.transpose(2, 0, 1)).view(bool))
+        masks = torch.from_numpy(np.ascontiguousarray(dense.transpose(2, 0, 1)).view(bool))
         instances = []
         for annotation in annotations:
             box = annotation['bboxes'][t]
             if box is None:
                 continue
             instances.append(
-                dict(bbox_label=annotation['category_id'] - 1,
-                     bbox=[box[0], box[1], box[0] + box[2], box[1] + box[3]],
-                     instance_id=annotation['id'],
-                     ignore_flag=annotation['iscrowd'],
-                     mask=annotation['segmentations'][t]))
+                dict(
+                    bbox_label=annotation['category_id'] - 1,
+                    bbox=[box[0], box[1], box[0] + box[2], box[1] + box[3]],
+                    instance_id=annotation['id'],
+                    ignore_flag=annotation['iscrowd'],
+                    mask=annotation['segmentations'][t]))
         frame = DetDataSample(
-            metainfo=dict(img_id=first_img_id + t, video_id=video['id'],
-                          frame_id=t, ori_shape=(height, width),
-                          ori_video_length=video['length'],
-                          instances=instances))
+            metainfo=dict(
+                img_id=first_img_id + t,
+                video_id=video['id'],
+                frame_id=t,
+                ori_shape=(height, width),
+                ori_video_length=video['length'],
+                instances=instances))
         frame.pred_track_instances = InstanceData(
-            bboxes=torch.zeros(len(entries), 4), scores=scores,
-            labels=labels, instances_id=ids, masks=masks)
+            bboxes=torch.zeros(len(entries), 4),
+            scores=scores,
+            labels=labels,
+            instances_id=ids,
+            masks=masks)
         frames.append(frame)
     sample = TrackDataSample()
     sample.video_data_samples = frames
@@ -542,8 +461,7 @@ def mmdet_track_sample(video: dict, entries: List[dict],
 def run_metric_benchmark(gt: dict,
                          results: List[dict],
                          repeats: int = 3,
-                         log: Optional[Callable[[str], None]] = print
-                         ) -> Dict:
+                         log: Optional[Callable[[str], None]] = print) -> Dict:
     """Time the whole metric path of both metrics on the same predictions
     and ground truth (:func:`metric_set`): ``process()`` on every finished
     video's ``TrackDataSample`` (as ``to_dict()``, what mmengine's Evaluator
@@ -600,12 +518,10 @@ def run_metric_benchmark(gt: dict,
                 processed = time.process_time()
                 metrics = metric.evaluate(size=len(samples))
                 done = time.process_time()
-                runs.append(dict(process=processed - start,
-                                 compute=done - processed,
-                                 total=done - start))
-        predictions = results2json(
-            [video_predictions(s) for s in samples],
-            metric.evaluator.category_ids)
+                runs.append(
+                    dict(process=processed - start, compute=done - processed, total=done - start))
+        predictions = results2json([video_predictions(s) for s in samples],
+                                   metric.evaluator.category_ids)
         precision, recall, _ = metric.evaluator.accumulate(predictions)
     metrics = {name.split('/')[-1]: value for name, value in metrics.items()}
     log(f'ctvis YTVISMetric: {best_of(ours)}, again: {best_of(ours_again)}')
@@ -636,10 +552,8 @@ def run_metric_benchmark(gt: dict,
             metric = YouTubeVISMetric()
             metric.dataset_meta = dict(classes=classes)
             encode_seconds[0] = process_seconds = 0.0
-            for (video, entries, annotations), first_img_id in zip(
-                    videos, first_img_ids.tolist()):
-                sample = mmdet_track_sample(video, entries, annotations,
-                                            first_img_id)
+            for (video, entries, annotations), first_img_id in zip(videos, first_img_ids.tolist()):
+                sample = mmdet_track_sample(video, entries, annotations, first_img_id)
                 gc.collect()
                 start = time.process_time()
                 metric.process({}, [sample.to_dict()])
@@ -649,31 +563,34 @@ def run_metric_benchmark(gt: dict,
             with plain_ytvoseval():
                 metric.evaluate(size=len(videos))
             compute_seconds = time.process_time() - start
-            theirs.append(dict(process=process_seconds,
-                               encode=encode_seconds[0],
-                               compute=compute_seconds,
-                               total=process_seconds + compute_seconds))
+            theirs.append(
+                dict(
+                    process=process_seconds,
+                    encode=encode_seconds[0],
+                    compute=compute_seconds,
+                    total=process_seconds + compute_seconds))
             log(f'mmdet YouTubeVISMetric run: {theirs[-1]}')
     finally:
         youtube_vis_metric.YTVISeval = original_eval
         youtube_vis_metric.encode_mask_results = original_encode
-    return dict(mmdet=best_of(theirs), ctvis=best_of(ours),
-                ctvis_again=best_of(ours_again), metrics=metrics,
-                **differences(metrics, precision, recall, recorded[-1]))
+    return dict(
+        mmdet=best_of(theirs),
+        ctvis=best_of(ours),
+        ctvis_again=best_of(ours_again),
+        metrics=metrics,
+        **differences(metrics, precision, recall, recorded[-1]))
 
 
 def format_metric_report(report: Dict) -> str:
     """Markdown table of a :func:`run_metric_benchmark` report."""
-    mmdet, ours, again = report['mmdet'], report['ctvis'], report[
-        'ctvis_again']
+    mmdet, ours, again = report['mmdet'], report['ctvis'], report['ctvis_again']
     without_encoding = mmdet['total'] - mmdet['encode']
     lines = [
         '| metric, CPU s | process() | of which mask encoding | evaluate() '
         '| total |', '|---|---:|---:|---:|---:|',
         f"| mmdet `YouTubeVISMetric` | {mmdet['process']:.3f} | "
         f"{mmdet['encode']:.3f} | {mmdet['compute']:.3f} | "
-        f"{mmdet['total']:.3f} |",
-        f"| ctvis `YTVISMetric`, first evaluation (reads the annotation "
+        f"{mmdet['total']:.3f} |", f"| ctvis `YTVISMetric`, first evaluation (reads the annotation "
         f"file) | {ours['process']:.3f} | - | {ours['compute']:.3f} | "
         f"{ours['total']:.3f} |",
         f"| ctvis `YTVISMetric`, evaluating again | {again['process']:.3f} "
@@ -682,9 +599,8 @@ def format_metric_report(report: Dict) -> str:
         f" / {mmdet['total'] / again['total']:.2f}x (whole path), "
         f"{without_encoding / ours['total']:.2f}x / "
         f"{without_encoding / again['total']:.2f}x (mmdet's path without its "
-        'mask encoding)',
-        'ctvis: ' + ', '.join(f'{name} {report["metrics"][name]:.6f}'
-                              for name in ('AP', 'AP50', 'AP75', 'AR10')),
+        'mask encoding)', 'ctvis: ' + ', '.join(f'{name} {report["metrics"][name]:.6f}'
+                                                for name in ('AP', 'AP50', 'AP75', 'AR10')),
         f"largest |difference| of the 12 metrics: "
         f"{max(report['max_abs_diff'].values()):.1e}, of every precision / "
         f"recall entry: {report['max_abs_diff_arrays']:.1e}"
@@ -696,13 +612,11 @@ def format_report(report: Dict) -> str:
     """Markdown tables of a :func:`run_benchmark` report."""
     reference_wall = report['reference_seconds']
     reference_cpu = report['reference_cpu_seconds']
-    rows = [('mmdet `YTVIS`/`YTVISeval` (ytvoseval)', reference_wall,
-             reference_cpu),
+    rows = [('mmdet `YTVIS`/`YTVISeval` (ytvoseval)', reference_wall, reference_cpu),
             ('ctvis `evaluate_ytvis` (end to end)', report['ours_seconds'],
              report['ours_cpu_seconds']),
             ('ctvis `YTVISEvaluator.evaluate` (ground truth already parsed)',
-             report['ours_loaded_seconds'],
-             report['ours_loaded_cpu_seconds'])]
+             report['ours_loaded_seconds'], report['ours_loaded_cpu_seconds'])]
     lines = [
         '| evaluator | wall time (s) | CPU time (s) | speed-up (wall / CPU) |',
         '|---|---:|---:|---:|'
@@ -711,11 +625,9 @@ def format_report(report: Dict) -> str:
         lines.append(f'| {name} | {wall:.3f} | {cpu:.3f} | '
                      f'{reference_wall / wall:.2f}x / '
                      f'{reference_cpu / cpu:.2f}x |')
-    lines += ['', '| metric | value (ctvis) | max abs difference |',
-              '|---|---:|---:|']
+    lines += ['', '| metric | value (ctvis) | max abs difference |', '|---|---:|---:|']
     for name, diff in report['max_abs_diff'].items():
-        lines.append(
-            f"| {name} | {report['metrics'][name]:.6f} | {diff:.1e} |")
+        lines.append(f"| {name} | {report['metrics'][name]:.6f} | {diff:.1e} |")
     lines.append('| all precision / recall entries | | '
                  f"{report['max_abs_diff_arrays']:.1e} |")
     return '\n'.join(lines)
@@ -731,9 +643,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--repeats', type=int, default=3, help='runs per evaluator; the '
         'fastest counts')
-    parser.add_argument(
-        '--frames', type=int, nargs=2, default=(20, 40), metavar=('MIN',
-                                                                  'MAX'))
+    parser.add_argument('--frames', type=int, nargs=2, default=(20, 40), metavar=('MIN', 'MAX'))
     parser.add_argument(
         '--objects',
         type=int,
@@ -742,15 +652,8 @@ def parse_args() -> argparse.Namespace:
         metavar=('MIN', 'MAX'),
         help='ground-truth objects per video')
     parser.add_argument(
-        '--min-predictions',
-        type=int,
-        default=10,
-        help='predictions per video, at least')
+        '--min-predictions', type=int, default=10, help='predictions per video, at least')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--stages',
-        action='store_true',
-        help='also print the CPU time of each stage of both evaluators')
     parser.add_argument(
         '--metric',
         action='store_true',
@@ -758,10 +661,7 @@ def parse_args() -> argparse.Namespace:
         "masks) and ctvis' YTVISMetric (RLE masks), process() + evaluate(); "
         'slow (mmdet encodes every dense mask)')
     parser.add_argument(
-        '--metric-repeats',
-        type=int,
-        default=2,
-        help='runs per metric; the fastest counts')
+        '--metric-repeats', type=int, default=2, help='runs per metric; the fastest counts')
     return parser.parse_args()
 
 
@@ -778,11 +678,6 @@ def main() -> None:
         seed=args.seed)
     print(f'synthetic set made in {time.perf_counter() - start:.1f}s')
     report = run_benchmark(gt, results, args.repeats)
-    if args.stages:
-        for name, times in stage_times(gt, results, args.repeats).items():
-            print(f'{name} stages (best CPU seconds): ' + ', '.join(
-                f'{stage} {seconds:.3f}' for stage, seconds in times.items())
-                  + f', total {sum(times.values()):.3f}')
     check_identical(report, 'ytvoseval')
     if args.metric:
         metric_report = run_metric_benchmark(gt, results, args.metric_repeats)
