@@ -746,3 +746,44 @@ def test_error_breakdown_names_switches_and_what_association_costs(tmp_path,
     results_path.write_text(json.dumps(results))
     assert tool.main([str(gt_path), str(results_path)]) == 1
     assert f'{results_path}: results[1]' in capsys.readouterr().err
+
+
+def single_frame_case(objects, predictions):
+    """10x10, one frame; objects: (annotation id, mask, iscrowd, area field)."""
+    gt = dict(videos=[dict(id=1, height=10, width=10, length=1)], categories=[dict(id=1)],
+              annotations=[dict(id=i, video_id=1, category_id=1, iscrowd=crowd,
+                                segmentations=[rle_of(mask, 'list')], areas=[area])
+                           for i, mask, crowd, area in objects])
+    results = [dict(video_id=1, category_id=1, score=score, segmentations=[rle_of(mask)])
+               for score, mask in predictions]
+    return gt, results
+
+
+def _box(*box):
+    return box_mask(10, 10, box)
+
+
+@pytest.mark.parametrize('objects, predictions', [
+    # IoU 1 with a crowd object, 0.75 with a regular one: the regular one wins up to .75
+    # (mutant caught: ignore the preference of non-ignored ground truth)
+    ([(1, _box(0, 0, 4, 4), 1, 16.), (2, _box(0, 0, 4, 3), 0, 12.)], [(0.9, _box(0, 0, 4, 4))]),
+    # equal IoUs: the last object (id 0) wins, and a match with id 0 does not count
+    # (mutant caught: first among equals)
+    ([(5, _box(0, 0, 4, 4), 0, 16.), (0, _box(0, 0, 4, 4), 0, 16.)], [(0.9, _box(0, 0, 4, 4))]),
+    # average areas exactly 128**2 and 256**2 are inside both neighbouring ranges
+    # (mutants caught: < -> <= on the low bound, > -> >= on the high bound)
+    ([(1, _box(0, 0, 4, 4), 0, 128.**2), (2, _box(5, 5, 9, 9), 0, 256.**2)],
+     [(0.9, _box(0, 0, 4, 4)), (0.8, _box(5, 5, 9, 9))]),
+    # a crowd object stays free for later predictions (mutant caught: crowd taken once)
+    ([(1, _box(0, 0, 4, 4), 1, 16.), (2, _box(5, 5, 9, 9), 0, 16.)],
+     [(0.9, _box(0, 0, 4, 4)), (0.8, _box(0, 0, 4, 4)), (0.7, _box(5, 5, 9, 9))]),
+    # IoU exactly 1/2 where 3 sum_f min(|P_f|, |G_f|) == |P| + |G| (mutant caught: >= -> > in the
+    # pruning bound)
+    ([(1, _box(0, 0, 2, 2), 0, 4.)], [(0.9, _box(0, 0, 1, 2))]),
+])
+def test_matching_rules_equal_ytvoseval(monkeypatch, objects, predictions):
+    gt, results = single_frame_case(objects, predictions)
+    reference = reference_eval(gt, results, monkeypatch)
+    precision, recall, _ = YTVISEvaluator(gt).accumulate(results)
+    np.testing.assert_array_equal(precision, reference.eval['precision'])
+    np.testing.assert_array_equal(recall, reference.eval['recall'])

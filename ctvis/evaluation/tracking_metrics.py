@@ -54,8 +54,8 @@ from trackeval.datasets._base_dataset import _BaseDataset
 from trackeval.eval import eval_sequence
 from trackeval.metrics import CLEAR, HOTA, Identity
 
-from .ytvis_eval import (PathOrDict, PathOrList, YTVISEvaluator,
-                         YTVISFormatError, _load, metrics_table)
+from .ytvis_eval import PathOrDict, PathOrList, YTVISEvaluator, YTVISFormatError, metrics_table
+from .ytvis_format import load_source
 
 __all__ = [
     'TrackingEvaluator', 'evaluate_tracking', 'segmentation_to_rle',
@@ -167,7 +167,7 @@ class TrackingEvaluator:
                  gt: PathOrDict,
                  gt_name: Optional[str] = None,
                  checker: Optional[YTVISEvaluator] = None) -> None:
-        content, self.gt_name = _load(gt, gt_name or '<ground truth>')
+        content, self.gt_name = load_source(gt, gt_name or '<ground truth>')
         self.checker = checker or YTVISEvaluator(content, self.gt_name)
         if not self.checker.has_annotations:
             raise YTVISFormatError(
@@ -228,7 +228,7 @@ class TrackingEvaluator:
             ``Identity``, ``CLEAR``) -> its trackeval fields (arrays over the
             HOTA thresholds).
         """
-        content, name = _load(results, results_name or '<results>')
+        content, name = load_source(results, results_name or '<results>')
         self.checker.check_results(content, name)
         kept = [
             dict(video_id=r['video_id'], category_id=r['category_id'],

@@ -26,7 +26,6 @@ from .ytvis_format import (GroundTruth, PathOrDict, PathOrList, Tracks, YTVISFor
                            load_json_file, load_long_video_ids, load_source, parse_ground_truth,
                            parse_results)
 
-_load = load_source  # (the name tracking_metrics imports)
 
 __all__ = ['YTVISFormatError', 'YTVISEvaluator', 'evaluate_ytvis', 'load_json_file',
            'load_long_video_ids', 'metrics_table', 'METRIC_NAMES', 'METRIC_NAMES_2022',
