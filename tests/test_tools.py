@@ -11,6 +11,7 @@ import logging
 import os
 import os.path as osp
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -522,3 +523,32 @@ def test_out_is_written_before_the_evaluation(trained, toy_data, tmp_path, monke
         metric.compute_metrics(videos)
     written = json.loads(out.read_text())
     assert [(r['video_id'], r['score']) for r in written] == [(1, 0.6), (2, 0.7), (3, 0.8)]
+
+
+def quickstart_tool_calls() -> list:
+    """(tool name, argv) of every ``"$PY" tools/<name>.py ...`` line of tools/quickstart.sh."""
+    with open(osp.join(REPO, 'tools', 'quickstart.sh')) as f:
+        script = f.read().replace('\\\n', ' ')
+    calls = []
+    for line in script.splitlines():
+        match = re.match(r'\s*"\$PY" tools/(train|test)\.py (.*)$', line)
+        if match:
+            calls.append((match.group(1), shlex.split(match.group(2))))
+    return calls
+
+
+def test_quickstart_tool_calls_are_accepted(tmp_path):
+    """Every train/test call of the quickstart parses and configures: an option the tools refuse
+    would otherwise stop the quickstart only after its 20-minute training."""
+    checkpoint = str(tmp_path / 'iter_1.pth')
+    torch.save(dict(state_dict={}), checkpoint)
+    values = dict(CONFIG='configs/ctvis/ctvis_quickstart.py', WORK=str(tmp_path / 'work'),
+                  CHECKPOINT=checkpoint, DATA='data/toy_vis')
+    calls = quickstart_tool_calls()
+    assert sorted(name for name, _ in calls) == ['test', 'test', 'train']
+    for name, argv in calls:
+        argv = [re.sub(r'\$(\w+)', lambda m: values[m.group(1)], arg) for arg in argv]
+        tool = load_tool(name)
+        configure = tool.configure_training if name == 'train' else tool.configure_testing
+        cfg = configure(tool.parse_args(argv))
+        assert cfg.work_dir.startswith(values['WORK'])

@@ -28,7 +28,7 @@ echo "[quickstart] where it loses (coverage, identity switches, AP with perfect 
 
 echo "[quickstart] 4/5 no-tracking control (same detector, random identities every frame)"
 "$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK/control" \
-    --cfg-options model.tracker.type=RandomIdentityTracker test_evaluator.tracking_metrics=True
+    --cfg-options model.tracker.type=RandomIdentityTracker +test_evaluator.tracking_metrics=True
 
 echo "[quickstart] 5/5 demo video"
 "$PY" demo/video_demo.py "$DATA/JPEGImages/valid_00000" "$CONFIG" "$CHECKPOINT" \
