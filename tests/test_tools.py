@@ -30,6 +30,7 @@ from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 
 from conftest import free_port, load_module, loopback_env
+from ctvis.evaluation import YTVISMetric
 from mmdet.registry import DATASETS, HOOKS, MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -505,10 +506,8 @@ def test_test_py_checks_the_ground_truth_before_inference(trained, toy_data, tmp
 
 def test_out_is_written_before_the_evaluation(trained, toy_data, tmp_path, monkeypatch):
     """An error while evaluating (here: the evaluator raises) keeps the results file."""
-    test = load_tool('test')
     out = tmp_path / 'out.json'
-    metric = test.YTVISMetricWritingResults(str(out), ann_file=osp.join(toy_data,
-                                                                        'annotations.json'))
+    metric = YTVISMetric(ann_file=osp.join(toy_data, 'annotations.json'), results_file=str(out))
     rle = mask_utils.encode(np.asfortranarray(np.ones((SIZE, SIZE), np.uint8)))
     rle['counts'] = rle['counts'].decode()
     videos = [dict(video_id=v, predictions=[dict(label=0, score=0.5 + v / 10, instance_id=0,
@@ -552,3 +551,12 @@ def test_quickstart_tool_calls_are_accepted(tmp_path):
         configure = tool.configure_training if name == 'train' else tool.configure_testing
         cfg = configure(tool.parse_args(argv))
         assert cfg.work_dir.startswith(values['WORK'])
+
+
+def test_test_time_pieces_live_in_the_package():
+    """--show-dir's hook can be built from a config; --out is a YTVISMetric option."""
+    from ctvis.engine import VideoMaskVisualizationHook
+    assert HOOKS.get('VideoMaskVisualizationHook') is VideoMaskVisualizationHook
+    hook = HOOKS.build(dict(type='VideoMaskVisualizationHook', out_dir='painted', score_thr=0.5))
+    assert (hook.out_dir, hook.score_thr) == ('painted', 0.5)
+    assert YTVISMetric(ann_file='unused.json', results_file='out.json').results_file == 'out.json'

@@ -1,8 +1,10 @@
-"""Training-engine components: the CTVIS optimizer parameter groups, mixed precision that falls
-back to fp32 where there is no CUDA, and the random-state hook that makes resumed runs exact."""
+"""Engine components: the CTVIS optimizer parameter groups, mixed precision that falls back to
+fp32 where there is no CUDA, the random-state hook that makes resumed runs exact, and the
+test-time drawing of predicted videos."""
 from .amp import AutoAmpTestLoop, AutoAmpValLoop, amp_available, auto_amp_optim_wrapper
 from .optim_constructor import CTVISOptimWrapperConstructor
 from .rng_state_hook import RNGStateHook
+from .visualization_hook import VideoMaskVisualizationHook, track_color
 
 __all__ = ['AutoAmpTestLoop', 'AutoAmpValLoop', 'CTVISOptimWrapperConstructor', 'RNGStateHook',
-           'amp_available', 'auto_amp_optim_wrapper']
+           'VideoMaskVisualizationHook', 'amp_available', 'auto_amp_optim_wrapper', 'track_color']

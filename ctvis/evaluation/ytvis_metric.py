@@ -140,6 +140,9 @@ class YTVISMetric(BaseMetric):
             (over all detections) and ``IDSW`` (a count), by trackeval.
         tracking_score_thr (float, optional): identity metrics of the
             predictions scoring at least this (default: all, as trackeval).
+        results_file (str, optional): also write the standard results list
+            to this JSON file, before evaluating (an evaluation error never
+            loses the inference; ``tools/test.py --out``).
         collect_device (str): kept for the ``BaseMetric`` interface; results
             are gathered with ``all_gather_object`` on the process group's
             backend.
@@ -158,6 +161,7 @@ class YTVISMetric(BaseMetric):
                  long_video_ids: Optional[Union[str, Sequence[int]]] = None,
                  tracking_metrics: bool = False,
                  tracking_score_thr: Optional[float] = None,
+                 results_file: Optional[str] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
@@ -177,6 +181,7 @@ class YTVISMetric(BaseMetric):
         self.long_video_ids = long_video_ids
         self.tracking_metrics = tracking_metrics
         self.tracking_score_thr = tracking_score_thr
+        self.results_file = results_file
         self._evaluator: Optional[YTVISEvaluator] = None
         self._tracking_evaluator: Optional[TrackingEvaluator] = None
 
@@ -258,6 +263,9 @@ class YTVISMetric(BaseMetric):
                 'than once (duplicated across ranks by the sampler?)')
         evaluator = self.evaluator
         predictions = results2json(results, evaluator.category_ids)
+        if self.results_file is not None:
+            dump_results(predictions, self.results_file)
+            logger.info(f'YTVISMetric: wrote {self.results_file}')
         missing = len(set(evaluator.video_ids) - {r['video_id']
                                                   for r in results})
         if missing:
