@@ -12,7 +12,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
-from ctvis.datasets.toy import render_toy_video
+from ctvis.datasets.synthetic.toy import render_toy_video
 from mmdet.registry import MODELS
 from conftest import REPO, load_module
 

@@ -42,7 +42,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from ctvis.datasets.toy import make_toy_vis
+from ctvis.datasets.synthetic.toy import make_toy_vis
 from mmdet.registry import MODELS
 from conftest import REPO
 

@@ -18,7 +18,7 @@ from ctvis.datasets.pseudo_video import (AMBIGUOUS_COCO_CATEGORIES, COCO_TO_OVIS
                                          COCO_TO_YTVIS19, COCO_TO_YTVIS21, PSEUDO_VIDEO_TARGETS,
                                          CocoPseudoVideoDataset, PseudoVideoFromImage)
 from ctvis.datasets.samplers import DatasetRatioSampler
-from ctvis.datasets.toy import TOY_CLASSES, make_toy_vis
+from ctvis.datasets.synthetic.toy import TOY_CLASSES, make_toy_vis
 from ctvis.datasets.ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
                                   DatasetFormatError, YTVISDataset)
 from mmdet.datasets import CocoDataset

@@ -11,7 +11,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 
-from ctvis.datasets.toy import TOY_CLASSES, make_toy_vis, render_toy_video
+from ctvis.datasets.synthetic.toy import TOY_CLASSES, make_toy_vis, render_toy_video
 
 # pycocotools 2.0.11 on numpy 2 warns about the copy keyword on every decode.
 pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')

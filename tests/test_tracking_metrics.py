@@ -12,7 +12,7 @@ import pytest
 import trackeval
 from pycocotools import mask as mask_utils
 
-from ctvis.datasets.toy import make_toy_vis
+from ctvis.datasets.synthetic.toy import make_toy_vis
 from ctvis.evaluation import YTVISMetric
 from ctvis.evaluation.tracking_metrics import (TRACKING_METRIC_NAMES, TrackingEvaluator,
                                                evaluate_tracking)

@@ -5,7 +5,7 @@ usage: benchmark_online_inference.py CONFIG [--checkpoint CKPT] [--frames 1000] 
                                      [--report-every 100] [--threads N]
        benchmark_online_inference.py CONFIG --side-by-side [--frames 20] [--warmup 2] ...
 
-Streams a synthetic toy video (moving, occluding shapes; see ``ctvis.datasets.toy``) through
+Streams a synthetic toy video (moving, occluding shapes; see ``ctvis.datasets.synthetic.toy``) through
 :class:`ctvis.apis.OnlineVideoSegmenter` frame by frame and prints a table: frames done, frames per
 second, resident memory (RSS) of the process, tracks in the memory bank, tracks recorded for the
 video output and the bytes their RLE masks take. Without a checkpoint the model keeps its random
@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ctvis  # noqa: F401
 from ctvis.apis import OnlineVideoSegmenter
-from ctvis.datasets.toy import render_toy_video
+from ctvis.datasets.synthetic.toy import render_toy_video
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 

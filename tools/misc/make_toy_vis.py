@@ -6,12 +6,12 @@ Example::
         --val-videos 8
 
 writes ``data/toy_vis/{train,valid}.json`` and ``data/toy_vis/JPEGImages/<video>/00000.jpg ...``
-(``annotations.json`` instead when ``--val-videos 0``). See ``ctvis/datasets/toy.py``.
+(``annotations.json`` instead when ``--val-videos 0``). See ``ctvis/datasets/synthetic/toy.py``.
 """
 import argparse
 import time
 
-from ctvis.datasets.toy import make_toy_vis
+from ctvis.datasets.synthetic.toy import make_toy_vis
 
 
 def parse_args() -> argparse.Namespace:
