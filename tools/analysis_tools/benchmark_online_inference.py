@@ -6,8 +6,8 @@ usage: benchmark_online_inference.py CONFIG [--checkpoint CKPT] [--frames 1000] 
        benchmark_online_inference.py CONFIG --side-by-side [--frames 20] [--warmup 2] ...
 
 Streams a synthetic toy video (moving, occluding shapes; see ``ctvis.datasets.synthetic.toy``)
-through :class:`ctvis.apis.OnlineVideoSegmenter` frame by frame and prints a table: frames done, frames per
-second, resident memory (RSS) of the process, tracks in the memory bank, tracks recorded for the
+through :class:`ctvis.apis.OnlineVideoSegmenter` frame by frame and prints a table: frames done,
+frames per second, resident memory (RSS) of the process, tracks in the memory bank, tracks recorded for the
 video output and the bytes their RLE masks take. Without a checkpoint the model keeps its random
 initialisation (the tracker then keeps many low-score tracks: a stress case for memory).
 
