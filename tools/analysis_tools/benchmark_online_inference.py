@@ -7,9 +7,9 @@ usage: benchmark_online_inference.py CONFIG [--checkpoint CKPT] [--frames 1000] 
 
 Streams a synthetic toy video (moving, occluding shapes; see ``ctvis.datasets.synthetic.toy``)
 through :class:`ctvis.apis.OnlineVideoSegmenter` frame by frame and prints a table: frames done,
-frames per second, resident memory (RSS) of the process, tracks in the memory bank, tracks recorded for the
-video output and the bytes their RLE masks take. Without a checkpoint the model keeps its random
-initialisation (the tracker then keeps many low-score tracks: a stress case for memory).
+frames per second, resident memory (RSS) of the process, tracks in the memory bank, tracks recorded
+for the video output and the bytes their RLE masks take. Without a checkpoint the model keeps its
+random initialisation (the tracker then keeps many low-score tracks: a stress case for memory).
 
 ``--side-by-side`` builds, beside the CTVIS model, mmdet's image ``Mask2Former`` with the same
 backbone and head (mmdet's ``MSDeformAttnPixelDecoder``, i.e. mmcv's pure-PyTorch deformable
