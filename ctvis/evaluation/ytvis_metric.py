@@ -1,21 +1,17 @@
 """YouTube-VIS / OVIS video mask AP for online models (an mmengine metric).
 
-The model sees one frame per test step; when it has seen a video's last frame
-it emits a :class:`~mmdet.structures.TrackDataSample` whose metainfo has
-``video_complete=True`` and which holds one ``DetDataSample`` per frame. Each
-frame's ``pred_track_instances`` lists the video-level predictions::
+The model sees one frame per test step; when it has seen a video's last frame it emits a
+:class:`~mmdet.structures.TrackDataSample` whose metainfo has ``video_complete=True`` and which
+holds one ``DetDataSample`` per frame, each with the video-level predictions as
+``pred_track_instances`` (:meth:`~ctvis.models.VideoPrediction.to_data_sample`).
 
-    InstanceData(masks=[RLE dict or None] * K,   # that frame's mask of each
-                 labels=LongTensor(K),           # index into sorted GT ids
-                 scores=Tensor(K),
-                 instances_id=LongTensor(K))
-
-:class:`YTVISMetric` turns those into the standard results list
-``[{video_id, category_id, score, segmentations}]`` and scores it with
-:mod:`ctvis.evaluation.ytvis_eval` against the raw YouTube-VIS JSON (so the
-test pipeline needs no ground-truth masks), optionally with the identity
-metrics of :mod:`ctvis.evaluation.tracking_metrics` (HOTA, IDF1, ...), or
-writes the submission files.
+:class:`YTVISMetric` reads each finished video back as a
+:class:`~ctvis.models.VideoPrediction` (the one video-result structure), turns the videos into the
+standard results list ``[{video_id, category_id, score, segmentations}]`` with
+:meth:`~ctvis.models.VideoPrediction.to_ytvis_results`, and scores it with
+:mod:`ctvis.evaluation.ytvis_eval` against the raw YouTube-VIS JSON (so the test pipeline needs no
+ground-truth masks), optionally with the identity metrics of
+:mod:`ctvis.evaluation.tracking_metrics` (HOTA, IDF1, ...), or writes the submission files.
 """
 import json
 import os
@@ -41,59 +37,42 @@ __all__ = [
 ]
 
 
-def video_predictions(sample: Union[TrackDataSample, dict]) -> Optional[dict]:
-    """The predictions of one finished video, or None for a sample that is
-    not ``video_complete`` (an intermediate frame).
+def video_predictions(sample: Union[TrackDataSample, dict]) -> Optional[VideoPrediction]:
+    """The predictions of one finished video, or None for a sample that is not
+    ``video_complete`` (an intermediate frame).
 
     Args:
-        sample: a ``TrackDataSample`` or its ``to_dict()`` (what
-            ``mmengine.evaluator.Evaluator`` passes to metrics), read with
-            :meth:`~ctvis.models.VideoPrediction.from_data_sample`.
+        sample (TrackDataSample | dict): The model's output or its ``to_dict()`` (what
+            ``mmengine.evaluator.Evaluator`` passes to metrics).
 
     Returns:
-        dict: ``video_id`` and ``predictions``, a list of dicts with
-        ``label`` (contiguous), ``score``, ``instance_id`` and
-        ``segmentations`` (one JSON-ready RLE or None per frame).
+        VideoPrediction, optional: :meth:`VideoPrediction.from_data_sample` of the sample.
     """
-    pred = VideoPrediction.from_data_sample(sample)
-    if pred is None:
-        return None
-    predictions = [
-        dict(label=label, score=score, instance_id=None if track_id < 0 else track_id,
-             segmentations=masks)
-        for label, score, track_id, masks in zip(pred.labels.tolist(), pred.scores.tolist(),
-                                                 pred.track_ids.tolist(), pred.masks)
-    ]
-    return dict(video_id=pred.video_id, predictions=predictions)
+    return VideoPrediction.from_data_sample(sample)
 
 
-def results2json(videos: Iterable[dict],
+def results2json(videos: Iterable[VideoPrediction],
                  category_ids: Sequence[int]) -> List[dict]:
-    """The standard YouTube-VIS results list of :func:`video_predictions`
-    outputs.
+    """The standard YouTube-VIS results list of several videos, in the order given.
 
     Args:
-        videos: per-video prediction records.
-        category_ids: sorted ground-truth category ids; label ``i`` is
+        videos (Iterable[VideoPrediction]): One prediction per video, each with its
+            ``video_id`` (as :func:`video_predictions` gives them).
+        category_ids (Sequence[int]): Sorted ground-truth category ids; label ``i`` is
             ``category_ids[i]``.
 
     Returns:
-        list[dict]: ``{video_id, category_id, score, segmentations}`` entries.
+        list[dict]: ``{video_id, category_id, score, segmentations}`` entries
+        (:meth:`VideoPrediction.to_ytvis_results` of each video).
+
+    Raises:
+        ValueError: A video without ``video_id``, or a label outside ``category_ids``.
     """
     results = []
-    for video in videos:
-        for prediction in video['predictions']:
-            label = prediction['label']
-            if not 0 <= label < len(category_ids):
-                raise ValueError(
-                    f"video {video['video_id']}: label {label} is outside "
-                    f'the {len(category_ids)} ground-truth categories')
-            results.append(
-                dict(
-                    video_id=video['video_id'],
-                    category_id=int(category_ids[label]),
-                    score=prediction['score'],
-                    segmentations=prediction['segmentations']))
+    for index, video in enumerate(videos):
+        if video.video_id is None:
+            raise ValueError(f'results2json: video {index} of the list has no video_id')
+        results.extend(video.to_ytvis_results(video.video_id, category_ids))
     return results
 
 
@@ -209,8 +188,9 @@ class YTVISMetric(BaseMetric):
                 gt, self.ann_file, self._evaluator)
 
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
-        """Keep the predictions of every finished video; intermediate frames
-        (samples without ``video_complete=True``) are skipped."""
+        """Keep the :class:`VideoPrediction` of every finished video;
+        intermediate frames (samples without ``video_complete=True``) are
+        skipped."""
         for sample in data_samples:
             video = video_predictions(sample)
             if video is not None:
@@ -244,8 +224,13 @@ class YTVISMetric(BaseMetric):
         self.results.clear()
         return metrics[0]
 
-    def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
+    def compute_metrics(self,
+                        results: List[VideoPrediction]) -> Dict[str, float]:
         """Evaluate (or format) the gathered per-video predictions.
+
+        Args:
+            results (list[VideoPrediction]): One per video, with its
+                ``video_id``.
 
         Raises:
             ValueError: a video was predicted more than once (e.g. duplicated
@@ -254,7 +239,7 @@ class YTVISMetric(BaseMetric):
         logger = MMLogger.get_current_instance()
         repeated = sorted(
             video_id
-            for video_id, count in Counter(r['video_id']
+            for video_id, count in Counter(r.video_id
                                            for r in results).items()
             if count > 1)
         if repeated:
@@ -266,7 +251,7 @@ class YTVISMetric(BaseMetric):
         if self.results_file is not None:
             dump_results(predictions, self.results_file)
             logger.info(f'YTVISMetric: wrote {self.results_file}')
-        missing = len(set(evaluator.video_ids) - {r['video_id']
+        missing = len(set(evaluator.video_ids) - {r.video_id
                                                   for r in results})
         if missing:
             logger.warning(
