@@ -31,6 +31,8 @@ from PIL import Image
 
 import ctvis  # noqa: F401  (registration, safe checkpoint loading)
 from ctvis.apis import OnlineVideoSegmenter
+from ctvis.engine import track_color
+from ctvis.models import VideoPrediction
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
@@ -150,13 +152,6 @@ def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
     return stream(), count, fps
 
 
-def track_colour(track_id: int) -> Tuple[int, int, int]:
-    """A vivid BGR colour that depends only on the track id."""
-    hue = (track_id * 0.61803398875) % 1.0
-    hsv = np.uint8([[[int(hue * 179), 200, 255]]])
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
-
-
 def display_scale(height: int, width: int, min_side: int) -> int:
     """The smallest whole factor that brings the short side of a frame to ``min_side``."""
     return max(1, math.ceil(min_side / min(height, width))) if min_side > 0 else 1
@@ -219,7 +214,7 @@ def draw_tracks(frame: np.ndarray, tracks, class_names, score_thr: float,
             continue
         if scale > 1:
             mask = cv2.resize(mask, canvas.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        colour = track_colour(track_id)
+        colour = track_color(track_id)
         region = mask.astype(bool)
         canvas[region] = (0.5 * canvas[region] + 0.5 * np.float32(colour)).astype(np.uint8)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -244,18 +239,23 @@ def draw_tracks(frame: np.ndarray, tracks, class_names, score_thr: float,
     return canvas
 
 
-def video_results_json(video, class_names) -> list:
-    """YouTube-VIS results entries (category ids = label + 1) of a finished video."""
-    preds = video[0].pred_track_instances
-    results = []
-    for k in range(len(preds)):
-        label = int(preds.labels[k])
-        results.append(dict(
-            video_id=0, score=float(preds.scores[k]), category_id=label + 1,
-            category_name=class_names[label] if class_names else str(label),
-            track_id=int(preds.instances_id[k]),
-            segmentations=[frame.pred_track_instances.masks[k] for frame in video]))
-    return results
+def video_results_json(video, class_names: Optional[Sequence[str]]) -> list:
+    """YouTube-VIS results entries of a finished video (category id = label + 1), each also with
+    its ``category_name`` and ``track_id``.
+
+    Args:
+        video (TrackDataSample): :meth:`OnlineVideoSegmenter.finish` of the video.
+        class_names (Sequence[str], optional): The config's class names.
+    """
+    prediction = VideoPrediction.from_data_sample(video)
+    num_labels = int(prediction.labels.max()) + 1 if len(prediction) else 0
+    entries = prediction.to_ytvis_results(0, range(1, num_labels + 1))
+    return [dict(video_id=entry['video_id'], score=entry['score'],  # the keys in their old order
+                 category_id=entry['category_id'],
+                 category_name=class_names[label] if class_names else str(label),
+                 track_id=track_id, segmentations=entry['segmentations'])
+            for entry, label, track_id in zip(entries, prediction.labels.tolist(),
+                                              prediction.track_ids.tolist())]
 
 
 def main() -> int:

@@ -1,6 +1,7 @@
-"""Test-time drawing of every finished video's predicted masks on its frames."""
+"""Test-time drawing of every finished video's predicted masks on its frames, and the one colour
+per track that this hook and ``demo/video_demo.py`` draw with."""
 import os.path as osp
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import mmcv
@@ -11,13 +12,22 @@ from mmengine.hooks import Hook
 from mmengine.structures import InstanceData
 
 from mmdet.registry import HOOKS
+from mmdet.structures import TrackDataSample
 from mmdet.structures.mask import mask2bbox
+from ..models.video_tracks import VideoPrediction
+
+_GOLDEN_RATIO_CONJUGATE = 0.61803398875
 
 
-def track_color(track_id: int) -> tuple:
-    """A fixed colour per track id, so a track keeps its colour across frames."""
-    rng = np.random.RandomState(int(track_id) % 2**31)
-    return tuple(int(c) for c in rng.randint(40, 256, 3))
+def track_color(track_id: int) -> Tuple[int, int, int]:
+    """A vivid BGR colour that depends only on the track id, so a track keeps its colour.
+
+    Hues step by the golden ratio, so consecutive ids (the usual neighbours) get far-apart hues;
+    saturation 200 and value 255 keep every colour bright enough to read over a frame.
+    """
+    hue = (int(track_id) * _GOLDEN_RATIO_CONJUGATE) % 1.0
+    hsv = np.uint8([[[int(hue * 179), 200, 255]]])  # OpenCV hue range: 0..179
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
 @HOOKS.register_module()
@@ -56,16 +66,24 @@ class VideoMaskVisualizationHook(Hook):
             if result.get('video_complete', False):
                 self.draw_video(result, classes)
 
-    def draw_video(self, result, classes: Optional[Sequence[str]]) -> None:
-        """Draw one finished video (a ``TrackDataSample`` with ``pred_track_instances``)."""
-        video_id = result.video_id
-        for frame in result:
-            path = self.frame_paths.pop((video_id, frame.frame_id), None)
+    def draw_video(self, result: TrackDataSample, classes: Optional[Sequence[str]]) -> None:
+        """Draw one finished video, read as a :class:`~ctvis.models.VideoPrediction`.
+
+        Args:
+            result (TrackDataSample): The model's ``video_complete`` sample
+                (:meth:`VideoPrediction.to_data_sample`); frame ``t`` of the prediction is
+                drawn on the image seen with ``frame_id`` t.
+            classes (Sequence[str], optional): Class names; labels are drawn as ``class i``
+                without them.
+        """
+        video = VideoPrediction.from_data_sample(result)
+        for frame_id in range(video.num_frames):
+            path = self.frame_paths.pop((video.video_id, frame_id), None)
             if path is None:
-                raise KeyError(f'--show-dir: no img_path was seen for frame {frame.frame_id} of '
-                               f'video {video_id}; the test pipeline must pack img_path')
+                raise KeyError(f'--show-dir: no img_path was seen for frame {frame_id} of '
+                               f'video {video.video_id}; the test pipeline must pack img_path')
             canvas = mmcv.imread(path)  # BGR
-            instances = self.decoded(frame.pred_track_instances, canvas.shape)
+            instances = self.decoded(video.frame_instances(frame_id), canvas.shape)
             shown = instances[(instances.scores > self.score_thr)
                               & torch.from_numpy(instances.masks.any(axis=(1, 2)))]
             for mask, box, label, track_id, score in zip(shown.masks, shown.bboxes.int().tolist(),
@@ -79,7 +97,8 @@ class VideoMaskVisualizationHook(Hook):
                 cv2.putText(canvas, f'{name} {track_id} | {score:.2f}',
                             (box[0], max(box[1] - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color,
                             1, cv2.LINE_AA)
-            mmcv.imwrite(canvas, osp.join(self.out_dir, str(video_id), osp.basename(path)))
+            mmcv.imwrite(canvas, osp.join(self.out_dir, str(video.video_id),
+                                          osp.basename(path)))
 
     @staticmethod
     def decoded(instances: InstanceData, image_shape: tuple) -> InstanceData:
