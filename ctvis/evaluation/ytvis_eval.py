@@ -3,14 +3,14 @@
 :func:`evaluate_ytvis` returns the numbers of the official YouTube-VIS cocoapi
 (``ytvoseval.YTVISeval``; mmdet ships a copy as ``mmdet.evaluation.functional.YTVISeval``) on the
 same inputs, bit for bit. We keep our own because that copy crashes on numpy >= 1.24 (``np.float``),
-hangs or reads out of bounds on a malformed RLE (:mod:`ctvis.evaluation.ytvis_format` checks the
+hangs or reads out of bounds on a malformed RLE (:mod:`ctvis.datasets.ytvis_format` checks the
 inputs here), and merges the masks of every (prediction, ground truth, frame) one call at a time.
 
 As ``YTVISeval.evaluate / accumulate / summarize``, per (category, video) pair:
 
 1. **Video IoU** of every (prediction, ground truth): the sum over frames of the intersections over
    the sum of the unions. The masks of a block of frames lie side by side on one wide canvas
-   (:meth:`~ctvis.evaluation.ytvis_format.MaskTable.build_canvases`), so one
+   (:meth:`~ctvis.datasets.ytvis_format.MaskTable.build_canvases`), so one
    ``pycocotools.mask.iou`` call gives all their intersections (masks of different frames never
    overlap: pycocotools drops them by their bounding boxes). IoUs that cannot reach 0.5 are skipped.
 2. **Greedy matching** in score order, for the 4 area ranges x 10 IoU thresholds at once.
@@ -22,9 +22,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .ytvis_format import (GroundTruth, PathOrDict, PathOrList, Tracks, YTVISFormatError, gc_paused,
-                           load_json_file, load_long_video_ids, load_source, parse_ground_truth,
-                           parse_results)
+from ..datasets.ytvis_format import (GroundTruth, PathOrDict, PathOrList, Tracks, YTVISFormatError,
+                                     gc_paused, load_json_file, load_long_video_ids, load_source,
+                                     parse_ground_truth, parse_results)
 
 
 __all__ = ['YTVISFormatError', 'YTVISEvaluator', 'evaluate_ytvis', 'load_json_file',

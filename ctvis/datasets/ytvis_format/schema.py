@@ -1,0 +1,94 @@
+"""The top-level entries of a YouTube-VIS file: ``videos`` and ``categories``."""
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, List
+
+import numpy as np
+
+from .loading import YTVISFormatError, is_int
+from .rle import MAX_CANVAS_PIXELS
+
+
+@dataclass
+class Videos:
+    """The videos of a file (their sizes and lengths), sorted by id."""
+    ids: np.ndarray  # int64 (V, ) sorted
+    index: Dict[int, int]  # video id -> position in ids
+    height: np.ndarray  # int64 (V, )
+    width: np.ndarray  # int64 (V, )
+    length: np.ndarray  # int64 (V, ) frames
+
+    @property
+    def slots(self) -> np.ndarray:
+        """int64 (V, ) frames that fit side by side on one IoU canvas (its
+        run lengths are uint32 in pycocotools)."""
+        return (MAX_CANVAS_PIXELS - 1) // (self.height * self.width)
+
+    @classmethod
+    def from_lists(cls, ids: List[int], heights: List[int], widths: List[int],
+                   lengths: List[int]) -> 'Videos':
+        """Videos from checked, distinct ids and their sizes and lengths (any order)."""
+        order = np.argsort(ids, kind='stable')
+        sorted_ids = np.asarray(ids, np.int64)[order]
+        return cls(ids=sorted_ids, index={int(i): k for k, i in enumerate(sorted_ids)},
+                   height=np.asarray(heights, np.int64)[order],
+                   width=np.asarray(widths, np.int64)[order],
+                   length=np.asarray(lengths, np.int64)[order])
+
+
+def parse_videos(gt: dict, name: str) -> Videos:
+    """Check the ``videos`` of a ground-truth dict (``name`` names it in errors)."""
+    videos = gt.get('videos')
+    if not isinstance(videos, list):
+        raise YTVISFormatError(f"{name}: ground truth needs a 'videos' list")
+    ids, heights, widths, lengths = [], [], [], []
+    for index, video in enumerate(videos):
+        where = f'{name}: videos[{index}]'
+        if not isinstance(video, dict):
+            raise YTVISFormatError(f'{where}: must be a dict')
+        video_id, height, width = (video.get('id'), video.get('height'), video.get('width'))
+        if not is_int(video_id):
+            raise YTVISFormatError(f"{where}: 'id' must be an integer")
+        for key, value in (('height', height), ('width', width)):
+            if not is_int(value) or value <= 0:
+                raise YTVISFormatError(f"{where} (id {video_id}): '{key}' must be a positive "
+                                       f'integer, got {value!r}')
+        if height * width >= MAX_CANVAS_PIXELS:
+            raise YTVISFormatError(f'{where} (id {video_id}): frames of {height}x{width} are too '
+                                   'large for this evaluator')
+        length = video.get('length')
+        file_names = video.get('file_names')
+        if length is None and isinstance(file_names, list):
+            length = len(file_names)
+        if not is_int(length) or length <= 0:
+            raise YTVISFormatError(f"{where} (id {video_id}): needs a positive 'length' or a "
+                                   "'file_names' list")
+        if isinstance(file_names, list) and len(file_names) != length:
+            raise YTVISFormatError(f"{where} (id {video_id}): 'length' {length} but "
+                                   f'{len(file_names)} file_names')
+        ids.append(int(video_id))
+        heights.append(height)
+        widths.append(width)
+        lengths.append(length)
+    duplicates = [i for i, n in Counter(ids).items() if n > 1]
+    if duplicates:
+        raise YTVISFormatError(f'{name}: duplicate video ids {sorted(duplicates)[:10]}')
+    return Videos.from_lists(ids, heights, widths, lengths)
+
+
+def parse_categories(gt: dict, name: str) -> np.ndarray:
+    """int64 (K, ) the sorted ``categories`` ids of a ground-truth dict, checked."""
+    categories = gt.get('categories')
+    if not isinstance(categories, list) or not categories:
+        raise YTVISFormatError(f"{name}: ground truth needs a non-empty 'categories' list")
+    ids = []
+    for index, category in enumerate(categories):
+        if not isinstance(category, dict) or not is_int(category.get('id')):
+            raise YTVISFormatError(f"{name}: categories[{index}] needs an integer 'id'")
+        ids.append(int(category['id']))
+    duplicates = [i for i, n in Counter(ids).items() if n > 1]
+    if duplicates:
+        raise YTVISFormatError(f'{name}: duplicate category ids {sorted(duplicates)}')
+    return np.asarray(sorted(ids), np.int64)
+
+
