@@ -178,3 +178,18 @@ def test_a_tracker_outside_the_interface_is_refused():
     with pytest.raises(TypeError, match='builds a VideoTracks, which is not a '
                                         'ctvis.models.BaseVideoTracker'):
         model_with_tracker(dict(type=VideoTracks, num_classes=3))
+
+
+def test_video_tracks_report_the_size_of_their_recorded_masks():
+    """``rle_bytes`` counts every recorded RLE (what grows with the video), not only the output's
+    top k; a suppressed track's masks no longer count."""
+    video = VideoTracks(num_classes=2, noise_frame_num=1, none_frame_num=1, suppress_frame_num=2)
+    masks = torch.full((2, 6, 6), -1.0)
+    masks[0, :3] = masks[1, 3:] = 1.0
+    video.add_frame(0, [0, 1], torch.zeros(2, 3), masks)
+    video.add_frame(1, [0], torch.zeros(1, 3), masks[:1])
+    rles = mask_util.encode((masks > 0).permute(1, 2, 0).numpy().astype('uint8').copy('F'))
+    assert video.track_ids == [0, 1]
+    assert video.rle_bytes == 2 * len(rles[0]['counts']) + len(rles[1]['counts'])
+    video.add_frame(2, [0], torch.zeros(1, 3), masks[:1])  # track 1: 1 detection, gone: suppressed
+    assert video.track_ids == [0] and video.rle_bytes == 3 * len(rles[0]['counts'])

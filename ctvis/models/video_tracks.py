@@ -232,6 +232,12 @@ class VideoTracks:
         """Ids of the recorded (not suppressed) tracks, in creation order."""
         return list(self.records)
 
+    @property
+    def rle_bytes(self) -> int:
+        """Length of the RLE ``counts`` strings of every recorded mask: the part of the video-level
+        output that grows with the video (one character per byte)."""
+        return sum(len(rle['counts']) for record in self.records.values() for rle in record.masks)
+
     def last_masks(self, track_ids: Sequence[int]) -> List[dict]:
         """The latest recorded mask (RLE dict) of each track, in the order given.
 

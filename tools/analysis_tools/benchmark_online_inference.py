@@ -111,11 +111,10 @@ def stream(args: argparse.Namespace) -> None:
         segmenter.step(frame)
         if (t + 1) % args.report_every == 0 or t + 1 == args.frames:
             now = time.time()
-            video = segmenter.model.tracker.video  # replaced at every reset
-            rle_bytes = sum(len(m['counts']) for r in video.records.values() for m in r.masks)
+            video = segmenter.model.tracker.video  # a VideoTracks, replaced at every reset
             print(f'{t + 1:>7} {args.report_every / (now - last):>7.2f} {rss_mib():>8.0f} '
-                  f'{len(segmenter.model.tracker.memory):>13} {len(video.records):>13} '
-                  f'{rle_bytes / 1024:>8.0f}')
+                  f'{len(segmenter.model.tracker.memory):>13} {len(video.track_ids):>13} '
+                  f'{video.rle_bytes / 1024:>8.0f}')
             last = now
     result = segmenter.finish()
     print(f'{args.frames} frames in {time.time() - start:.1f} s; video output: '
