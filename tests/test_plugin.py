@@ -30,14 +30,23 @@ def test_custom_imports_with_mmdet_bases_builds_ctvis():
 
 
 def test_import_ctvis_registers_into_mmdet_registries():
+    """Each component is in mmdet's own registry (where ``default_scope='mmdet'`` builds from, not
+    only in a parent or child) under its name, and it is ctvis' object."""
     import ctvis  # noqa: F401
-    from mmdet.registry import DATA_SAMPLERS, DATASETS, METRICS, MODELS, TRANSFORMS
+    from mmdet.registry import (DATA_SAMPLERS, DATASETS, HOOKS, LOOPS, METRICS, MODELS,
+                                OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, TRANSFORMS)
     for registry, names in ((MODELS, ['CTVIS', 'CTVISHead', 'ConsistentContrastiveLoss',
                                       'CTVISTracker', 'RandomIdentityTracker']),
                             (DATASETS, ['YTVISDataset', 'OVISDataset', 'CocoPseudoVideoDataset']),
                             (TRANSFORMS, ['VideoClipSample', 'DropEmptyMaskInstances',
                                           'PseudoVideoFromImage']),
                             (DATA_SAMPLERS, ['DatasetRatioSampler']),
-                            (METRICS, ['YTVISMetric'])):
+                            (METRICS, ['YTVISMetric']),
+                            (OPTIM_WRAPPER_CONSTRUCTORS, ['CTVISOptimWrapperConstructor']),
+                            (OPTIM_WRAPPERS, ['AutoAmpOptimWrapper']),
+                            (LOOPS, ['AutoAmpValLoop', 'AutoAmpTestLoop']),
+                            (HOOKS, ['RNGStateHook', 'VideoMaskVisualizationHook'])):
         for name in names:
-            assert registry.get(name) is not None, f'{name} not in {registry.name}'
+            assert name in registry.module_dict, f'{name} not in {registry.name}'
+            module = registry.module_dict[name].__module__
+            assert module.startswith('ctvis.'), f'{registry.name}.{name} comes from {module}'
