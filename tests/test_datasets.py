@@ -20,10 +20,10 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from ctvis.datasets import (DatasetFormatError, DropEmptyMaskInstances, MissingFrameError,
-                            VideoClipSample, YTVISDataset)
-from ctvis.datasets.ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
-                                  compressed_rle_pixel_totals)
+from ctvis.datasets import (DropEmptyMaskInstances, MissingFrameError, VideoClipSample,
+                            YTVISDataset, YTVISFormatError)
+from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES
+from ctvis.datasets.ytvis_format.rle import check_compressed_counts
 from ctvis.utils.config_tools import update_step
 from mmdet.datasets.samplers import TrackImgSampler
 from mmdet.registry import DATASETS, MODELS
@@ -217,7 +217,7 @@ def test_val_json_without_annotations_loads_in_test_mode(tmp_path):
     dataset = build(root, 'valid.json', dataset_version='2021', test_mode=True)
     assert [v['video_length'] for v in videos(dataset)] == [4, 3, 2]
     assert all(not f['instances'] for v in videos(dataset) for f in v['images'])
-    with pytest.raises(DatasetFormatError, match="no 'annotations'") as error:
+    with pytest.raises(YTVISFormatError, match="no 'annotations'") as error:
         build(root, 'valid.json', dataset_version='2021')
     assert osp.join(root, 'valid.json') in str(error.value)
 
@@ -293,11 +293,11 @@ def _counts_plus(delta: int):
 
 
 BAD_INPUTS = {
-    'not json': (_raw_text('{"videos": ['), DatasetFormatError, 'not valid JSON'),
-    'top level list': (_raw_text('[]'), DatasetFormatError, 'top level is a list'),
-    'missing videos': (_delete('videos'), DatasetFormatError,
+    'not json': (_raw_text('{"videos": ['), YTVISFormatError, 'not valid JSON'),
+    'top level list': (_raw_text('[]'), YTVISFormatError, 'top level is a list'),
+    'missing videos': (_delete('videos'), YTVISFormatError,
                        "missing top-level key(s) ['videos']"),
-    'missing categories': (_delete('categories'), DatasetFormatError, 'missing top-level key'),
+    'missing categories': (_delete('categories'), YTVISFormatError, 'missing top-level key'),
     'missing frame': (lambda raw, root: os.remove(osp.join(root, 'JPEGImages', 'vid_b',
                                                            '00002.jpg')),
                       MissingFrameError, 'video id=2, frame 2: {root}/JPEGImages/vid_b/00002.jpg'),
@@ -305,84 +305,87 @@ BAD_INPUTS = {
                        MissingFrameError, 'vid_c/00000.jpg does not exist (folder missing)'),
     'frame size differs': (lambda raw, root: cv2.imwrite(
         osp.join(root, 'JPEGImages', 'vid_b', '00000.jpg'), np.zeros((10, 12, 3), np.uint8)),
-                           DatasetFormatError,
+                           YTVISFormatError,
                            'video id=2: frame 0 ({root}/JPEGImages/vid_b/00000.jpg) is 10x12 '
                            '(HxW) but the file says 20x28'),
     'unreadable frame': (lambda raw, root: _overwrite(
         osp.join(root, 'JPEGImages', 'vid_c', '00000.jpg'), 'not an image'),
-                         DatasetFormatError, 'video id=3, frame 0: cannot read'),
-    'video without frames': (_set('videos.1.file_names', []), DatasetFormatError,
+                         YTVISFormatError, 'video id=3, frame 0: cannot read'),
+    'video without frames': (_set('videos.1.file_names', []), YTVISFormatError,
                              'video id=2: video has no frames'),
-    'video length mismatch': (_set('videos.0.length', 5), DatasetFormatError,
+    'video length mismatch': (_set('videos.0.length', 5), YTVISFormatError,
                               "video id=1: 'length' is 5 but there are 4 file_names"),
-    'video bad size': (_set('videos.0.height', 0), DatasetFormatError, 'video id=1: height/width'),
-    'duplicated video id': (_set('videos.1.id', 1), DatasetFormatError,
+    'video bad size': (_set('videos.0.height', 0), YTVISFormatError, 'video id=1: height/width'),
+    'duplicated video id': (_set('videos.1.id', 1), YTVISFormatError,
                             'video id=1: duplicated video id'),
-    'duplicated annotation id': (_set('annotations.1.id', 11), DatasetFormatError,
+    'duplicated annotation id': (_set('annotations.1.id', 11), YTVISFormatError,
                                  'annotation id=11: duplicated annotation id'),
-    'unknown category': (_set('annotations.2.category_id', 99), DatasetFormatError,
+    'unknown category': (_set('annotations.2.category_id', 99), YTVISFormatError,
                          'annotation id=13: unknown category_id 99'),
-    'unknown video': (_set('annotations.2.video_id', 7), DatasetFormatError,
+    'unknown video': (_set('annotations.2.video_id', 7), YTVISFormatError,
                       'annotation id=13: unknown video_id 7'),
-    'bad iscrowd': (_set('annotations.0.iscrowd', 2), DatasetFormatError, 'iscrowd must be 0 or 1'),
+    'bad iscrowd': (_set('annotations.0.iscrowd', 2), YTVISFormatError, 'iscrowd must be 0 or 1'),
     'segmentations too short': (_set('annotations.0.segmentations', lambda s: s[:3]),
-                                DatasetFormatError,
-                                "annotation id=11 (video id=1): 'segmentations' must be a list "
-                                'with one entry per frame (4), got 3'),
-    'bboxes too long': (_set('annotations.0.bboxes', lambda b: b + [None]), DatasetFormatError,
+                                YTVISFormatError,
+                                'annotation id=11 (video id=1): 3 segmentations for a video of 4 '
+                                'frames'),
+    'bboxes too long': (_set('annotations.0.bboxes', lambda b: b + [None]), YTVISFormatError,
                         "'bboxes' must be a list with one entry per frame (4)"),
-    'bad bbox': (_set('annotations.0.bboxes.1', [1, 2, 3]), DatasetFormatError,
+    'bad bbox': (_set('annotations.0.bboxes.1', [1, 2, 3]), YTVISFormatError,
                  'annotation id=11, frame 1 (vid_a/00001.jpg): bbox is not a list of 4'),
-    'negative bbox size': (_set('annotations.0.bboxes.1', [1, 2, -3, 4]), DatasetFormatError,
+    'negative bbox size': (_set('annotations.0.bboxes.1', [1, 2, -3, 4]), YTVISFormatError,
                            'negative size'),
     'uncompressed sum': (_set('annotations.0.segmentations.1', _counts_plus(5)),
-                         DatasetFormatError,
-                         'annotation id=11, frame 1 (vid_a/00001.jpg): RLE counts sum to 773 '
-                         'pixels, but size says 768'),
+                         YTVISFormatError,
+                         'annotation id=11, frame 1 (vid_a/00001.jpg): malformed RLE: '
+                         'uncompressed counts must be non-negative integers summing to '
+                         'height*width = 768; they sum to 773 pixels'),
     'uncompressed float': (_set('annotations.0.segmentations.0.counts.0', 1.5),
-                           DatasetFormatError, 'RLE counts are not all integers'),
+                           YTVISFormatError, 'they are not all integers'),
     'uncompressed string': (_set('annotations.0.segmentations.0.counts.0', 'x'),
-                            DatasetFormatError, 'RLE counts contain non-numbers'),
+                            YTVISFormatError, 'they contain non-numbers'),
     'uncompressed negative': (_set('annotations.0.segmentations.0.counts', [-4, 772]),
-                              DatasetFormatError, 'RLE counts contain a negative run'),
+                              YTVISFormatError, 'they contain a negative run'),
     'rle size mismatch': (_set('annotations.1.segmentations.2.size', [24, 33]),
-                          DatasetFormatError,
+                          YTVISFormatError,
                           'annotation id=12, frame 2 (vid_a/00002.jpg): RLE size [24, 33] '
-                          'differs from the video size [24, 32]'),
+                          'does not match the video size [height, width] = [24, 32]'),
     'compressed illegal chars': (_set('annotations.1.segmentations.0.counts', 'ab !'),
-                                 DatasetFormatError,
-                                 'annotation id=12, frame 0 (vid_a/00000.jpg): malformed '
-                                 'compressed RLE'),
+                                 YTVISFormatError,
+                                 'annotation id=12, frame 0 (vid_a/00000.jpg): malformed RLE: '
+                                 "invalid character ' ' in counts"),
     'compressed truncated': (_set('annotations.1.segmentations.3.counts', lambda c: c + 'o'),
-                             DatasetFormatError, 'frame 3 (vid_a/00003.jpg): malformed'),
+                             YTVISFormatError, 'frame 3 (vid_a/00003.jpg): malformed'),
     'compressed wrong total': (_set('annotations.1.segmentations.1.counts',
                                     compressed_rle(rect_mask(24, 31, 1, 5, 1, 5))['counts']),
-                               DatasetFormatError,
-                               'frame 1 (vid_a/00001.jpg): RLE counts sum to 744 pixels, '
-                               'but size says 768'),
+                               YTVISFormatError,
+                               'frame 1 (vid_a/00001.jpg): malformed RLE: run lengths cover 744 '
+                               'pixels, expected height*width = 768'),
     'rle counts wrong type': (_set('annotations.1.segmentations.0.counts', 5),
-                              DatasetFormatError, 'RLE counts must be a list or a string'),
+                              YTVISFormatError,
+                              "malformed RLE: 'counts' must be a string or a list of run lengths, "
+                              'got int'),
     'polygon odd length': (_set('annotations.2.segmentations.1', [[1, 2, 3, 4, 5, 6, 7]]),
-                           DatasetFormatError,
+                           YTVISFormatError,
                            'annotation id=13, frame 1 (vid_b/00001.jpg): polygon has 7 '
                            'coordinates'),
     'polygon too short': (_set('annotations.2.segmentations.0', [[1, 2, 3, 4]]),
-                          DatasetFormatError, 'polygon has 4 coordinates'),
+                          YTVISFormatError, 'polygon has 4 coordinates'),
     'polygon strings': (_set('annotations.2.segmentations.0', [['1', '2', '3', '4', '5', '6']]),
-                        DatasetFormatError, 'polygon coordinates contain non-numbers'),
+                        YTVISFormatError, 'polygon coordinates contain non-numbers'),
     'polygon not nested': (_set('annotations.2.segmentations.0', [1, 2, 3, 4, 5, 6]),
-                           DatasetFormatError, 'polygon is a int'),
+                           YTVISFormatError, 'polygon is a int'),
     'polygon nan': (_set('annotations.2.segmentations.0', [[1, 2, 3, float('nan'), 5, 6]]),
-                    DatasetFormatError, 'not finite'),
-    'segmentation wrong type': (_set('annotations.2.segmentations.0', 'abc'), DatasetFormatError,
+                    YTVISFormatError, 'not finite'),
+    'segmentation wrong type': (_set('annotations.2.segmentations.0', 'abc'), YTVISFormatError,
                                 'segmentation must be null, an RLE dict or a polygon list'),
     'classes do not match': (_set('categories', categories(YTVIS_2021_CLASSES)),
-                             DatasetFormatError, 'do not match the file\'s categories'),
+                             YTVISFormatError, 'do not match the file\'s categories'),
     'classes reordered': (_set('categories', lambda cats: [dict(c, id=41 - c['id'])
                                                            for c in cats]),
-                          DatasetFormatError, '(same names, different order)'),
+                          YTVISFormatError, '(same names, different order)'),
     'duplicated category id': (_set('categories', lambda cats: cats + [cats[0]]),
-                               DatasetFormatError, 'duplicated category id 1'),
+                               YTVISFormatError, 'duplicated category id 1'),
 }
 
 
@@ -407,7 +410,7 @@ def test_bad_input_raises_naming_file_and_entry(tmp_path, case):
 
 
 def test_missing_annotation_file_and_unknown_version(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nope.json: annotation file not found'):
+    with pytest.raises(FileNotFoundError, match='nope.json: no such file'):
         build(str(tmp_path), 'nope.json')
     with pytest.raises(ValueError, match="dataset_version must be one of .* got '2020'"):
         build(str(tmp_path), dataset_version='2020')
@@ -415,9 +418,19 @@ def test_missing_annotation_file_and_unknown_version(tmp_path):
         build(str(tmp_path), dataset_type='OVISDataset', dataset_version='2019')
 
 
-def test_compressed_rle_totals_match_pycocotools():
+def check_strings(strings: List[str], frame_hw: List[int]) -> np.ndarray:
+    """Areas of compressed RLE counts strings by the dataset's (the evaluator's) check."""
+
+    def fail(index: int, problem: str) -> None:
+        raise YTVISFormatError(f'string {index}: {problem}')
+
+    rles = [dict(size=[1, 1], counts=s) for s in strings]  # area() ignores the size
+    return check_compressed_counts(strings, rles, {}, np.asarray(frame_hw, np.int64), fail)[0]
+
+
+def test_compressed_rle_check_matches_pycocotools():
     rng = np.random.RandomState(0)
-    strings, expected = [], []
+    strings, sizes, areas = [], [], []
     for i in range(120):
         h, w = rng.randint(1, 60, size=2)
         mask = (rng.rand(h, w) < rng.rand()).astype(np.uint8)
@@ -427,26 +440,31 @@ def test_compressed_rle_totals_match_pycocotools():
             mask = np.zeros((h * 40, w * 40), np.uint8)
             mask[h:h * 30, w:] = 1
         strings.append(compressed_rle(mask)['counts'])
-        expected.append(mask.size)
-    assert compressed_rle_pixel_totals(strings).tolist() == expected
-    # small batches: counts and strings must not leak across batch boundaries
-    assert compressed_rle_pixel_totals(strings, chunk_chars=7).tolist() == expected
-    # '0O' decodes to runs [0, -1]; 'o' continues past the end; ' ' and 'é' are illegal
-    bad = compressed_rle_pixel_totals(['0O', strings[1] + 'o', ' ', 'é', '', strings[2]])
-    assert bad.tolist() == [-1, -1, -1, -1, 0, expected[2]]
+        sizes.append(mask.size)
+        areas.append(int(mask.sum()))
+    assert check_strings(strings, sizes).tolist() == areas
+    # '0O' decodes to runs [0, -1]; 'o' continues past the end; ' ' and 'é' are illegal; the
+    # last one covers one pixel too many.
+    for bad, problem in (('0O', 'a run length is negative'),
+                         (strings[1] + 'o', 'counts string ends inside a number'),
+                         (' ', "invalid character ' '"), ('é', 'non-ASCII'),
+                         ('', 'empty counts string'), (strings[2], 'run lengths cover')):
+        frame_hw = sizes[2] - 1 if bad is strings[2] else sizes[1]
+        with pytest.raises(YTVISFormatError, match=f'string 1: malformed RLE: {problem}'):
+            check_strings([strings[0], bad], [sizes[0], frame_hw])
 
 
 def test_rle_validation_is_fast():
-    """5k masks of 360x640 with ~2.5k characters each (13M characters) are checked in numpy;
+    """5k masks of 360x640 with ~2.5k characters each (13M characters) are checked in bulk;
     a per-character Python loop would take tens of seconds."""
     mask = rect_mask(360, 640, 40, 300, 10, 600)
     mask[100:110, ::3] = 0  # many short runs
     counts = compressed_rle(mask)['counts']
     assert len(counts) > 2000
     start = time.perf_counter()
-    totals = compressed_rle_pixel_totals([counts] * 5000)
+    areas = check_strings([counts] * 5000, [360 * 640] * 5000)
     elapsed = time.perf_counter() - start
-    assert (totals == 360 * 640).all()
+    assert (areas == mask.sum()).all()
     assert elapsed < 5.0, elapsed
 
 

@@ -16,11 +16,12 @@ from mmengine.runner import Runner
 from ctvis.datasets import samplers as samplers_module
 from ctvis.datasets.pseudo_video import (AMBIGUOUS_COCO_CATEGORIES, COCO_TO_OVIS,
                                          COCO_TO_YTVIS19, COCO_TO_YTVIS21, PSEUDO_VIDEO_TARGETS,
-                                         CocoPseudoVideoDataset, PseudoVideoFromImage)
+                                         CocoPseudoVideoDataset)
+from ctvis.datasets.pseudo_video_transform import PseudoVideoFromImage
 from ctvis.datasets.samplers import DatasetRatioSampler
 from ctvis.datasets.synthetic.toy import TOY_CLASSES, make_toy_vis
-from ctvis.datasets.ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
-                                  DatasetFormatError, YTVISDataset)
+from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, YTVISDataset
+from ctvis.datasets.ytvis_format import YTVISFormatError
 from mmdet.datasets import CocoDataset
 from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
@@ -217,7 +218,7 @@ def test_coco_dataset_errors_name_the_file(tmp_path):
                'no_mapped.json'), 'none of the mapped COCO categories'),
     ]
     for path, message in cases:
-        with pytest.raises(DatasetFormatError, match=message) as error:
+        with pytest.raises(YTVISFormatError, match=message) as error:
             CocoPseudoVideoDataset(target='ytvis21', ann_file=path, pipeline=[])
         assert osp.basename(path) in str(error.value)
     with pytest.raises(ValueError, match='target must be one of'):

@@ -17,20 +17,18 @@ order; ``instance_id`` is the annotation ``id`` of the JSON (unique in the datas
 a running frame index, unique in the dataset (mmdet's ``PackTrackInputs`` and the VIS metric key
 frames by it); ``file_name`` is the frame's path as written in the JSON.
 """
-import json
 import math
 import os
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import pycocotools.mask as mask_util
-from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 from PIL import Image
 
 from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
+from .ytvis_format import MaskCollector, MissingFrameError, Videos, YTVISFormatError, load_json_file
 
 YTVIS_2019_CLASSES = (
     'person', 'giant_panda', 'lizard', 'parrot', 'skateboard', 'sedan', 'ape', 'dog', 'snake',
@@ -55,122 +53,6 @@ YTVIS_CLASSES_BY_VERSION = {
     '2021': YTVIS_2021_CLASSES,
     '2022': YTVIS_2021_CLASSES,
 }
-
-# A count longer than this many 6-bit characters (> 2**60) cannot come from a real mask.
-_MAX_CHARS_PER_COUNT = 12
-
-
-class DatasetFormatError(ValueError):
-    """An annotation file is unreadable or inconsistent; the message names the file and entry."""
-
-
-class MissingFrameError(DatasetFormatError, FileNotFoundError):
-    """A frame referenced by the annotation file does not exist on disk."""
-
-
-def compressed_rle_pixel_totals(counts_strings: Sequence[str],
-                                chunk_chars: int = 1 << 22) -> np.ndarray:
-    """Total pixel count encoded by each compressed COCO RLE string, or -1 if it is malformed.
-
-    pycocotools decodes compressed RLE without any bounds check, so a string whose runs do not add
-    up to ``height * width`` makes it write past its buffer (crash) or return uninitialised memory.
-    This decodes the run lengths with numpy (the 6-bit, sign-extended, delta-coded format of
-    pycocotools' ``rleFrString``), many strings at a time (tens of ns per character).
-
-    Args:
-        counts_strings: N compressed ``counts`` strings.
-        chunk_chars: Characters decoded per numpy batch (bounds the memory used).
-
-    Returns:
-        np.ndarray: (N,) int64 totals; -1 marks a string with illegal characters, a truncated
-        last count, an absurdly long count or a negative run.
-    """
-    totals = np.zeros(len(counts_strings), dtype=np.int64)
-    chunk_begin, chunk_size = 0, 0
-    for index, counts in enumerate(counts_strings):
-        chunk_size += len(counts)
-        if chunk_size >= chunk_chars or index == len(counts_strings) - 1:
-            chunk = slice(chunk_begin, index + 1)
-            totals[chunk] = _decode_rle_totals(counts_strings[chunk])
-            chunk_begin, chunk_size = index + 1, 0
-    return totals
-
-
-def _decode_rle_totals(counts_strings: Sequence[str]) -> np.ndarray:
-    """:func:`compressed_rle_pixel_totals` for one batch of strings."""
-    num = len(counts_strings)
-    bad = np.array([not s.isascii() for s in counts_strings], dtype=bool)
-    strings = ['' if is_bad else s for s, is_bad in zip(counts_strings, bad)]
-    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=num)
-    string_ends = np.cumsum(lengths)
-    codes = np.frombuffer(''.join(strings).encode('ascii'), dtype=np.uint8)
-    if codes.size == 0:
-        return np.where(bad, -1, 0).astype(np.int64)
-    illegal = np.flatnonzero((codes < 48) | (codes > 111))
-    bad[np.searchsorted(string_ends, illegal, side='right')] = True
-    codes = codes - np.uint8(48)
-
-    # A count ends at the first character without the continuation bit (0x20).
-    has_more = (codes & 0x20) != 0
-    last_chars = string_ends[lengths > 0] - 1
-    bad[np.searchsorted(string_ends, last_chars[has_more[last_chars]], side='right')] = True
-    has_more[last_chars] = False  # keeps every count inside its own string
-    count_ends = np.flatnonzero(~has_more)
-    count_starts = np.empty_like(count_ends)
-    count_starts[:1] = 0
-    count_starts[1:] = count_ends[:-1] + 1
-    first_count = np.searchsorted(count_ends, string_ends - lengths)  # of each string
-    counts_per_string = np.diff(np.append(first_count, count_ends.size))
-    string_of_count = np.repeat(np.arange(num), counts_per_string)
-    chars_per_count = count_ends - count_starts + 1
-    bad[string_of_count[chars_per_count > _MAX_CHARS_PER_COUNT]] = True
-    chars_per_count = np.minimum(chars_per_count, _MAX_CHARS_PER_COUNT)
-
-    values = (codes[count_starts] & 0x1F).astype(np.int64)
-    for k in range(1, int(chars_per_count.max(initial=1))):
-        longer = np.flatnonzero(chars_per_count > k)
-        values[longer] |= (codes[count_starts[longer] + k] & 0x1F).astype(np.int64) << (5 * k)
-    negative = np.flatnonzero(codes[count_ends] & 0x10)
-    values[negative] -= np.left_shift(1, 5 * chars_per_count[negative])
-
-    # Delta coding: run m > 2 is stored relative to run m - 2, so runs 1, 3, 5, ... and runs
-    # 2, 4, 6, ... of a string are each a cumulative sum. Both chains of a string lie in one
-    # parity class of the global index, so two cumulative sums over the even and odd positions
-    # (first runs zeroed, they belong to no chain) give every chain after subtracting the
-    # class's prefix just before the string starts.
-    string_first_runs = first_count[counts_per_string > 0]
-    chained = values.copy()
-    chained[string_first_runs] = 0
-    prefix = np.empty_like(chained)
-    prefix[0::2] = np.cumsum(chained[0::2])
-    prefix[1::2] = np.cumsum(chained[1::2])
-    first_of_run = first_count[string_of_count]
-    before_string = first_of_run - 1 - ((first_of_run - 1 - np.arange(values.size)) & 1)
-    runs = prefix - np.where(before_string >= 0, prefix[np.maximum(before_string, 0)], 0)
-    runs[string_first_runs] = values[string_first_runs]
-
-    bad[string_of_count[runs < 0]] = True
-    totals = np.zeros(num, dtype=np.int64)
-    if string_first_runs.size:
-        totals[counts_per_string > 0] = np.add.reduceat(runs, string_first_runs)
-    totals[bad] = -1
-    return totals
-
-
-def _uncompressed_rle_problem(counts: list, num_pixels: int) -> Optional[str]:
-    """Why an uncompressed RLE ``counts`` list is unusable, or None if it is fine."""
-    try:
-        total = sum(counts)  # C speed; raises on non-numbers
-    except TypeError:
-        return 'RLE counts contain non-numbers'
-    if not isinstance(total, int):
-        return 'RLE counts are not all integers'
-    if counts and min(counts) < 0:
-        return 'RLE counts contain a negative run'
-    if total != num_pixels:
-        return f'RLE counts sum to {total} pixels, but size says {num_pixels}'
-    return None
-
 
 def _polygons_problem(polygons: list) -> Optional[str]:
     """Why a polygon list is unusable, or None if it is fine (an empty list is handled
@@ -215,16 +97,9 @@ def read_annotation_json(ann_file: str, owner: str) -> dict:
     """Load an annotation JSON whose top level is an object; errors name the file."""
     if not ann_file:
         raise ValueError(f'{owner}: ann_file is not set')
-    try:
-        with get_local_path(ann_file) as local_path:
-            with open(local_path, encoding='utf-8') as f:
-                raw = json.load(f)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f'{ann_file}: annotation file not found') from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetFormatError(f'{ann_file}: not valid JSON: {error}') from error
+    raw = load_json_file(ann_file)
     if not isinstance(raw, dict):
-        raise DatasetFormatError(
+        raise YTVISFormatError(
             f'{ann_file}: top level is a {type(raw).__name__}, expected an object')
     return raw
 
@@ -241,7 +116,7 @@ class YTVISDataset(BaseVideoDataset):
     Classes: ``dataset_version`` '2019' / '2021' / '2022' fixes the 40 YTVIS classes (2022 uses
     the 2021 classes); ``metainfo=dict(classes=...)`` fixes any list; with neither, the classes
     are the JSON's ``categories`` names in sorted id order (custom data). Fixed classes must equal
-    the JSON's categories (sorted by id), otherwise :class:`DatasetFormatError` is raised.
+    the JSON's categories (sorted by id), otherwise :class:`YTVISFormatError` is raised.
 
     Args:
         dataset_version (str, optional): '2019', '2021', '2022' or None. Defaults to None.
@@ -290,12 +165,12 @@ class YTVISDataset(BaseVideoDataset):
         annotations = raw.get('annotations')
         if annotations is None:
             if not self.test_mode:
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f"{self.ann_file}: no 'annotations' key; training needs annotations "
                     '(use test_mode=True for val/test files)')
             annotations = []
         elif not isinstance(annotations, list):
-            raise DatasetFormatError(f"{self.ann_file}: 'annotations' must be a list")
+            raise YTVISFormatError(f"{self.ann_file}: 'annotations' must be a list")
         self._add_instances(annotations, videos, labels)
         if self.check_frames:
             self._check_frames(videos)
@@ -312,7 +187,7 @@ class YTVISDataset(BaseVideoDataset):
         raw = read_annotation_json(self.ann_file, type(self).__name__)
         missing = [key for key in ('videos', 'categories') if key not in raw]
         if missing:
-            raise DatasetFormatError(
+            raise YTVISFormatError(
                 f'{self.ann_file}: missing top-level key(s) {missing} '
                 f'(found {sorted(raw)})')
         return raw
@@ -320,21 +195,21 @@ class YTVISDataset(BaseVideoDataset):
     def _parse_categories(self, categories: Any) -> Dict[int, int]:
         """Check ``categories`` against the configured classes; return category id -> label."""
         if not isinstance(categories, list) or not categories:
-            raise DatasetFormatError(f"{self.ann_file}: 'categories' must be a non-empty list")
+            raise YTVISFormatError(f"{self.ann_file}: 'categories' must be a non-empty list")
         names_by_id = {}
         for category in categories:
             if (not isinstance(category, dict) or not isinstance(category.get('id'), int)
                     or not isinstance(category.get('name'), str)):
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f'{self.ann_file}: category {category!r} needs an int id and a str name')
             if category['id'] in names_by_id:
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f"{self.ann_file}: duplicated category id {category['id']}")
             names_by_id[category['id']] = category['name']
         sorted_ids = sorted(names_by_id)
         json_classes = tuple(names_by_id[cat_id] for cat_id in sorted_ids)
         if len(set(json_classes)) != len(json_classes):
-            raise DatasetFormatError(f'{self.ann_file}: duplicated category names')
+            raise YTVISFormatError(f'{self.ann_file}: duplicated category names')
 
         fixed_classes = self._metainfo.get('classes')
         if fixed_classes is None:
@@ -342,7 +217,7 @@ class YTVISDataset(BaseVideoDataset):
         elif tuple(fixed_classes) != json_classes:
             only_config = [c for c in fixed_classes if c not in json_classes]
             only_json = [c for c in json_classes if c not in fixed_classes]
-            raise DatasetFormatError(
+            raise YTVISFormatError(
                 f"{self.ann_file}: the configured classes (dataset_version="
                 f'{self.dataset_version!r}, {len(fixed_classes)} classes) do not match the '
                 f"file's categories sorted by id ({len(json_classes)} classes); only in the "
@@ -355,32 +230,32 @@ class YTVISDataset(BaseVideoDataset):
     def _parse_videos(self, raw_videos: Any) -> Dict[int, dict]:
         """Build the per-video items (frames without instances yet), keyed by video id."""
         if not isinstance(raw_videos, list):
-            raise DatasetFormatError(f"{self.ann_file}: 'videos' must be a list")
+            raise YTVISFormatError(f"{self.ann_file}: 'videos' must be a list")
         img_prefix = self.data_prefix.get('img_path', '') or ''
         videos: Dict[int, dict] = {}
         next_img_id = 0
         for raw_video in raw_videos:
             if not isinstance(raw_video, dict) or not isinstance(raw_video.get('id'), int):
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f'{self.ann_file}: video entry without an int id: {str(raw_video)[:200]}')
             video_id = raw_video['id']
             where = f'{self.ann_file}: video id={video_id}'
             if video_id in videos:
-                raise DatasetFormatError(f'{where}: duplicated video id')
+                raise YTVISFormatError(f'{where}: duplicated video id')
             file_names = raw_video.get('file_names')
             if not isinstance(file_names, list) or not all(
                     isinstance(name, str) for name in file_names):
-                raise DatasetFormatError(f"{where}: 'file_names' must be a list of strings")
+                raise YTVISFormatError(f"{where}: 'file_names' must be a list of strings")
             if not file_names:
-                raise DatasetFormatError(f'{where}: video has no frames')
+                raise YTVISFormatError(f'{where}: video has no frames')
             length = raw_video.get('length', len(file_names))
             if length != len(file_names):
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f"{where}: 'length' is {length} but there are {len(file_names)} file_names")
             height, width = raw_video.get('height'), raw_video.get('width')
             if not (isinstance(height, int) and isinstance(width, int) and height > 0
                     and width > 0):
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f'{where}: height/width must be positive ints, got {height}/{width}')
             images = []
             for frame_id, file_name in enumerate(file_names):
@@ -394,46 +269,61 @@ class YTVISDataset(BaseVideoDataset):
 
     def _add_instances(self, annotations: list, videos: Dict[int, dict],
                        labels: Dict[int, int]) -> None:
-        """Validate the tracks and append one instance per annotated frame to its frame."""
+        """Validate the tracks and append one instance per annotated frame to its frame.
+
+        RLE masks are checked in bulk by :class:`~.ytvis_format.MaskCollector` (the evaluator's
+        check); polygons and boxes by the rules of this dataset.
+        """
         seen_ids = set()
-        compressed: List[Tuple[str, int, str]] = []  # counts, expected pixels, location
+        video_table = Videos.from_lists(
+            list(videos), [v['images'][0]['height'] for v in videos.values()],
+            [v['images'][0]['width'] for v in videos.values()],
+            [v['video_length'] for v in videos.values()])
+        rles = MaskCollector(video_table)
+
+        def describe(index: int, frame: int) -> str:
+            ann = annotations[index]
+            where = f"{self.ann_file}: annotation id={ann['id']}"
+            if frame < 0:
+                return f"{where} (video id={ann['video_id']})"
+            file_name = videos[ann['video_id']]['images'][frame]['file_name']
+            return f'{where}, frame {frame} ({file_name})'
+
         needs_bbox: List[Tuple[dict, int, int]] = []  # instance, height, width
         num_empty_polygon_frames = 0
         num_bbox_without_mask = 0
         for index, ann in enumerate(annotations):
             if not isinstance(ann, dict) or not isinstance(ann.get('id'), int):
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f'{self.ann_file}: annotation #{index} has no int id: {str(ann)[:200]}')
             ann_id = ann['id']
             where = f'{self.ann_file}: annotation id={ann_id}'
             if ann_id in seen_ids:
-                raise DatasetFormatError(f'{where}: duplicated annotation id')
+                raise YTVISFormatError(f'{where}: duplicated annotation id')
             seen_ids.add(ann_id)
             video = videos.get(ann.get('video_id'))
             if video is None:
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f"{where}: unknown video_id {ann.get('video_id')!r}")
             if ann.get('category_id') not in labels:
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f"{where}: unknown category_id {ann.get('category_id')!r} "
                     f'(categories: {sorted(labels)})')
             label = labels[ann['category_id']]
             iscrowd = ann.get('iscrowd', 0)
             if iscrowd not in (0, 1):
-                raise DatasetFormatError(f'{where}: iscrowd must be 0 or 1, got {iscrowd!r}')
+                raise YTVISFormatError(f'{where}: iscrowd must be 0 or 1, got {iscrowd!r}')
             length = video['video_length']
             segmentations = ann.get('segmentations')
-            if not isinstance(segmentations, list) or len(segmentations) != length:
-                found = (len(segmentations) if isinstance(segmentations, list) else
-                         type(segmentations).__name__)
-                raise DatasetFormatError(
-                    f"{where} (video id={video['video_id']}): 'segmentations' must be a list "
-                    f'with one entry per frame ({length}), got {found}')
+            # The RLE dicts (checked at the end, all at once); polygons are checked below.
+            rles.add_track(index, video_table.index[video['video_id']],
+                           [s if type(s) is dict else None for s in segmentations]
+                           if type(segmentations) is list else segmentations, False, describe)
             bboxes = ann.get('bboxes')
             if bboxes is None:
                 bboxes = [None] * length
             elif not isinstance(bboxes, list) or len(bboxes) != length:
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f"{where} (video id={video['video_id']}): 'bboxes' must be a list with one "
                     f'entry per frame ({length})')
 
@@ -445,28 +335,12 @@ class YTVISDataset(BaseVideoDataset):
                     num_empty_polygon_frames += segmentation == []
                     num_bbox_without_mask += bbox is not None
                     continue
-                if isinstance(segmentation, dict):
-                    counts, size = segmentation.get('counts'), segmentation.get('size')
-                    if size != [height, width]:
-                        raise DatasetFormatError(
-                            f'{at}: RLE size {size!r} differs from the video size '
-                            f'[{height}, {width}]')
-                    if isinstance(counts, list):
-                        problem = _uncompressed_rle_problem(counts, height * width)
-                        if problem:
-                            raise DatasetFormatError(f'{at}: {problem}')
-                    elif isinstance(counts, str):
-                        compressed.append((counts, height * width, at))
-                    else:
-                        raise DatasetFormatError(
-                            f'{at}: RLE counts must be a list or a string, got '
-                            f'{type(counts).__name__}')
-                elif isinstance(segmentation, list):
+                if isinstance(segmentation, list):
                     problem = _polygons_problem(segmentation)
                     if problem:
-                        raise DatasetFormatError(f'{at}: {problem}')
-                else:
-                    raise DatasetFormatError(
+                        raise YTVISFormatError(f'{at}: {problem}')
+                elif not isinstance(segmentation, dict):
+                    raise YTVISFormatError(
                         f'{at}: segmentation must be null, an RLE dict or a polygon list, got '
                         f'{type(segmentation).__name__}')
                 instance = dict(bbox_label=label, mask=segmentation, instance_id=ann_id,
@@ -476,17 +350,11 @@ class YTVISDataset(BaseVideoDataset):
                 else:
                     problem = _bbox_problem(bbox)
                     if problem:
-                        raise DatasetFormatError(f'{at}: {problem}')
+                        raise YTVISFormatError(f'{at}: {problem}')
                     x, y, w, h = bbox
                     instance['bbox'] = [x, y, x + w, y + h]
                 frame['instances'].append(instance)
-
-        totals = compressed_rle_pixel_totals([counts for counts, _, _ in compressed])
-        for total, (_, num_pixels, at) in zip(totals.tolist(), compressed):
-            if total != num_pixels:
-                problem = ('malformed compressed RLE counts string' if total < 0 else
-                           f'RLE counts sum to {total} pixels, but size says {num_pixels}')
-                raise DatasetFormatError(f'{at}: {problem}')
+        rles.build(len(annotations), describe)
         # Masks are validated now, so pycocotools can safely compute the missing boxes.
         for instance, height, width in needs_bbox:
             x, y, w, h = mask_util.toBbox(_mask_to_coco_rle(instance['mask'], height,
@@ -500,7 +368,7 @@ class YTVISDataset(BaseVideoDataset):
 
     def _check_frames(self, videos: Dict[int, dict]) -> None:
         """Raise :class:`MissingFrameError` for the first frame not found on disk, and
-        :class:`DatasetFormatError` when a video's first frame does not have the video's size
+        :class:`YTVISFormatError` when a video's first frame does not have the video's size
         (e.g. frames downscaled after annotation; RLE masks would then not fit the images).
 
         Cost: one ``os.listdir`` per frame folder and one image-header read per video.
@@ -530,11 +398,11 @@ class YTVISDataset(BaseVideoDataset):
                 with Image.open(first['img_path']) as image:
                     width, height = image.size  # reads the header only
             except (OSError, SyntaxError) as error:
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f"{self.ann_file}: video id={video['video_id']}, frame 0: cannot read "
                     f"{first['img_path']}: {error}") from error
             if (height, width) != (first['height'], first['width']):
-                raise DatasetFormatError(
+                raise YTVISFormatError(
                     f"{self.ann_file}: video id={video['video_id']}: frame 0 "
                     f"({first['img_path']}) is {height}x{width} (HxW) but the file says "
                     f"{first['height']}x{first['width']}")
