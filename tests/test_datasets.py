@@ -12,7 +12,6 @@ from typing import Callable, Dict, List
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 import torch
 from mmengine.dataset import Compose
@@ -22,6 +21,7 @@ from mmengine.runner import Runner
 
 from ctvis.datasets import (DropEmptyMaskInstances, MissingFrameError, VideoClipSample,
                             YTVISDataset, YTVISFormatError)
+from ctvis.datasets.synthetic.annotations import rle_of
 from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES
 from ctvis.datasets.ytvis_format.rle import check_compressed_counts
 from ctvis.utils.config_tools import update_step
@@ -44,18 +44,6 @@ def rect_mask(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
     mask[y0:y1, x0:x1] = 1
     return mask
-
-
-def compressed_rle(mask: np.ndarray) -> dict:
-    rle = mask_util.encode(np.asfortranarray(mask))
-    return dict(size=[int(s) for s in rle['size']], counts=rle['counts'].decode())
-
-
-def uncompressed_rle(mask: np.ndarray) -> dict:
-    flat = mask.flatten(order='F')
-    edges = np.flatnonzero(np.diff(flat)) + 1
-    runs = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist()
-    return dict(size=list(mask.shape), counts=([0] + runs) if flat[0] else runs)
 
 
 def categories(names) -> List[dict]:
@@ -96,17 +84,17 @@ def tiny_vis(root: str, cats: List[dict]) -> dict:
         ],
         annotations=[
             dict(id=11, video_id=1, category_id=cat_a, iscrowd=0,
-                 segmentations=[uncompressed_rle(m11[0]), uncompressed_rle(m11[1]), None,
-                                uncompressed_rle(m11[3])],
+                 segmentations=[rle_of(m11[0], 'list'), rle_of(m11[1], 'list'), None,
+                                rle_of(m11[3], 'list')],
                  bboxes=[[3, 2, 9, 8], [4, 2, 9, 8], None, [6, 2, 9, 8]],
                  areas=[72, 72, None, 72]),
             dict(id=12, video_id=1, category_id=cat_b, iscrowd=0,
-                 segmentations=[compressed_rle(m) for m in m12]),
+                 segmentations=[rle_of(m) for m in m12]),
             dict(id=13, video_id=2, category_id=cat_a, iscrowd=0,
                  segmentations=[[[2.0, 3.0, 12.0, 3.0, 12.0, 9.0, 2.0, 9.0]]] * 3,
                  bboxes=[None, None, None]),
             dict(id=14, video_id=2, category_id=cat_b, iscrowd=1,
-                 segmentations=[compressed_rle(rect_mask(20, 28, 0, 5, 0, 5)), None, None]),
+                 segmentations=[rle_of(rect_mask(20, 28, 0, 5, 0, 5)), None, None]),
         ])
 
 
@@ -357,7 +345,7 @@ BAD_INPUTS = {
     'compressed truncated': (_set('annotations.1.segmentations.3.counts', lambda c: c + 'o'),
                              YTVISFormatError, 'frame 3 (vid_a/00003.jpg): malformed'),
     'compressed wrong total': (_set('annotations.1.segmentations.1.counts',
-                                    compressed_rle(rect_mask(24, 31, 1, 5, 1, 5))['counts']),
+                                    rle_of(rect_mask(24, 31, 1, 5, 1, 5))['counts']),
                                YTVISFormatError,
                                'frame 1 (vid_a/00001.jpg): malformed RLE: run lengths cover 744 '
                                'pixels, expected height*width = 768'),
@@ -439,7 +427,7 @@ def test_compressed_rle_check_matches_pycocotools():
         if i % 13 == 0:  # long runs need multi-character counts
             mask = np.zeros((h * 40, w * 40), np.uint8)
             mask[h:h * 30, w:] = 1
-        strings.append(compressed_rle(mask)['counts'])
+        strings.append(rle_of(mask)['counts'])
         sizes.append(mask.size)
         areas.append(int(mask.sum()))
     assert check_strings(strings, sizes).tolist() == areas
@@ -459,7 +447,7 @@ def test_rle_validation_is_fast():
     a per-character Python loop would take tens of seconds."""
     mask = rect_mask(360, 640, 40, 300, 10, 600)
     mask[100:110, ::3] = 0  # many short runs
-    counts = compressed_rle(mask)['counts']
+    counts = rle_of(mask)['counts']
     assert len(counts) > 2000
     start = time.perf_counter()
     areas = check_strings([counts] * 5000, [360 * 640] * 5000)
@@ -580,7 +568,7 @@ def test_clip_augmentation_shares_crop_scale_and_flip_across_frames(tmp_path):
     image = noise_frames(1, 400, 480, 0)[0]
     image[150:250, 300:420] = (0, 0, 255)
     names = write_frames(osp.join(root, 'JPEGImages', 'same'), [image] * 3)
-    rle = compressed_rle(rect_mask(400, 480, 150, 250, 300, 420))
+    rle = rle_of(rect_mask(400, 480, 150, 250, 300, 420))
     raw = dict(videos=[dict(id=1, file_names=names, length=3, height=400, width=480)],
                categories=categories(['thing']),
                annotations=[dict(id=1, video_id=1, category_id=1, segmentations=[rle] * 3)])
@@ -626,7 +614,7 @@ def test_train_pipeline_packs_clips_with_consistent_instances(tmp_path):
     red, green = (0, 0, 250), (0, 250, 0)
     names, masks = moving_boxes_video(root, 'boxes', 6, 400, 480,
                                       [(red, 30, 20, 60, 8), (green, 300, 380, 50, -6)], seed=0)
-    segmentations = [[compressed_rle(m) for m in track] for track in masks]
+    segmentations = [[rle_of(m) for m in track] for track in masks]
     segmentations[1][2] = None  # the green box is not annotated in frame 2
     raw = dict(videos=[dict(id=4, file_names=names, length=6, height=400, width=480)],
                categories=[dict(id=10, name='red'), dict(id=20, name='green')],
@@ -714,7 +702,7 @@ def test_documented_dataloader_feeds_the_track_data_preprocessor(tmp_path):
                                           [((0, 0, 250), 5, 5, 10, 3)], video_id)
         raw['videos'].append(dict(id=video_id, file_names=names, length=4, height=40, width=48))
         raw['annotations'].append(dict(id=video_id, video_id=video_id, category_id=1,
-                                       segmentations=[compressed_rle(m) for m in masks[0]]))
+                                       segmentations=[rle_of(m) for m in masks[0]]))
     dump(root, raw, 'train.json')
     with open(DOC) as f:
         blocks = re.findall(r'```python\n(.*?)```', f.read(), flags=re.S)

@@ -18,6 +18,7 @@ from pycocotools import mask as mask_utils
 
 from mmdet.registry import METRICS
 from mmdet.structures import DetDataSample, TrackDataSample
+from ctvis.datasets.synthetic.annotations import box_mask, random_ytvis_set, rle_of
 from ctvis.evaluation import YTVISMetric
 from ctvis.evaluation.ytvis_eval import (METRIC_NAMES, YTVISEvaluator,
                                          YTVISFormatError, evaluate_ytvis,
@@ -32,144 +33,8 @@ BREAKDOWN_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
 
 
 # ---------------------------------------------------------------------------
-# Tiny deterministic data
+# Tiny deterministic data (random_ytvis_set: ctvis.datasets.synthetic.annotations)
 # ---------------------------------------------------------------------------
-def runs_of(mask: np.ndarray) -> List[int]:
-    """Uncompressed RLE counts (column-major, background first)."""
-    flat = np.asarray(mask, np.uint8).flatten(order='F')
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1,
-                             [flat.size]])
-    runs = np.diff(bounds).tolist()
-    return [0] + runs if flat[0] else runs
-
-
-def rle_of(mask: np.ndarray, kind: str = 'str') -> dict:
-    """pycocotools RLE of a binary mask: 'str' / 'bytes' counts, or 'list'
-    (uncompressed)."""
-    height, width = mask.shape
-    if kind == 'list':
-        return {'size': [height, width], 'counts': runs_of(mask)}
-    counts = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))[
-        'counts']
-    return {
-        'size': [height, width],
-        'counts': counts.decode() if kind == 'str' else counts
-    }
-
-
-def box_mask(height: int, width: int, box) -> np.ndarray:
-    x1, y1, x2, y2 = box
-    mask = np.zeros((height, width), bool)
-    mask[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = True
-    return mask
-
-
-def random_ytvis_set(seed: int = 3):
-    """Small ground truth + results exercising ytvoseval's corner cases:
-    absent frames, crowd, annotation id 0, several categories (one without
-    ground truth), a video without annotations, uncompressed / compressed /
-    polygon ground truth, size-range bins through ``areas``, empty predicted
-    masks, score ties within and across videos, and a (video, category) with
-    more than 100 predictions."""
-    rng = np.random.default_rng(seed)
-    video_shapes = {1: (24, 32, 6), 2: (20, 28, 5), 3: (130, 140, 4),
-                    4: (12, 16, 3), 9: (16, 16, 4)}
-    categories = [2, 5, 7, 11]  # 7 never has ground truth
-    videos, annotations, results = [], [], []
-    scores = (0.9, 0.8, 0.5, 0.3)
-    for video_id, (height, width, length) in video_shapes.items():
-        video = dict(id=video_id, height=height, width=width,
-                     file_names=[f'{video_id}/{t}.jpg' for t in range(length)])
-        if video_id != 2:  # video 2 gives its length through file_names
-            video['length'] = length
-        videos.append(video)
-        if video_id == 4:  # no annotations: predictions are all false
-            for _ in range(3):
-                results.append(
-                    dict(video_id=4, category_id=int(rng.choice(categories)),
-                         score=float(rng.choice(scores)),
-                         segmentations=[
-                             rle_of(box_mask(height, width, (1, 1, 9, 7)))
-                             for _ in range(length)
-                         ]))
-            continue
-        for obj in range(int(rng.integers(2, 5))):
-            category = int(rng.choice([2, 5, 11]))
-            x1, y1 = int(rng.integers(0, width // 2)), int(
-                rng.integers(0, height // 2))
-            w, h = int(rng.integers(3, width // 2)), int(
-                rng.integers(3, height // 2))
-            first, last = int(rng.integers(0, 2)), int(
-                rng.integers(length - 1, length + 1))
-            kind = ('list', 'str', 'polygon')[(video_id + obj) % 3]
-            masks, segmentations, areas = [], [], []
-            for t in range(length):
-                box = (x1 + t, y1, x1 + t + w, y1 + h)
-                mask = box_mask(height, width, box)
-                if not first <= t < last:
-                    masks.append(None)
-                    segmentations.append(None)
-                    areas.append(None)
-                    continue
-                masks.append(mask)
-                if kind == 'polygon':
-                    bx1, by1 = box[0], box[1]
-                    bx2, by2 = min(box[2], width), min(box[3], height)
-                    segmentations.append(
-                        [[bx1, by1, bx2, by1, bx2, by2, bx1, by2]])
-                else:
-                    segmentations.append(rle_of(mask, kind))
-                areas.append(float(mask.sum()))
-            if obj == 1:  # push through the medium / large size bins
-                areas = [a * (30 if video_id == 1 else 300) if a else a
-                         for a in areas]
-            annotation_id = len(annotations) + (0 if video_id == 1 else 1)
-            annotations.append(
-                dict(id=annotation_id, video_id=video_id,
-                     category_id=category, segmentations=segmentations,
-                     areas=areas, iscrowd=int(obj == 2 and video_id == 3),
-                     height=height, width=width))
-            for copy_index in range(int(rng.integers(0, 3))):
-                shift = int(rng.integers(-2, 3))
-                segmentation = []
-                for t, mask in enumerate(masks):
-                    if mask is None or rng.random() < 0.15:
-                        segmentation.append(None)
-                    elif rng.random() < 0.1:  # an empty mask
-                        segmentation.append(rle_of(np.zeros_like(mask)))
-                    else:
-                        segmentation.append(
-                            rle_of(np.roll(mask, shift, axis=1 + copy_index %
-                                           2 - 1)))
-                results.append(
-                    dict(video_id=video_id,
-                         category_id=(category if rng.random() < 0.8 else
-                                      int(rng.choice(categories))),
-                         score=float(rng.choice(scores)),
-                         segmentations=segmentation))
-        for _ in range(int(rng.integers(1, 4))):  # false positives
-            box = (int(rng.integers(0, width - 4)),
-                   int(rng.integers(0, height - 4)), width, height)
-            results.append(
-                dict(video_id=video_id,
-                     category_id=int(rng.choice(categories)),
-                     score=float(rng.choice(scores)),
-                     segmentations=[
-                         rle_of(box_mask(height, width, box), 'bytes'
-                                if t % 2 else 'str') for t in range(length)
-                     ]))
-    # 105 tiny predictions in one (video, category): exceeds maxDets = 100.
-    for index in range(105):
-        mask = np.zeros((16, 16), bool)
-        mask[index % 16, (index // 16) % 16] = True
-        results.append(
-            dict(video_id=9, category_id=5, score=float(rng.choice(scores)),
-                 segmentations=[rle_of(mask)] * 4))
-    gt = dict(videos=videos, annotations=annotations,
-              categories=[dict(id=c, name=f'c{c}') for c in categories])
-    return gt, results
-
-
 def jsonable(results: List[dict]) -> List[dict]:
     """``results`` with bytes RLE counts decoded (for JSON files)."""
     return [

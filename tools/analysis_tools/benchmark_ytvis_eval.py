@@ -1,9 +1,11 @@
 """Benchmark ctvis' YouTube-VIS evaluation against mmdet's.
 
-Builds a seeded synthetic YouTube-VIS set (by default 100 videos of 1280x720,
-20-40 frames, 1-5 ground-truth objects of a few categories, moving and
-changing ellipses with ragged outlines; predictions = perturbed copies of the
-ground truth plus false positives, at least 10 per video), evaluates it with
+Builds a seeded synthetic YouTube-VIS set
+(:func:`ctvis.datasets.synthetic.annotations.make_synthetic_ytvis`: by default
+100 videos of 1280x720, 20-40 frames, 1-5 ground-truth objects of a few
+categories, moving and changing ellipses with ragged outlines; predictions =
+perturbed copies of the ground truth plus false positives, at least 10 per
+video), evaluates it with
 ``mmdet.evaluation.functional.YTVIS`` / ``YTVISeval`` (``np.float`` aliased to
 ``float`` for that run only; mmdet's copy needs it on numpy >= 1.24) and with
 :func:`ctvis.evaluation.ytvis_eval.evaluate_ytvis`, and prints the time of
@@ -35,164 +37,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from ctvis.datasets.synthetic.annotations import make_synthetic_ytvis
 from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis
-
-# Ellipse semi-axes (pixels at 720p) of small / medium / large objects.
-_OBJECT_SCALES = (30, 90, 220)
-
-
-def ellipse_counts(height: int, width: int, center: Tuple[float, float], axes: Tuple[float, float],
-                   rng: np.random.Generator) -> np.ndarray:
-    """Run lengths (column-major, pycocotools order) of a filled ellipse
-    whose top and bottom edges are jittered by up to 2 pixels per column,
-    written directly without rasterising the frame.
-
-    Returns:
-        np.ndarray: int64 (num_runs, ), alternating background / foreground
-        runs starting with background, summing to ``height * width``.
-    """
-    cx, cy = center
-    ax, ay = axes
-    x0 = max(int(np.floor(cx - ax)), 0)
-    x1 = min(int(np.ceil(cx + ax)), width - 1)
-    if x1 < x0:
-        return np.array([height * width])
-    xs = np.arange(x0, x1 + 1)
-    half = ay * np.sqrt(np.clip(1 - ((xs - cx) / ax)**2, 0, None))
-    jitter = rng.integers(-2, 3, (2, len(xs)))
-    top = np.clip(np.round(cy - half).astype(np.int64) + jitter[0], 0, height)
-    bottom = np.clip(np.round(cy + half).astype(np.int64) + jitter[1], 0, height)
-    keep = bottom > top
-    starts, ends = xs[keep] * height + top[keep], xs[keep] * height + bottom[keep]
-    if not len(starts):
-        return np.array([height * width])
-    touching = starts[1:] == ends[:-1]  # full-height columns side by side
-    starts = starts[np.concatenate([[True], ~touching])]
-    ends = ends[np.concatenate([~touching, [True]])]
-    boundaries = np.empty(2 * len(starts) + 2, np.int64)
-    boundaries[0], boundaries[-1] = 0, height * width
-    boundaries[1:-1:2], boundaries[2:-1:2] = starts, ends
-    return np.diff(boundaries)
-
-
-def _track(rng: np.random.Generator, height: int, width: int, num_frames: int) -> dict:
-    """A random object trajectory: ellipse axes, start point, velocity and
-    growth, visible in a random sub-range of the frames."""
-    scale = rng.choice(_OBJECT_SCALES) * height / 720
-    axes = scale * rng.uniform(0.6, 1.4, 2)
-    start = rng.uniform(axes, [width - axes[0], height - axes[1]])
-    first = int(rng.integers(0, max(num_frames // 4, 1)))
-    last = int(rng.integers(3 * num_frames // 4, num_frames + 1))
-    return dict(
-        axes=axes,
-        start=start,
-        velocity=rng.normal(0, 0.004 * width, 2),
-        growth=rng.uniform(-0.01, 0.01),
-        frames=range(first, max(last, first + 1)))
-
-
-def _frame_counts(track: dict,
-                  frame: int,
-                  height: int,
-                  width: int,
-                  rng: np.random.Generator,
-                  offset=(0., 0.),
-                  scale=1.) -> np.ndarray:
-    center = track['start'] + track['velocity'] * frame + offset
-    axes = track['axes'] * scale * (1 + track['growth'] * frame)
-    return ellipse_counts(height, width, tuple(center), tuple(axes), rng)
-
-
-def make_synthetic_ytvis(num_videos: int = 100,
-                         height: int = 720,
-                         width: int = 1280,
-                         frame_range: Tuple[int, int] = (20, 40),
-                         object_range: Tuple[int, int] = (1, 5),
-                         category_ids: Tuple[int, ...] = (1, 2, 3, 5, 8, 13),
-                         min_predictions: int = 10,
-                         seed: int = 0) -> Tuple[dict, List[dict]]:
-    """A seeded synthetic YouTube-VIS ground truth and results list.
-
-    Ground truth follows the official YouTube-VIS layout (uncompressed RLE
-    per frame, None where the object is absent, ``areas``, 5% crowd).
-    Predictions look like the output of query-based VIS models (ours
-    included): a compressed RLE in every frame, empty where the object is
-    not seen; 1-2 perturbed copies of every object (shifted, rescaled, a few
-    frames missed, 15% with a wrong category) and false positives (random
-    objects and categories, lower scores) up to at least ``min_predictions``
-    per video. Scores have two decimals, so ties occur.
-    """
-    rng = np.random.default_rng(seed)
-    videos, annotations, results = [], [], []
-
-    def compressed(counts: np.ndarray) -> dict:
-        rle = mask_utils.frPyObjects({'counts': counts, 'size': [height, width]}, height, width)
-        return {'size': [height, width], 'counts': rle['counts'].decode()}
-
-    empty = compressed(np.array([height * width]))
-
-    for video_id in range(1, num_videos + 1):
-        num_frames = int(rng.integers(frame_range[0], frame_range[1] + 1))
-        videos.append(
-            dict(
-                id=video_id,
-                width=width,
-                height=height,
-                length=num_frames,
-                file_names=[f'{video_id:05d}/{t:05d}.jpg' for t in range(num_frames)]))
-        objects = []
-        for _ in range(int(rng.integers(object_range[0], object_range[1] + 1))):
-            track = _track(rng, height, width, num_frames)
-            track['category'] = int(rng.choice(category_ids))
-            segmentations, areas = [None] * num_frames, [None] * num_frames
-            for frame in track['frames']:
-                counts = _frame_counts(track, frame, height, width, rng)
-                segmentations[frame] = {'counts': counts.tolist(), 'size': [height, width]}
-                areas[frame] = float(counts[1::2].sum())
-            annotations.append(
-                dict(
-                    id=len(annotations) + 1,
-                    video_id=video_id,
-                    category_id=track['category'],
-                    segmentations=segmentations,
-                    areas=areas,
-                    iscrowd=int(rng.random() < 0.05),
-                    width=width,
-                    height=height))
-            objects.append(track)
-        predictions = []
-        for track in objects:
-            for _ in range(int(rng.integers(1, 3))):
-                category = (
-                    track['category'] if rng.random() < 0.85 else int(rng.choice(category_ids)))
-                offset = rng.normal(0, 0.1 * track['axes'].mean(), 2)
-                scale = rng.uniform(0.85, 1.15)
-                segmentations = [empty] * num_frames
-                for frame in track['frames']:
-                    if rng.random() < 0.05:
-                        continue
-                    segmentations[frame] = compressed(
-                        _frame_counts(track, frame, height, width, rng, offset, scale))
-                predictions.append(
-                    dict(
-                        video_id=video_id,
-                        category_id=category,
-                        score=round(float(rng.uniform(0.3, 1.0)), 2),
-                        segmentations=segmentations))
-        while len(predictions) < min_predictions or rng.random() < 0.3:
-            track = _track(rng, height, width, num_frames)
-            segmentations = [empty] * num_frames
-            for frame in track['frames']:
-                segmentations[frame] = compressed(_frame_counts(track, frame, height, width, rng))
-            predictions.append(
-                dict(
-                    video_id=video_id,
-                    category_id=int(rng.choice(category_ids)),
-                    score=round(float(rng.uniform(0.0, 0.7)), 2),
-                    segmentations=segmentations))
-        results.extend(predictions)
-    categories = [dict(id=c, name=f'class_{c}', supercategory='object') for c in category_ids]
-    return dict(videos=videos, annotations=annotations, categories=categories), results
 
 
 @contextlib.contextmanager
