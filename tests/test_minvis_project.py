@@ -335,27 +335,30 @@ def test_online_predict_follows_minvis(quickstart_model):
 
 
 # ------------------------------------------------------------------------- the tools
-TOY_CONFIG = '''
-_base_ = [{base!r}]
-data_root = {data_root!r}
-max_iters = 2
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'valid.json')
-test_evaluator = val_evaluator
-param_scheduler = []
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-default_hooks = dict(checkpoint=dict(interval=max_iters), logger=dict(interval=1))
-'''
+E2E_CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'ctvis_toy_e2e.py')
+SHRINK_MARKER = '# --- toy shrink:'
+
+
+def toy_config_text(base: str) -> str:
+    """``base`` with the end-to-end test's shrink (the toy data under $CTVIS_TOY_DATA, no
+    workers, 2 iterations, validation at the end), read from tests/data/configs/ctvis_toy_e2e.py;
+    4 single frames per iteration."""
+    with open(E2E_CONFIG) as f:
+        e2e = f.read()
+    assert SHRINK_MARKER in e2e, f'{E2E_CONFIG}: the line {SHRINK_MARKER!r} is gone'
+    shrink = SHRINK_MARKER + e2e.split(SHRINK_MARKER, 1)[1]
+    return (f'_base_ = [{base!r}]\n'
+            'train_pipeline = _base_.train_pipeline  # MinVIS: one frame per sample\n'
+            f'{shrink}\n'
+            'train_dataloader.update(batch_size=4)\n')
 
 
 @pytest.fixture(scope='module')
-def toy_config(toy_root, tmp_path_factory):  # noqa: F811  (the imported fixture)
-    """The MinVIS quickstart shrunk to 2 iterations of 4 frames on the tiny toy set."""
+def toy_config(tmp_path_factory):
+    """The MinVIS quickstart shrunk to 2 iterations of 4 frames on the tiny toy set (the tools
+    find it through $CTVIS_TOY_DATA, which ``run`` sets)."""
     path = tmp_path_factory.mktemp('minvis_config') / 'minvis_toy.py'
-    path.write_text(TOY_CONFIG.format(base=QUICKSTART, data_root=toy_root + '/'))
+    path.write_text(toy_config_text(QUICKSTART))
     return str(path)
 
 

@@ -3,11 +3,14 @@
 _base_ = '../../../configs/ctvis/ctvis_quickstart.py'
 from ctvis.utils.config_tools import update_step  # after _base_: see its docstring
 
+train_pipeline = _base_.train_pipeline
+update_step(train_pipeline, 'VideoClipSample', num_frames=3)
+
+# --- toy shrink: every line from here on is also applied to the MinVIS quickstart by
+# tests/test_minvis_project.py (after its own `train_pipeline = _base_.train_pipeline`).
 data_root = '{{$CTVIS_TOY_DATA:data/toy_vis/}}'
 max_iters = 2
 
-train_pipeline = _base_.train_pipeline
-update_step(train_pipeline, 'VideoClipSample', num_frames=3)
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
