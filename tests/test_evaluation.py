@@ -20,9 +20,8 @@ from mmdet.registry import METRICS
 from mmdet.structures import DetDataSample, TrackDataSample
 from ctvis.datasets.synthetic.annotations import box_mask, random_ytvis_set, rle_of
 from ctvis.evaluation import YTVISMetric
-from ctvis.evaluation.ytvis_eval import (METRIC_NAMES, YTVISEvaluator,
-                                         YTVISFormatError, evaluate_ytvis,
-                                         load_long_video_ids)
+from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
+from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis
 
 from conftest import REPO, load_module
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')

@@ -12,14 +12,15 @@ import pytest
 import trackeval
 from pycocotools import mask as mask_utils
 
+from ctvis.datasets.synthetic.annotations import box_mask, rle_of
 from ctvis.datasets.synthetic.toy import make_toy_vis
+from ctvis.datasets.ytvis_format import YTVISFormatError
 from ctvis.evaluation import YTVISMetric
 from ctvis.evaluation.tracking_metrics import (TRACKING_METRIC_NAMES, TrackingEvaluator,
                                                evaluate_tracking)
-from ctvis.evaluation.ytvis_eval import YTVISFormatError
 
 from conftest import REPO, load_module
-from test_evaluation import box_mask, rle_of, track_samples
+from test_evaluation import track_samples
 
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
 BREAKDOWN_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'vis_error_breakdown.py')

@@ -54,8 +54,8 @@ from trackeval.datasets._base_dataset import _BaseDataset
 from trackeval.eval import eval_sequence
 from trackeval.metrics import CLEAR, HOTA, Identity
 
-from ..datasets.ytvis_format import load_source
-from .ytvis_eval import PathOrDict, PathOrList, YTVISEvaluator, YTVISFormatError, metrics_table
+from ..datasets.ytvis_format import PathOrDict, PathOrList, YTVISFormatError, load_source
+from .ytvis_eval import YTVISEvaluator, metrics_table
 
 __all__ = [
     'TrackingEvaluator', 'evaluate_tracking', 'segmentation_to_rle',

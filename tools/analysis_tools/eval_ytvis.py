@@ -23,12 +23,12 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional
 
+from ctvis.datasets.ytvis_format import (YTVISFormatError, load_json_file,
+                                         load_long_video_ids)
 from ctvis.evaluation.tracking_metrics import (COUNT_METRICS,
                                                TrackingEvaluator,
                                                tracking_metrics_table)
-from ctvis.evaluation.ytvis_eval import (YTVISEvaluator, YTVISFormatError,
-                                         load_json_file, load_long_video_ids,
-                                         metrics_table)
+from ctvis.evaluation.ytvis_eval import YTVISEvaluator, metrics_table
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

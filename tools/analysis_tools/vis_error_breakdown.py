@@ -38,8 +38,9 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import pycocotools.mask as mask_utils
 
+from ctvis.datasets.ytvis_format import YTVISFormatError, load_json_file
 from ctvis.evaluation.tracking_metrics import TrackingEvaluator, segmentation_to_rle
-from ctvis.evaluation.ytvis_eval import YTVISEvaluator, YTVISFormatError, load_json_file
+from ctvis.evaluation.ytvis_eval import YTVISEvaluator
 
 NEAR_PX = 2  # boxes this close count as touching
 SWITCH_CAUSES = ('after_absence', 'near_same_class', 'near_other_class', 'other')
