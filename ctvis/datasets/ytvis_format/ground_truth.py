@@ -41,7 +41,6 @@ def parse_ground_truth(gt: dict, name: str) -> GroundTruth:
         raise YTVISFormatError(f"{name}: 'annotations' must be a list")
 
     describe = entry_namer(name, 'annotations', annotations, 'id')
-
     collector = MaskCollector(videos)
     num = len(annotations)
     video = np.zeros(num, np.int64)

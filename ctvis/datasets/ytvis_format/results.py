@@ -19,12 +19,10 @@ def parse_results(results: Any, name: str, gt: GroundTruth) -> Tracks:
     category_index = {int(c): k for k, c in enumerate(category_ids)}
 
     describe = entry_namer(name, 'results', results, 'video_id')
-
     collector = MaskCollector(videos)
-    num = len(results)
-    video = np.zeros(num, np.int64)
-    category = np.zeros(num, np.int64)
-    score = np.zeros(num, np.float64)
+    # Per entry: video and category positions, score.
+    video, category = np.zeros((2, len(results)), np.int64)
+    score = np.zeros(len(results), np.float64)
     required = ('video_id', 'category_id', 'score', 'segmentations')
     for index, entry in enumerate(results):
         if type(entry) is not dict:
@@ -50,4 +48,4 @@ def parse_results(results: Any, name: str, gt: GroundTruth) -> Tracks:
         collector.add_track(index, video_position, entry['segmentations'], False, describe)
         video[index], category[index] = video_position, category_position
         score[index] = entry_score
-    return Tracks(video, category, score, collector.build(num, describe))
+    return Tracks(video, category, score, collector.build(len(results), describe))
