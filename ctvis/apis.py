@@ -13,6 +13,8 @@ from mmengine.structures import InstanceData
 from mmdet.registry import MODELS
 from mmdet.structures import TrackDataSample
 
+from .utils.checkpoint_loaders import safe_checkpoint_loading
+
 _GREY_TO_BGR = 'cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)'
 _BGRA_TO_BGR = 'cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)'
 
@@ -109,7 +111,8 @@ class OnlineVideoSegmenter:
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         model = MODELS.build(cfg.model)
         if checkpoint is not None:
-            load_checkpoint(model, checkpoint, map_location='cpu')
+            with safe_checkpoint_loading():  # no code from the file runs; URLs too
+                load_checkpoint(model, checkpoint, map_location='cpu')
         model.to(device)
         segmenter = cls(model, cfg.test_dataloader.dataset.pipeline)
         classes = cfg.test_dataloader.dataset.get('metainfo', {}).get('classes')

@@ -1,11 +1,12 @@
 """Test (and evaluate) a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [options]``.
 
-Same command line as mmdet 3.x's tools/test.py. ``import ctvis`` applies the stack fixes, so the
-checkpoints mmengine writes load on torch >= 2.6 (through the restricted unpickler: a checkpoint
-from elsewhere cannot run code). ``--out`` writes the standard YouTube-VIS results JSON through
-the config's YTVISMetric (``results_file``, written before evaluating); ``--show-dir`` draws each
-video's predicted masks on its frames (:class:`ctvis.engine.VideoMaskVisualizationHook`).
-Distributed: tools/dist_test.sh.
+Same command line as mmdet 3.x's tools/test.py. The run loads checkpoints safely
+(:func:`ctvis.utils.tool_run`): the checkpoints mmengine writes load on torch >= 2.6, through
+torch's weights-only loader, so a checkpoint from elsewhere cannot run code. ``--out`` writes the
+standard YouTube-VIS results JSON through the config's YTVISMetric (``results_file``, written
+before evaluating); ``--show-dir`` draws each video's predicted masks on its frames
+(:class:`ctvis.engine.VideoMaskVisualizationHook`). Distributed: tools/dist_test.sh (on a machine
+without CUDA too, see :mod:`ctvis.utils.distributed`).
 """
 import argparse
 import os
@@ -14,12 +15,12 @@ from typing import List, Sequence
 
 from mmengine.config import Config, ConfigDict
 
-import ctvis  # noqa: F401  (stack fixes + registration)
+import ctvis  # noqa: F401  (registration)
 from ctvis.engine import VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
 from ctvis.evaluation.ytvis_eval import load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
-                         parse_tool_args, run_and_release_process_group)
+                         parse_tool_args, run_and_release_process_group, tool_run)
 
 YTVIS_METRIC_TYPES = ('YTVISMetric', 'ctvis.YTVISMetric', 'mmdet.YTVISMetric', YTVISMetric)
 
@@ -130,6 +131,12 @@ def check_ground_truth(dataset, metrics: Sequence) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    with tool_run():
+        _test(args)
+
+
+def _test(args: argparse.Namespace) -> None:
+    """:func:`main` inside :func:`ctvis.utils.tool_run`."""
     try:
         cfg = configure_testing(args)
     except ConfigError as error:

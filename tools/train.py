@@ -1,8 +1,9 @@
 """Train a model from a config: ``python tools/train.py CONFIG [options]``.
 
-Same command line as mmdet 3.x's tools/train.py. ``import ctvis`` applies the stack fixes
-(checkpoint loading on torch >= 2.6 included) and registers ctvis components; the config's
-``custom_imports`` are honoured. Distributed: tools/dist_train.sh.
+Same command line as mmdet 3.x's tools/train.py. ``import ctvis`` registers ctvis components;
+the config's ``custom_imports`` are honoured. The run loads checkpoints safely and without the
+stack's known deprecation noise (:func:`ctvis.utils.tool_run`). Distributed: tools/dist_train.sh
+(on a machine without CUDA too, see :mod:`ctvis.utils.distributed`).
 """
 import argparse
 import glob
@@ -15,9 +16,9 @@ from typing import List, Optional
 import torch
 from mmengine.logging import print_log
 
-import ctvis  # noqa: F401  (stack fixes + registration)
+import ctvis  # noqa: F401  (registration)
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
-                         parse_tool_args, run_and_release_process_group)
+                         parse_tool_args, run_and_release_process_group, tool_run)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -139,13 +140,14 @@ def configure_training(args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    try:
-        cfg = configure_training(args)
-    except ConfigError as error:
-        sys.exit(f'train.py: error: {error}')
-    from mmdet.utils import setup_cache_size_limit_of_dynamo
-    setup_cache_size_limit_of_dynamo()
-    run_and_release_process_group(lambda: build_runner(cfg).train())
+    with tool_run():
+        try:
+            cfg = configure_training(args)
+        except ConfigError as error:
+            sys.exit(f'train.py: error: {error}')
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
+        run_and_release_process_group(lambda: build_runner(cfg).train())
 
 
 if __name__ == '__main__':

@@ -1,16 +1,28 @@
-"""ctvis.utils: the stack compatibility fixes, checkpoint conversion, and the config set-up of
-the tools."""
-# compat first: it silences import-time noise of the mmengine modules imported below.
-from .compat import (TRUSTED_CHECKPOINTS_ENV, CorruptCheckpointError,  # isort:skip
-                     UnsafeCheckpointError, checkpoint_problem, safe_load_file, safe_load_url,
-                     trust_checkpoint)
-from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options,  # noqa: E402
-                          build_runner, choose_dist_backend, load_tool_config,
-                          parse_tool_args, run_and_release_process_group)
+"""ctvis.utils: safe checkpoint loading, checkpoint conversion, and the set-up of the tools.
+
+Importing it changes nothing outside ctvis: it registers :class:`CPUDistributedDataParallel` in
+mmdet's ``MODEL_WRAPPERS`` and defines functions. Safe checkpoint loading for mmengine is entered
+explicitly (:func:`safe_checkpoint_loading`); docs/plugin.md says what ``import ctvis`` does.
+"""
+from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
+                         checkpoint_globals_allowed, checkpoint_problem, checkpoint_safe_globals,
+                         safe_load_file, safe_load_url, safe_torch_load, url_cache_file)
+from .checkpoint_loaders import safe_checkpoint_loading
+from .checkpoint_trust import TRUSTED_CHECKPOINTS_ENV, file_sha256, trust_checkpoint
+from .distributed import (CPU_MODEL_WRAPPER, CPUDistributedDataParallel, choose_dist_backend,
+                          init_cpu_process_group, run_and_release_process_group,
+                          use_cpu_model_wrapper)
+from .known_noise import KnownLogNoiseFilter, known_noise_filtered
+from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options, build_runner,
+                          load_tool_config, parse_tool_args, tool_run)
 
 __all__ = [
     'TRUSTED_CHECKPOINTS_ENV', 'CorruptCheckpointError', 'UnsafeCheckpointError',
-    'checkpoint_problem', 'safe_load_file', 'safe_load_url', 'trust_checkpoint', 'ConfigError',
-    'RUNNER_KEYS', 'load_tool_config', 'apply_cfg_options', 'choose_dist_backend', 'build_runner',
-    'parse_tool_args', 'run_and_release_process_group'
+    'checkpoint_globals_allowed', 'checkpoint_problem', 'checkpoint_safe_globals', 'file_sha256',
+    'safe_checkpoint_loading', 'safe_load_file', 'safe_load_url', 'safe_torch_load',
+    'trust_checkpoint', 'url_cache_file', 'CPU_MODEL_WRAPPER', 'CPUDistributedDataParallel',
+    'choose_dist_backend', 'init_cpu_process_group', 'run_and_release_process_group',
+    'use_cpu_model_wrapper', 'KnownLogNoiseFilter', 'known_noise_filtered', 'ConfigError',
+    'RUNNER_KEYS', 'load_tool_config', 'apply_cfg_options', 'build_runner', 'parse_tool_args',
+    'tool_run'
 ]

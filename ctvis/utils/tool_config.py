@@ -1,23 +1,22 @@
-"""Config set-up shared by tools/train.py and tools/test.py, so both read configs, overrides
-and launchers the same way."""
+"""Config and run set-up shared by tools/train.py and tools/test.py, so both read configs,
+overrides and launchers the same way, and set up their run the same way (:func:`tool_run`)."""
 import argparse
 import ast
 import contextlib
 import difflib
-import gc
 import inspect
-import logging
 import os
 import os.path as osp
-import sys
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
-import torch
-import torch.distributed as torch_dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
+
+from .checkpoint_loaders import safe_checkpoint_loading
+from .distributed import choose_dist_backend, init_cpu_process_group, use_cpu_model_wrapper
+from .known_noise import KnownLogNoiseFilter, known_noise_filtered
 
 # Top-level keys the Runner reads even when a config leaves them out (so they may be set).
 RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'} | {
@@ -80,20 +79,6 @@ def apply_cfg_options(cfg: Config, options: Dict[str, Any], config_path: str) ->
                 f"write '+{key}=...'.")
         checked[key] = value
     cfg.merge_from_dict(checked)
-
-
-def choose_dist_backend(cfg: Config) -> None:
-    """Use gloo where the config asks for nccl but this machine has no CUDA.
-
-    mmengine passes ``env_cfg.dist_cfg.backend`` (default ``nccl``) to
-    ``init_process_group`` as is, and nccl needs CUDA devices.
-    """
-    env_cfg = cfg.setdefault('env_cfg', {})
-    dist_cfg = env_cfg.setdefault('dist_cfg', {})
-    if dist_cfg.get('backend', 'nccl') == 'nccl' and not torch.cuda.is_available():
-        dist_cfg['backend'] = 'gloo'
-        print_log('No CUDA device: using the gloo backend for distributed runs '
-                  '(env_cfg.dist_cfg.backend).', logger='current')
 
 
 def _assigned_names(statement: ast.stmt) -> Set[str]:
@@ -244,7 +229,8 @@ def load_tool_config(config_path: str,
 
     Checks the file exists, merges ``cfg_options`` (:func:`apply_cfg_options`), imports the
     config's ``custom_imports`` (again, in case an override changed them), records the launcher
-    (gloo backend without CUDA) and sets ``work_dir``: ``work_dir`` argument > the config's
+    (without CUDA: the gloo backend and ``CPUDistributedDataParallel``, see
+    :mod:`ctvis.utils.distributed`) and sets ``work_dir``: ``work_dir`` argument > the config's
     ``work_dir`` > ``./work_dirs/<config name>``.
 
     An override of a top-level variable of a Python config (``data_root=...``, ``classes=...``)
@@ -272,6 +258,7 @@ def load_tool_config(config_path: str,
     cfg.launcher = launcher
     if launcher != 'none':
         choose_dist_backend(cfg)
+        use_cpu_model_wrapper(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
@@ -280,42 +267,32 @@ def load_tool_config(config_path: str,
 
 
 def build_runner(cfg: Config) -> Runner:
-    """mmengine's default Runner, or the registered ``runner_type`` when the config names one."""
+    """mmengine's default Runner, or the registered ``runner_type`` when the config names one.
+
+    Under a launcher on a machine without CUDA the process group is created first
+    (:func:`~ctvis.utils.distributed.init_cpu_process_group`). The Runner's logger drops
+    mmengine's known log noise (:class:`~ctvis.utils.known_noise.KnownLogNoiseFilter`).
+    """
+    init_cpu_process_group(cfg.get('launcher', 'none'), cfg.get('env_cfg', {}).get('dist_cfg', {}))
     if 'runner_type' in cfg:
         from mmdet.registry import RUNNERS
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    runner.logger.addFilter(KnownLogNoiseFilter())
+    return runner
 
 
-def run_and_release_process_group(work: Callable[[], None]) -> None:
-    """Run a tool's work, then release the process group a launcher made, threads included.
+@contextlib.contextmanager
+def tool_run() -> Iterator[None]:
+    """What tools/train.py and tools/test.py set up for their whole run, undone on exit.
 
-    Why: with gloo, a worker thread can still be freeing the last collective's tensors when the
-    interpreter shuts down; it then aborts a finished run ('terminate called without an active
-    exception', exit code -6). Destroying the group only unregisters it: its threads stop when
-    the last reference to it goes, and the Runner's DDP wrapper holds one. ``work`` builds and
-    runs the Runner in its own frame, so once it returns the Runner is garbage to collect, and
-    dropping the group joins its threads while the interpreter is fully alive.
+    Checkpoints load safely (:func:`~ctvis.utils.checkpoint_loaders.safe_checkpoint_loading`) and
+    the stack's known deprecation warnings are silenced
+    (:func:`~ctvis.utils.known_noise.known_noise_filtered`). ``import ctvis`` does neither.
     """
-    try:
-        work()
-    finally:
-        release_process_group()
-
-
-def release_process_group() -> None:
-    """Destroy the default process group and drop it, so its backend threads are joined now."""
-    if not (torch_dist.is_available() and torch_dist.is_initialized()):
-        return
-    group = torch_dist.group.WORLD
-    torch_dist.destroy_process_group()
-    gc.collect()  # Runner -> model wrapper -> group, held in reference cycles
-    other_holders = sys.getrefcount(group) - 2  # minus `group` and getrefcount's argument
-    if other_holders > 0:
-        print_log(f'the process group is still referenced {other_holders} times after the run; '
-                  'its threads stay until exit (a gloo run may then abort at shutdown)',
-                  logger='current', level=logging.WARNING)
-    del group  # the last reference: torch joins the backend threads without the GIL
+    with known_noise_filtered(), safe_checkpoint_loading():
+        yield
 
 
 def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

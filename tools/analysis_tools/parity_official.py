@@ -30,8 +30,8 @@ from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 
-import ctvis  # noqa: F401  (registers ctvis components, applies compat fixes)
-from ctvis.utils.compat import safe_load_file
+import ctvis  # noqa: F401  (registers ctvis components)
+from ctvis.utils.checkpoint import safe_load_file
 from ctvis.utils.d2_conversion import convert_state_dict, unwrap_d2_checkpoint
 from ctvis.models import CTVISTracker
 from ctvis.models.mask_utils import resize_mask_logits

@@ -16,8 +16,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-import ctvis  # noqa: F401  (registration, safe checkpoint loading)
-from ctvis.utils.compat import safe_load_file
+import ctvis  # noqa: F401  (registration)
+from ctvis.utils.checkpoint import safe_load_file
 from ctvis.utils.d2_conversion import (check_against_model, convert_state_dict,
                                        unwrap_d2_checkpoint)
 from mmdet.registry import MODELS

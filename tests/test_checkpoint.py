@@ -1,4 +1,6 @@
-"""Stack fixes of ctvis.utils.compat, on the real torch / mmengine / mmdet of the pinned stack."""
+"""Safe checkpoint loading (ctvis.utils.checkpoint, checkpoint_loaders, checkpoint_trust) on the
+real torch / mmengine of the pinned stack: Runner checkpoints load and resume, files that carry
+code are refused, trusted files load in full, damaged files are named."""
 import collections
 import copy
 import functools
@@ -7,36 +9,27 @@ import os
 import os.path as osp
 import pickle
 import re
-import subprocess
-import sys
-import textwrap
 import threading
-import warnings
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.config import Config
-from mmengine.evaluator import Evaluator
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.model import BaseModel
 from mmengine.runner import Runner, load_checkpoint
-from mmengine.runner.checkpoint import _load_checkpoint
-from mmengine.structures import InstanceData
+from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 from torch.utils.data import Dataset
 
-import ctvis  # noqa: F401  (applies the fixes)
-from conftest import GLOO_PROBE_TIMEOUT_S, free_port, loopback_env
-from ctvis.utils import compat
-from ctvis.utils.compat import (CorruptCheckpointError, UnsafeCheckpointError, checkpoint_problem,
-                                safe_load_file, safe_load_url, trust_checkpoint, url_cache_file)
-from mmdet.evaluation.metrics import YouTubeVISMetric
-from mmdet.structures import DetDataSample, TrackDataSample
-
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from ctvis.utils import checkpoint_trust
+from ctvis.utils.checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
+                                    checkpoint_globals_allowed, checkpoint_problem,
+                                    checkpoint_safe_globals, safe_load_file, safe_load_url,
+                                    url_cache_file)
+from ctvis.utils.checkpoint_loaders import safe_checkpoint_loading
+from ctvis.utils.checkpoint_trust import TRUSTED_CHECKPOINTS_ENV, file_sha256, trust_checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,26 +113,33 @@ def trained_run(tmp_path_factory):
     which defaults to the max_iters of the run that wrote the checkpoint.)
     """
     root = tmp_path_factory.mktemp('runner')
-    runner = make_runner(str(root / 'run'), 6, 'compat_run', hooks=[CrashAfterIteration(4)])
+    runner = make_runner(str(root / 'run'), 6, 'checkpoint_run', hooks=[CrashAfterIteration(4)])
     with pytest.raises(KeyboardInterrupt, match='simulated crash'):
         runner.train()
-    reference = make_runner(str(root / 'reference'), 6, 'compat_reference')
+    reference = make_runner(str(root / 'reference'), 6, 'checkpoint_reference')
     reference.train()
     return dict(work_dir=str(root / 'run'), checkpoint=str(root / 'run' / 'iter_4.pth'),
                 final_weights=copy.deepcopy(runner.model.state_dict()),
                 reference_weights=copy.deepcopy(reference.model.state_dict()))
 
 
-def test_runner_checkpoint_needs_the_fix(trained_run):
-    """torch's default weights-only loader refuses mmengine's own checkpoints (the bug fixed)."""
+def test_runner_checkpoint_needs_the_allow_list(trained_run):
+    """torch's default weights-only loader refuses mmengine's own checkpoints (the bug fixed), and
+    so does mmengine's load_checkpoint outside safe_checkpoint_loading: importing ctvis (conftest
+    does) changes nothing."""
     with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
         torch.load(trained_run['checkpoint'])
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        load_checkpoint(TinyRegressor(), trained_run['checkpoint'], map_location='cpu')
+    with checkpoint_globals_allowed():  # mmengine's bare torch.load, allow-list only
+        assert torch.load(trained_run['checkpoint'])['meta']['iter'] == 4
 
 
 def test_runner_checkpoint_loads_with_load_checkpoint(trained_run):
     model = TinyRegressor()
     nn.init.zeros_(model.linear.weight)
-    checkpoint = load_checkpoint(model, trained_run['checkpoint'], map_location='cpu')
+    with safe_checkpoint_loading():
+        checkpoint = load_checkpoint(model, trained_run['checkpoint'], map_location='cpu')
     for key, value in trained_run['final_weights'].items():
         assert torch.equal(model.state_dict()[key], value)
     assert checkpoint['meta']['iter'] == 4
@@ -153,9 +153,10 @@ def test_runner_checkpoint_loads_with_load_checkpoint(trained_run):
 def test_resume_restores_iteration_weights_and_optimizer(trained_run):
     checkpoint = safe_load_file(trained_run['checkpoint'])
     recorder = RecordStateBeforeTrain()
-    runner = make_runner(trained_run['work_dir'], 6, 'compat_resume', resume=True,
+    runner = make_runner(trained_run['work_dir'], 6, 'checkpoint_resume', resume=True,
                          hooks=[recorder])
-    runner.train()
+    with safe_checkpoint_loading():
+        runner.train()
 
     assert recorder.iter == 4
     for key, value in checkpoint['state_dict'].items():
@@ -197,17 +198,18 @@ class ReachesForAttribute:
         return getattr, (HistoryBuffer, 'register_statistics')
 
 
-class ParameterWithHook:
+class ParameterWithCodeHook:
+    """A parameter whose pickled backward hook is a shell command."""
 
     def __reduce__(self):
-        hooks = collections.OrderedDict([(0, collections.Counter)])
+        hooks = collections.OrderedDict([(0, os.system)])
         return torch._utils._rebuild_parameter, (torch.zeros(2), False, hooks)
 
 
 @pytest.fixture
 def no_trust(monkeypatch):
-    monkeypatch.setattr(compat, '_trusted_sources', set())
-    monkeypatch.delenv(compat.TRUSTED_CHECKPOINTS_ENV, raising=False)
+    monkeypatch.setattr(checkpoint_trust, '_trusted_sources', set())
+    monkeypatch.delenv(TRUSTED_CHECKPOINTS_ENV, raising=False)
 
 
 def weights() -> dict:
@@ -232,12 +234,13 @@ def test_code_executing_payload_is_refused(tmp_path, no_trust, container):
         safe_load_file(path)
     message = str(error.value)
     assert str(path) in message and 'posix.system' in message
-    assert compat.TRUSTED_CHECKPOINTS_ENV in message and 'trust_checkpoint' in message
+    assert TRUSTED_CHECKPOINTS_ENV in message and 'trust_checkpoint' in message
     assert isinstance(error.value, pickle.UnpicklingError)
-    with pytest.raises(UnsafeCheckpointError):
-        load_checkpoint(TinyRegressor(), str(path), map_location='cpu')
-    with pytest.raises(UnsafeCheckpointError):
-        _load_checkpoint(str(path))
+    with safe_checkpoint_loading():
+        with pytest.raises(UnsafeCheckpointError):
+            load_checkpoint(TinyRegressor(), str(path), map_location='cpu')
+        with pytest.raises(UnsafeCheckpointError):
+            _load_checkpoint(str(path))
     assert not marker.exists()
 
 
@@ -246,12 +249,12 @@ def test_trusted_file_is_fully_unpickled(tmp_path, no_trust, monkeypatch):
     marker = tmp_path / 'payload_ran'
     path = tmp_path / 'mine.pth'
     torch.save(dict(extra=WritesMarker(str(marker))), path)
-    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, str(tmp_path))
+    monkeypatch.setenv(TRUSTED_CHECKPOINTS_ENV, str(tmp_path))
     safe_load_file(path)
     assert marker.exists()
 
     marker.unlink()
-    monkeypatch.delenv(compat.TRUSTED_CHECKPOINTS_ENV)
+    monkeypatch.delenv(TRUSTED_CHECKPOINTS_ENV)
     with pytest.raises(UnsafeCheckpointError):
         safe_load_file(path)
     trust_checkpoint(str(path))
@@ -261,7 +264,7 @@ def test_trusted_file_is_fully_unpickled(tmp_path, no_trust, monkeypatch):
 
 @pytest.mark.parametrize('payload, refused', [
     (ReachesForAttribute(), "getattr(HistoryBuffer, 'register_statistics')"),
-    (ParameterWithHook(), 'backward hooks'),
+    (ParameterWithCodeHook(), 'posix.system'),
 ])
 def test_restricted_helpers_refuse_other_uses(tmp_path, no_trust, payload, refused):
     path = tmp_path / 'crafted.pth'
@@ -308,7 +311,7 @@ def test_damaged_checkpoint_errors_name_the_file(tmp_path, no_trust, trusted):
         if trusted:
             trust_checkpoint(str(path))
         for load in (safe_load_file, functools.partial(load_checkpoint, TinyRegressor())):
-            with pytest.raises(CorruptCheckpointError) as error:
+            with pytest.raises(CorruptCheckpointError) as error, safe_checkpoint_loading():
                 load(str(path))
             message = str(error.value)
             assert message.startswith(f'{path}: not a readable checkpoint'), (name, message)
@@ -336,7 +339,7 @@ def test_damaged_download_says_to_delete_the_cached_copy(no_trust, served):
     folder, base = served
     torch.save(dict(state_dict=weights()), folder / 'model.pth')
     (folder / 'model.pth').write_bytes((folder / 'model.pth').read_bytes()[:300])
-    with pytest.raises(CorruptCheckpointError) as error:
+    with pytest.raises(CorruptCheckpointError) as error, safe_checkpoint_loading():
         _load_checkpoint(f'{base}/model.pth')
     cached = url_cache_file(f'{base}/model.pth')
     assert str(error.value).startswith(f'{cached}: not a readable checkpoint')
@@ -419,10 +422,11 @@ def test_http_checkpoints_go_through_the_safe_loader(tmp_path, no_trust, monkeyp
     thread.start()
     try:
         base = f'http://127.0.0.1:{server.server_address[1]}'
-        good = _load_checkpoint(f'{base}/good.pth', map_location='cpu')
-        assert torch.equal(good['state_dict']['linear.weight'], torch.ones(1, 3))
-        with pytest.raises(UnsafeCheckpointError, match=r'evil\.pth.*posix\.system'):
-            _load_checkpoint(f'{base}/evil.pth', map_location='cpu')
+        with safe_checkpoint_loading():
+            good = _load_checkpoint(f'{base}/good.pth', map_location='cpu')
+            assert torch.equal(good['state_dict']['linear.weight'], torch.ones(1, 3))
+            with pytest.raises(UnsafeCheckpointError, match=r'evil\.pth.*posix\.system'):
+                _load_checkpoint(f'{base}/evil.pth', map_location='cpu')
     finally:
         server.shutdown()
         server.server_close()
@@ -458,7 +462,7 @@ def test_trusting_a_url_never_loads_a_refused_download_of_the_same_name(tmp_path
     with pytest.raises(UnsafeCheckpointError, match=re.escape(f'{base}/a/model.pth')):
         safe_load_url(f'{base}/a/model.pth')
     # whitespace separates entries, so a URL (with its ':') is one entry
-    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, f'{tmp_path}/elsewhere\n{base}/b/model.pth')
+    monkeypatch.setenv(TRUSTED_CHECKPOINTS_ENV, f'{tmp_path}/elsewhere\n{base}/b/model.pth')
     assert safe_load_url(f'{base}/b/model.pth')['extra'] == 'benign'
     assert not marker.exists()
     assert url_cache_file(f'{base}/a/model.pth') != url_cache_file(f'{base}/b/model.pth')
@@ -473,14 +477,14 @@ def test_trust_by_content_hash(tmp_path, no_trust, served, monkeypatch):
     torch.save(dict(extra=WritesMarker(str(marker))), folder / 'mine.pth')
     local = tmp_path / 'mine.pth'
     local.write_bytes((folder / 'mine.pth').read_bytes())
-    digest = compat.file_sha256(str(local))
-    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, 'sha256:' + '0' * 64)  # another file's
+    digest = file_sha256(str(local))
+    monkeypatch.setenv(TRUSTED_CHECKPOINTS_ENV, 'sha256:' + '0' * 64)  # another file's
     with pytest.raises(UnsafeCheckpointError):
         safe_load_file(local)
     with pytest.raises(UnsafeCheckpointError):
         safe_load_url(f'{base}/mine.pth')
     assert not marker.exists()
-    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, f'sha256:{digest.upper()}')
+    monkeypatch.setenv(TRUSTED_CHECKPOINTS_ENV, f'sha256:{digest.upper()}')
     safe_load_url(f'{base}/mine.pth')  # the download's content has the trusted hash
     assert marker.exists()
     marker.unlink()
@@ -492,222 +496,69 @@ def test_colon_separated_trust_list_warns(tmp_path, no_trust, monkeypatch):
     """The old ':'-separated form is one entry now; say so instead of silently trusting nothing."""
     path = tmp_path / 'w.pth'
     torch.save(weights(), path)
-    monkeypatch.setenv(compat.TRUSTED_CHECKPOINTS_ENV, f'{tmp_path}/a.pth:{tmp_path}/b.pth')
+    monkeypatch.setenv(TRUSTED_CHECKPOINTS_ENV, f'{tmp_path}/a.pth:{tmp_path}/b.pth')
     with pytest.warns(UserWarning, match='separated by whitespace'):
         safe_load_file(path)
 
 
-# ----------------------------------------------------------------------------------------------
-# np.float in mmdet's ytviseval, pkg_resources / mmdet:: configs
-# ----------------------------------------------------------------------------------------------
-
-def video_sample(video_id: int, predicted_masks: np.ndarray, gt_masks: np.ndarray,
-                 img_id_start: int) -> TrackDataSample:
-    """One 2-frame video with one GT instance per frame, as mmdet's YouTubeVISMetric expects."""
-    import pycocotools.mask as mask_utils
-    frames = []
-    for frame_id in range(2):
-        rle = mask_utils.encode(np.asfortranarray(gt_masks[frame_id].astype(np.uint8)))
-        frame = DetDataSample(metainfo=dict(
-            video_id=video_id, img_id=img_id_start + frame_id, frame_id=frame_id,
-            ori_shape=(8, 8), ori_video_length=2,
-            instances=[dict(bbox=[0., 0., 4., 4.], bbox_label=0, instance_id=video_id * 10,
-                            mask=rle, ignore_flag=0)]))
-        frame.pred_track_instances = InstanceData(
-            bboxes=torch.tensor([[0., 0., 4., 4.]]), scores=torch.tensor([0.9]),
-            labels=torch.tensor([0]), instances_id=torch.tensor([1]),
-            masks=torch.from_numpy(predicted_masks[frame_id][None]))
-        frames.append(frame)
-    sample = TrackDataSample()
-    sample.video_data_samples = frames
-    return sample
-
-
-def test_mmdet_youtube_vis_metric_runs_with_np_float_fix():
-    assert not hasattr(np, 'float')  # numpy itself keeps the removal
-    square = np.zeros((2, 8, 8), bool)
-    square[:, :4, :4] = True
-    elsewhere = np.zeros((2, 8, 8), bool)
-    elsewhere[:, 5:, 5:] = True
-    evaluator = Evaluator(YouTubeVISMetric(metric_items=['mAP', 'mAP_50']))
-    evaluator.dataset_meta = dict(classes=('thing', ))
-    evaluator.process([video_sample(1, square, square, 0)])
-    evaluator.process([video_sample(2, elsewhere, square, 2)])
-    metrics = evaluator.evaluate(2)
-    # one of the two videos found at IoU 1, the other missed: precision 1 up to recall 0.5
-    assert metrics['youtube_vis/segm_mAP'] == pytest.approx(0.505, abs=1e-3)
-    assert metrics['youtube_vis/segm_mAP_50'] == pytest.approx(0.505, abs=1e-3)
-
-
-MMDET_BASE_CONFIG = textwrap.dedent("""
-    _base_ = ['mmdet::_base_/default_runtime.py']
-    train_cfg = dict(type='IterBasedTrainLoop', max_iters=3)
-""")
-
-
-def test_mmdet_base_inheritance(tmp_path):
-    path = tmp_path / 'inherits_mmdet.py'
-    path.write_text(MMDET_BASE_CONFIG)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        compat.apply_compat_fixes()  # pytest resets warning filters per test; reinstall ours
-        cfg = Config.fromfile(str(path))
-    assert cfg.default_scope == 'mmdet'
-    assert cfg.default_hooks.checkpoint.type == 'CheckpointHook'
-    assert cfg.train_cfg.max_iters == 3
-    assert not [w for w in caught if 'pkg_resources' in str(w.message)]
-
-
-def test_mmdet_base_inheritance_without_pkg_resources(tmp_path, monkeypatch):
-    """setuptools >= 82 ships no pkg_resources: the importlib lookup takes over."""
-    import mmengine.config.config as config_module
-    import mmengine.utils as mmengine_utils
-    import mmengine.utils.package_utils as package_utils
-    original_path = package_utils.get_installed_path('mmdet')
-    for module in (package_utils, mmengine_utils, config_module):
-        for name in ('is_installed', 'get_installed_path'):
-            monkeypatch.setattr(module, name, getattr(module, name))
-    monkeypatch.setitem(sys.modules, 'pkg_resources', None)  # makes `import pkg_resources` fail
-    with pytest.raises(ImportError):
-        package_utils.get_installed_path('mmdet')  # mmengine's own lookup now breaks
-
-    compat.apply_compat_fixes()
-    assert config_module.get_installed_path('mmdet') == original_path
-    assert config_module.is_installed('mmdet') and not config_module.is_installed('no_such_pkg')
-    path = tmp_path / 'inherits_mmdet.py'
-    path.write_text(MMDET_BASE_CONFIG)
-    assert Config.fromfile(str(path)).default_scope == 'mmdet'
 
 
 # ----------------------------------------------------------------------------------------------
-# Deprecation noise, idempotence
+# safe_checkpoint_loading: mmengine's schemes, undone on exit
 # ----------------------------------------------------------------------------------------------
 
-NOISE_SCRIPT = textwrap.dedent("""
-    import logging, os, sys, warnings
-    import ctvis
-    import torch
-    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_wrapper
-    from mmengine.config import Config
-    from mmengine.fileio import FileClient
-    from mmengine.logging import MMLogger, print_log
-    from mmengine.runner.amp import autocast
-
-    MMLogger.get_instance('noise_check', logger_name='noise_check')
-    Config.fromfile(sys.argv[1])                      # pkg_resources import + reload
-    with autocast(device_type='cuda', enabled=False):  # torch.get_autocast_gpu_dtype()
-        pass
-    exec(compile('GradScaler()', amp_wrapper.__file__, 'exec'), vars(amp_wrapper))
-    FileClient.infer_client(None, '.')                # mmengine's own deprecated FileClient
-    import numpy as np, pycocotools.mask as mask_utils
-    mask_utils.decode(mask_utils.encode(np.asfortranarray(np.ones((4, 4), np.uint8))))
-    from mmdet.models.layers.transformer import DeformableDetrTransformerEncoder as Encoder
-    points = Encoder.get_encoder_reference_points(torch.tensor([[2, 3]]), torch.ones(1, 1, 2),
-                                                  'cpu')
-    expected = torch.tensor([[0.5, 0.5], [1.5, 0.5], [2.5, 0.5], [0.5, 1.5], [1.5, 1.5],
-                             [2.5, 1.5]]) / torch.tensor([3.0, 2.0])  # (x, y), 'ij' order
-    assert torch.allclose(points[0, :, 0], expected)
-    torch.get_autocast_gpu_dtype()                    # controls: a user's own deprecated calls
-    torch.meshgrid(torch.arange(2), torch.arange(2))
-    print_log('control: a real warning', logger='current', level=logging.WARNING)
-""")
+def test_safe_checkpoint_loading_is_undone_on_exit_and_nests():
+    schemes = CheckpointLoader._schemes.copy()
+    own = (collections.ChainMap, 'collections.ChainMap')  # a user's own allow-list entry
+    torch.serialization.add_safe_globals([own])
+    try:
+        with safe_checkpoint_loading():
+            inside = CheckpointLoader._schemes.copy()
+            assert CheckpointLoader._get_checkpoint_loader('/x.pth').__module__ == (
+                'ctvis.utils.checkpoint_loaders')
+            with safe_checkpoint_loading(), checkpoint_globals_allowed():
+                assert set(checkpoint_safe_globals()) <= set(
+                    torch.serialization.get_safe_globals())
+            # the inner exit leaves the outer context whole
+            assert CheckpointLoader._schemes == inside
+            assert set(checkpoint_safe_globals()) <= set(torch.serialization.get_safe_globals())
+            with pytest.raises(RuntimeError, match='inside'):  # an error unwinds it too
+                with safe_checkpoint_loading():
+                    raise RuntimeError('inside')
+            assert CheckpointLoader._schemes == inside
+        assert CheckpointLoader._schemes == schemes
+        remaining = set(torch.serialization.get_safe_globals())
+        assert own in remaining and not remaining & set(checkpoint_safe_globals())
+    finally:
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals([g for g in remaining if g != own])
 
 
-def test_known_noise_is_silenced_and_the_rest_still_shows(tmp_path):
-    config = tmp_path / 'inherits_mmdet.py'
-    config.write_text(MMDET_BASE_CONFIG)
-    script = tmp_path / 'test_noise_script.py'
-    script.write_text(NOISE_SCRIPT)
-    result = subprocess.run([sys.executable, '-W', 'always', str(script), str(config)],
-                            capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    for noise in ('pkg_resources is deprecated', '`torch.jit.script` is deprecated',
-                  '`torch.cuda.amp.GradScaler(args...)` is deprecated',
-                  '"FileClient" will be deprecated', '"HardDiskBackend" is the alias',
-                  "__array__ implementation doesn't accept a copy keyword"):
-        assert noise not in output
-    # the user's own deprecated calls, the unrelated GradScaler warning and real log lines remain
-    assert output.count('torch.get_autocast_gpu_dtype() is deprecated') == 1
-    assert output.count('torch.meshgrid: in an upcoming release') == 1
-    # torch warns about meshgrid once per process: here only at the user's call, made last
-    assert (output.index('torch.meshgrid: in an upcoming release')
-            > output.index('torch.get_autocast_gpu_dtype() is deprecated'))
-    assert 'CUDA is not available.  Disabling' in output
-    assert 'control: a real warning' in output
-
-
-_CPU_DISTRIBUTED_CHECK = textwrap.dedent("""
-    import gc, os, sys
-    import pytest, torch, torch.distributed as dist, torch.nn as nn
-    import mmengine.dist.utils as dist_utils
-    from test_compat import TinyRegressor, make_runner  # imports ctvis, which applies the fixes
-    from ctvis.utils import run_and_release_process_group
-
-    with pytest.raises(AttributeError, match='_cuda_setDevice'):
-        torch.cuda.set_device(0)  # what mmengine's _init_dist_pytorch would hit
-    dist_utils.torch.cuda.set_device(0)  # ctvis: a no-op without CUDA
-
-    def gloo_threads():
-        names = [open(f'/proc/self/task/{task}/comm').read().strip()
-                 for task in os.listdir('/proc/self/task')]
-        return [name for name in names if 'gloo' in name]
-
-    kept = []
-
-    def train(name, keep_runner=False):  # what tools/train.py runs, as torchrun's rank 0 of 1
-        runner = make_runner(os.path.join(sys.argv[1], name), 2, name, launcher='pytorch',
-                             env_cfg=dict(dist_cfg=dict(backend='gloo', timeout=60)))
-        assert dist.get_backend() == 'gloo'
-        with pytest.raises(ValueError, match='device_ids'):  # plain torch DDP refuses CPU + ids
-            nn.parallel.DistributedDataParallel(TinyRegressor(), device_ids=[0])
-        assert runner.model.device_ids is None  # the Runner's MMDistributedDataParallel
-        runner.train()
-        dist.broadcast_object_list([{'AP': 1.0}], src=0)  # how the evaluator ends a test run
-        assert gloo_threads()
-        if keep_runner:
-            kept.append(runner)
-
-    run_and_release_process_group(lambda: train('released'))
-    assert not dist.is_initialized()
-    assert gloo_threads() == [], gloo_threads()  # joined: none left to abort the exit
-    print('cpu distributed pieces: ok', flush=True)
-
-    run_and_release_process_group(lambda: train('kept', keep_runner=True))
-    assert not dist.is_initialized() and gloo_threads()  # alive through `kept`, as the log says
-    kept.clear()
-    gc.collect()
-    assert gloo_threads() == []  # so this process, too, exits without gloo threads
-""")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only code paths')
-def test_cpu_only_distributed_pieces(loopback_gloo, tmp_path):
-    """mmengine's launcher device call and the Runner's DDP wrapping work without CUDA, and the
-    tools' process group, gloo threads included, is gone before the interpreter exits.
-
-    In a fresh process (a process group is process-wide state), bounded in time.
-    """
-    result = subprocess.run([sys.executable, '-c', _CPU_DISTRIBUTED_CHECK, str(tmp_path)],
-                            env=loopback_env(PYTHONPATH=osp.dirname(__file__), RANK='0',
-                                             LOCAL_RANK='0', WORLD_SIZE='1',
-                                             MASTER_PORT=str(free_port())),
-                            capture_output=True, text=True, timeout=GLOO_PROBE_TIMEOUT_S)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert 'cpu distributed pieces: ok' in result.stdout
-    assert 'the process group is still referenced' in result.stdout + result.stderr
-
-
-def test_apply_compat_fixes_is_idempotent():
-    import mmengine.runner.checkpoint as checkpoint_module
-    from mmengine.logging.logger import FilterDuplicateWarning
-    import mmdet.evaluation.functional.ytviseval as ytviseval
-    compat.apply_compat_fixes()
-    state = (checkpoint_module.torch, checkpoint_module.load_url, ytviseval.np,
-             FilterDuplicateWarning.filter, list(warnings.filters))
-    compat.apply_compat_fixes()
-    assert checkpoint_module.torch is state[0] and checkpoint_module.load_url is state[1]
-    assert ytviseval.np is state[2] and FilterDuplicateWarning.filter is state[3]
-    assert warnings.filters == state[4]
-    assert checkpoint_module.torch.load is compat.safe_torch_load
-    assert checkpoint_module.torch.Tensor is torch.Tensor  # everything else is torch itself
+def test_every_url_scheme_goes_through_the_safe_loader(tmp_path, no_trust, served, monkeypatch):
+    """torchvision://, open-mmlab:// (URL or file under mmengine's home) and mmcls:// resolve as
+    in mmengine and load through the safe loaders."""
+    import ctvis.utils.checkpoint_loaders as loaders
+    folder, base = served
+    marker = tmp_path / 'payload_ran'
+    backbone = {f'backbone.{key}': value for key, value in weights().items()}
+    torch.save(dict(state_dict=backbone), folder / 'good.pth')
+    torch.save(dict(state_dict=weights(), extra=WritesMarker(str(marker))), folder / 'evil.pth')
+    home = tmp_path / 'mmengine_home'
+    (home / 'local').mkdir(parents=True)
+    torch.save(dict(state_dict=weights(), extra=WritesMarker(str(marker))),
+               home / 'local' / 'evil.pth')
+    monkeypatch.setenv('MMENGINE_HOME', str(home))
+    urls = dict(good=f'{base}/good.pth', evil=f'{base}/evil.pth', local='local/evil.pth')
+    for table in ('get_torchvision_models', 'get_external_models', 'get_mmcls_models'):
+        monkeypatch.setattr(loaders, table, lambda: urls)
+    with safe_checkpoint_loading():
+        for scheme in ('torchvision', 'open-mmlab', 'mmcls'):
+            loaded = _load_checkpoint(f'{scheme}://good', map_location='cpu')
+            # mmengine renames mmcls keys
+            key = 'linear.weight' if scheme == 'mmcls' else 'backbone.linear.weight'
+            assert torch.equal(loaded['state_dict'][key], torch.ones(1, 3))
+            with pytest.raises(UnsafeCheckpointError, match=r'evil\.pth.*posix\.system'):
+                _load_checkpoint(f'{scheme}://evil', map_location='cpu')
+        with pytest.raises(UnsafeCheckpointError, match=re.escape(str(home / 'local'))):
+            _load_checkpoint('openmmlab://local', map_location='cpu')
+    assert not marker.exists()
