@@ -29,7 +29,7 @@ import pycocotools.mask as mask_util
 from mmengine.utils import ProgressBar
 from PIL import Image
 
-import ctvis  # noqa: F401  (registration, safe checkpoint loading)
+import ctvis  # noqa: F401  (registration)
 from ctvis.apis import OnlineVideoSegmenter
 from ctvis.engine import track_color
 from ctvis.models import VideoPrediction
