@@ -246,3 +246,25 @@ def test_bad_arguments_raise(tmp_path):
         make_toy_vis(str(tmp_path), 1, 4, size=(8, 8))
     with pytest.raises(ValueError, match='instances_per_video'):
         make_toy_vis(str(tmp_path), 1, 4, instances_per_video=(3, 2))
+
+
+def test_outputs_are_those_of_the_generator_before_the_refactor(tmp_path):
+    """Refactoring toy.py for the association set (render_tracks, make_shape_track,
+    write_vis_dataset) changed no output: hashes recorded with the code before it (commit 494edb9).
+    The rendered arrays are hashed rather than the JPEGs, whose bytes depend on libjpeg."""
+    import hashlib
+
+    video = render_toy_video((3, 1), 12, SIZE)
+    digest = hashlib.sha256()
+    for array in (video.frames, video.visible_masks, video.full_masks, video.labels,
+                  video.depth_order):
+        digest.update(array.tobytes())
+    assert digest.hexdigest() == \
+        'e18f8a108cfecde79148f701aed220d691bb598b1459ff150113e77c583c1868'
+    paths = make_toy_vis(str(tmp_path), 4, 6, seed=5, size=(40, 56), num_val_videos=2,
+                         instances_per_video=(1, 5))
+    for split, expected in (
+            ('train', '10544696c4312ef92bb96d257cf2ecf6e88538ca7e96c850fc4c77028d320b1e'),
+            ('valid', '580716e72faaa008ad53047f03c5d83a905355d8c700795e6cfb312aee9731f5')):
+        with open(paths[split], 'rb') as f:
+            assert hashlib.sha256(f.read()).hexdigest() == expected, split

@@ -9,7 +9,8 @@ matters:
 * in most videos two instances cross paths (often of the same class), so one occludes the other
   for a few frames;
 * instances may make an *excursion*: leave the frame over an edge and come back, so the tracker has
-  to re-identify them after they were absent (their annotation is ``null`` meanwhile);
+  to re-identify them after they were absent (their annotation is ``null`` meanwhile; the
+  harder association set of :mod:`.association` builds on these pieces);
 * shapes change scale and rotate smoothly; backgrounds are random low-saturation gradients with
   smooth noise, and every frame gets sensor noise.
 
@@ -32,7 +33,7 @@ import json
 import os
 import os.path as osp
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -74,7 +75,7 @@ class ToyVideo:
 
 
 @dataclass
-class _ShapeTrack:
+class ShapeTrack:
     """A shape's appearance and its per-frame pose (centre, size, rotation)."""
     label: int
     rgb: np.ndarray  # (3,) float32 base colour
@@ -106,7 +107,7 @@ def _random_background(rng: np.random.Generator, height: int,
     return background.astype(np.float32)
 
 
-def _wobble(rng: np.random.Generator, times: np.ndarray,
+def wobble(rng: np.random.Generator, times: np.ndarray,
             amplitude: float) -> np.ndarray:
     """Smooth random 2-D wiggle, (T, 2): one sinusoid per axis, 0.5-2 cycles per clip."""
     freq = rng.uniform(0.5, 2.0, size=2)
@@ -129,7 +130,7 @@ def _crossing_pair(rng: np.random.Generator, times: np.ndarray, height: int,
         travel = rng.uniform(0.5, 0.9) * width  # distance covered over the clip
         velocity = travel * np.array([np.cos(direction), np.sin(direction)])
         path = meet + velocity * (times[:, None] - meet_time - delay)
-        paths.append(path + _wobble(rng, times, 3.0))
+        paths.append(path + wobble(rng, times, 3.0))
     return paths[0], paths[1]
 
 
@@ -153,10 +154,10 @@ def _excursion(rng: np.random.Generator, times: np.ndarray, height: int,
     across = depth if edge in (0, 2) else across_len - depth
     centres = (np.stack([across, along], 1) if edge < 2 else np.stack(
         [along, across], 1))
-    return centres + _wobble(rng, times, 2.0)
+    return centres + wobble(rng, times, 2.0)
 
 
-def _wanderer(rng: np.random.Generator, times: np.ndarray, height: int,
+def wanderer(rng: np.random.Generator, times: np.ndarray, height: int,
               width: int) -> np.ndarray:
     """Centres (T, 2) of an instance drifting roughly towards the frame centre."""
     start = np.array([rng.uniform(0.15, 0.85) * width,
@@ -165,11 +166,11 @@ def _wanderer(rng: np.random.Generator, times: np.ndarray, height: int,
     direction = np.arctan2(to_centre[1], to_centre[0]) + rng.uniform(-1, 1)
     travel = rng.uniform(0.2, 0.5) * width
     velocity = travel * np.array([np.cos(direction), np.sin(direction)])
-    return start + velocity * times[:, None] + _wobble(rng, times, 6.0)
+    return start + velocity * times[:, None] + wobble(rng, times, 6.0)
 
 
 def _sample_tracks(rng: np.random.Generator, num_frames: int, height: int,
-                   width: int, num_instances: int) -> List[_ShapeTrack]:
+                   width: int, num_instances: int) -> List[ShapeTrack]:
     """Classes, colours and trajectories of one video's instances."""
     times = (np.arange(num_frames) / max(num_frames - 1, 1)).astype(np.float64)
     short_side = min(height, width)
@@ -182,14 +183,14 @@ def _sample_tracks(rng: np.random.Generator, num_frames: int, height: int,
     if num_instances >= 3 or rng.random() < 0.65:
         centres.extend(_crossing_pair(rng, times, height, width))
     else:
-        centres.append(_wanderer(rng, times, height, width))
+        centres.append(wanderer(rng, times, height, width))
         centres.append(_excursion(rng, times, height, width, max_radius))
     for index in range(2, num_instances):
         excursion_prob = 0.7 if index == 2 else 0.5
         if rng.random() < excursion_prob:
             centres.append(_excursion(rng, times, height, width, max_radius))
         else:
-            centres.append(_wanderer(rng, times, height, width))
+            centres.append(wanderer(rng, times, height, width))
 
     # Classes: the second instance (the first one's crossing partner) copies the first one's
     # class half of the time and later ones an earlier class a quarter of the time, so
@@ -202,16 +203,28 @@ def _sample_tracks(rng: np.random.Generator, num_frames: int, height: int,
         else:
             labels.append(int(rng.integers(len(TOY_CLASSES))))
 
-    tracks = []
-    for index in range(num_instances):
-        rgb = np.clip(_CLASS_RGB[labels[index]] * rng.uniform(0.9, 1.08),
-                      0, 255).astype(np.float32)
-        scale = 1.0 + rng.uniform(0.05, 0.2) * np.sin(
-            2 * np.pi * rng.uniform(0.3, 1.2) * times + rng.uniform(0, 2 * np.pi))
-        angles = rng.uniform(0, 2 * np.pi) + rng.uniform(-np.pi, np.pi) * times
-        tracks.append(_ShapeTrack(labels[index], rgb, centres[index],
-                                  base_radii[index] * scale, angles))
-    return tracks
+    return [make_shape_track(rng, labels[index], centres[index], base_radii[index], times)
+            for index in range(num_instances)]
+
+
+def make_shape_track(rng: np.random.Generator, label: int, centres: np.ndarray,
+                     base_radius: float, times: np.ndarray) -> ShapeTrack:
+    """A shape of class ``label`` along ``centres``: its colour, scale change and rotation.
+
+    Same-class shapes differ only slightly in brightness (x0.9-1.08), so they look alike.
+
+    Args:
+        rng (np.random.Generator): The video's random stream.
+        label (int): Class index into :data:`TOY_CLASSES`.
+        centres (np.ndarray): (T, 2) centres (x, y) in pixels.
+        base_radius (float): Radius in pixels before the smooth scale change (up to +-20 %).
+        times (np.ndarray): (T,) frame times in [0, 1].
+    """
+    rgb = np.clip(_CLASS_RGB[label] * rng.uniform(0.9, 1.08), 0, 255).astype(np.float32)
+    scale = 1.0 + rng.uniform(0.05, 0.2) * np.sin(
+        2 * np.pi * rng.uniform(0.3, 1.2) * times + rng.uniform(0, 2 * np.pi))
+    angles = rng.uniform(0, 2 * np.pi) + rng.uniform(-np.pi, np.pi) * times
+    return ShapeTrack(label, rgb, centres, base_radius * scale, angles)
 
 
 def _shape_and_texture(label: int, u: np.ndarray,
@@ -267,6 +280,26 @@ def render_toy_video(seed: Sequence[int],
         rng.integers(instances_per_video[0], instances_per_video[1] + 1))
     tracks = _sample_tracks(rng, num_frames, height, width, num_instances)
     depth_order = rng.permutation(num_instances)
+    return render_tracks(rng, tracks, depth_order, num_frames, size)
+
+
+def render_tracks(rng: np.random.Generator, tracks: Sequence[ShapeTrack],
+                  depth_order: np.ndarray, num_frames: int,
+                  size: Tuple[int, int]) -> ToyVideo:
+    """Paint shapes over a random background, far to near, and keep the pixels each one owns.
+
+    Args:
+        rng (np.random.Generator): The video's random stream (background and sensor noise).
+        tracks (Sequence[ShapeTrack]): The N shapes with their poses over ``num_frames`` frames.
+        depth_order (np.ndarray): (N,) instance indices from far to near.
+        num_frames (int): T.
+        size (tuple[int, int]): (H, W) of the frames.
+
+    Returns:
+        ToyVideo: the frames and the exact visible and full masks.
+    """
+    height, width = size
+    num_instances = len(tracks)
     background = _random_background(rng, height, width)
 
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
@@ -279,10 +312,8 @@ def render_toy_video(seed: Sequence[int],
             track = tracks[index]
             (cx, cy), radius = track.centres[t], track.radii[t]
             reach = 1.3 * radius  # bounds every shape (triangle circumradius is 1.25)
-            x0, x1 = max(int(np.floor(cx - reach)), 0), min(
-                int(np.ceil(cx + reach)) + 1, width)
-            y0, y1 = max(int(np.floor(cy - reach)), 0), min(
-                int(np.ceil(cy + reach)) + 1, height)
+            x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)) + 1, width)
+            y0, y1 = max(int(np.floor(cy - reach)), 0), min(int(np.ceil(cy + reach)) + 1, height)
             if x0 >= x1 or y0 >= y1:
                 continue  # entirely outside the frame
             ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
@@ -379,26 +410,53 @@ def make_toy_vis(out_dir: str,
         dict[str, str]: Paths of the written JSON files by split (``train``, ``valid``) and the
         frame root (``img_root``).
     """
-    height, width = size
-    if num_videos < 1 or num_frames < 1 or num_val_videos < 0:
-        raise ValueError('make_toy_vis: need num_videos >= 1, num_frames >= 1 '
-                         f'and num_val_videos >= 0, got {num_videos}, '
-                         f'{num_frames}, {num_val_videos}')
-    if min(height, width) < 16:
-        raise ValueError(f'make_toy_vis: frame size {size} is too small '
-                         '(need at least 16x16)')
+    check_dataset_arguments('make_toy_vis', num_videos, num_frames, size, num_val_videos)
     low, high = instances_per_video
     if not 1 <= low <= high:
         raise ValueError('make_toy_vis: instances_per_video must be a range '
                          f'1 <= low <= high, got {instances_per_video}')
+    return write_vis_dataset(
+        out_dir, lambda video_index: render_toy_video((seed, video_index), num_frames, size,
+                                                      instances_per_video),
+        num_videos, num_val_videos, seed, 'ctvis toy VIS dataset', 'make_toy_vis')
 
+
+def check_dataset_arguments(caller: str, num_videos: int, num_frames: int,
+                            size: Tuple[int, int], num_val_videos: int) -> None:
+    """ValueError (prefixed with ``caller``) for unusable video counts, lengths or sizes."""
+    height, width = size
+    if num_videos < 1 or num_frames < 1 or num_val_videos < 0:
+        raise ValueError(f'{caller}: need num_videos >= 1, num_frames >= 1 '
+                         f'and num_val_videos >= 0, got {num_videos}, '
+                         f'{num_frames}, {num_val_videos}')
+    if min(height, width) < 16:
+        raise ValueError(f'{caller}: frame size {size} is too small '
+                         '(need at least 16x16)')
+
+
+def write_vis_dataset(out_dir: str, render: Callable[[int], ToyVideo], num_videos: int,
+                      num_val_videos: int, seed: int, description: str,
+                      caller: str) -> Dict[str, str]:
+    """Render videos and write them in the YouTube-VIS layout (JPEG frames + JSON per split).
+
+    Args:
+        out_dir (str): Output directory (created if needed).
+        render (Callable[[int], ToyVideo]): Renders the video of a global video index; training
+            videos are indices ``0..num_videos-1``, validation videos follow.
+        num_videos (int): Number of training videos.
+        num_val_videos (int): Number of validation videos (``valid.json``); with 0 the training
+            videos go to ``annotations.json`` instead of ``train.json``.
+        seed (int): Recorded in each JSON's ``info``.
+        description (str): ``info.description`` prefix; the split is appended in brackets.
+        caller (str): Names the generator in error messages.
+
+    Returns:
+        dict[str, str]: Paths of the written JSON files by split and the frame root.
+    """
     img_root = osp.join(out_dir, 'JPEGImages')
+    splits = [('train', 'train' if num_val_videos else 'annotations', range(num_videos))]
     if num_val_videos > 0:
-        splits = [('train', 'train', range(num_videos)),
-                  ('valid', 'valid',
-                   range(num_videos, num_videos + num_val_videos))]
-    else:
-        splits = [('train', 'annotations', range(num_videos))]
+        splits.append(('valid', 'valid', range(num_videos, num_videos + num_val_videos)))
 
     paths = {'img_root': img_root}
     for split, json_name, video_indices in splits:
@@ -406,22 +464,20 @@ def make_toy_vis(out_dir: str,
         annotations: List[dict] = []
         for number, video_index in enumerate(video_indices):
             name = toy_video_name(split, number)
-            video = render_toy_video((seed, video_index), num_frames, size,
-                                     instances_per_video)
+            video = render(video_index)
             video_dir = osp.join(img_root, name)
             os.makedirs(video_dir, exist_ok=True)
             for t, frame in enumerate(video.frames):
                 frame_path = osp.join(video_dir, f'{t:05d}.jpg')
-                if not cv2.imwrite(frame_path, frame,
-                                   [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]):
-                    raise OSError(f'make_toy_vis: could not write {frame_path}')
-            video_entry, video_annotations = _video_json(
-                video, number + 1, name, len(annotations) + 1)
+                if not cv2.imwrite(frame_path, frame, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY]):
+                    raise OSError(f'{caller}: could not write {frame_path}')
+            video_entry, video_annotations = _video_json(video, number + 1, name,
+                                                         len(annotations) + 1)
             video_entries.append(video_entry)
             annotations.extend(video_annotations)
         content = {
             'info': {
-                'description': f'ctvis toy VIS dataset ({split})',
+                'description': f'{description} ({split})',
                 'version': '1.0',
                 'seed': seed,
             },
