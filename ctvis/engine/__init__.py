@@ -1,6 +1,6 @@
 """Engine components: the CTVIS optimizer parameter groups, mixed precision that falls back to
 fp32 where there is no CUDA, the random-state hook that makes resumed runs exact, and the
-test-time drawing of predicted videos."""
+test-time drawing of predicted videos with one colour per track (also the demo's)."""
 from .amp import AutoAmpTestLoop, AutoAmpValLoop, amp_available, auto_amp_optim_wrapper
 from .optim_constructor import CTVISOptimWrapperConstructor
 from .rng_state_hook import RNGStateHook

@@ -27,10 +27,10 @@ from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
 from mmdet.structures import TrackDataSample
+from ..datasets.ytvis_format import load_json_file, load_long_video_ids
 from ..models.video_tracks import VideoPrediction
 from .tracking_metrics import TrackingEvaluator, tracking_metrics_table
-from .ytvis_eval import (YTVISEvaluator, evaluate_ytvis, load_json_file,
-                         load_long_video_ids, metrics_table)
+from .ytvis_eval import YTVISEvaluator, evaluate_ytvis, metrics_table
 
 __all__ = [
     'YTVISMetric', 'video_predictions', 'results2json', 'dump_results'
