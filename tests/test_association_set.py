@@ -182,3 +182,21 @@ def test_smallest_ranges_are_accepted(tmp_path):
     anns = _load(paths['train'])['annotations']
     assert Counter(ann['video_id'] for ann in anns) == {1: 3, 2: 3}
     assert all(max(longest_gap(ann) for ann in anns if ann['video_id'] == v) >= 1 for v in (1, 2))
+
+
+def test_cli_writes_the_association_kind(tmp_path, monkeypatch):
+    import runpy
+    import sys
+
+    script = osp.join(osp.dirname(__file__), '..', 'tools', 'misc', 'make_toy_vis.py')
+    out_dir = tmp_path / 'cli'
+    monkeypatch.setattr(sys, 'argv', [script, str(out_dir), '--kind', 'association', '--videos',
+                                      '2', '--frames', '8', '--size', '32', '48',
+                                      '--absent-frames', '2', '2'])
+    runpy.run_path(script, run_name='__main__')
+    expected = make_association_vis(str(tmp_path / 'api'), 2, 8, size=(32, 48),
+                                    absent_frames=(2, 2))
+    assert _load(str(out_dir / 'annotations.json')) == _load(expected['train'])
+    monkeypatch.setattr(sys, 'argv', [script, str(tmp_path / 'bad'), '--absent-frames', '2', '2'])
+    with pytest.raises(SystemExit):
+        runpy.run_path(script, run_name='__main__')

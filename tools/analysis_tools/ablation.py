@@ -38,6 +38,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -222,7 +223,7 @@ class Ablation:
     """Builds, runs (resumably) and summarizes the runs of one settings record."""
 
     def __init__(self, settings: Settings, out_dir: str, jobs: int = 2, retries: int = 1,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = partial(print, flush=True)) -> None:
         unknown = [r for r in settings.rows if r not in ROWS]
         unknown += [d for d in settings.datasets if d not in DATASETS]
         if unknown:
