@@ -56,12 +56,13 @@ def choose_dist_backend(cfg: Config) -> None:
     mmengine passes ``env_cfg.dist_cfg.backend`` (default ``nccl``) to
     ``init_process_group`` as is, and nccl needs CUDA devices.
     """
-    env_cfg = cfg.setdefault('env_cfg', {})
-    dist_cfg = env_cfg.setdefault('dist_cfg', {})
-    if dist_cfg.get('backend', 'nccl') == 'nccl' and not torch.cuda.is_available():
-        dist_cfg['backend'] = 'gloo'
-        print_log('No CUDA device: using the gloo backend for distributed runs '
-                  '(env_cfg.dist_cfg.backend).', logger='current')
+    if torch.cuda.is_available() or cfg.get('env_cfg', {}).get('dist_cfg', {}).get(
+            'backend', 'nccl') != 'nccl':
+        return
+    # merge_from_dict: Config.setdefault would hand back a copy for a missing key
+    cfg.merge_from_dict({'env_cfg.dist_cfg.backend': 'gloo'})
+    print_log('No CUDA device: using the gloo backend for distributed runs '
+              '(env_cfg.dist_cfg.backend).', logger='current')
 
 
 def use_cpu_model_wrapper(cfg: Config) -> None:
