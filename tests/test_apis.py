@@ -85,3 +85,40 @@ def test_step_refuses_a_size_change_within_a_video(segmenter):
     segmenter.step(frame(2, (32, 48)))  # a new video may have another size
     assert segmenter.frame_size == (32, 48)
     assert len(segmenter.finish()) == 1
+
+
+def test_from_config_loads_a_runner_checkpoint_and_refuses_code(tmp_path, monkeypatch):
+    """from_config loads a checkpoint as the tools do (mmengine's log history and numpy values
+    in it load), refuses a file that would run code, and leaves mmengine as it found it."""
+    import os
+
+    import torch
+    from mmengine.config import Config
+    from mmengine.logging import HistoryBuffer
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from conftest import tiny_model_cfg
+    from ctvis.utils import TRUSTED_CHECKPOINTS_ENV, UnsafeCheckpointError
+
+    class RunsCode:
+
+        def __reduce__(self):
+            return os.system, (f'touch {tmp_path / "payload_ran"}', )
+
+    monkeypatch.delenv(TRUSTED_CHECKPOINTS_ENV, raising=False)
+    model = build_tiny_model(seed=1)
+    good, evil = tmp_path / 'iter_2.pth', tmp_path / 'evil.pth'
+    extras = dict(message_hub=dict(log_scalars={'train/loss': HistoryBuffer([1.0, 2.0], [1, 1])}),
+                  rng=np.random.get_state())
+    torch.save(dict(state_dict=model.state_dict(), **extras), good)
+    torch.save(dict(state_dict=model.state_dict(), extra=RunsCode()), evil)
+    cfg = Config(dict(model=tiny_model_cfg(),
+                      test_dataloader=dict(dataset=dict(pipeline=TEST_PIPELINE))))
+    schemes = CheckpointLoader._schemes.copy()
+    segmenter = OnlineVideoSegmenter.from_config(cfg, str(good))
+    for key, value in model.state_dict().items():
+        assert torch.equal(segmenter.model.state_dict()[key], value), key
+    with pytest.raises(UnsafeCheckpointError, match='posix.system'):
+        OnlineVideoSegmenter.from_config(cfg, str(evil))
+    assert not (tmp_path / 'payload_ran').exists()
+    assert CheckpointLoader._schemes == schemes

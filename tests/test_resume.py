@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from conftest import REPO, loopback_env
 from ctvis.engine.rng_state_hook import CHECKPOINT_KEY, RNGStateHook
-from ctvis.utils import safe_load_file
+from ctvis.utils import safe_checkpoint_loading, safe_load_file
 from mmdet.registry import HOOKS
 
 E2E_CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'ctvis_toy_e2e.py')
@@ -42,6 +42,14 @@ class KillAfterIteration(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if os.environ.get(KILL_ENV) == str(runner.iter + 1):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def tool_like_checkpoint_loading():
+    """The in-process Runners resume as tools/train.py's do: inside safe_checkpoint_loading
+    (``import ctvis`` does not change mmengine's checkpoint loading)."""
+    with safe_checkpoint_loading():
+        yield
 
 
 # ----------------------------------------------------------------------------------------------
