@@ -300,32 +300,34 @@ BAD_INPUTS = {
         osp.join(root, 'JPEGImages', 'vid_c', '00000.jpg'), 'not an image'),
                          YTVISFormatError, 'video id=3, frame 0: cannot read'),
     'video without frames': (_set('videos.1.file_names', []), YTVISFormatError,
-                             'video id=2: video has no frames'),
+                             "videos[1] (id 2): has no frames ('file_names' is empty)"),
     'video length mismatch': (_set('videos.0.length', 5), YTVISFormatError,
-                              "video id=1: 'length' is 5 but there are 4 file_names"),
-    'video bad size': (_set('videos.0.height', 0), YTVISFormatError, 'video id=1: height/width'),
+                              "videos[0] (id 1): 'length' 5 but 4 file_names"),
+    'video bad size': (_set('videos.0.height', 0), YTVISFormatError,
+                       "videos[0] (id 1): 'height' must be a positive integer, got 0"),
     'duplicated video id': (_set('videos.1.id', 1), YTVISFormatError,
-                            'video id=1: duplicated video id'),
+                            'duplicate video ids [1]'),
     'duplicated annotation id': (_set('annotations.1.id', 11), YTVISFormatError,
-                                 'annotation id=11: duplicated annotation id'),
+                                 'duplicate annotation ids [11]'),
     'unknown category': (_set('annotations.2.category_id', 99), YTVISFormatError,
-                         'annotation id=13: unknown category_id 99'),
+                         "annotations[2] (id 13): category_id 99 is not in 'categories' [1, 2, 3"),
     'unknown video': (_set('annotations.2.video_id', 7), YTVISFormatError,
-                      'annotation id=13: unknown video_id 7'),
-    'bad iscrowd': (_set('annotations.0.iscrowd', 2), YTVISFormatError, 'iscrowd must be 0 or 1'),
+                      'annotations[2] (id 13): unknown video_id 7'),
+    'bad iscrowd': (_set('annotations.0.iscrowd', 2), YTVISFormatError,
+                    "'iscrowd' must be 0 or 1, got 2"),
     'segmentations too short': (_set('annotations.0.segmentations', lambda s: s[:3]),
                                 YTVISFormatError,
-                                'annotation id=11 (video id=1): 3 segmentations for a video of 4 '
-                                'frames'),
+                                'annotations[0] (id 11): 3 segmentations for a video of 4 '
+                                'frames (video id 1)'),
     'bboxes too long': (_set('annotations.0.bboxes', lambda b: b + [None]), YTVISFormatError,
-                        "'bboxes' must be a list with one entry per frame (4)"),
+                        "'bboxes' must be a list with one entry per frame (4 frames in video 1)"),
     'bad bbox': (_set('annotations.0.bboxes.1', [1, 2, 3]), YTVISFormatError,
-                 'annotation id=11, frame 1 (vid_a/00001.jpg): bbox is not a list of 4'),
+                 'annotations[0] (id 11), frame 1 (vid_a/00001.jpg): bbox is not a list of 4'),
     'negative bbox size': (_set('annotations.0.bboxes.1', [1, 2, -3, 4]), YTVISFormatError,
                            'negative size'),
     'uncompressed sum': (_set('annotations.0.segmentations.1', _counts_plus(5)),
                          YTVISFormatError,
-                         'annotation id=11, frame 1 (vid_a/00001.jpg): malformed RLE: '
+                         'annotations[0] (id 11), frame 1 (vid_a/00001.jpg): malformed RLE: '
                          'uncompressed counts must be non-negative integers summing to '
                          'height*width = 768; they sum to 773 pixels'),
     'uncompressed float': (_set('annotations.0.segmentations.0.counts.0', 1.5),
@@ -336,12 +338,12 @@ BAD_INPUTS = {
                               YTVISFormatError, 'they contain a negative run'),
     'rle size mismatch': (_set('annotations.1.segmentations.2.size', [24, 33]),
                           YTVISFormatError,
-                          'annotation id=12, frame 2 (vid_a/00002.jpg): RLE size [24, 33] '
+                          'annotations[1] (id 12), frame 2 (vid_a/00002.jpg): RLE size [24, 33] '
                           'does not match the video size [height, width] = [24, 32]'),
     'compressed illegal chars': (_set('annotations.1.segmentations.0.counts', 'ab !'),
                                  YTVISFormatError,
-                                 'annotation id=12, frame 0 (vid_a/00000.jpg): malformed RLE: '
-                                 "invalid character ' ' in counts"),
+                                 'annotations[1] (id 12), frame 0 (vid_a/00000.jpg): malformed '
+                                 "RLE: invalid character ' ' in counts"),
     'compressed truncated': (_set('annotations.1.segmentations.3.counts', lambda c: c + 'o'),
                              YTVISFormatError, 'frame 3 (vid_a/00003.jpg): malformed'),
     'compressed wrong total': (_set('annotations.1.segmentations.1.counts',
@@ -355,7 +357,7 @@ BAD_INPUTS = {
                               'got int'),
     'polygon odd length': (_set('annotations.2.segmentations.1', [[1, 2, 3, 4, 5, 6, 7]]),
                            YTVISFormatError,
-                           'annotation id=13, frame 1 (vid_b/00001.jpg): polygon has 7 '
+                           'annotations[2] (id 13), frame 1 (vid_b/00001.jpg): polygon has 7 '
                            'coordinates'),
     'polygon too short': (_set('annotations.2.segmentations.0', [[1, 2, 3, 4]]),
                           YTVISFormatError, 'polygon has 4 coordinates'),
@@ -373,7 +375,7 @@ BAD_INPUTS = {
                                                            for c in cats]),
                           YTVISFormatError, '(same names, different order)'),
     'duplicated category id': (_set('categories', lambda cats: cats + [cats[0]]),
-                               YTVISFormatError, 'duplicated category id 1'),
+                               YTVISFormatError, 'duplicate category ids [1]'),
 }
 
 

@@ -28,7 +28,10 @@ from PIL import Image
 
 from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
-from .ytvis_format import MaskCollector, MissingFrameError, Videos, YTVISFormatError, load_json_file
+from .ytvis_format import (MaskCollector, MissingFrameError, Videos, YTVISFormatError, entry_namer,
+                           load_json_file)
+from .ytvis_format.schema import (check_annotation, check_unique_ids, parse_categories,
+                                  parse_videos)
 
 YTVIS_2019_CLASSES = (
     'person', 'giant_panda', 'lizard', 'parrot', 'skateboard', 'sedan', 'ape', 'dog', 'snake',
@@ -160,7 +163,8 @@ class YTVISDataset(BaseVideoDataset):
             list[dict]: One item per video in the mmdet video format (see the module docstring).
         """
         raw = self._read_json()
-        labels = self._parse_categories(raw['categories'])
+        labels = self._parse_categories(raw)
+        video_table = parse_videos(raw, self.ann_file)
         videos = self._parse_videos(raw['videos'])
         annotations = raw.get('annotations')
         if annotations is None:
@@ -171,7 +175,7 @@ class YTVISDataset(BaseVideoDataset):
             annotations = []
         elif not isinstance(annotations, list):
             raise YTVISFormatError(f"{self.ann_file}: 'annotations' must be a list")
-        self._add_instances(annotations, videos, labels)
+        self._add_instances(annotations, videos, video_table, labels)
         if self.check_frames:
             self._check_frames(videos)
 
@@ -192,21 +196,15 @@ class YTVISDataset(BaseVideoDataset):
                 f'(found {sorted(raw)})')
         return raw
 
-    def _parse_categories(self, categories: Any) -> Dict[int, int]:
-        """Check ``categories`` against the configured classes; return category id -> label."""
-        if not isinstance(categories, list) or not categories:
-            raise YTVISFormatError(f"{self.ann_file}: 'categories' must be a non-empty list")
+    def _parse_categories(self, raw: dict) -> Dict[int, int]:
+        """Check the categories against the configured classes; return category id -> label."""
+        sorted_ids = parse_categories(raw, self.ann_file).tolist()
         names_by_id = {}
-        for category in categories:
-            if (not isinstance(category, dict) or not isinstance(category.get('id'), int)
-                    or not isinstance(category.get('name'), str)):
-                raise YTVISFormatError(
-                    f'{self.ann_file}: category {category!r} needs an int id and a str name')
-            if category['id'] in names_by_id:
-                raise YTVISFormatError(
-                    f"{self.ann_file}: duplicated category id {category['id']}")
+        for index, category in enumerate(raw['categories']):
+            if not isinstance(category.get('name'), str):
+                raise YTVISFormatError(f"{self.ann_file}: categories[{index}] (id "
+                                       f"{category['id']}) needs a str 'name'")
             names_by_id[category['id']] = category['name']
-        sorted_ids = sorted(names_by_id)
         json_classes = tuple(names_by_id[cat_id] for cat_id in sorted_ids)
         if len(set(json_classes)) != len(json_classes):
             raise YTVISFormatError(f'{self.ann_file}: duplicated category names')
@@ -227,109 +225,70 @@ class YTVISDataset(BaseVideoDataset):
             self._metainfo['classes'] = tuple(fixed_classes)
         return {cat_id: label for label, cat_id in enumerate(sorted_ids)}
 
-    def _parse_videos(self, raw_videos: Any) -> Dict[int, dict]:
-        """Build the per-video items (frames without instances yet), keyed by video id."""
-        if not isinstance(raw_videos, list):
-            raise YTVISFormatError(f"{self.ann_file}: 'videos' must be a list")
+    def _parse_videos(self, raw_videos: list) -> Dict[int, dict]:
+        """Build the per-video items (frames without instances yet), keyed by video id, from the
+        videos :func:`~.ytvis_format.schema.parse_videos` checked; each needs ``file_names``."""
         img_prefix = self.data_prefix.get('img_path', '') or ''
         videos: Dict[int, dict] = {}
         next_img_id = 0
-        for raw_video in raw_videos:
-            if not isinstance(raw_video, dict) or not isinstance(raw_video.get('id'), int):
-                raise YTVISFormatError(
-                    f'{self.ann_file}: video entry without an int id: {str(raw_video)[:200]}')
-            video_id = raw_video['id']
-            where = f'{self.ann_file}: video id={video_id}'
-            if video_id in videos:
-                raise YTVISFormatError(f'{where}: duplicated video id')
-            file_names = raw_video.get('file_names')
+        for index, raw_video in enumerate(raw_videos):
+            video_id, file_names = raw_video['id'], raw_video.get('file_names')
             if not isinstance(file_names, list) or not all(
                     isinstance(name, str) for name in file_names):
-                raise YTVISFormatError(f"{where}: 'file_names' must be a list of strings")
-            if not file_names:
-                raise YTVISFormatError(f'{where}: video has no frames')
-            length = raw_video.get('length', len(file_names))
-            if length != len(file_names):
-                raise YTVISFormatError(
-                    f"{where}: 'length' is {length} but there are {len(file_names)} file_names")
-            height, width = raw_video.get('height'), raw_video.get('width')
-            if not (isinstance(height, int) and isinstance(width, int) and height > 0
-                    and width > 0):
-                raise YTVISFormatError(
-                    f'{where}: height/width must be positive ints, got {height}/{width}')
+                raise YTVISFormatError(f"{self.ann_file}: videos[{index}] (id {video_id}): "
+                                       "'file_names' must be a list of strings")
             images = []
             for frame_id, file_name in enumerate(file_names):
                 images.append(
                     dict(img_id=next_img_id, img_path=osp.join(img_prefix, file_name),
-                         file_name=file_name, height=height, width=width, frame_id=frame_id,
-                         video_id=video_id, instances=[]))
+                         file_name=file_name, height=raw_video['height'],
+                         width=raw_video['width'], frame_id=frame_id, video_id=video_id,
+                         instances=[]))
                 next_img_id += 1
             videos[video_id] = dict(video_id=video_id, video_length=len(images), images=images)
         return videos
 
-    def _add_instances(self, annotations: list, videos: Dict[int, dict],
+    def _add_instances(self, annotations: list, videos: Dict[int, dict], video_table: Videos,
                        labels: Dict[int, int]) -> None:
         """Validate the tracks and append one instance per annotated frame to its frame.
 
-        RLE masks are checked in bulk by :class:`~.ytvis_format.MaskCollector` (the evaluator's
-        check); polygons and boxes by the rules of this dataset.
+        The keys of each annotation are checked by :func:`~.ytvis_format.schema.check_annotation`
+        and its RLE masks, in bulk, by :class:`~.ytvis_format.MaskCollector`, as the evaluator
+        does; polygons and boxes by the rules of this dataset.
         """
-        seen_ids = set()
-        video_table = Videos.from_lists(
-            list(videos), [v['images'][0]['height'] for v in videos.values()],
-            [v['images'][0]['width'] for v in videos.values()],
-            [v['video_length'] for v in videos.values()])
         rles = MaskCollector(video_table)
+        name_entry = entry_namer(self.ann_file, 'annotations', annotations, 'id')
 
         def describe(index: int, frame: int) -> str:
-            ann = annotations[index]
-            where = f"{self.ann_file}: annotation id={ann['id']}"
             if frame < 0:
-                return f"{where} (video id={ann['video_id']})"
-            file_name = videos[ann['video_id']]['images'][frame]['file_name']
-            return f'{where}, frame {frame} ({file_name})'
+                return name_entry(index, frame)
+            video = videos[annotations[index]['video_id']]
+            return f"{name_entry(index, frame)} ({video['images'][frame]['file_name']})"
 
         needs_bbox: List[Tuple[dict, int, int]] = []  # instance, height, width
         num_empty_polygon_frames = 0
         num_bbox_without_mask = 0
         for index, ann in enumerate(annotations):
-            if not isinstance(ann, dict) or not isinstance(ann.get('id'), int):
-                raise YTVISFormatError(
-                    f'{self.ann_file}: annotation #{index} has no int id: {str(ann)[:200]}')
-            ann_id = ann['id']
-            where = f'{self.ann_file}: annotation id={ann_id}'
-            if ann_id in seen_ids:
-                raise YTVISFormatError(f'{where}: duplicated annotation id')
-            seen_ids.add(ann_id)
-            video = videos.get(ann.get('video_id'))
-            if video is None:
-                raise YTVISFormatError(
-                    f"{where}: unknown video_id {ann.get('video_id')!r}")
-            if ann.get('category_id') not in labels:
-                raise YTVISFormatError(
-                    f"{where}: unknown category_id {ann.get('category_id')!r} "
-                    f'(categories: {sorted(labels)})')
-            label = labels[ann['category_id']]
-            iscrowd = ann.get('iscrowd', 0)
-            if iscrowd not in (0, 1):
-                raise YTVISFormatError(f'{where}: iscrowd must be 0 or 1, got {iscrowd!r}')
+            video_index, label, iscrowd = check_annotation(ann, index, self.ann_file,
+                                                           video_table, labels)
+            ann_id, where = ann['id'], describe(index, -1)
+            video = videos[ann['video_id']]
             length = video['video_length']
             segmentations = ann.get('segmentations')
             # The RLE dicts (checked at the end, all at once); polygons are checked below.
-            rles.add_track(index, video_table.index[video['video_id']],
+            rles.add_track(index, video_index,
                            [s if type(s) is dict else None for s in segmentations]
                            if type(segmentations) is list else segmentations, False, describe)
             bboxes = ann.get('bboxes')
             if bboxes is None:
                 bboxes = [None] * length
             elif not isinstance(bboxes, list) or len(bboxes) != length:
-                raise YTVISFormatError(
-                    f"{where} (video id={video['video_id']}): 'bboxes' must be a list with one "
-                    f'entry per frame ({length})')
+                raise YTVISFormatError(f"{where}: 'bboxes' must be a list with one entry per "
+                                       f"frame ({length} frames in video {video['video_id']})")
 
             for frame_id, (segmentation, bbox) in enumerate(zip(segmentations, bboxes)):
                 frame = video['images'][frame_id]
-                at = f"{where}, frame {frame_id} ({frame['file_name']})"
+                at = describe(index, frame_id)
                 height, width = frame['height'], frame['width']
                 if segmentation is None or segmentation == []:
                     num_empty_polygon_frames += segmentation == []
@@ -354,6 +313,7 @@ class YTVISDataset(BaseVideoDataset):
                     x, y, w, h = bbox
                     instance['bbox'] = [x, y, x + w, y + h]
                 frame['instances'].append(instance)
+        check_unique_ids([ann['id'] for ann in annotations], self.ann_file, 'annotation')
         rles.build(len(annotations), describe)
         # Masks are validated now, so pycocotools can safely compute the missing boxes.
         for instance, height, width in needs_bbox:

@@ -4,15 +4,14 @@ The raw JSON (``videos``, ``annotations`` with per-frame ``segmentations`` and `
 ``categories``) becomes arrays (:class:`GroundTruth`); every malformed entry raises
 :class:`~.loading.YTVISFormatError` naming the file, the annotation (and frame) and the problem.
 """
-from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from .loading import YTVISFormatError, is_int, is_real
+from .loading import YTVISFormatError, is_real
 from .masks import MaskCollector, Tracks, entry_namer
-from .schema import Videos, parse_categories, parse_videos
+from .schema import Videos, check_annotation, check_unique_ids, parse_categories, parse_videos
 
 @dataclass
 class GroundTruth:
@@ -49,40 +48,21 @@ def parse_ground_truth(gt: dict, name: str) -> GroundTruth:
     annotation_ids = np.zeros(num, np.int64)
     crowd = np.zeros(num, bool)
     for index, annotation in enumerate(annotations):
-        if not isinstance(annotation, dict):
-            raise YTVISFormatError(f'{name}: annotations[{index}] must be a '
-                                   'dict')
-        for key in ('id', 'video_id', 'category_id'):
-            if not is_int(annotation.get(key)):
-                raise YTVISFormatError(f"{describe(index, -1)}: '{key}' must be an integer")
-        video_position = videos.index.get(annotation['video_id'])
-        if video_position is None:
-            raise YTVISFormatError(f"{describe(index, -1)}: unknown video_id "
-                                   f"{annotation['video_id']}")
-        category_position = category_index.get(annotation['category_id'])
-        if category_position is None:
-            raise YTVISFormatError(f"{describe(index, -1)}: category_id "
-                                   f"{annotation['category_id']} is not in 'categories'")
+        video_position, category_position, crowd[index] = check_annotation(
+            annotation, index, name, videos, category_index)
         areas = annotation.get('areas')
         length = int(videos.length[video_position])
         if (not isinstance(areas, list) or len(areas) != length or not all(
                 a is None or (type(a) in (int, float) or is_real(a)) and a >= 0 for a in areas)):
             raise YTVISFormatError(f"{describe(index, -1)}: 'areas' must list one non-negative "
                                    f'number or null per frame ({length} frames)')
-        iscrowd = annotation.get('iscrowd', 0)
-        if iscrowd not in (0, 1):
-            raise YTVISFormatError(f"{describe(index, -1)}: 'iscrowd' must be 0 or 1, got "
-                                   f'{iscrowd!r}')
         collector.add_track(index, video_position, annotation.get('segmentations'), True, describe)
         # ytvoseval: the mean of the truthy per-frame areas, else 0.
         nonzero_areas = [a for a in areas if a]
         average_area[index] = (np.array(nonzero_areas).mean() if nonzero_areas else 0)
         video[index], category[index] = video_position, category_position
         annotation_ids[index] = annotation['id']
-        crowd[index] = bool(iscrowd)
-    duplicates = [i for i, n in Counter(annotation_ids.tolist()).items() if n > 1]
-    if duplicates:
-        raise YTVISFormatError(f'{name}: duplicate annotation ids {sorted(duplicates)[:10]}')
+    check_unique_ids(annotation_ids.tolist(), name, 'annotation')
     masks = collector.build(num, describe)
     # Converted once: every evaluation against this ground truth uses them.
     masks.build_canvases(np.flatnonzero(masks.area > 0))

@@ -163,7 +163,8 @@ class MaskCollector:
                                    f'with one entry per frame, got {type(segmentations).__name__}')
         if len(segmentations) != length:
             raise YTVISFormatError(f'{describe(track_index, -1)}: {len(segmentations)} '
-                                   f'segmentations for a video of {length} frames')
+                                   f'segmentations for a video of {length} frames (video id '
+                                   f'{self.videos.ids[video]})')
         size = self.sizes[video]
         if None in segmentations:
             frames = [f for f, s in enumerate(segmentations) if s is not None]
