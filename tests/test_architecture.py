@@ -3,7 +3,7 @@
 The rules are read from the doc's "Layering rules" table (package -> the ctvis modules it may
 import besides its own), and every ``import`` / ``from ... import`` statement of the package,
 lazy ones inside functions included, is parsed with :mod:`ast`, so adding a forbidden import
-fails here whether or not it is ever executed.
+fails here whether or not it is ever executed. The paths and names the doc gives must exist.
 """
 import ast
 import os
@@ -201,3 +201,26 @@ def test_tools_demo_projects_and_configs_use_public_names_that_exist():
                     if names is not None and name not in names:
                         problems.append(f'{where} imports {name} from {module}: not defined there')
     assert not problems, '\n'.join(problems)
+
+
+# ----------------------------------------------------------------------------- the doc's map
+def test_every_path_and_name_the_doc_gives_exists():
+    """The paths the doc names exist, and each name of the "Concept -> module" table is defined
+    in one of the modules of its row (so the map follows when code moves)."""
+    with open(DOC, encoding='utf-8') as f:
+        text = f.read()
+    missing = sorted({path for path in re.findall(r'`((?:ctvis|tools|demo|projects|configs)/'
+                                                  r'[\w./*-]*)`', text)
+                      if '*' not in path and not osp.exists(osp.join(REPO, path))})
+    assert not missing, f'{DOC} names paths that do not exist: {missing}'
+    table = text.split('## Concept -> module', 1)[1].split('\n## ', 1)[0]
+    problems = []
+    for row in re.findall(r'^\| [^|]+ \| (.+?) \| (.+?) \|\s*$', table, re.M)[1:]:
+        paths = re.findall(r'`([\w./]+)`', row[0])
+        folder = osp.dirname(paths[0]) if paths else ''
+        files = [module_file(osp.join(p if '/' in p else osp.join(folder, p))
+                             .rstrip('/').removesuffix('.py').replace('/', '.')) for p in paths]
+        defined = set().union(*(defined_names(f) or set() for f in files if f))
+        problems += [f'{name} (row {row[0]})' for name in re.findall(r'`(\w+)`', row[1])
+                     if name not in defined]
+    assert not problems, f'{DOC}: names not defined in their row\'s modules: {problems}'
