@@ -391,6 +391,14 @@ def test_video_prediction_rejects_labels_outside_the_categories():
         pred.to_ytvis_results(7, [10, 20])
 
 
+def test_results2json_names_a_video_without_id():
+    pred = two_track_prediction()
+    with pytest.raises(ValueError, match='video 0 of the list has no video_id'):
+        results2json([pred], [1, 2, 3])
+    pred.video_id = 7
+    assert results2json([pred], [1, 2, 3]) == pred.to_ytvis_results(7, [1, 2, 3])
+
+
 def test_a_video_without_tracks_gives_an_empty_prediction_per_frame():
     video = VideoTracks(NUM_CLASSES)
     video.add_frame(0, [], torch.zeros(0, 4), torch.zeros(0, 5, 7))
