@@ -1,5 +1,6 @@
 """Real-video data: YTVIS/OVIS/custom JSON parsing and validation, clip sampling, clip-consistent
 augmentation, and the train/test pipelines of docs/dataset_prepare.md on tiny synthetic videos."""
+import contextlib
 import copy
 import json
 import logging
@@ -23,6 +24,7 @@ from ctvis.datasets import (DropEmptyMaskInstances, MissingFrameError, VideoClip
                             YTVISDataset, YTVISFormatError)
 from ctvis.datasets.synthetic.annotations import rle_of
 from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES
+from ctvis.datasets.ytvis_format import loading as ytvis_format_loading
 from ctvis.datasets.ytvis_format.rle import check_compressed_counts
 from ctvis.utils.config_tools import update_step
 from mmdet.datasets.samplers import TrackImgSampler
@@ -244,8 +246,11 @@ def test_check_frames_can_be_disabled(tmp_path):
     root = str(tmp_path)
     dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
     os.remove(osp.join(root, 'JPEGImages', 'vid_b', '00001.jpg'))
-    with pytest.raises(MissingFrameError):
+    with pytest.raises(MissingFrameError) as error:
         build(root, dataset_version='2021')
+    # One error type for the format; a missing frame is also a missing file.
+    assert isinstance(error.value, YTVISFormatError)
+    assert isinstance(error.value, FileNotFoundError)
     assert len(build(root, dataset_version='2021', check_frames=False)) == 3
 
 
@@ -406,6 +411,29 @@ def test_missing_annotation_file_and_unknown_version(tmp_path):
         build(str(tmp_path), dataset_version='2020')
     with pytest.raises(ValueError, match='does not apply to OVIS'):
         build(str(tmp_path), dataset_type='OVISDataset', dataset_version='2019')
+
+
+def test_remote_annotation_file_is_fetched_first(tmp_path, monkeypatch):
+    """A path with a URI scheme goes through mmengine's file backends (as YTVISDataset always
+    did); errors name the remote path."""
+    root = str(tmp_path)
+    local = dump(root, tiny_vis(root, categories(YTVIS_2019_CLASSES)))
+    fetched = []
+
+    @contextlib.contextmanager
+    def fake_get_local_path(path):
+        fetched.append(path)
+        yield local
+
+    monkeypatch.setattr(ytvis_format_loading, 'get_local_path', fake_get_local_path)
+    assert ytvis_format_loading.load_json_file('s3://bucket/train.json')['videos']
+    assert fetched == ['s3://bucket/train.json']
+    assert ytvis_format_loading.load_json_file(local)['videos']  # local paths are read directly
+    assert fetched == ['s3://bucket/train.json']
+    with open(local, 'w') as f:
+        f.write('{"videos": [')
+    with pytest.raises(YTVISFormatError, match='^s3://bucket/train.json: not valid JSON'):
+        ytvis_format_loading.load_json_file('s3://bucket/train.json')
 
 
 def check_strings(strings: List[str], frame_hw: List[int]) -> np.ndarray:
