@@ -23,14 +23,13 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..datasets.ytvis_format import (GroundTruth, PathOrDict, PathOrList, Tracks, YTVISFormatError,
-                                     gc_paused, load_json_file, load_long_video_ids, load_source,
+                                     gc_paused, load_long_video_ids, load_source,
                                      parse_ground_truth, parse_results)
 
-
-__all__ = ['YTVISFormatError', 'YTVISEvaluator', 'evaluate_ytvis', 'load_json_file',
-           'load_long_video_ids', 'metrics_table', 'METRIC_NAMES', 'METRIC_NAMES_2022',
-           'IOU_THRESHOLDS', 'RECALL_THRESHOLDS', 'MAX_DETS', 'AREA_RANGES', 'PathOrDict',
-           'PathOrList']
+# The file format (YTVISFormatError, load_json_file, load_long_video_ids) lives in
+# ctvis.datasets.ytvis_format.
+__all__ = ['YTVISEvaluator', 'evaluate_ytvis', 'metrics_table', 'METRIC_NAMES', 'METRIC_NAMES_2022',
+           'IOU_THRESHOLDS', 'RECALL_THRESHOLDS', 'MAX_DETS', 'AREA_RANGES']
 
 # Evaluation parameters of ytvoseval (built the same way, so that 0.5 and 0.75 equal the literals).
 IOU_THRESHOLDS = np.linspace(.5, .95, 10)
