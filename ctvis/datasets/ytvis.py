@@ -1,8 +1,11 @@
 """YouTube-VIS style video datasets (YTVIS 2019/2021/2022, OVIS, custom) read from the raw JSON.
 
 The official annotation files are read directly, without a conversion step, and validated while
-they are parsed so that a broken file fails before training starts, with a message that names the
-file and the offending entry. The parsed items follow mmdet's video format
+they are parsed so that a broken file fails before training starts, with a
+:class:`~ctvis.datasets.ytvis_format.YTVISFormatError` that names the file and the offending entry.
+The loader, the schema of videos, categories and annotation keys, and the RLE check are those of
+the evaluator (:mod:`ctvis.datasets.ytvis_format`); this module adds what training needs (frame
+files, class names, polygons, boxes). The parsed items follow mmdet's video format
 (:class:`mmdet.datasets.BaseVideoDataset`), one item per video::
 
     dict(video_id=int, video_length=int, images=[
