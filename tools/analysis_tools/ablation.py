@@ -56,6 +56,7 @@ class Row:
     train_options: Tuple[str, ...] = ()
     test_options: Tuple[str, ...] = ()
     checkpoint_of: Optional[str] = None  # test another row's checkpoint instead of training
+    short: str = ''  # the plot's tick label
 
 
 def _contrastive(negatives: str, noise_prob: float) -> Tuple[str, ...]:
@@ -66,15 +67,16 @@ def _contrastive(negatives: str, noise_prob: float) -> Tuple[str, ...]:
 
 ROWS: Dict[str, Row] = {
     'ctvis_memory_noise': Row('CTVIS: memory negatives, noise 0.05', CTVIS_CONFIG,
-                              _contrastive('memory', 0.05)),
+                              _contrastive('memory', 0.05), short='memory\n+ noise'),
     'ctvis_memory': Row('CTVIS: memory negatives, no noise', CTVIS_CONFIG,
-                        _contrastive('memory', 0.0)),
+                        _contrastive('memory', 0.0), short='memory'),
     'ctvis_prev_queries': Row('CTVIS: prev_queries, no noise (released)', CTVIS_CONFIG,
-                              _contrastive('prev_queries', 0.0)),
-    'minvis': Row('MinVIS', MINVIS_CONFIG),
+                              _contrastive('prev_queries', 0.0),
+                              short='prev_queries\n(released)'),
+    'minvis': Row('MinVIS', MINVIS_CONFIG, short='MinVIS'),
     'no_tracking': Row('no tracking (random identities)', CTVIS_CONFIG,
                        test_options=('model.tracker.type=RandomIdentityTracker',),
-                       checkpoint_of='ctvis_memory_noise'),
+                       checkpoint_of='ctvis_memory_noise', short='no tracking\n(control)'),
 }
 DATASETS = ('toy', 'association')
 
@@ -147,8 +149,10 @@ def render_table(summary: dict, rows: Sequence[str], datasets: Sequence[str]) ->
     return '\n'.join(lines).rstrip() + '\n'
 
 
-def render_plot(summary: dict, rows: Sequence[str], datasets: Sequence[str], path: str) -> None:
-    """AP and HOTA per row (bars: mean, error bars: std over seeds), one bar colour per dataset."""
+def render_plot(summary: dict, rows: Sequence[str], datasets: Sequence[str], path: str,
+                runs: Sequence[dict] = ()) -> None:
+    """AP and HOTA per row (bars: mean, error bars: std over seeds, dots: the ``runs``' seeds),
+    one bar colour per dataset."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -162,11 +166,14 @@ def render_plot(summary: dict, rows: Sequence[str], datasets: Sequence[str], pat
             stds = [c['std'] if c and c['std'] is not None else 0.0 for c in cells]
             positions = [i + (d - (len(datasets) - 1) / 2) * width for i in range(len(rows))]
             ax.bar(positions, means, width, yerr=stds, capsize=3, label=dataset)
+            for position, row in zip(positions, rows):
+                seeds = [r['metrics'][metric] for r in runs
+                         if r['dataset'] == dataset and r['row'] == row]
+                ax.plot([position] * len(seeds), seeds, 'k.', markersize=4)
         ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([ROWS[row].label.replace(', ', ',\n').replace(': ', ':\n')
-                            for row in rows], fontsize=7)
+        ax.set_xticklabels([ROWS[row].short or ROWS[row].label for row in rows], fontsize=8)
         ax.set_ylabel(f'{metric} (%)')
-        ax.set_title(f'{metric}, mean ± std over seeds')
+        ax.set_title(f'{metric}: mean ± std over seeds (dots: seeds)')
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -464,7 +471,7 @@ def main(argv=None) -> int:
                     data_cpu_s=data_cpu))
     with open(osp.join(out, 'ablation.md'), 'w') as f:
         f.write(table + '\n' + timing)
-    render_plot(summary, rows, settings.datasets, osp.join(out, 'ablation.png'))
+    render_plot(summary, rows, settings.datasets, osp.join(out, 'ablation.png'), records)
     if args.docs:
         with open(args.docs) as f:
             text = f.read()
