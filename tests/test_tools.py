@@ -31,10 +31,11 @@ from mmengine.structures import InstanceData
 
 from conftest import free_port, load_module, loopback_env
 from ctvis.evaluation import YTVISMetric
+from ctvis.models import VideoPrediction
 from mmdet.registry import DATASETS, HOOKS, MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
-# pycocotools 2.0.11 + numpy 2 (see docs/troubleshooting.md); ctvis filters it outside pytest
+# pycocotools 2.0.11 + numpy 2 (see docs/troubleshooting.md); the tools filter it in their runs
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
@@ -510,8 +511,10 @@ def test_out_is_written_before_the_evaluation(trained, toy_data, tmp_path, monke
     metric = YTVISMetric(ann_file=osp.join(toy_data, 'annotations.json'), results_file=str(out))
     rle = mask_utils.encode(np.asfortranarray(np.ones((SIZE, SIZE), np.uint8)))
     rle['counts'] = rle['counts'].decode()
-    videos = [dict(video_id=v, predictions=[dict(label=0, score=0.5 + v / 10, instance_id=0,
-                                                 segmentations=[rle] * NUM_FRAMES)])
+    videos = [VideoPrediction(scores=torch.tensor([0.5 + v / 10], dtype=torch.float64),
+                              labels=torch.tensor([0]), track_ids=torch.tensor([0]),
+                              masks=[[rle] * NUM_FRAMES], ori_shape=(SIZE, SIZE),
+                              num_frames=NUM_FRAMES, video_id=v)
               for v in range(1, NUM_VIDEOS + 1)]
 
     def failing_evaluation(*args, **kwargs):
@@ -521,7 +524,8 @@ def test_out_is_written_before_the_evaluation(trained, toy_data, tmp_path, monke
     with pytest.raises(RuntimeError, match='evaluation failed'):
         metric.compute_metrics(videos)
     written = json.loads(out.read_text())
-    assert [(r['video_id'], r['score']) for r in written] == [(1, 0.6), (2, 0.7), (3, 0.8)]
+    assert [r['video_id'] for r in written] == [1, 2, 3]
+    assert [r['score'] for r in written] == pytest.approx([0.6, 0.7, 0.8])  # float32 in JSON
 
 
 def quickstart_tool_calls() -> list:
