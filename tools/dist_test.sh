@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun: tools/dist_test.sh CONFIG CHECKPOINT NPROC_PER_NODE [test.py options]
 # Multi-node: NNODES, NODE_RANK, MASTER_ADDR, PORT (same values on every node but NODE_RANK).
-# Without CUDA the processes use the gloo backend (set by test.py), so this also runs on CPUs.
+# Without CUDA test.py uses the gloo backend and a CPU DDP wrapper (ctvis/utils/distributed.py),
+# so this also runs on CPUs.
 set -euo pipefail
 if [[ $# -lt 3 ]]; then
     echo "usage: $0 CONFIG CHECKPOINT NPROC_PER_NODE [test.py options]" >&2
