@@ -32,6 +32,7 @@ from mmengine.registry import init_default_scope
 
 import ctvis  # noqa: F401  (registers ctvis components)
 from ctvis.utils.checkpoint import safe_load_file
+from ctvis.utils.known_noise import known_noise_filtered
 from ctvis.utils.d2_conversion import convert_state_dict, unwrap_d2_checkpoint
 from ctvis.models import CTVISTracker
 from ctvis.models.mask_utils import resize_mask_logits
@@ -320,7 +321,8 @@ def main() -> int:
             return 2
     torch.set_num_threads(1)  # the reference was computed on one thread
     try:
-        rows = check_reference(args)
+        with known_noise_filtered():  # mmdet's meshgrid calls, as in tools/test.py
+            rows = check_reference(args)
     except SystemExit as error:
         print(error, file=sys.stderr)
         return 2
