@@ -408,32 +408,6 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_http_checkpoints_go_through_the_safe_loader(tmp_path, no_trust, monkeypatch):
-    """mmengine's http(s) scheme (torch.hub would unpickle with weights_only=False)."""
-    served = tmp_path / 'served'
-    served.mkdir()
-    torch.save(dict(state_dict=weights()), served / 'good.pth')
-    marker = tmp_path / 'payload_ran'
-    torch.save(dict(state_dict=weights(), extra=WritesMarker(str(marker))), served / 'evil.pth')
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
-    server = http.server.ThreadingHTTPServer(
-        ('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        base = f'http://127.0.0.1:{server.server_address[1]}'
-        with safe_checkpoint_loading():
-            good = _load_checkpoint(f'{base}/good.pth', map_location='cpu')
-            assert torch.equal(good['state_dict']['linear.weight'], torch.ones(1, 3))
-            with pytest.raises(UnsafeCheckpointError, match=r'evil\.pth.*posix\.system'):
-                _load_checkpoint(f'{base}/evil.pth', map_location='cpu')
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert not marker.exists()
-    assert osp.isfile(url_cache_file(f'{base}/evil.pth'))
-
-
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     """An http server on 127.0.0.1 serving tmp_path/served; yields (folder, base URL)."""
@@ -449,6 +423,21 @@ def served(tmp_path, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_http_checkpoints_go_through_the_safe_loader(tmp_path, no_trust, served):
+    """mmengine's http(s) scheme (torch.hub would unpickle with weights_only=False)."""
+    folder, base = served
+    torch.save(dict(state_dict=weights()), folder / 'good.pth')
+    marker = tmp_path / 'payload_ran'
+    torch.save(dict(state_dict=weights(), extra=WritesMarker(str(marker))), folder / 'evil.pth')
+    with safe_checkpoint_loading():
+        good = _load_checkpoint(f'{base}/good.pth', map_location='cpu')
+        assert torch.equal(good['state_dict']['linear.weight'], torch.ones(1, 3))
+        with pytest.raises(UnsafeCheckpointError, match=r'evil\.pth.*posix\.system'):
+            _load_checkpoint(f'{base}/evil.pth', map_location='cpu')
+    assert not marker.exists()
+    assert osp.isfile(url_cache_file(f'{base}/evil.pth'))
 
 
 def test_trusting_a_url_never_loads_a_refused_download_of_the_same_name(tmp_path, no_trust,
