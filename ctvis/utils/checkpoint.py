@@ -191,6 +191,12 @@ def _latin1_encode(text: str, encoding: str = 'utf-8') -> bytes:
     return text.encode('latin1')
 
 
+@functools.lru_cache(maxsize=None)
+def _plain_pickle_globals() -> Dict[str, Any]:
+    return dict(_numpy_globals(), **{'collections.OrderedDict': collections.OrderedDict,
+                                     '_codecs.encode': _latin1_encode})
+
+
 class _DataUnpickler(pickle.Unpickler):
     """Reads plain pickles of numpy data (detectron2 ``.pkl``): numpy's array, dtype and scalar
     reconstruction, ``OrderedDict`` and bytes are the only globals it resolves."""
@@ -199,10 +205,8 @@ class _DataUnpickler(pickle.Unpickler):
         import _compat_pickle  # protocol-2 pickles may use Python 2 names (__builtin__ ...)
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        allowed = dict(_numpy_globals(), **{'collections.OrderedDict': collections.OrderedDict,
-                                            '_codecs.encode': _latin1_encode})
         try:
-            return allowed[f'{module}.{name}']
+            return _plain_pickle_globals()[f'{module}.{name}']
         except KeyError:
             raise _Refused(f'the global {module}.{name}') from None
 
