@@ -18,7 +18,7 @@ from mmengine.config import Config, ConfigDict
 import ctvis  # noqa: F401  (registration)
 from ctvis.engine import VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
-from ctvis.evaluation.ytvis_eval import load_long_video_ids
+from ctvis.datasets.ytvis_format import load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run)
 

@@ -46,9 +46,8 @@ def plain_ytvoseval() -> Iterator[None]:
     """Let mmdet's ytvoseval run, timed as itself, for the duration.
 
     Its accumulate uses ``np.float`` (removed in numpy 1.24): its module sees
-    plain numpy with ``np.float`` aliased to ``float`` (replacing, for the
-    duration, the slower module overlay that ``ctvis.utils.compat`` installs
-    there). Its prints are discarded.
+    plain numpy with ``np.float`` aliased to ``float`` for the duration. Its
+    prints are discarded.
     """
     from mmdet.evaluation.functional import ytviseval as ytviseval_module
     module_numpy, had_alias = ytviseval_module.np, hasattr(np, 'float')

@@ -107,7 +107,7 @@ class Recorder:
 
     def end_frame(self, video) -> None:
         """The tracks in the video record after the frame (short-track suppression done)."""
-        self.frames[-1]['record_track_id'] = torch.tensor(list(video.records), dtype=torch.long)
+        self.frames[-1]['record_track_id'] = torch.tensor(video.track_ids, dtype=torch.long)
 
     def stacked(self, key: str) -> np.ndarray:
         return torch.cat([f[key] for f in self.frames]).detach().cpu().numpy()
@@ -272,10 +272,10 @@ def compare_tracker(table: StageTable, recorder: Recorder, pred: dict, video, re
         table.exact('video records after suppression',
                     [(recorder.stacked('record_track_id'), ref['record_track_id']),
                      (recorder.framed('record_track_id'), ref['record_frame'])])
-    ours_logits = (video.track_logits().numpy() if video.records
+    ours_logits = (video.track_logits().numpy() if video.track_ids
                    else np.zeros((0, ref['track_logits'].shape[-1]), np.float32))
     table.raw('track logits', ours_logits, ref['track_logits'])
-    track_order = list(video.records)
+    track_order = video.track_ids
     table.exact('final labels and source tracks',
                 [(pred['labels'], ref['video_labels']),
                  (np.array([track_order.index(i) for i in pred['track_ids']], dtype=np.int64),
