@@ -1,8 +1,8 @@
 """Install ctvis: ``pip install -e .`` (tools/setup_env.sh does this inside .venv/).
 
-Builds one C++ extension, ``ctvis.ops._C`` (the CPU kernel of multi-scale deformable attention,
-ctvis/ops/csrc/), against the torch found in the build environment: install torch first and pass
-``--no-build-isolation`` so that the extension matches it.
+Builds one C++ extension, ``ctvis.ops._C`` (ctvis/ops/csrc/: the CPU kernel of multi-scale
+deformable attention and the check of compressed RLE strings), against the torch found in the build
+environment: install torch first and pass ``--no-build-isolation`` so that the extension matches it.
 """
 import os.path as osp
 import re
@@ -37,9 +37,11 @@ def cpu_extensions() -> tuple:
     # must be compiled with OpenMP, or its loops would run on one thread.
     openmp = 'OpenMP' in torch.__config__.parallel_info()
     flags = ['-O3', '-fopenmp' if openmp else '-fopenmp-simd']
+    sources = ['ms_deform_attn_cpu.cpp', 'rle_check.cpp', 'module.cpp']
+    headers = ['ms_deform_attn_kernels.h', 'rle_check.h']
     extension = CppExtension(
-        'ctvis.ops._C', ['ctvis/ops/csrc/ms_deform_attn_cpu.cpp'],
-        depends=['ctvis/ops/csrc/ms_deform_attn_kernels.h'],
+        'ctvis.ops._C', [f'ctvis/ops/csrc/{name}' for name in sources],
+        depends=[f'ctvis/ops/csrc/{name}' for name in headers],
         extra_compile_args=dict(cxx=flags), extra_link_args=['-fopenmp'] if openmp else [])
     return [extension], dict(build_ext=BuildExtension)
 

@@ -442,8 +442,7 @@ def check_strings(strings: List[str], frame_hw: List[int]) -> np.ndarray:
     def fail(index: int, problem: str) -> None:
         raise YTVISFormatError(f'string {index}: {problem}')
 
-    rles = [dict(size=[1, 1], counts=s) for s in strings]  # area() ignores the size
-    return check_compressed_counts(strings, rles, {}, np.asarray(frame_hw, np.int64), fail)[0]
+    return check_compressed_counts(strings, np.asarray(frame_hw, np.int64), fail)[0]
 
 
 def test_compressed_rle_check_matches_pycocotools():

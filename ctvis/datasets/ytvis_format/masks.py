@@ -6,7 +6,7 @@ whole frame to the right only changes its first run length.
 """
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -132,8 +132,8 @@ def entry_namer(name: str, list_key: str, entries: list,
 class MaskCollector:
     """Checks the ``segmentations`` of tracks and gathers their frame masks.
 
-    A mask is kept as a compressed counts string (str or bytes; with the
-    caller's RLE dict when it has one, so no copy is made) or, for
+    A mask is kept as a compressed counts string (str or bytes: the caller's,
+    or one encoded from a polygon or from uncompressed counts) or, for
     uncompressed RLEs, as its list of run lengths; both are checked in bulk
     by :meth:`build`.
     """
@@ -143,10 +143,6 @@ class MaskCollector:
         self.sizes = [[int(h), int(w)] for h, w in zip(videos.height, videos.width)]
         self.lengths = videos.length.tolist()
         self.strings: List[Union[str, bytes]] = []
-        self.rles: List[Optional[dict]] = []
-        # Areas of the strings we encoded (string index -> area); the others
-        # are measured and checked.
-        self.known_area: Dict[int, int] = {}
         self.run_lists: List[list] = []
         self.frame: List[int] = []  # per mask
         # Per run of masks added at once (consecutive in strings or in
@@ -185,7 +181,6 @@ class MaskCollector:
             if sizes.count(size) == num and counts_types <= {str, bytes}:
                 self.segments.append((track_index, video, num, len(self.strings), True))
                 self.strings += counts
-                self.rles += present
                 self.frame += frames
                 return
             if sizes.count(size) == num and counts_types == {list}:
@@ -195,23 +190,19 @@ class MaskCollector:
                 return
         for frame_index in frames:
             segmentation = segmentations[frame_index]
-            string, area = self._frame_string(segmentation, size, accept_polygons,
-                                              lambda: describe(track_index, frame_index))
+            string = self._frame_string(segmentation, size, accept_polygons,
+                                        lambda: describe(track_index, frame_index))
             if string is None:  # an empty polygon list: no mask
                 continue
-            if area >= 0:
-                self.known_area[len(self.strings)] = area
             self.segments.append((track_index, video, 1, len(self.strings), True))
             self.strings.append(string)
-            self.rles.append(segmentation if area < 0 else None)
             self.frame.append(frame_index)
 
     @staticmethod
     def _frame_string(segmentation: Any, size: List[int], accept_polygons: bool,
-                      describe: Callable[[], str]) -> Tuple[Optional[Union[str, bytes]], int]:
-        """Check one frame's segmentation. Returns its compressed counts and
-        its area when known (-1: a compressed RLE from the caller, to be
-        measured and checked), or (None, -1) for an empty polygon list.
+                      describe: Callable[[], str]) -> Optional[Union[str, bytes]]:
+        """Check one frame's segmentation. Returns its compressed counts (to be
+        checked in bulk by :meth:`build`), or None for an empty polygon list.
         ``describe()`` names the frame in error messages."""
         height, width = size
         if type(segmentation) is dict:
@@ -224,7 +215,7 @@ class MaskCollector:
                 raise YTVISFormatError(f'{describe()}: RLE size {given!r} does not match the '
                                        f'video size [height, width] = {size}')
             if type(counts) is str or type(counts) is bytes:
-                return counts, -1
+                return counts
             if type(counts) is list:
                 converted = uncompressed_to_string(counts, height, width)
                 if converted is None:
@@ -235,9 +226,8 @@ class MaskCollector:
                                    f'list of run lengths, got {type(counts).__name__}')
         if accept_polygons and type(segmentation) is list:
             if not segmentation:  # ytvoseval treats [] as "no mask"
-                return None, -1
-            string = polygons_to_string(segmentation, height, width, describe())
-            return string, int(mask_utils.area({'size': size, 'counts': string}))
+                return None
+            return polygons_to_string(segmentation, height, width, describe())
         raise YTVISFormatError(f'{describe()}: a segmentation must be an RLE dict with size and '
                                'counts' + (', a polygon list' if accept_polygons else '') +
                                f' or null, got {type(segmentation).__name__}')
@@ -272,8 +262,8 @@ class MaskCollector:
         strings = runs = None
         if self.strings:
             rows = np.flatnonzero(from_string)
-            area[rows], strings = check_compressed_counts(self.strings, self.rles, self.known_area,
-                                                          frame_hw[rows], fail_at(rows))
+            area[rows], strings = check_compressed_counts(self.strings, frame_hw[rows],
+                                                          fail_at(rows))
         if self.run_lists:
             rows = np.flatnonzero(~from_string)
             area[rows], runs = check_uncompressed_counts(self.run_lists, frame_hw[rows],

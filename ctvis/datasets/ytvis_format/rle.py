@@ -6,90 +6,25 @@ pixels:
 
 * uncompressed RLEs (``counts`` a list, the YouTube-VIS ground truth) are read into one uint32
   array and summed with numpy, all at once;
-* compressed strings: their characters and termination (numpy, on all strings at once), then
-  whether their runs cover the frame exactly, as the area of the mask plus the area of its
-  complement (two ``pycocotools.mask.area`` passes, which also give the areas; strings of at most
-  three run lengths, e.g. empty masks, are summed with numpy). The first three run lengths are
-  decoded and range-checked; later ones are checked through those sums.
+* compressed strings are decoded exactly, run by run, by :func:`ctvis.ops.check_rle_strings`
+  (ctvis' C++ extension; a numpy path where it is not built): every character, every run >= 0,
+  the runs covering the frame exactly; it also gives the areas.
 
 A failing mask is reported through a ``fail(index, problem)`` callback, so that the caller names
 the file, the entry and the frame.
 """
 import array
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ...ops import rle_check
 from .loading import YTVISFormatError, is_int, is_real
 
-_RLE_FIRST_CHAR, _RLE_LAST_CHAR = 48, 111  # pycocotools: 6 bits per char
-_RLE_MORE_BIT = 0x20  # "another 5-bit chunk follows"
-_RLE_SIGN_BIT = 0x10  # set in the last chunk of a negative number
-_RLE_MAX_CHUNKS = 7  # a run length < 2**32 needs at most 7 chunks
-# pycocotools 2.0.x area() fails on longer lists with numpy 2 (it builds a
-# uint8 array from the list length).
-_AREA_CALL_LIMIT = 255
 MAX_CANVAS_PIXELS = 2**32  # pycocotools run lengths and areas are uint32
 _UINT32_CODE = next(code for code in 'IL' if array.array(code).itemsize == 4)
-
-
-def decode_leading_counts(chars: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
-                           num: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Decode the first ``num`` run lengths of many compressed RLE strings.
-
-    pycocotools stores each run length as 5-bit chunks (one char each); the
-    first three are absolute and every later one is a difference to the run
-    length two places before, so rewriting the first run (shift) or the first
-    three (complement) never touches the rest of the string.
-
-    Args:
-        chars (np.ndarray): uint8 (total_chars, ) the strings back to back.
-        starts, lengths (np.ndarray): int64 (n, ) where each string lies.
-        num (int): how many leading run lengths to decode.
-
-    Returns:
-        tuple: ``values`` int64 (n, num), ``ends`` int64 (n, num) (offset in
-        the string after each value), ``present`` bool (n, num) (False where
-        the string has fewer runs) and ``overlong`` bool (n, ) (a number with
-        more chunks than any uint32 run length needs).
-    """
-    n = len(starts)
-    values = np.zeros((n, num), np.int64)
-    ends = np.zeros((n, num), np.int64)
-    present = np.zeros((n, num), bool)
-    overlong = np.zeros(n, bool)
-    # The strings still being decoded (most are done after a few chars), the
-    # run length each is at, its chunk in that number and its value so far.
-    rows = np.arange(n)
-    number = np.zeros(n, np.int64)
-    chunk = np.zeros(n, np.int64)
-    value = np.zeros(n, np.int64)
-    for offset in range(_RLE_MAX_CHUNKS * num):
-        live = offset < lengths[rows]
-        if not live.all():
-            rows, number, chunk, value = (rows[live], number[live], chunk[live], value[live])
-        if not len(rows):
-            break
-        code = chars[starts[rows] + offset].astype(np.int64) - _RLE_FIRST_CHAR
-        value |= (code & 0x1f) << (5 * chunk)
-        chunk += 1
-        done = np.flatnonzero((code & _RLE_MORE_BIT) == 0)
-        negative = done[(code[done] & _RLE_SIGN_BIT) != 0]
-        value[negative] -= np.left_shift(1, 5 * chunk[negative])
-        done_rows, done_number = rows[done], number[done]
-        values[done_rows, done_number] = value[done]
-        ends[done_rows, done_number] = offset + 1
-        present[done_rows, done_number] = True
-        number[done] += 1
-        chunk[done] = 0
-        value[done] = 0
-        too_long = chunk >= _RLE_MAX_CHUNKS
-        overlong[rows[too_long]] = True
-        keep = (number < num) & ~too_long
-        rows, number, chunk, value = (rows[keep], number[keep], chunk[keep], value[keep])
-    return values, ends, present, overlong
 
 
 def encode_counts(values: np.ndarray) -> Tuple[bytes, int, np.ndarray]:
@@ -104,34 +39,24 @@ def encode_counts(values: np.ndarray) -> Tuple[bytes, int, np.ndarray]:
         int64 (n, ) the used length of each row.
     """
     n, q = values.shape
-    stride = q * _RLE_MAX_CHUNKS
+    stride = q * rle_check.MAX_CHUNKS
     out = np.zeros((n, stride), np.uint8)
     lengths = np.zeros(n, np.int64)
     for column in range(q):
         value = values[:, column].copy()
         more = np.ones(n, bool)
-        for _ in range(_RLE_MAX_CHUNKS):
+        for _ in range(rle_check.MAX_CHUNKS):
             code = value & 0x1f
             value >>= 5
-            follows = np.where(code & _RLE_SIGN_BIT, value != -1, value != 0)
+            follows = np.where(code & rle_check.SIGN_BIT, value != -1, value != 0)
             rows = np.flatnonzero(more)
             out[rows,
                 lengths[rows]] = (code[rows]
-                                  | np.where(follows[rows], _RLE_MORE_BIT, 0)) + _RLE_FIRST_CHAR
+                                  | np.where(follows[rows], rle_check.MORE_BIT, 0)
+                                  ) + rle_check.FIRST_CHAR
             lengths[rows] += 1
             more &= follows
     return out.tobytes(), stride, lengths
-
-
-
-
-def area_of(rles: List[dict]) -> np.ndarray:
-    """int64 (n, ) ``pycocotools.mask.area`` of many RLEs."""
-    areas = np.empty(len(rles), np.int64)
-    for start in range(0, len(rles), _AREA_CALL_LIMIT):
-        stop = start + _AREA_CALL_LIMIT
-        areas[start:stop] = mask_utils.area(rles[start:stop])
-    return areas
 
 
 def polygons_to_string(polygons: list, height: int, width: int, where: str) -> bytes:
@@ -148,9 +73,9 @@ def polygons_to_string(polygons: list, height: int, width: int, where: str) -> b
     return rle['counts']
 
 
-def uncompressed_to_string(counts: list, height: int, width: int) -> Optional[Tuple[bytes, int]]:
+def uncompressed_to_string(counts: list, height: int, width: int) -> Optional[bytes]:
     """Check an uncompressed RLE (list counts). Returns its compressed counts
-    string and its area, or None if it is malformed."""
+    string, or None if it is malformed."""
     try:  # rejects negative, fractional and non-numeric run lengths
         runs = array.array(_UINT32_CODE, counts)
     except (TypeError, OverflowError, ValueError):
@@ -161,9 +86,7 @@ def uncompressed_to_string(counts: list, height: int, width: int) -> Optional[Tu
     if len(values) > 1 and not values[1:].min():
         values = merge_empty_runs(values)
     rle = mask_utils.frPyObjects({'counts': values, 'size': [height, width]}, height, width)
-    return rle['counts'], int(values[1::2].sum(dtype=np.int64))
-
-
+    return rle['counts']
 
 
 @dataclass
@@ -205,25 +128,43 @@ def uncompressed_problem(counts: Any, num_pixels: int) -> str:
             f'height*width = {num_pixels}; {detail}')
 
 
-def check_compressed_counts(strings: List[Union[str, bytes]], rles: List[Optional[dict]],
-                            known_area: Dict[int, int], frame_hw: np.ndarray,
-                            fail: Callable[[int, str], None]) -> Tuple[np.ndarray, StringSource]:
-    """Check compressed RLE counts strings and measure their areas.
+def compressed_problem(problem: int, where: int, value: int, num_pixels: int) -> str:
+    """The error message of a compressed RLE counts string that failed
+    :func:`ctvis.ops.check_rle_strings` (its ``problem``, ``where`` and ``value``)."""
+    if problem == rle_check.EMPTY:
+        detail = 'empty counts string'
+    elif problem == rle_check.BAD_CHARACTER:
+        detail = f'invalid character {chr(value)!r} in counts (offset {where})'
+    elif problem == rle_check.TOO_MANY_CHUNKS:
+        detail = (f'a run length has too many chunks (run {where} has more than '
+                  f'{rle_check.MAX_CHUNKS} characters, more than any uint32 needs)')
+    elif problem == rle_check.TRUNCATED:
+        detail = f'counts string ends inside a number (run {where})'
+    elif problem == rle_check.WIDE_NEGATIVE:
+        detail = (f'a run length is stored as a negative difference of {rle_check.MAX_CHUNKS} '
+                  f'characters (run {where}), which pycocotools decodes wrongly')
+    elif problem == rle_check.NEGATIVE_RUN:
+        detail = f'a run length is negative (run {where} is {value})'
+    elif problem == rle_check.BEYOND_FRAME:
+        detail = (f'run lengths cover more than height*width = {num_pixels} pixels (runs 0 to '
+                  f'{where} cover {value})')
+    else:
+        assert problem == rle_check.SHORT, problem
+        detail = f'run lengths cover {value} pixels, expected height*width = {num_pixels}'
+    return f'malformed RLE: {detail}'
 
-    Every string is checked for its characters and its termination (numpy,
-    all at once). The caller's RLEs (those not in ``known_area``) must also
-    cover the frame exactly: their runs are summed as the area of the mask
-    plus the area of its complement. Strings of at most three run lengths are summed
-    from the leading values decoded here (numpy), the others by two
-    ``pycocotools.mask.area`` passes (C).
+
+def check_compressed_counts(strings: List[Union[str, bytes]], frame_hw: np.ndarray,
+                            fail: Callable[[int, str], None]) -> Tuple[np.ndarray, StringSource]:
+    """Check compressed RLE counts strings exactly and measure their areas.
+
+    Every run of every string is decoded (:func:`ctvis.ops.check_rle_strings`): the characters,
+    the termination, every run length >= 0 and their sum, which must be the frame's pixels.
 
     Args:
         strings: the compressed ``counts`` of each mask (str or bytes).
-        rles: an RLE dict of each mask with those counts, None for masks we
-            encoded ourselves (from run lengths or polygons).
-        known_area: the area of the masks we encoded (string index -> area).
         frame_hw (np.ndarray): int64 (n, ) pixels of each mask's frame.
-        fail: ``(index, problem)`` raises the error of a string.
+        fail: ``(index, problem)`` raises the error of a string (the first failing one).
 
     Returns:
         tuple: int64 (n, ) areas and the strings for canvases.
@@ -238,64 +179,16 @@ def check_compressed_counts(strings: List[Union[str, bytes]], rles: List[Optiona
             if type(s) is str and not s.isascii():
                 fail(index, 'malformed RLE: non-ASCII characters in counts')
         raise
-    chars = np.frombuffer(joined, np.uint8)
     lengths = np.fromiter(map(len, strings), np.int64, len(strings))
     ends = np.cumsum(lengths)
-    starts = ends - lengths
-    if (lengths == 0).any():
-        fail(int(np.argmax(lengths == 0)), 'malformed RLE: empty counts '
-             'string')
-    if chars.min() < _RLE_FIRST_CHAR or chars.max() > _RLE_LAST_CHAR:
-        bad = np.flatnonzero((chars < _RLE_FIRST_CHAR) | (chars > _RLE_LAST_CHAR))[0]
-        fail(
-            int(np.searchsorted(ends, bad, side='right')),
-            f'malformed RLE: invalid character {chr(chars[bad])!r} in counts')
-    truncated = ((chars[ends - 1] - _RLE_FIRST_CHAR) & _RLE_MORE_BIT) != 0
-    if truncated.any():
-        fail(int(np.argmax(truncated)), 'malformed RLE: counts string ends '
-             'inside a number')
-
-    values, value_ends, present, overlong = decode_leading_counts(chars, starts, lengths, 3)
-    out_of_range = present & ((values < 0) | (values > frame_hw[:, None]))
-    bad = np.flatnonzero(overlong | out_of_range.any(1))
-    if len(bad):
-        fail(
-            int(bad[0]), 'malformed RLE: a run length is negative, longer '
-            'than the frame or has too many chunks')
-
-    area = np.full(len(strings), -1, np.int64)
-    area[list(known_area)] = list(known_area.values())
-    check = np.flatnonzero(area < 0)
-    complete = ~present[check, 2] | (value_ends[check, 2] == lengths[check])
-    short, long = check[complete], check[~complete]
-    area[short] = values[short, 1]
-    covered = np.zeros(len(strings), np.int64)
-    covered[short] = values[short].sum(1)
-    # Background of the long ones: the area of the complement, runs
-    # [0, c0, c1, c2, ...]: the old third run becomes the fourth and is now
-    # stored as a difference to c0; the rest of the string is unchanged.
-    complement_values = np.zeros((len(long), 4), np.int64)
-    complement_values[:, 1:] = values[long]
-    complement_values[:, 3] -= complement_values[:, 1]
-    lead, lead_stride, lead_len = encode_counts(complement_values)
-    any_size = [1, 1]  # area() ignores the size
-    text = memoryview(joined)  # slices without copies
-    heads = range(0, len(long) * lead_stride, lead_stride)
-    tails = (starts[long] + value_ends[long, 2]).tolist()
-    complement = [{
-        'size': any_size,
-        'counts': lead[head:head + n] + text[tail:end]
-    } for head, n, tail, end in zip(heads, lead_len.tolist(), tails, ends[long].tolist())]
-    area[long] = area_of([rles[i] for i in long.tolist()])
-    covered[long] = area[long] + area_of(complement)
-    wrong = np.flatnonzero(covered[check] != frame_hw[check])
-    if len(wrong):
-        index = int(check[wrong[0]])
-        fail(
-            index, 'malformed RLE: run lengths cover '
-            f'{covered[index] % MAX_CANVAS_PIXELS} pixels, expected '
-            f'height*width = {frame_hw[index]}')
-    return area, StringSource(joined, starts, ends, values[:, 0], value_ends[:, 0])
+    checked = rle_check.check_rle_strings(joined, ends, frame_hw)
+    failing = np.flatnonzero(checked.problem)
+    if len(failing):
+        index = int(failing[0])
+        fail(index, compressed_problem(*(int(field[index]) for field in checked[:3]),
+                                       int(frame_hw[index])))
+    return checked.area, StringSource(joined, ends - lengths, ends, checked.first,
+                                      checked.first_end)
 
 
 def check_uncompressed_counts(run_lists: List[list], frame_hw: np.ndarray,

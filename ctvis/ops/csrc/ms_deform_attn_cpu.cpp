@@ -15,7 +15,6 @@
 // backward pass is parallel over (batch, head): the grad_value rows of one (batch, head) belong to
 // one task only, so the scatter needs neither atomics nor per-thread copies, and the result does
 // not depend on the number of threads.
-#include <Python.h>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -211,9 +210,5 @@ TORCH_LIBRARY_IMPL(ctvis, CPU, m) {
 
 }  // namespace ctvis
 
-// An empty Python module: importing ctvis.ops._C loads this library, whose static initialisers
-// above register the ops in torch.ops.ctvis.
-extern "C" PyMODINIT_FUNC PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
-}
+// The Python module ctvis.ops._C itself is made in module.cpp: importing it loads this library,
+// whose static initialisers above register the ops in torch.ops.ctvis.
