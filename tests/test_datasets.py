@@ -27,6 +27,7 @@ from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CL
 from ctvis.datasets.ytvis_format import loading as ytvis_format_loading
 from ctvis.datasets.ytvis_format.rle import check_compressed_counts
 from ctvis.utils.config_tools import update_step
+from test_rle_check import encode_runs
 from mmdet.datasets.samplers import TrackImgSampler
 from mmdet.registry import DATASETS, MODELS
 from mmdet.structures import TrackDataSample
@@ -351,6 +352,13 @@ BAD_INPUTS = {
                                  "RLE: invalid character ' ' in counts"),
     'compressed truncated': (_set('annotations.1.segmentations.3.counts', lambda c: c + 'o'),
                              YTVISFormatError, 'frame 3 (vid_a/00003.jpg): malformed'),
+    # runs 700, 30, 30, -3, 11: they sum to 768 and pycocotools measures an area of 27, but the
+    # fourth run is negative (the check used to read only the first three)
+    'compressed negative fourth run': (_set('annotations.1.segmentations.1.counts',
+                                            encode_runs([700, 30, 30, -3, 11])),
+                                       YTVISFormatError,
+                                       'annotations[1] (id 12), frame 1 (vid_a/00001.jpg): '
+                                       'malformed RLE: a run length is negative (run 3 is -3)'),
     'compressed wrong total': (_set('annotations.1.segmentations.1.counts',
                                     rle_of(rect_mask(24, 31, 1, 5, 1, 5))['counts']),
                                YTVISFormatError,
@@ -460,13 +468,14 @@ def test_compressed_rle_check_matches_pycocotools():
         sizes.append(mask.size)
         areas.append(int(mask.sum()))
     assert check_strings(strings, sizes).tolist() == areas
-    # '0O' decodes to runs [0, -1]; 'o' continues past the end; ' ' and 'é' are illegal; the
-    # last one covers one pixel too many.
+    # '0O' decodes to runs [0, -1], ':55HN' to [10, 5, 5, -3, 3]; 'o' continues past the end;
+    # ' ' and 'é' are illegal; the last one covers one pixel too many.
     for bad, problem in (('0O', 'a run length is negative'),
+                         (':55HN', r'a run length is negative \(run 3 is -3\)'),
                          (strings[1] + 'o', 'counts string ends inside a number'),
                          (' ', "invalid character ' '"), ('é', 'non-ASCII'),
                          ('', 'empty counts string'), (strings[2], 'run lengths cover')):
-        frame_hw = sizes[2] - 1 if bad is strings[2] else sizes[1]
+        frame_hw = sizes[2] - 1 if bad is strings[2] else 20 if bad == ':55HN' else sizes[1]
         with pytest.raises(YTVISFormatError, match=f'string 1: malformed RLE: {problem}'):
             check_strings([strings[0], bad], [sizes[0], frame_hw])
 

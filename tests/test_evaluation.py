@@ -24,6 +24,7 @@ from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis
 
 from conftest import REPO, load_module
+from test_rle_check import encode_runs
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
 BENCHMARK_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
                           'benchmark_ytvis_eval.py')
@@ -224,6 +225,9 @@ def _malformed(results: List[dict], case: str) -> List[dict]:
         segmentation['counts'] = [3, 4]
     elif case == 'negative run':  # 'K' encodes -5
         segmentation['counts'] = 'K' + segmentation['counts']
+    elif case == 'negative fourth run':  # sums to height*width, pycocotools' area is 2
+        height, width = segmentation['size']
+        segmentation['counts'] = encode_runs([height * width - 20, 5, 5, -3, 13])
     elif case == 'not a dict':
         entry['segmentations'][frame] = 'mask'
     return results
@@ -242,6 +246,7 @@ def _malformed(results: List[dict], case: str) -> List[dict]:
     ('other frame size', 'run lengths cover'),
     ('uncompressed sum', 'uncompressed counts must be'),
     ('negative run', 'a run length is negative'),
+    ('negative fourth run', 'a run length is negative (run 3 is -3)'),
     ('not a dict', 'must be an RLE dict'),
 ])
 def test_malformed_results_are_rejected(tmp_path, case, message):
