@@ -20,6 +20,7 @@ from mmdet.structures import DetDataSample, TrackDataSample
 from mmdet.structures.mask import BitmapMasks
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TESTS = osp.join(REPO, 'tests')
 # What the official CTVIS code computed on fixed weights and frames (see its README)
 PARITY = osp.join(REPO, 'tests', 'data', 'parity')
 # Time allowed to a process group that should form at once on 127.0.0.1
@@ -32,6 +33,12 @@ def load_module(path: str, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def pythonpath_for(test_file: str) -> str:
+    """PYTHONPATH for a subprocess that imports a test module (``custom_imports`` of a test
+    config): the module's folder, tests/ (for conftest) and the repository."""
+    return os.pathsep.join([osp.dirname(osp.abspath(test_file)), TESTS, REPO])
 
 
 def free_port() -> int:
@@ -86,6 +93,29 @@ def loopback_gloo() -> None:
     if failures:
         pytest.skip('two gloo processes cannot form a group over 127.0.0.1 on this machine: '
                     + ' | '.join(failures))
+
+
+def run_in_repo(args: list, data_root: str, timeout: int = 300,
+                **env: str) -> subprocess.CompletedProcess:
+    """Run a tool from the repository root on the toy data at ``data_root`` ($CTVIS_TOY_DATA)."""
+    environment = loopback_env(CTVIS_TOY_DATA=data_root + '/', **env)
+    return subprocess.run(args, cwd=REPO, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# The toy set the tool tests train and evaluate on (read-only: tests copy what they edit)
+SMALL_TOY_VAL_VIDEOS = 3
+
+
+@pytest.fixture(scope='session')
+def small_toy_root(tmp_path_factory) -> str:
+    """4 training videos and 3 validation videos of 6 frames, 64x80, made by the toy tool."""
+    root = str(tmp_path_factory.mktemp('small_toy_vis'))
+    result = subprocess.run([sys.executable, 'tools/misc/make_toy_vis.py', root, '--videos', '4',
+                             '--frames', '6', '--val-videos', str(SMALL_TOY_VAL_VIDEOS), '--size',
+                             '64', '80', '--seed', '3'], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return root
 
 
 def tiny_model_cfg(num_classes: int = 3, num_queries: int = 6, **contrastive) -> Config:
@@ -155,6 +185,15 @@ def square_clip(num_frames: int = 3, size=(64, 64), seed: int = 0,
     sample = TrackDataSample()
     sample.video_data_samples = samples
     return dict(inputs=torch.stack(frames), data_samples=sample)
+
+
+def frame_sample(t: int, length: int, size=(64, 64), ori=(96, 96)) -> TrackDataSample:
+    """The metainfo-only sample of frame ``t`` of a ``length``-frame video (id 3) for predict()."""
+    frame = DetDataSample(metainfo=dict(frame_id=t, ori_video_length=length, video_id=3,
+                                        img_shape=size, ori_shape=ori, batch_input_shape=size))
+    sample = TrackDataSample()
+    sample.video_data_samples = [frame]
+    return sample
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
-# Tiny video-instance-segmentation config for the tool tests (tests/test_tools.py): a 1x1-conv
-# per-pixel "segmenter" on synthetic 16x16 videos, trained for a few iterations on the CPU.
-# The model and dataset are registered by tests/test_tools.py (custom_imports); the tests point
-# the dataset and evaluator at their temporary data with --cfg-options.
+# Tiny video-instance-segmentation config for the tool tests
+# (tests/test_tools/test_train_test_tools.py): a 1x1-conv per-pixel "segmenter" on synthetic 16x16
+# videos, trained for a few iterations on the CPU. The model and dataset are registered by that test
+# module (custom_imports); the tests point the dataset and evaluator at their temporary data with
+# --cfg-options.
 default_scope = 'mmdet'
-custom_imports = dict(imports=['test_tools'], allow_failed_imports=False)
+custom_imports = dict(imports=['test_train_test_tools'], allow_failed_imports=False)
 
 model = dict(type='ToolsTestPixelVIS')
 

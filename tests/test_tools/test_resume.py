@@ -24,7 +24,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-from conftest import REPO, loopback_env
+from conftest import REPO, loopback_env, pythonpath_for
 from ctvis.engine.rng_state_hook import CHECKPOINT_KEY, RNGStateHook
 from ctvis.utils import safe_checkpoint_loading, safe_load_file
 from mmdet.registry import HOOKS
@@ -200,20 +200,10 @@ def test_states_of_another_number_of_ranks_are_not_restored(tmp_path):
 # tools/train.py on the toy CTVIS config, kill -9, --resume in a fresh process
 # ----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def toy_root(tmp_path_factory) -> str:
-    root = str(tmp_path_factory.mktemp('toy_vis_resume'))
-    result = subprocess.run([sys.executable, 'tools/misc/make_toy_vis.py', root, '--videos', '4',
-                             '--frames', '6', '--val-videos', '2', '--size', '64', '80',
-                             '--seed', '3'], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return root
-
-
-def train(config: str, work_dir: str, toy_root: str, *extra: str, **env: str):
-    options = [f'data_root={toy_root}/', 'max_iters=4', 'default_hooks.checkpoint.interval=2',
+def train(config: str, work_dir: str, small_toy_root: str, *extra: str, **env: str):
+    options = [f'data_root={small_toy_root}/', 'max_iters=4', 'default_hooks.checkpoint.interval=2',
                'train_cfg.val_interval=2', '+randomness.deterministic=True']
-    environment = loopback_env(PYTHONPATH=os.pathsep.join([osp.join(REPO, 'tests'), REPO]),
+    environment = loopback_env(PYTHONPATH=pythonpath_for(__file__),
                                OMP_NUM_THREADS='1', **env)
     environment.pop('CTVIS_TOY_DATA', None)
     return subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', work_dir,
@@ -221,22 +211,22 @@ def train(config: str, work_dir: str, toy_root: str, *extra: str, **env: str):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_kill_9_then_resume_gives_the_uninterrupted_weights_bit_for_bit(toy_root, tmp_path):
+def test_kill_9_then_resume_gives_the_uninterrupted_weights_bit_for_bit(small_toy_root, tmp_path):
     config = tmp_path / 'resume_toy.py'
     config.write_text(f"_base_ = '{E2E_CONFIG}'\n"
                       "custom_imports = dict(imports=['ctvis', 'test_resume'], "
                       "allow_failed_imports=False)\n"
                       "custom_hooks = _base_.custom_hooks + [dict(type='KillAfterIteration')]\n")
-    uninterrupted = train(str(config), str(tmp_path / 'whole'), toy_root)
+    uninterrupted = train(str(config), str(tmp_path / 'whole'), small_toy_root)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
 
     work_dir = str(tmp_path / 'killed')
-    killed = train(str(config), work_dir, toy_root, **{KILL_ENV: '3'})
+    killed = train(str(config), work_dir, small_toy_root, **{KILL_ENV: '3'})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert osp.isfile(osp.join(work_dir, 'iter_2.pth'))
     assert not osp.exists(osp.join(work_dir, 'iter_4.pth'))
 
-    resumed = train(str(config), work_dir, toy_root, '--resume')
+    resumed = train(str(config), work_dir, small_toy_root, '--resume')
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert 'resumed epoch: 0, iter: 2' in log and 'Iter(train) [3/4]' in log

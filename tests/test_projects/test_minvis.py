@@ -17,12 +17,10 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from conftest import REPO, square_clip
+from conftest import REPO, frame_sample, run_in_repo, square_clip
 from ctvis.models import VideoTracks
 from mmdet.registry import MODELS
 from projects.minvis.minvis import MinVISTracker, MinVISVideoTracks, match_embeddings
-from test_end_to_end import run, toy_root  # noqa: F401  (toy_root: the toy-data fixture)
-from test_models import frame_sample
 
 CONFIGS = osp.join(REPO, 'projects', 'minvis', 'configs')
 QUICKSTART = osp.join(CONFIGS, 'minvis_quickstart.py')
@@ -362,21 +360,23 @@ def toy_config(tmp_path_factory):
     return str(path)
 
 
-def test_trains_and_tests_through_the_tools(toy_config, toy_root, tmp_path):  # noqa: F811
+def test_trains_and_tests_through_the_tools(toy_config, small_toy_root, tmp_path):
     work_dir = str(tmp_path / 'train')
-    result = run([sys.executable, 'tools/train.py', toy_config, '--work-dir', work_dir], toy_root)
+    result = run_in_repo([sys.executable, 'tools/train.py', toy_config, '--work-dir', work_dir],
+                         small_toy_root)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert 'Iter(train) [2/2]' in log and 'loss_reid: 0.0000' in log
     assert 'youtube_vis/AP' in log  # validation at the end of training
 
     out = tmp_path / 'results.json'
-    result = run([sys.executable, 'tools/test.py', toy_config, osp.join(work_dir, 'iter_2.pth'),
-                  '--work-dir', str(tmp_path / 'test'), '--out', str(out)], toy_root)
+    result = run_in_repo([sys.executable, 'tools/test.py', toy_config,
+                          osp.join(work_dir, 'iter_2.pth'), '--work-dir', str(tmp_path / 'test'),
+                          '--out', str(out)], small_toy_root)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert 'youtube_vis/AP' in log
-    with open(osp.join(toy_root, 'valid.json')) as f:
+    with open(osp.join(small_toy_root, 'valid.json')) as f:
         lengths = {v['id']: v['length'] for v in json.load(f)['videos']}
     per_video = {}
     for entry in json.loads(out.read_text()):

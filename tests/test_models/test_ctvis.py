@@ -5,11 +5,10 @@ import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from conftest import build_tiny_model, square_clip, tiny_model_cfg
+from conftest import build_tiny_model, frame_sample, square_clip, tiny_model_cfg
 from ctvis.models import BaseVideoTracker, CTVISHead, VideoTracks
 from ctvis.models.ctvis import clip_slot_queries
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample, TrackDataSample
 
 
 def batch(model, clips, training=True):
@@ -78,14 +77,6 @@ def test_clip_slots_follow_instance_ids():
     assert slots.tolist() == [[1, 4], [3, -1], [-1, -1]]  # slots sorted by id: 7, 9
     with pytest.raises(ValueError, match='duplicated instance ids'):
         clip_slot_queries([torch.tensor([7, 7])], [torch.tensor([0, 1])])
-
-
-def frame_sample(t, length, size=(64, 64), ori=(96, 96)):
-    frame = DetDataSample(metainfo=dict(frame_id=t, ori_video_length=length, video_id=3,
-                                        img_shape=size, ori_shape=ori, batch_input_shape=size))
-    sample = TrackDataSample()
-    sample.video_data_samples = [frame]
-    return sample
 
 
 def test_online_predict_returns_the_video_when_complete(tiny_model):

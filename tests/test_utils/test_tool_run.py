@@ -1,7 +1,6 @@
 """What ``import ctvis`` leaves alone, and what the tools set up for their run instead: known
 noise filtered (ctvis.utils.known_noise), distributed runs on a CPU-only torch
 (ctvis.utils.distributed)."""
-import os.path as osp
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import GLOO_PROBE_TIMEOUT_S, REPO, free_port, loopback_env
+from conftest import GLOO_PROBE_TIMEOUT_S, REPO, free_port, loopback_env, pythonpath_for
 from ctvis.utils import (CPU_MODEL_WRAPPER, known_noise_filtered, load_tool_config,
                          use_cpu_model_wrapper)
 
@@ -248,7 +247,7 @@ def test_cpu_only_distributed_pieces(loopback_gloo, tmp_path):
     DDP wrapping do not), and the group, gloo threads included, is gone before the interpreter
     exits. In a fresh process (a process group is process-wide state), bounded in time."""
     result = subprocess.run([sys.executable, '-c', _CPU_DISTRIBUTED_CHECK, str(tmp_path)],
-                            env=loopback_env(PYTHONPATH=osp.dirname(__file__), RANK='0',
+                            env=loopback_env(PYTHONPATH=pythonpath_for(__file__), RANK='0',
                                              LOCAL_RANK='0', WORLD_SIZE='1',
                                              MASTER_PORT=str(free_port())),
                             capture_output=True, text=True, timeout=GLOO_PROBE_TIMEOUT_S)

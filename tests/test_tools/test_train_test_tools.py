@@ -29,7 +29,7 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 
-from conftest import free_port, load_module, loopback_env
+from conftest import REPO, TESTS, free_port, load_module, loopback_env, pythonpath_for
 from ctvis.evaluation import YTVISMetric
 from ctvis.models import VideoPrediction
 from mmdet.registry import DATASETS, HOOKS, MODELS
@@ -39,8 +39,6 @@ from mmdet.structures import DetDataSample, TrackDataSample
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
-TESTS = osp.dirname(osp.abspath(__file__))
-REPO = osp.dirname(TESTS)
 CONFIG = osp.join(TESTS, 'data', 'configs', 'toy_vis_tools.py')
 PYTHON = sys.executable
 
@@ -192,7 +190,7 @@ def data_options(root: str) -> list:
 
 
 def run_tool(args: list, cwd: str, timeout: int = 120, **env) -> subprocess.CompletedProcess:
-    environment = loopback_env(PYTHONPATH=os.pathsep.join([TESTS, REPO]), **env)
+    environment = loopback_env(PYTHONPATH=pythonpath_for(__file__), **env)
     return subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True,
                           timeout=timeout)
 

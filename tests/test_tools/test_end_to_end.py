@@ -6,7 +6,6 @@ tracker, YTVISMetric, tools/train.py, tools/dist_test.sh (2 gloo processes) and 
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 from collections import Counter
 
@@ -14,63 +13,47 @@ import cv2
 import pytest
 from mmengine.registry import DefaultScope
 
-from conftest import REPO, free_port, load_module, loopback_env
+from conftest import REPO, free_port, load_module, run_in_repo
 from mmdet.registry import DATASETS
 
 CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'ctvis_toy_e2e.py')
-NUM_VAL_VIDEOS = 3
-
-
-def run(args, data_root, timeout=300, **env):
-    environment = loopback_env(CTVIS_TOY_DATA=data_root + '/', **env)
-    return subprocess.run(args, cwd=REPO, env=environment, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture(scope='module')
-def toy_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp('toy_vis'))
-    result = subprocess.run([sys.executable, 'tools/misc/make_toy_vis.py', root, '--videos', '4',
-                             '--frames', '6', '--val-videos', str(NUM_VAL_VIDEOS), '--size',
-                             '64', '80', '--seed', '3'], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return root
-
-
-@pytest.fixture(scope='module')
-def trained(toy_root, tmp_path_factory):
+def trained(small_toy_root, tmp_path_factory):
     """Trained on the toy data given as ``--cfg-options data_root=...``; the config's own
     data_root (from $CTVIS_TOY_DATA) names a folder that does not exist."""
     work_dir = str(tmp_path_factory.mktemp('e2e_train'))
-    result = run([sys.executable, 'tools/train.py', CONFIG, '--work-dir', work_dir,
-                  '--cfg-options', f'data_root={toy_root}/'], osp.join(work_dir, 'absent'))
+    result = run_in_repo([sys.executable, 'tools/train.py', CONFIG, '--work-dir', work_dir,
+                          '--cfg-options', f'data_root={small_toy_root}/'],
+                         osp.join(work_dir, 'absent'))
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     return dict(work_dir=work_dir, log=log, checkpoint=osp.join(work_dir, 'iter_2.pth'))
 
 
-def test_train_and_validate(trained, toy_root):
+def test_train_and_validate(trained, small_toy_root):
     assert 'Iter(train) [2/2]' in trained['log'] and 'loss_reid' in trained['log']
     assert osp.isfile(trained['checkpoint'])
     assert 'youtube_vis/AP' in trained['log']  # validation ran the YouTube-VIS metric
     # the override reached every path built from data_root, the evaluator's included
     dumped = open(osp.join(trained['work_dir'], 'ctvis_toy_e2e.py')).read()
-    assert 'absent' not in dumped and f"ann_file='{toy_root}/valid.json'" in dumped
+    assert 'absent' not in dumped and f"ann_file='{small_toy_root}/valid.json'" in dumped
 
 
-def test_data_root_and_classes_overrides_reach_every_use(toy_root, tmp_path, monkeypatch):
+def test_data_root_and_classes_overrides_reach_every_use(small_toy_root, tmp_path, monkeypatch):
     """``data_root`` and ``classes`` are config variables that other values are computed from
     when the config is read; overriding them re-reads the config, so datasets, evaluators,
     class counts and the built datasets follow."""
     monkeypatch.delenv('CTVIS_TOY_DATA', raising=False)  # the config's data_root: data/toy_vis/
     train = load_module(osp.join(REPO, 'tools', 'train.py'), 'ctvis_tool_train_e2e')
     cfg = train.configure_training(train.parse_args(
-        [CONFIG, '--cfg-options', f'data_root={toy_root}/', 'classes=[ring,disc]']))
+        [CONFIG, '--cfg-options', f'data_root={small_toy_root}/', 'classes=[ring,disc]']))
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        assert cfg[loader].dataset.data_root == toy_root + '/'
+        assert cfg[loader].dataset.data_root == small_toy_root + '/'
         assert tuple(cfg[loader].dataset.metainfo.classes) == ('ring', 'disc')
     for evaluator in ('val_evaluator', 'test_evaluator'):
-        assert cfg[evaluator].ann_file == f'{toy_root}/valid.json'
+        assert cfg[evaluator].ann_file == f'{small_toy_root}/valid.json'
     head = cfg.model.track_head
     assert head.num_things_classes == 2 and cfg.model.tracker.num_classes == 2
     assert len(head.loss_cls.class_weight) == 3  # num_classes + the no-object class
@@ -84,8 +67,8 @@ def test_data_root_and_classes_overrides_reach_every_use(toy_root, tmp_path, mon
     renamed = ['w', 'x', 'y', 'z']
     root = tmp_path / 'renamed'
     root.mkdir()
-    os.symlink(osp.join(toy_root, 'JPEGImages'), root / 'JPEGImages')
-    with open(osp.join(toy_root, 'train.json')) as f:
+    os.symlink(osp.join(small_toy_root, 'JPEGImages'), root / 'JPEGImages')
+    with open(osp.join(small_toy_root, 'train.json')) as f:
         content = json.load(f)
     for category, name in zip(sorted(content['categories'], key=lambda c: c['id']), renamed):
         category['name'] = name
@@ -103,26 +86,27 @@ def test_data_root_and_classes_overrides_reach_every_use(toy_root, tmp_path, mon
     with pytest.raises(train.ConfigError, match=r"still hold the old one .*"
                        r"val_evaluator\.ann_file='data/toy_vis/valid\.json'"):
         train.configure_training(train.parse_args(
-            [str(stale), '--cfg-options', f'data_root={toy_root}/']))
+            [str(stale), '--cfg-options', f'data_root={small_toy_root}/']))
     cfg = train.configure_training(train.parse_args(
-        [str(stale), '--cfg-options', f'data_root={toy_root}/',
-         f'val_evaluator.ann_file={toy_root}/valid.json']))
-    assert cfg.val_evaluator.ann_file == f'{toy_root}/valid.json'
+        [str(stale), '--cfg-options', f'data_root={small_toy_root}/',
+         f'val_evaluator.ann_file={small_toy_root}/valid.json']))
+    assert cfg.val_evaluator.ann_file == f'{small_toy_root}/valid.json'
     cfg = train.configure_training(train.parse_args(  # kept under the old root on purpose
-        [str(stale), '--cfg-options', f'data_root={toy_root}/',
+        [str(stale), '--cfg-options', f'data_root={small_toy_root}/',
          'val_evaluator.ann_file=data/toy_vis/valid.json']))
     assert cfg.val_evaluator.ann_file == 'data/toy_vis/valid.json'
 
 
-def test_two_process_test_covers_every_video_once(trained, toy_root, tmp_path, loopback_gloo):
+def test_two_process_test_covers_every_video_once(trained, small_toy_root, tmp_path, loopback_gloo):
     out = tmp_path / 'results.json'
-    result = run(['bash', 'tools/dist_test.sh', CONFIG, trained['checkpoint'], '2', '--work-dir',
-                  str(tmp_path / 'test'), '--out', str(out)], toy_root, PORT=str(free_port()))
+    result = run_in_repo(['bash', 'tools/dist_test.sh', CONFIG, trained['checkpoint'], '2',
+                          '--work-dir', str(tmp_path / 'test'), '--out', str(out)],
+                         small_toy_root, PORT=str(free_port()))
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]  # both ranks finished
     assert 'youtube_vis/AP' in log
     results = json.loads(out.read_text())
-    with open(osp.join(toy_root, 'valid.json')) as f:
+    with open(osp.join(small_toy_root, 'valid.json')) as f:
         videos = {v['id']: v['length'] for v in json.load(f)['videos']}
     for entry in results:
         assert len(entry['segmentations']) == videos[entry['video_id']]
@@ -130,8 +114,9 @@ def test_two_process_test_covers_every_video_once(trained, toy_root, tmp_path, l
     # ... once: as many entries per video as a one-process run (a video processed by both ranks
     # would list its entries twice; scores may differ in the last bits with the thread count)
     single_out = tmp_path / 'single.json'
-    single = run([sys.executable, 'tools/test.py', CONFIG, trained['checkpoint'], '--work-dir',
-                  str(tmp_path / 'single'), '--out', str(single_out)], toy_root)
+    single = run_in_repo([sys.executable, 'tools/test.py', CONFIG, trained['checkpoint'],
+                          '--work-dir', str(tmp_path / 'single'), '--out', str(single_out)],
+                         small_toy_root)
     assert single.returncode == 0, (single.stdout + single.stderr)[-4000:]
 
     def entries_per_video(items):
@@ -140,12 +125,12 @@ def test_two_process_test_covers_every_video_once(trained, toy_root, tmp_path, l
     assert entries_per_video(results) == entries_per_video(json.loads(single_out.read_text()))
 
 
-def test_video_demo_renders_and_rejects_bad_input(trained, toy_root, tmp_path):
-    video_dir = osp.join(toy_root, 'JPEGImages', 'valid_00000')
+def test_video_demo_renders_and_rejects_bad_input(trained, small_toy_root, tmp_path):
+    video_dir = osp.join(small_toy_root, 'JPEGImages', 'valid_00000')
     out = tmp_path / 'demo.mp4'
-    result = run([sys.executable, 'demo/video_demo.py', video_dir, CONFIG,
-                  trained['checkpoint'], '--out', str(out), '--json', str(tmp_path / 'demo.json'),
-                  '--score-thr', '0'], toy_root)
+    result = run_in_repo([sys.executable, 'demo/video_demo.py', video_dir, CONFIG,
+                          trained['checkpoint'], '--out', str(out), '--json',
+                          str(tmp_path / 'demo.json'), '--score-thr', '0'], small_toy_root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'frames/s' in result.stdout
     capture = cv2.VideoCapture(str(out))
@@ -157,7 +142,7 @@ def test_video_demo_renders_and_rejects_bad_input(trained, toy_root, tmp_path):
 
     corrupt = tmp_path / 'corrupt.mp4'
     corrupt.write_bytes(b'not a video at all' * 100)
-    result = run([sys.executable, 'demo/video_demo.py', str(corrupt), CONFIG,
-                  trained['checkpoint'], '--out', str(tmp_path / 'x.mp4')], toy_root)
+    result = run_in_repo([sys.executable, 'demo/video_demo.py', str(corrupt), CONFIG,
+                          trained['checkpoint'], '--out', str(tmp_path / 'x.mp4')], small_toy_root)
     assert result.returncode == 2 and str(corrupt) in result.stderr
     assert 'Traceback' not in result.stderr
