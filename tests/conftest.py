@@ -7,17 +7,14 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData
 
 import ctvis  # noqa: F401
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
-from mmdet.structures.mask import BitmapMasks
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TESTS = osp.join(REPO, 'tests')
@@ -149,42 +146,6 @@ def build_tiny_model(seed: int = 0, **kwargs) -> torch.nn.Module:
     model = MODELS.build(tiny_model_cfg(**kwargs))
     model.init_weights()
     return model
-
-
-def square_clip(num_frames: int = 3, size=(64, 64), seed: int = 0,
-                absent=()) -> dict:
-    """One clip of two moving squares (ids 7 and 9, labels 0 and 2) as the data loader packs it.
-
-    ``absent`` lists (frame, instance_id) pairs left out of the annotations.
-    """
-    rng = np.random.RandomState(seed)
-    h, w = size
-    frames, samples = [], []
-    for t in range(num_frames):
-        img = rng.randint(0, 60, (3, h, w)).astype(np.uint8)
-        masks, labels, ids = [], [], []
-        for instance_id, label, (y, x), colour in ((7, 0, (8, 6 + 4 * t), 200),
-                                                   (9, 2, (36, 40 - 3 * t), 120)):
-            if (t, instance_id) in absent:
-                continue
-            mask = np.zeros((h, w), np.uint8)
-            mask[y:y + 16, x:x + 16] = 1
-            img[:, y:y + 16, x:x + 16] = colour
-            masks.append(mask)
-            labels.append(label)
-            ids.append(instance_id)
-        frame = DetDataSample(metainfo=dict(img_shape=size, ori_shape=size, frame_id=t,
-                                            pad_shape=size, batch_input_shape=size))
-        frame.gt_instances = InstanceData(
-            labels=torch.tensor(labels, dtype=torch.long),
-            masks=BitmapMasks(np.stack(masks) if masks else np.zeros((0, h, w), np.uint8), h, w),
-            instances_ids=torch.tensor(ids, dtype=torch.long),
-            bboxes=torch.zeros(len(labels), 4))
-        frames.append(torch.from_numpy(img))
-        samples.append(frame)
-    sample = TrackDataSample()
-    sample.video_data_samples = samples
-    return dict(inputs=torch.stack(frames), data_samples=sample)
 
 
 def frame_sample(t: int, length: int, size=(64, 64), ori=(96, 96)) -> TrackDataSample:

@@ -21,7 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import ctvis.engine.amp as amp_module
-from conftest import REPO, build_tiny_model, square_clip
+from conftest import REPO, build_tiny_model
+from ctvis.datasets.synthetic import square_clip
 from ctvis.engine.amp import FALLBACK_MESSAGE
 
 

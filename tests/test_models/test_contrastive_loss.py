@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.dataset import pseudo_collate
 
-from conftest import build_tiny_model, square_clip
+from conftest import build_tiny_model
+from ctvis.datasets.synthetic import square_clip
 from ctvis.models import ConsistentContrastiveLoss
 from ctvis.models.ctvis import clip_slot_queries
 

@@ -5,7 +5,8 @@ import torch
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from conftest import build_tiny_model, frame_sample, square_clip, tiny_model_cfg
+from conftest import build_tiny_model, frame_sample, tiny_model_cfg
+from ctvis.datasets.synthetic import square_clip
 from ctvis.models import BaseVideoTracker, CTVISHead, VideoTracks
 from ctvis.models.ctvis import clip_slot_queries
 from mmdet.registry import MODELS

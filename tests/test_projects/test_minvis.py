@@ -17,7 +17,8 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
-from conftest import REPO, frame_sample, run_in_repo, square_clip
+from conftest import REPO, frame_sample, run_in_repo
+from ctvis.datasets.synthetic import square_clip
 from ctvis.models import VideoTracks
 from mmdet.registry import MODELS
 from projects.minvis.minvis import MinVISTracker, MinVISVideoTracks, match_embeddings

@@ -29,6 +29,7 @@ from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 
+from ctvis.datasets.synthetic import write_square_videos
 from conftest import REPO, TESTS, free_port, load_module, loopback_env, pythonpath_for
 from ctvis.evaluation import YTVISMetric
 from ctvis.models import VideoPrediction
@@ -154,34 +155,6 @@ class ToolsTestRankMarker(Hook):
 NUM_VIDEOS, NUM_FRAMES, SIZE = 3, 3, 16
 
 
-def write_toy_videos(root: str) -> None:
-    """3 videos x 3 frames of a bright 6x6 square moving on a dark 16x16 background."""
-    videos, annotations = [], []
-    for video_id in range(1, NUM_VIDEOS + 1):
-        names, rles = [], []
-        for frame_id in range(NUM_FRAMES):
-            image = np.full((SIZE, SIZE, 3), 25, np.uint8)
-            mask = np.zeros((SIZE, SIZE), np.uint8)
-            y, x = 2 + video_id, 1 + 3 * frame_id
-            image[y:y + 6, x:x + 6] = 190 + 20 * video_id  # videos differ in brightness
-            mask[y:y + 6, x:x + 6] = 1
-            name = f'video{video_id}/{frame_id:05d}.png'
-            mmcv.imwrite(image, osp.join(root, name))
-            rle = mask_utils.encode(np.asfortranarray(mask))
-            rle['counts'] = rle['counts'].decode()
-            names.append(name)
-            rles.append(rle)
-        videos.append(dict(id=video_id, width=SIZE, height=SIZE, length=NUM_FRAMES,
-                           file_names=names))
-        annotations.append(dict(id=video_id, video_id=video_id, category_id=1, iscrowd=0,
-                                segmentations=rles, areas=[36.0] * NUM_FRAMES,
-                                bboxes=[[1.0 + 3 * t, 2.0 + video_id, 6.0, 6.0]
-                                        for t in range(NUM_FRAMES)]))
-    with open(osp.join(root, 'annotations.json'), 'w') as f:
-        json.dump(dict(videos=videos, annotations=annotations,
-                       categories=[dict(id=1, name='square')]), f)
-
-
 def data_options(root: str) -> list:
     return [
         f'train_dataloader.dataset.data_root={root}', f'test_dataloader.dataset.data_root={root}',
@@ -217,7 +190,7 @@ def load_tool(name: str):
 @pytest.fixture(scope='module')
 def toy_data(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp('toy_videos'))
-    write_toy_videos(root)
+    write_square_videos(root, NUM_VIDEOS, NUM_FRAMES, SIZE)
     return root
 
 
