@@ -480,6 +480,25 @@ def test_compressed_rle_check_matches_pycocotools():
             check_strings([strings[0], bad], [sizes[0], frame_hw])
 
 
+@pytest.mark.parametrize('counts, frame_hw, message', [
+    ('', 20, 'empty counts string'),
+    ('4 ', 20, "invalid character ' ' in counts (offset 1)"),
+    ('4' + 'P' * 8, 20, 'a run length has too many chunks (run 1 has more than 7 characters, '
+     'more than any uint32 needs)'),
+    ('4o', 20, 'counts string ends inside a number (run 1)'),
+    (encode_runs([0, 2**30 + 5, 3, 1, 2**30]), 2**31 + 9, 'a run length is stored as a negative '
+     'difference of 7 characters (run 3), which pycocotools decodes wrongly'),
+    (':55HN', 20, 'a run length is negative (run 3 is -3)'),
+    (encode_runs([10, 15, 5]), 20, 'run lengths cover more than height*width = 20 pixels (runs 0 '
+     'to 1 cover 25)'),
+    (encode_runs([10, 5, 4]), 20, 'run lengths cover 19 pixels, expected height*width = 20'),
+])
+def test_compressed_rle_messages(counts, frame_hw, message):
+    with pytest.raises(YTVISFormatError) as error:
+        check_strings([encode_runs([20]), counts], [20, frame_hw])
+    assert str(error.value) == f'string 1: malformed RLE: {message}'
+
+
 def test_rle_validation_is_fast():
     """5k masks of 360x640 with ~2.5k characters each (13M characters) are checked in bulk;
     a per-character Python loop would take tens of seconds."""

@@ -108,8 +108,6 @@ class RunSource:
     ends: np.ndarray  # int64 (n, )
 
 
-
-
 def uncompressed_problem(counts: Any, num_pixels: int) -> str:
     """The error message of an uncompressed RLE ``counts`` list that failed the check: the rule
     and what breaks it."""
