@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 from mmengine.dataset import Compose
 from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
@@ -27,7 +28,6 @@ from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CL
 from ctvis.datasets.ytvis_format import loading as ytvis_format_loading
 from ctvis.datasets.ytvis_format.rle import check_compressed_counts
 from ctvis.utils.config_tools import update_step
-from test_rle_check import encode_runs
 from mmdet.datasets.samplers import TrackImgSampler
 from mmdet.registry import DATASETS, MODELS
 from mmdet.structures import TrackDataSample
@@ -282,6 +282,12 @@ def _overwrite(path: str, text: str) -> None:
         f.write(text)
 
 
+def counts_string(runs: List[int]) -> str:
+    """pycocotools' compressed counts string of run lengths (its rleToString)."""
+    size = [1, sum(runs)]
+    return mask_utils.frPyObjects(dict(size=size, counts=runs), *size)['counts'].decode()
+
+
 def _counts_plus(delta: int):
     return lambda rle: dict(rle, counts=rle['counts'][:-1] + [rle['counts'][-1] + delta])
 
@@ -352,10 +358,10 @@ BAD_INPUTS = {
                                  "RLE: invalid character ' ' in counts"),
     'compressed truncated': (_set('annotations.1.segmentations.3.counts', lambda c: c + 'o'),
                              YTVISFormatError, 'frame 3 (vid_a/00003.jpg): malformed'),
-    # runs 700, 30, 30, -3, 11: they sum to 768 and pycocotools measures an area of 27, but the
-    # fourth run is negative (the check used to read only the first three)
+    # runs 758, 5, 5, -3, 3 ('55HN' stores 5, 5, 5 - 8, -3 - 2): they sum to 768 and pycocotools
+    # measures an area of 2, but the fourth run is negative (the check used to read only three)
     'compressed negative fourth run': (_set('annotations.1.segmentations.1.counts',
-                                            encode_runs([700, 30, 30, -3, 11])),
+                                            counts_string([758]) + '55HN'),
                                        YTVISFormatError,
                                        'annotations[1] (id 12), frame 1 (vid_a/00001.jpg): '
                                        'malformed RLE: a run length is negative (run 3 is -3)'),
@@ -486,16 +492,17 @@ def test_compressed_rle_check_matches_pycocotools():
     ('4' + 'P' * 8, 20, 'a run length has too many chunks (run 1 has more than 7 characters, '
      'more than any uint32 needs)'),
     ('4o', 20, 'counts string ends inside a number (run 1)'),
-    (encode_runs([0, 2**30 + 5, 3, 1, 2**30]), 2**31 + 9, 'a run length is stored as a negative '
-     'difference of 7 characters (run 3), which pycocotools decodes wrongly'),
+    # run 3 is stored as 1 - (2**30 + 5), a negative number of 7 characters
+    (counts_string([0, 2**30 + 5, 3, 1, 2**30]), 2**31 + 9, 'a run length is stored as a '
+     'negative difference of 7 characters (run 3), which pycocotools decodes wrongly'),
     (':55HN', 20, 'a run length is negative (run 3 is -3)'),
-    (encode_runs([10, 15, 5]), 20, 'run lengths cover more than height*width = 20 pixels (runs 0 '
-     'to 1 cover 25)'),
-    (encode_runs([10, 5, 4]), 20, 'run lengths cover 19 pixels, expected height*width = 20'),
+    (counts_string([10, 15, 5]), 20, 'run lengths cover more than height*width = 20 pixels '
+     '(runs 0 to 1 cover 25)'),
+    (counts_string([10, 5, 4]), 20, 'run lengths cover 19 pixels, expected height*width = 20'),
 ])
 def test_compressed_rle_messages(counts, frame_hw, message):
     with pytest.raises(YTVISFormatError) as error:
-        check_strings([encode_runs([20]), counts], [20, frame_hw])
+        check_strings([counts_string([20]), counts], [20, frame_hw])
     assert str(error.value) == f'string 1: malformed RLE: {message}'
 
 

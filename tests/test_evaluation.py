@@ -24,7 +24,6 @@ from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis
 
 from conftest import REPO, load_module
-from test_rle_check import encode_runs
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
 BENCHMARK_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
                           'benchmark_ytvis_eval.py')
@@ -226,8 +225,11 @@ def _malformed(results: List[dict], case: str) -> List[dict]:
     elif case == 'negative run':  # 'K' encodes -5
         segmentation['counts'] = 'K' + segmentation['counts']
     elif case == 'negative fourth run':  # sums to height*width, pycocotools' area is 2
-        height, width = segmentation['size']
-        segmentation['counts'] = encode_runs([height * width - 20, 5, 5, -3, 13])
+        # runs h*w - 10, 5, 5, -3, 3: pycocotools' string of the first one, then '55HN' (5, 5,
+        # and the differences -3 - 5 and 3 - 5)
+        size = segmentation['size']
+        first = mask_utils.frPyObjects(dict(size=size, counts=[size[0] * size[1] - 10]), *size)
+        segmentation['counts'] = first['counts'].decode() + '55HN'
     elif case == 'not a dict':
         entry['segmentations'][frame] = 'mask'
     return results
