@@ -1,5 +1,7 @@
 """ctvis.ops.check_rle_strings, the exact check of compressed RLE strings (C++ and numpy), against a
-plain Python decoder written from pycocotools' rleFrString, and against pycocotools itself."""
+plain Python decoder written from pycocotools' rleFrString, against pycocotools itself, and the
+evaluator on the numpy fallback."""
+import copy
 import warnings
 from typing import List, Sequence, Tuple
 
@@ -7,6 +9,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from ctvis.datasets.synthetic.annotations import random_ytvis_set
+from ctvis.datasets.ytvis_format import YTVISFormatError
+from ctvis.evaluation.ytvis_eval import evaluate_ytvis
 from ctvis.ops import rle_check
 from ctvis.ops.rle_check import (BAD_CHARACTER, BEYOND_FRAME, EMPTY, NEGATIVE_RUN, OK, SHORT,
                                  TOO_MANY_CHUNKS, TRUNCATED, WIDE_NEGATIVE, check_rle_strings,
@@ -284,3 +289,22 @@ def test_bad_arguments(check):
     with pytest.raises(ValueError, match='negative'):
         check(b'0000', [4], [-1])
     assert np.array(check(b'', [], [])).shape == (6, 0)
+
+
+def test_evaluator_on_the_numpy_fallback(monkeypatch):
+    """Without the compiled check the evaluator gets the same numbers (uncompressed, compressed
+    and polygon masks) and still rejects the crafted string, naming the entry."""
+    gt, results = random_ytvis_set()
+    compiled = evaluate_ytvis(copy.deepcopy(gt), copy.deepcopy(results))
+    monkeypatch.setattr(rle_check, '_check_rle_strings', None)
+    monkeypatch.setattr(rle_check, '_warned_fallback', True)  # the warning is tested above
+    assert evaluate_ytvis(copy.deepcopy(gt), copy.deepcopy(results)) == compiled
+    entry = next(i for i, r in enumerate(results) if any(r['segmentations']))
+    frame = next(f for f, s in enumerate(results[entry]['segmentations']) if s)
+    size = results[entry]['segmentations'][frame]['size']
+    first = mask_utils.frPyObjects(dict(size=size, counts=[size[0] * size[1] - 10]), *size)
+    results[entry]['segmentations'][frame] = dict(size=size,
+                                                  counts=first['counts'].decode() + '55HN')
+    with pytest.raises(YTVISFormatError, match=rf'results\[{entry}\].*frame {frame}: malformed '
+                       r'RLE: a run length is negative \(run 3 is -3\)'):
+        evaluate_ytvis(gt, results)
