@@ -1,18 +1,22 @@
 """Shared fixtures: tiny CTVIS models and tiny synthetic clips, all deterministic."""
 import importlib.util
+import json
 import os
 import os.path as osp
 import socket
 import subprocess
 import sys
 import textwrap
+from typing import List
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData
 
 import ctvis  # noqa: F401
+from ctvis.datasets.synthetic.annotations import random_ytvis_set
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -160,3 +164,63 @@ def frame_sample(t: int, length: int, size=(64, 64), ori=(96, 96)) -> TrackDataS
 @pytest.fixture
 def tiny_model():
     return build_tiny_model()
+
+
+# ---------------------------------------------------------------- YouTube-VIS results
+def jsonable(results: List[dict]) -> List[dict]:
+    """``results`` with bytes RLE counts decoded (for JSON files)."""
+    return [
+        dict(r, segmentations=[
+            dict(s, counts=s['counts'].decode())
+            if s is not None and isinstance(s['counts'], bytes) else s
+            for s in r['segmentations']
+        ]) for r in results
+    ]
+
+
+def track_samples(gt: dict, results: List[dict]) -> List[TrackDataSample]:
+    """Pack results the way the online model emits them: one complete
+    TrackDataSample per video (frames' InstanceData: masks as RLE with bytes
+    counts, contiguous labels, float32 scores), preceded by an intermediate
+    one that must be ignored."""
+    category_ids = sorted(c['id'] for c in gt['categories'])
+    lengths = {v['id']: len(v['file_names']) for v in gt['videos']}
+    samples = []
+    for video_id, length in lengths.items():
+        entries = [r for r in results if r['video_id'] == video_id]
+        intermediate = TrackDataSample(metainfo=dict(video_id=video_id))
+        intermediate.video_data_samples = [DetDataSample()]
+        samples.append(intermediate)
+        frames = []
+        for t in range(length):
+            frame = DetDataSample(metainfo=dict(video_id=video_id,
+                                                frame_id=t))
+            masks = []
+            for entry in entries:
+                rle = entry['segmentations'][t]
+                if rle is not None and isinstance(rle['counts'], str):
+                    rle = dict(rle, counts=rle['counts'].encode())
+                masks.append(rle)
+            frame.pred_track_instances = InstanceData(
+                masks=masks,
+                labels=torch.tensor(
+                    [category_ids.index(e['category_id']) for e in entries],
+                    dtype=torch.long),
+                scores=torch.tensor([e['score'] for e in entries],
+                                    dtype=torch.float32),
+                instances_id=torch.arange(len(entries)))
+            frames.append(frame)
+        sample = TrackDataSample(
+            metainfo=dict(video_id=video_id, video_complete=True))
+        sample.video_data_samples = frames
+        samples.append(sample)
+    return samples
+
+
+@pytest.fixture
+def gt_file(tmp_path):
+    """The random YouTube-VIS set written to gt.json: (path, ground truth, JSON results)."""
+    gt, results = random_ytvis_set()
+    path = tmp_path / 'gt.json'
+    path.write_text(json.dumps(gt))
+    return str(path), gt, jsonable(results)

@@ -19,8 +19,7 @@ from ctvis.evaluation import YTVISMetric
 from ctvis.evaluation.tracking_metrics import (TRACKING_METRIC_NAMES, TrackingEvaluator,
                                                evaluate_tracking)
 
-from conftest import REPO, load_module
-from test_evaluation import track_samples
+from conftest import REPO, load_module, track_samples
 
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
 BREAKDOWN_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'vis_error_breakdown.py')

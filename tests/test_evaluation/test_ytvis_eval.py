@@ -1,29 +1,21 @@
-"""Tests of the YouTube-VIS evaluation: ctvis.evaluation.ytvis_eval (against
-mmdet's copy of the official ytvoseval), YTVISMetric, and the two tools."""
+"""ctvis.evaluation.ytvis_eval against mmdet's copy of the official ytvoseval, and the tools that
+run it (eval_ytvis.py, benchmark_ytvis_eval.py, vis_error_breakdown.py)."""
 import copy
 import json
-import logging
 import os.path as osp
 import subprocess
 import sys
-import zipfile
 from typing import List, Optional
 
 import numpy as np
 import pytest
-import torch
-from mmengine.logging import MMLogger
-from mmengine.structures import InstanceData
 from pycocotools import mask as mask_utils
 
-from mmdet.registry import METRICS
-from mmdet.structures import DetDataSample, TrackDataSample
 from ctvis.datasets.synthetic.annotations import box_mask, random_ytvis_set, rle_of
-from ctvis.evaluation import YTVISMetric
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis
 
-from conftest import REPO, load_module
+from conftest import REPO, jsonable, load_module
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
 BENCHMARK_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
                           'benchmark_ytvis_eval.py')
@@ -34,17 +26,6 @@ BREAKDOWN_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
 # ---------------------------------------------------------------------------
 # Tiny deterministic data (random_ytvis_set: ctvis.datasets.synthetic.annotations)
 # ---------------------------------------------------------------------------
-def jsonable(results: List[dict]) -> List[dict]:
-    """``results`` with bytes RLE counts decoded (for JSON files)."""
-    return [
-        dict(r, segmentations=[
-            dict(s, counts=s['counts'].decode())
-            if s is not None and isinstance(s['counts'], bytes) else s
-            for s in r['segmentations']
-        ]) for r in results
-    ]
-
-
 def reference_eval(gt: dict, results: List[dict], monkeypatch,
                    video_ids: Optional[List[int]] = None):
     """mmdet's YTVIS / YTVISeval on copies of the inputs, with ``np.float``
@@ -373,131 +354,6 @@ def test_frames_too_large_for_one_canvas(monkeypatch):
     np.testing.assert_array_equal(precision, reference.eval['precision'])
     np.testing.assert_array_equal(recall, reference.eval['recall'])
     assert 0 < evaluate_ytvis(gt, results)['AP'] < 1
-
-
-# ---------------------------------------------------------------------------
-# The metric
-# ---------------------------------------------------------------------------
-def track_samples(gt: dict, results: List[dict]) -> List[TrackDataSample]:
-    """Pack results the way the online model emits them: one complete
-    TrackDataSample per video (frames' InstanceData: masks as RLE with bytes
-    counts, contiguous labels, float32 scores), preceded by an intermediate
-    one that must be ignored."""
-    category_ids = sorted(c['id'] for c in gt['categories'])
-    lengths = {v['id']: len(v['file_names']) for v in gt['videos']}
-    samples = []
-    for video_id, length in lengths.items():
-        entries = [r for r in results if r['video_id'] == video_id]
-        intermediate = TrackDataSample(metainfo=dict(video_id=video_id))
-        intermediate.video_data_samples = [DetDataSample()]
-        samples.append(intermediate)
-        frames = []
-        for t in range(length):
-            frame = DetDataSample(metainfo=dict(video_id=video_id,
-                                                frame_id=t))
-            masks = []
-            for entry in entries:
-                rle = entry['segmentations'][t]
-                if rle is not None and isinstance(rle['counts'], str):
-                    rle = dict(rle, counts=rle['counts'].encode())
-                masks.append(rle)
-            frame.pred_track_instances = InstanceData(
-                masks=masks,
-                labels=torch.tensor(
-                    [category_ids.index(e['category_id']) for e in entries],
-                    dtype=torch.long),
-                scores=torch.tensor([e['score'] for e in entries],
-                                    dtype=torch.float32),
-                instances_id=torch.arange(len(entries)))
-            frames.append(frame)
-        sample = TrackDataSample(
-            metainfo=dict(video_id=video_id, video_complete=True))
-        sample.video_data_samples = frames
-        samples.append(sample)
-    return samples
-
-
-def float32_scores(results: List[dict]) -> List[dict]:
-    return [
-        dict(r, score=float(np.float32(r['score']))) for r in results
-    ]
-
-
-@pytest.fixture
-def gt_file(tmp_path):
-    gt, results = random_ytvis_set()
-    path = tmp_path / 'gt.json'
-    path.write_text(json.dumps(gt))
-    return str(path), gt, jsonable(results)
-
-
-def test_metric_process_and_compute(gt_file):
-    path, gt, results = gt_file
-    metric = METRICS.build(dict(type='YTVISMetric', ann_file=path))
-    samples = track_samples(gt, results)
-    # The Runner's Evaluator hands metrics the samples as dicts.
-    metric.process({}, [s.to_dict() for s in samples[:4]])
-    metric.process({}, samples[4:])
-    metrics = metric.evaluate(size=len(samples))
-    expected = evaluate_ytvis(gt, float32_scores(results))
-    assert set(metrics) == {f'youtube_vis/{name}' for name in expected}
-    for name, value in expected.items():
-        assert metrics[f'youtube_vis/{name}'] == value
-
-    # YouTube-VIS 2022: the split numbers come along.
-    metric = YTVISMetric(ann_file=path, long_video_ids=[1, 3])
-    metric.process({}, samples)
-    metrics = metric.evaluate(size=len(samples))
-    expected = evaluate_ytvis(gt, float32_scores(results), [1, 3])
-    assert metrics['youtube_vis/AP_2022'] == expected['AP_2022']
-    assert metrics['youtube_vis/AP_long'] == expected['AP_long']
-
-
-def test_metric_rejects_duplicated_videos_and_logs_missing(gt_file):
-    path, gt, results = gt_file
-    samples = track_samples(gt, results)
-    metric = YTVISMetric(ann_file=path)
-    metric.process({}, samples + samples[1:2])
-    with pytest.raises(ValueError, match=r'videos \[1\] were predicted more'):
-        metric.evaluate(size=len(samples))
-
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
-        metric = YTVISMetric(ann_file=path)
-        metric.process({}, samples[2:])  # video 1 not predicted
-        metrics = metric.evaluate(size=len(samples))
-    finally:
-        logger.removeHandler(handler)
-    assert any('1 of 5 videos' in r.getMessage() for r in records)
-    assert metrics['youtube_vis/AP'] < evaluate_ytvis(
-        gt, float32_scores(results))['AP']
-
-
-def test_metric_format_only_writes_submission(gt_file, tmp_path):
-    path, gt, results = gt_file
-    test_split = dict(gt)
-    del test_split['annotations']  # a test split has no annotations
-    test_path = tmp_path / 'test_split.json'
-    test_path.write_text(json.dumps(test_split))
-    out_dir = tmp_path / 'submission'
-    metric = YTVISMetric(ann_file=str(test_path), format_only=True,
-                         outfile_prefix=str(out_dir))
-    metric.process({}, track_samples(gt, results))
-    assert metric.evaluate(size=1) == {}
-    written = json.loads((out_dir / 'results.json').read_text())
-    assert written == float32_scores(
-        sorted(results, key=lambda r: r['video_id']))
-    with zipfile.ZipFile(out_dir / 'results.zip') as archive:
-        assert archive.namelist() == ['results.json']
-    # Round trip: the zip evaluates to what the metric reports.
-    evaluated = YTVISMetric.evaluate_results(gt, str(out_dir / 'results.zip'))
-    assert evaluated == evaluate_ytvis(gt, float32_scores(results))
-    with pytest.raises(ValueError, match='outfile_prefix'):
-        YTVISMetric(ann_file=path, format_only=True)
 
 
 # ---------------------------------------------------------------------------

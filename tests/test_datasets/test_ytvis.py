@@ -23,6 +23,7 @@ from mmengine.runner import Runner
 
 from ctvis.datasets import (DropEmptyMaskInstances, MissingFrameError, VideoClipSample,
                             YTVISDataset, YTVISFormatError)
+from conftest import REPO
 from ctvis.datasets.synthetic.annotations import rle_of
 from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES
 from ctvis.datasets.ytvis_format import loading as ytvis_format_loading
@@ -33,7 +34,6 @@ from mmdet.registry import DATASETS, MODELS
 from mmdet.structures import TrackDataSample
 from mmdet.structures.mask import BitmapMasks
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DOC = osp.join(REPO, 'docs', 'dataset_prepare.md')
 
 
