@@ -4,7 +4,7 @@ Clip-consistent augmentation itself needs no new code: mmcv's
 ``TransformBroadcaster(share_random_params=True)`` around mmdet's ``RandomCrop``,
 ``RandomChoiceResize`` and ``RandomFlip`` (crop wrapped in ``RandomApply``) draws each random
 parameter once per clip, because all of them are ``@cache_randomness`` methods
-(``tests/test_datasets.py`` checks this). ``RandomCrop`` must be given
+(``tests/test_datasets/test_ytvis.py`` checks this). ``RandomCrop`` must be given
 ``allow_negative_crop=True``: otherwise a frame whose crop holds no box returns ``None`` and the
 broadcaster fails on the whole clip. See ``docs/dataset_prepare.md`` for the full pipeline.
 """

@@ -1,5 +1,6 @@
 """The memory tracker: hand-made embeddings, the official arithmetic conventions, and the
-adversarial cases of tests/data/tracker_cases (the parity tool replays them: tests/test_parity.py).
+adversarial cases of tests/data/tracker_cases (the parity tool replays them:
+tests/test_tools/test_parity.py).
 
 Each convention test names the rule it pins; it fails when the rule is flipped (``>`` for ``>=``,
 the epsilon dropped, a stable sort for the official one), as docs/parity.md lists.

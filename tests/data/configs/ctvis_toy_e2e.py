@@ -7,7 +7,7 @@ train_pipeline = _base_.train_pipeline
 update_step(train_pipeline, 'VideoClipSample', num_frames=3)
 
 # --- toy shrink: every line from here on is also applied to the MinVIS quickstart by
-# tests/test_minvis_project.py (after its own `train_pipeline = _base_.train_pipeline`).
+# tests/test_projects/test_minvis.py (after its own `train_pipeline = _base_.train_pipeline`).
 data_root = '{{$CTVIS_TOY_DATA:data/toy_vis/}}'
 max_iters = 2
 

@@ -9,7 +9,8 @@ unseen for exactly 20 and for more than 20 frames, suppression after frame 8, a 
 expected stages come from :mod:`official_rules` (a literal transcription of the official rules, not
 the official code itself) and are written in the layout of the official parity reference, so
 ``tools/analysis_tools/parity_official.py CASE.npz`` checks ctvis on them. ``REACHES`` lists, per
-case, the events the case was built to reach; ``tests/test_tracker.py`` checks that it does.
+case, the events the case was built to reach; ``tests/test_models/test_tracker.py`` checks that it
+does.
 """
 import json
 import os.path as osp
