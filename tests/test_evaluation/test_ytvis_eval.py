@@ -21,32 +21,22 @@ BENCHMARK_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
                           'benchmark_ytvis_eval.py')
 BREAKDOWN_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
                           'vis_error_breakdown.py')
+BENCHMARK = load_module(BENCHMARK_TOOL, 'benchmark_ytvis_eval')
 
 
 # ---------------------------------------------------------------------------
 # Tiny deterministic data (random_ytvis_set: ctvis.datasets.synthetic.annotations)
 # ---------------------------------------------------------------------------
-def reference_eval(gt: dict, results: List[dict], monkeypatch,
-                   video_ids: Optional[List[int]] = None):
-    """mmdet's YTVIS / YTVISeval on copies of the inputs, with ``np.float``
-    aliased for the run (it crashes on numpy >= 1.24 otherwise)."""
-    from mmdet.evaluation.functional import YTVIS, YTVISeval
+def reference_eval(gt: dict, results: List[dict], video_ids: Optional[List[int]] = None):
+    """mmdet's YTVIS / YTVISeval (ytvoseval) on copies of the inputs, as the benchmark tool runs
+    it, on the videos ``video_ids`` only when given."""
     gt, results = copy.deepcopy(gt), copy.deepcopy(results)
     if video_ids is not None:
         keep = set(video_ids)
         gt['videos'] = [v for v in gt['videos'] if v['id'] in keep]
-        gt['annotations'] = [
-            a for a in gt['annotations'] if a['video_id'] in keep
-        ]
+        gt['annotations'] = [a for a in gt['annotations'] if a['video_id'] in keep]
         results = [r for r in results if r['video_id'] in keep]
-    with monkeypatch.context() as patch:
-        patch.setattr(np, 'float', float, raising=False)
-        ytvis = YTVIS(gt)
-        evaluator = YTVISeval(ytvis, ytvis.loadRes(results), 'segm')
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
+    return BENCHMARK.reference_ytvis_eval(gt, results)
 
 
 def single_category_gt(num_frames: int = 2, masks=None) -> dict:
@@ -142,9 +132,9 @@ def test_hand_computed_case():
     assert metrics['AP_M'] == -1 and metrics['AP_L'] == -1  # none there
 
 
-def test_equals_ytvoseval_on_random_set(monkeypatch):
+def test_equals_ytvoseval_on_random_set():
     gt, results = random_ytvis_set()
-    reference = reference_eval(gt, results, monkeypatch)
+    reference = reference_eval(gt, results)
     precision, recall, _ = YTVISEvaluator(gt).accumulate(results)
     np.testing.assert_array_equal(precision, reference.eval['precision'])
     np.testing.assert_array_equal(recall, reference.eval['recall'])
@@ -156,12 +146,12 @@ def test_equals_ytvoseval_on_random_set(monkeypatch):
     assert all(metrics[name] >= 0 for name in ('AP_S', 'AP_M', 'AP_L'))
 
 
-def test_equals_ytvoseval_on_2022_splits(monkeypatch):
+def test_equals_ytvoseval_on_2022_splits():
     gt, results = random_ytvis_set(seed=5)
     long_ids = [1, 3]
     metrics = evaluate_ytvis(gt, results, long_video_ids=long_ids)
-    short = reference_eval(gt, results, monkeypatch, [2, 4, 9]).stats
-    long = reference_eval(gt, results, monkeypatch, long_ids).stats
+    short = reference_eval(gt, results, [2, 4, 9]).stats
+    long = reference_eval(gt, results, long_ids).stats
     for split, stats in (('short', short), ('long', long)):
         for index, name in enumerate(('AP', 'AP50', 'AP75')):
             assert abs(metrics[f'{name}_{split}'] - stats[index]) <= 1e-6
@@ -328,7 +318,7 @@ def box_rle(height: int, width: int, box, kind: str = 'str') -> dict:
     return {'size': [height, width], 'counts': rle['counts'].decode()}
 
 
-def test_frames_too_large_for_one_canvas(monkeypatch):
+def test_frames_too_large_for_one_canvas():
     """20000x20000 frames: only 10 fit side by side on a canvas (uint32 run
     lengths), so a 13-frame video takes two."""
     size, length = 20000, 13
@@ -349,7 +339,7 @@ def test_frames_too_large_for_one_canvas(monkeypatch):
                     box_rle(size, size, (b[0] + shift, b[1], b[2] + shift,
                                          b[3])) for b in boxes
                 ]))
-    reference = reference_eval(gt, results, monkeypatch)
+    reference = reference_eval(gt, results)
     precision, recall, _ = YTVISEvaluator(gt).accumulate(results)
     np.testing.assert_array_equal(precision, reference.eval['precision'])
     np.testing.assert_array_equal(recall, reference.eval['recall'])
@@ -391,8 +381,8 @@ def test_eval_tool_prints_table_and_writes_json(gt_file, tmp_path):
     assert f'{bad}: results[1]' in done.stderr
 
 
-def test_benchmark_tool_agrees_with_ytvoseval(monkeypatch):
-    benchmark = load_module(BENCHMARK_TOOL, 'benchmark_ytvis_eval')
+def test_benchmark_tool_agrees_with_ytvoseval():
+    benchmark = BENCHMARK
     gt, results = benchmark.make_synthetic_ytvis(num_videos=4, height=72,
                                                  width=96)
     report = benchmark.run_benchmark(gt, results, repeats=1, log=None)
@@ -508,9 +498,9 @@ def _box(*box):
     # pruning bound)
     ([(1, _box(0, 0, 2, 2), 0, 4.)], [(0.9, _box(0, 0, 1, 2))]),
 ])
-def test_matching_rules_equal_ytvoseval(monkeypatch, objects, predictions):
+def test_matching_rules_equal_ytvoseval(objects, predictions):
     gt, results = single_frame_case(objects, predictions)
-    reference = reference_eval(gt, results, monkeypatch)
+    reference = reference_eval(gt, results)
     precision, recall, _ = YTVISEvaluator(gt).accumulate(results)
     np.testing.assert_array_equal(precision, reference.eval['precision'])
     np.testing.assert_array_equal(recall, reference.eval['recall'])
