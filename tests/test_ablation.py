@@ -67,6 +67,17 @@ def test_quick_mode_end_to_end_then_resumes_without_rerunning(tmp_path, capsys):
     assert time.perf_counter() - start < 10
     assert capsys.readouterr().out.count('done before, skipped') == 2
     assert {p: p.stat().st_mtime_ns for p in out.rglob('*.done.json')} == stamps
+    invocations = json.loads((out / 'invocations.json').read_text())
+    assert [i['steps_run'] for i in invocations] == [5, 0]  # train, test, eval, test, eval
+    assert '(2 invocation(s)' in (out / 'ablation.md').read_text()
+
+
+def test_timing_sums_the_invocations():
+    records = [dict(cpu_s=100.0, times=dict(train=dict(cpu_s=80.0))), dict(cpu_s=20.0, times={})]
+    text = ablation.timing_text(records, dict(toy=0.0), [dict(wall_s=60.0), dict(wall_s=30.0)], 2)
+    assert 'CPU time of all steps: 120 s (2.0 min)' in text
+    assert 'estimate on 2 quiet cores (CPU time / 2): 1.0 min' in text
+    assert 'measured wall time (2 invocation(s), 2 jobs at a time, shared machine): 1.5 min' in text
 
 
 def test_summarize_is_mean_and_sample_std():

@@ -22,6 +22,8 @@ refused. Outputs::
                                            <step>.log, <step>.done.json, run.json
     OUT/ablation.json                      settings, every run's numbers and times, the summary
     OUT/ablation.md, OUT/ablation.png      the table (mean +- std over seeds) and the plot
+    OUT/invocations.json                   wall time and steps run of every invocation (resumed
+                                           ablations report the sum)
 
 With ``--docs DOCS.md`` the table and the timing replace the marked blocks of that file
 (``<!-- ablation:table -->`` ... ``<!-- /ablation:table -->``, the same for ``timing``) and the
@@ -245,6 +247,7 @@ class Ablation:
         self.settings, self.out_dir, self.jobs, self.retries = settings, out_dir, jobs, retries
         self.log = log
         self._lock = threading.Lock()
+        self.steps_run = 0  # steps this invocation ran (not skipped as done)
         self.env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
                         PYTHONPATH=os.pathsep.join(filter(None, [REPO,
                                                                  os.environ.get('PYTHONPATH')])))
@@ -347,6 +350,8 @@ class Ablation:
                 code, wall, cpu = timed_call(step.command,
                                              osp.join(run_dir, f'{step.name}.log'), self.env)
                 if code == 0:
+                    with self._lock:
+                        self.steps_run += 1
                     done = dict(wall_s=wall, cpu_s=cpu, command=step.command)
                     write_json(step.done, done)
                     self.log(f'[ablation] {dataset}/{row}/seed{seed} {step.name}: '
@@ -406,17 +411,19 @@ class Ablation:
         return records
 
 
-def timing_text(records: Sequence[dict], data_cpu: Dict[str, float], wall_s: float,
-                jobs: int) -> str:
-    """How long the ablation took: measured CPU, the quiet two-core estimate, measured wall."""
+def timing_text(records: Sequence[dict], data_cpu: Dict[str, float],
+                invocations: Sequence[dict], jobs: int) -> str:
+    """How long the ablation took: measured CPU, the quiet two-core estimate, and the measured
+    wall time summed over the invocations (an interrupted ablation and its resumptions)."""
     cpu = sum(r['cpu_s'] for r in records) + sum(data_cpu.values())
+    wall_s = sum(i['wall_s'] for i in invocations)
     train = [r['times']['train']['cpu_s'] for r in records if 'train' in r['times']]
     return (f'- runs: {len(records)} ({len(train)} trainings); user+sys CPU time of all steps: '
-            f'{cpu:.0f} s ({cpu / 60:.1f} min), of which training {sum(train):.0f} s '
+            f'{cpu:.0f} s ({cpu / 60:.1f} min),\n  of which training {sum(train):.0f} s '
             f'(mean {sum(train) / max(len(train), 1):.0f} s per training)\n'
             f'- estimate on 2 quiet cores (CPU time / 2): {cpu / 2 / 60:.1f} min\n'
-            f'- measured wall time of this invocation ({jobs} jobs at a time, shared machine): '
-            f'{wall_s / 60:.1f} min\n')
+            f'- measured wall time ({len(invocations)} invocation(s), {jobs} jobs at a time, '
+            f'shared machine): {wall_s / 60:.1f} min\n')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -451,7 +458,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    start = time.perf_counter()
+    start, wall_start = time.perf_counter(), time.time()
     try:
         settings = settings_from_args(args)
         ablation = Ablation(settings, osp.abspath(args.out_dir), args.jobs, args.retries)
@@ -464,8 +471,13 @@ def main(argv=None) -> int:
     summary = aggregate(records)
     rows = [r for r in ROWS if r in settings.rows]
     table = render_table(summary, rows, settings.datasets)
-    timing = timing_text(records, data_cpu, time.perf_counter() - start, args.jobs)
     out = osp.abspath(args.out_dir)
+    invocations_path = osp.join(out, 'invocations.json')
+    invocations = read_json(invocations_path) or []
+    invocations.append(dict(started=time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(wall_start)),
+                            wall_s=time.perf_counter() - start, steps_run=ablation.steps_run))
+    write_json(invocations_path, invocations)
+    timing = timing_text(records, data_cpu, invocations, args.jobs)
     write_json(osp.join(out, 'ablation.json'),
                dict(settings=asdict(settings), runs=records, summary=summary,
                     data_cpu_s=data_cpu))
