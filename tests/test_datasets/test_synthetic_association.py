@@ -11,6 +11,7 @@ import pytest
 from ctvis.datasets.synthetic.association import (BACK_RADIUS_RATIO, make_association_vis,
                                                   render_association_video)
 from ctvis.datasets.synthetic.toy import TOY_CLASSES
+from conftest import REPO
 
 SIZE = (48, 64)
 NUM_TRAIN, NUM_VAL, NUM_FRAMES = 10, 4, 12
@@ -188,7 +189,7 @@ def test_cli_writes_the_association_kind(tmp_path, monkeypatch):
     import runpy
     import sys
 
-    script = osp.join(osp.dirname(__file__), '..', 'tools', 'misc', 'make_toy_vis.py')
+    script = osp.join(REPO, 'tools', 'misc', 'make_toy_vis.py')
     out_dir = tmp_path / 'cli'
     monkeypatch.setattr(sys, 'argv', [script, str(out_dir), '--kind', 'association', '--videos',
                                       '2', '--frames', '8', '--size', '32', '48',

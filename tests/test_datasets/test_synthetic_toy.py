@@ -12,6 +12,7 @@ import pycocotools.mask as mask_util
 import pytest
 
 from ctvis.datasets.synthetic.toy import TOY_CLASSES, make_toy_vis, render_toy_video
+from conftest import REPO
 
 # pycocotools 2.0.11 on numpy 2 warns about the copy keyword on every decode.
 pytestmark = pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
@@ -216,7 +217,7 @@ def test_occlusion_and_reentry_events_occur(toy_dir):
 
 def test_cli_writes_the_layout(tmp_path, monkeypatch):
     out_dir = tmp_path / 'cli'
-    script = osp.join(osp.dirname(__file__), '..', 'tools', 'misc', 'make_toy_vis.py')
+    script = osp.join(REPO, 'tools', 'misc', 'make_toy_vis.py')
     monkeypatch.setattr(sys, 'argv', [script, str(out_dir), '--videos', '2', '--frames', '3',
                                       '--seed', '1', '--size', '40', '56', '--val-videos', '0'])
     runpy.run_path(script, run_name='__main__')
