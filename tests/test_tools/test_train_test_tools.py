@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import uuid
 import sys
 
 import mmcv
@@ -465,7 +466,11 @@ def test_test_py_checks_the_ground_truth_before_inference(trained, toy_data, tmp
         write_ground_truth(gt, toy_data, drop_video_3)
     elif case == 'extra_video':
         write_ground_truth(gt, toy_data, add_video_9)
-    options = data_options(toy_data)[:2] + [f'test_evaluator.ann_file={gt}']
+    # In-process runs a second apart would share mmengine's timestamped instance names (and warn)
+    run_name = f'gt_check_{uuid.uuid4().hex}'
+    options = data_options(toy_data)[:2] + [f'test_evaluator.ann_file={gt}',
+                                            f'+experiment_name={run_name}',
+                                            f'visualizer.name={run_name}']
     out = tmp_path / 'out.json'
     with pytest.raises(SystemExit) as exit_info:
         test.main([CONFIG, osp.join(trained['work_dir'], 'iter_4.pth'), '--work-dir',
