@@ -95,18 +95,25 @@ class OnlineVideoSegmenter:
         model (torch.nn.Module): A built :class:`~ctvis.models.CTVIS` with its weights.
         test_pipeline (Sequence[dict]): The config's test pipeline (file loading is replaced
             by in-memory loading).
+        compile (bool): Run the per-frame network through ``torch.compile``
+            (:meth:`~ctvis.models.CTVIS.compile_detector`; the tracker stays eager). The first
+            frame then takes the compile time; see docs/benchmarks.md for when it pays.
     """
 
-    def __init__(self, model: torch.nn.Module, test_pipeline: Sequence[dict]) -> None:
+    def __init__(self, model: torch.nn.Module, test_pipeline: Sequence[dict],
+                 compile: bool = False) -> None:
         self.model = model.eval()
+        if compile:
+            self.model.compile_detector()
         self.pipeline = Compose(in_memory_test_pipeline(test_pipeline))
         self.class_names = None
         self.reset()
 
     @classmethod
     def from_config(cls, config: Union[str, Config], checkpoint: Optional[str] = None,
-                    device: str = 'cpu') -> 'OnlineVideoSegmenter':
-        """Build the model of ``config``, load ``checkpoint`` (safely) and wrap it."""
+                    device: str = 'cpu', compile: bool = False) -> 'OnlineVideoSegmenter':
+        """Build the model of ``config``, load ``checkpoint`` (safely) and wrap it (``compile``:
+        as in the constructor)."""
         cfg = Config.fromfile(config) if isinstance(config, str) else config
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         model = MODELS.build(cfg.model)
@@ -114,7 +121,7 @@ class OnlineVideoSegmenter:
             with safe_checkpoint_loading():  # no code from the file runs; URLs too
                 load_checkpoint(model, checkpoint, map_location='cpu')
         model.to(device)
-        segmenter = cls(model, cfg.test_dataloader.dataset.pipeline)
+        segmenter = cls(model, cfg.test_dataloader.dataset.pipeline, compile=compile)
         classes = cfg.test_dataloader.dataset.get('metainfo', {}).get('classes')
         segmenter.class_names = tuple(classes) if classes else None
         return segmenter

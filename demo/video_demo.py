@@ -1,7 +1,7 @@
 """Segment and track the instances of a video with a CTVIS model, online.
 
 usage: video_demo.py INPUT CONFIG CHECKPOINT --out OUT.mp4 [--json OUT.json] [--score-thr 0.3]
-                     [--device cpu] [--max-frames N] [--display-min-side 480]
+                     [--device cpu] [--max-frames N] [--display-min-side 480] [--compile]
 
 INPUT is a video file, a folder of frames (sorted by name) or a camera index (0, 1, ...).
 Frames stream through the model one at a time: memory does not grow with the video's length.
@@ -12,7 +12,9 @@ that stays with the track; labels are sized to the frame and placed so they do n
 other, and a frame whose short side is below ``--display-min-side`` is upscaled by a whole factor
 for display (the JSON keeps the input's size). ``--json`` writes the video-level predictions in the
 YouTube-VIS results format. Output folders are created before the model runs. Ctrl-C (or
-``--max-frames``) stops early and still writes everything seen so far.
+``--max-frames``) stops early and still writes everything seen so far. ``--compile`` runs the
+per-frame network through ``torch.compile`` (the first frame then takes the compile time; see
+docs/benchmarks.md for when it pays).
 """
 import argparse
 import json
@@ -57,6 +59,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--display-min-side', type=int, default=480,
                         help='upscale the output video by the smallest whole factor that makes '
                         'its short side at least this many pixels (0: input size)')
+    parser.add_argument('--compile', action='store_true',
+                        help='run the per-frame network through torch.compile (the first frame '
+                        'compiles it)')
     return parser.parse_args()
 
 
@@ -263,7 +268,8 @@ def main() -> int:
     try:
         prepare_outputs([args.out, args.json])
         frames, count, input_fps = open_frames(args.input)
-        segmenter = OnlineVideoSegmenter.from_config(args.config, args.checkpoint, args.device)
+        segmenter = OnlineVideoSegmenter.from_config(args.config, args.checkpoint, args.device,
+                                                     compile=args.compile)
     except (InputError, FileNotFoundError, ValueError) as e:
         print(f'video_demo: {e}', file=sys.stderr)
         return 2

@@ -122,3 +122,26 @@ def test_from_config_loads_a_runner_checkpoint_and_refuses_code(tmp_path, monkey
         OnlineVideoSegmenter.from_config(cfg, str(evil))
     assert not (tmp_path / 'payload_ran').exists()
     assert CheckpointLoader._schemes == schemes
+
+
+def test_compile_is_off_by_default_and_compiles_the_network_when_asked(monkeypatch):
+    """``compile=True`` (constructor and from_config) hands the model to
+    ``CTVIS.compile_detector``; without it nothing is compiled. tests/test_models/test_compile.py
+    checks that the compiled model tracks as the eager one."""
+    from mmengine.config import Config
+
+    from conftest import tiny_model_cfg
+    from ctvis.models import CTVIS
+
+    compiled = []
+    monkeypatch.setattr(CTVIS, 'compile_detector', lambda model: compiled.append(model))
+    model = build_tiny_model()
+    assert OnlineVideoSegmenter(model, TEST_PIPELINE).model._compiled_network is None
+    assert compiled == []
+    OnlineVideoSegmenter(model, TEST_PIPELINE, compile=True)
+    assert compiled == [model]
+    cfg = Config(dict(model=tiny_model_cfg(),
+                      test_dataloader=dict(dataset=dict(pipeline=TEST_PIPELINE))))
+    assert OnlineVideoSegmenter.from_config(cfg).model not in compiled
+    segmenter = OnlineVideoSegmenter.from_config(cfg, compile=True)
+    assert compiled[-1] is segmenter.model and len(compiled) == 2

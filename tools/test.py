@@ -5,8 +5,9 @@ Same command line as mmdet 3.x's tools/test.py. The run loads checkpoints safely
 torch's weights-only loader, so a checkpoint from elsewhere cannot run code. ``--out`` writes the
 standard YouTube-VIS results JSON through the config's YTVISMetric (``results_file``, written
 before evaluating); ``--show-dir`` draws each video's predicted masks on its frames
-(:class:`ctvis.engine.VideoMaskVisualizationHook`). Distributed: tools/dist_test.sh (on a machine
-without CUDA too, see :mod:`ctvis.utils.distributed`).
+(:class:`ctvis.engine.VideoMaskVisualizationHook`); ``--compile`` runs the model's per-frame
+network through ``torch.compile`` (``CTVIS.compile_detector``; each new frame size compiles once).
+Distributed: tools/dist_test.sh (on a machine without CUDA too, see :mod:`ctvis.utils.distributed`).
 """
 import argparse
 import os
@@ -14,6 +15,7 @@ import sys
 from typing import List, Sequence
 
 from mmengine.config import Config, ConfigDict
+from mmengine.model import is_model_wrapper
 
 import ctvis  # noqa: F401  (registration)
 from ctvis.engine import VideoMaskVisualizationHook
@@ -37,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'SHOW_DIR/<video_id>/<frame file name>')
     parser.add_argument('--show-score-thr', type=float, default=0.3,
                         help='score threshold of the drawn predictions')
+    parser.add_argument('--compile', action='store_true',
+                        help='run the per-frame network through torch.compile (the tracker '
+                        'stays eager; each new frame size compiles once)')
     return parse_tool_args(parser, argv)
 
 
@@ -129,6 +134,15 @@ def check_ground_truth(dataset, metrics: Sequence) -> None:
                 'before inference; nothing was run).')
 
 
+def compile_detector(model, config_path: str) -> None:
+    """Compile the per-frame network of the runner's model (unwrapped from DDP and the like)."""
+    model = model.module if is_model_wrapper(model) else model
+    if not hasattr(model, 'compile_detector'):
+        raise ConfigError(f'{config_path}: --compile needs a CTVIS model (with compile_detector), '
+                          f'the config builds a {type(model).__name__}')
+    model.compile_detector()
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     with tool_run():
@@ -150,6 +164,8 @@ def _test(args: argparse.Namespace) -> None:
         check_ground_truth(loop.dataloader.dataset, loop.evaluator.metrics)
         if args.show_dir is not None:
             runner.register_hook(VideoMaskVisualizationHook(args.show_dir, args.show_score_thr))
+        if args.compile:
+            compile_detector(runner.model, args.config)
         runner.test()
 
     try:

@@ -1,6 +1,6 @@
 """The CTVIS video instance segmenter: a per-frame Mask2Former, consistent training, online
 tracking."""
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.structures import InstanceData
@@ -74,10 +74,13 @@ class CTVIS(BaseMOTModel):
         self.test_cfg = dict(test_cfg or {})
         self.max_per_video = self.test_cfg.get('max_per_video', self.track_head.num_classes)
         self.chunk_size = self.test_cfg.get('chunk_size', 5)
+        self._compiled_network: Optional[Callable] = None  # see compile_detector
 
     # ----------------------------------------------------------------------------------- common
     def detect(self, frames: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Final-layer outputs for a batch of independent frames.
+
+        Runs :meth:`_network`, through ``torch.compile`` after :meth:`compile_detector`.
 
         Args:
             frames (Tensor): Normalised, padded frames (B, 3, H, W).
@@ -86,8 +89,57 @@ class CTVIS(BaseMOTModel):
             tuple[Tensor, Tensor, Tensor]: Class logits (B, Q, C + 1), stride-4 mask logits
             (B, Q, H/4, W/4) and re-id embeddings (B, Q, E).
         """
+        if self._compiled_network is None:
+            return self._network(frames)
+        try:
+            return self._compiled_network(self, frames)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            cause = getattr(error, 'inner_exception', None) or error
+            first_line = (str(cause).strip().splitlines() or [''])[0]
+            raise RuntimeError(
+                f'CTVIS.detect: torch.compile could not compile the network for frames of '
+                f'shape {tuple(frames.shape)} ({type(cause).__name__}: {first_line}). '
+                'Inductor needs a working C++ compiler on the CPU (g++, or the one $CXX '
+                'names, and the Python headers) and Triton on CUDA: install them, or run '
+                'without compiling (drop --compile / pass compile=False)') from error
+
+    def _network(self, frames: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The per-frame network of :meth:`detect`: backbone, pixel decoder, transformer decoder
+        and re-id MLP, final layer only (what ``torch.compile`` compiles)."""
         cls_preds, mask_preds, embeds, _ = self.track_head(self.backbone(frames), [])
         return cls_preds[-1], mask_preds[-1], embeds
+
+    def compile_detector(self, dynamic: Optional[bool] = False,
+                         backend: Union[str, Callable] = 'inductor',
+                         mode: Optional[str] = None) -> None:
+        """Run the per-frame network of :meth:`detect` through ``torch.compile`` from now on.
+
+        Only the network is compiled (one graph, no break); the tracker, the mask resizing and
+        the video output stay eager Python, since they are data-dependent and cheap. Compiling
+        happens at the first frame of each new input shape (and grad mode); with the default
+        ``dynamic=False`` every shape gets its own specialised graph, up to torch's recompile
+        limit (``torch._dynamo.config.recompile_limit``), after which new shapes run eagerly.
+        The module's parameters and state-dict keys are unchanged: weights loaded later are
+        used.
+
+        Args:
+            dynamic (bool, optional): ``torch.compile``'s ``dynamic`` (False: one graph per
+                input shape, the fastest for a video stream whose frames share one size).
+            backend (str or callable): ``torch.compile`` backend (``'inductor'``;
+                ``'aot_eager'`` traces without generating code).
+            mode (str, optional): ``torch.compile`` mode (e.g. ``'max-autotune'``).
+
+        Raises:
+            RuntimeError: If this Python / platform has no ``torch.compile`` (checked now), or,
+                at the first frame, if the backend cannot compile (e.g. no C++ compiler).
+        """
+        if not torch._dynamo.is_dynamo_supported():
+            raise RuntimeError(
+                f'CTVIS.compile_detector: torch.compile is not supported with torch '
+                f'{torch.__version__} on this Python / platform; run without compiling')
+        # the function, not the bound method: a copy of the model compiles for itself
+        self._compiled_network = torch.compile(type(self)._network, dynamic=dynamic,
+                                               backend=backend, mode=mode)
 
     def _forward(self, inputs: Tensor, data_samples: Optional[TrackSampleList] = None,
                  **kwargs) -> Tuple[Tensor, Tensor, Tensor]:

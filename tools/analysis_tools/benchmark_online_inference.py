@@ -2,8 +2,9 @@
 ``--side-by-side``, where the time of a frame goes, next to mmdet's image Mask2Former.
 
 usage: benchmark_online_inference.py CONFIG [--checkpoint CKPT] [--frames 1000] [--size H W]
-                                     [--report-every 100] [--threads N]
+                                     [--report-every 100] [--threads N] [--compile]
        benchmark_online_inference.py CONFIG --side-by-side [--frames 20] [--warmup 2] ...
+       benchmark_online_inference.py CONFIG --compare-compile [--frames 12] [--warmup 2] ...
 
 Streams a synthetic toy video (moving, occluding shapes; see ``ctvis.datasets.synthetic.toy``)
 through :class:`ctvis.apis.OnlineVideoSegmenter` frame by frame and prints a table: frames done,
@@ -19,13 +20,22 @@ backbone, deformable encoder, rest of the pixel decoder, transformer decoder, re
 tracking or post-processing) and the compute floor measured in the same run: the frame's FLOPs
 (``torch.utils.flop_counter``) divided by the GEMM rate of this machine at this thread count (best
 of several float32 matrix products).
+
+``--compile`` streams through the ``torch.compile`` path (``CTVIS.compile_detector``; the first
+frame's time, which includes compiling, is printed on its own). ``--compare-compile`` runs the same
+frames through an eager and a compiled copy of the model, alternating, and prints the median wall
+and process CPU time per frame of each after the warm-up frames, the one-off compile time (first
+compiled frame minus the compiled median), and how far the outputs differ: the network outputs
+(largest absolute difference) and the tracks of every frame (ids, labels and RLE masks equal or
+not, largest score difference).
 """
 import argparse
 import copy
+import os
 import statistics
 import time
 from collections import defaultdict
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -85,10 +95,21 @@ def parse_args() -> argparse.Namespace:
                         help='time each stage of CTVIS and of mmdet\'s Mask2Former, alternating '
                         'frame by frame, against the compute floor')
     parser.add_argument('--warmup', type=int, default=2,
-                        help='--side-by-side: untimed frames of each model first')
+                        help='--side-by-side, --compare-compile: untimed frames of each model '
+                        'first')
+    parser.add_argument('--compile', action='store_true',
+                        help='stream through the torch.compile path (the per-frame network)')
+    parser.add_argument('--compare-compile', action='store_true',
+                        help='eager against torch.compile on the same frames: time per frame, '
+                        'compile time, output differences')
     args = parser.parse_args()
+    if args.compare_compile and args.warmup < 1:
+        parser.error('--compare-compile: --warmup must be at least 1 (the first frame compiles)')
+    if args.side_by_side and (args.compile or args.compare_compile):
+        parser.error('--side-by-side times the stages with module hooks, which a compiled '
+                     'network does not run: use it without --compile / --compare-compile')
     if args.frames is None:
-        args.frames = 20 if args.side_by_side else 1000
+        args.frames = 20 if args.side_by_side else 12 if args.compare_compile else 1000
     return args
 
 
@@ -103,12 +124,15 @@ def toy_frames(num_frames: int, size: Tuple[int, int]):
 
 def stream(args: argparse.Namespace) -> None:
     """Frames per second and memory over a long video."""
-    segmenter = OnlineVideoSegmenter.from_config(Config.fromfile(args.config), args.checkpoint)
+    segmenter = OnlineVideoSegmenter.from_config(Config.fromfile(args.config), args.checkpoint,
+                                                 compile=args.compile)
     print(f'{"frames":>7} {"fps":>7} {"RSS MiB":>8} {"memory tracks":>13} '
           f'{"output tracks":>13} {"RLE KiB":>8}')
     start = last = time.time()
     for t, frame in enumerate(toy_frames(args.frames, args.size)):
         segmenter.step(frame)
+        if t == 0 and args.compile:
+            print(f'first frame (compiling included): {time.time() - start:.1f} s')
         if (t + 1) % args.report_every == 0 or t + 1 == args.frames:
             now = time.time()
             video = segmenter.model.tracker.video  # a VideoTracks, replaced at every reset
@@ -120,6 +144,102 @@ def stream(args: argparse.Namespace) -> None:
     print(f'{args.frames} frames in {time.time() - start:.1f} s; video output: '
           f'{len(result[0].pred_track_instances)} predictions x {len(result)} frames; '
           f'RSS {rss_mib():.0f} MiB')
+
+
+# ---------------------------------------------------------------------------------- compile
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    times = os.times()
+    return times.user + times.system
+
+
+def record_network_outputs(model: torch.nn.Module) -> List[Tuple[torch.Tensor, ...]]:
+    """The list to which, from now on, every ``model.detect`` call appends its outputs (the
+    method is wrapped on this instance only)."""
+    outputs: List[Tuple[torch.Tensor, ...]] = []
+    detect = model.detect
+
+    def recording_detect(frames: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        outputs.append(detect(frames))
+        return outputs[-1]
+
+    model.detect = recording_detect
+    return outputs
+
+
+def timed_step(segmenter: OnlineVideoSegmenter, frame: np.ndarray
+               ) -> Tuple[InstanceData, float, float]:
+    """:meth:`OnlineVideoSegmenter.step` and its wall and process CPU seconds."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    tracks = segmenter.step(frame)
+    return tracks, time.perf_counter() - wall, cpu_seconds() - cpu
+
+
+def tracks_differ(a: InstanceData, b: InstanceData) -> Optional[str]:
+    """What differs between two frames' tracks (ids, labels, RLE masks), or None."""
+    if not torch.equal(a.instances_id, b.instances_id):
+        return f'track ids {a.instances_id.tolist()} vs {b.instances_id.tolist()}'
+    if not torch.equal(a.labels, b.labels):
+        return f'labels {a.labels.tolist()} vs {b.labels.tolist()}'
+    different = [i for i, (m, n) in enumerate(zip(a.masks, b.masks)) if m != n]
+    return f'masks of tracks {a.instances_id[different].tolist()}' if different else None
+
+
+def compare_compile(args: argparse.Namespace) -> None:
+    """Eager and compiled copies of one model on the same frames, alternating."""
+    cfg = Config.fromfile(args.config)
+    eager = OnlineVideoSegmenter.from_config(cfg, args.checkpoint)
+    compiled = OnlineVideoSegmenter(copy.deepcopy(eager.model),
+                                    cfg.test_dataloader.dataset.pipeline, compile=True)
+    outputs = dict(eager=record_network_outputs(eager.model),
+                   compiled=record_network_outputs(compiled.model))
+    times: Dict[str, List[Tuple[float, float]]] = dict(eager=[], compiled=[])
+    first_compiled = (0.0, 0.0)
+    max_diff = [0.0, 0.0, 0.0]
+    max_score_diff, differences = 0.0, []
+    for t, frame in enumerate(toy_frames(args.warmup + args.frames, args.size)):
+        order = (('eager', eager), ('compiled', compiled))
+        results = {}
+        for name, segmenter in (order if t % 2 == 0 else order[::-1]):
+            results[name] = timed_step(segmenter, frame)
+        if t == 0:
+            first_compiled = results['compiled'][1:]
+        elif t >= args.warmup:
+            for name in times:
+                times[name].append(results[name][1:])
+        for i, (x, y) in enumerate(zip(outputs['eager'][-1], outputs['compiled'][-1])):
+            max_diff[i] = max(max_diff[i], float((x - y).abs().max()))
+        tracks_e, tracks_c = results['eager'][0], results['compiled'][0]
+        difference = tracks_differ(tracks_e, tracks_c)
+        if difference is not None:
+            differences.append(f'frame {t}: {difference}')
+        elif len(tracks_e):
+            max_score_diff = max(max_score_diff,
+                                 float((tracks_e.scores - tracks_c.scores).abs().max()))
+    video_e, video_c = eager.finish(), compiled.finish()
+    same_video = len(video_e) == len(video_c) and all(
+        tracks_differ(e.pred_track_instances, c.pred_track_instances) is None
+        for e, c in zip(video_e, video_c))
+
+    print(f'{args.frames} frames of {args.size[0]}x{args.size[1]}, {torch.get_num_threads()} '
+          f'threads, after {args.warmup} warm-up frames; median per frame:')
+    print(f'{"":<10} {"wall ms":>9} {"CPU ms":>9}')
+    medians = {}
+    for name, values in times.items():
+        medians[name] = [1e3 * statistics.median(v[i] for v in values) for i in (0, 1)]
+        print(f'{name:<10} {medians[name][0]:>9.1f} {medians[name][1]:>9.1f}')
+    print(f'compiled / eager: wall {medians["compiled"][0] / medians["eager"][0]:.3f}, '
+          f'CPU {medians["compiled"][1] / medians["eager"][1]:.3f}')
+    print(f'first compiled frame: wall {first_compiled[0]:.1f} s, CPU {first_compiled[1]:.1f} s '
+          f'(one-off compile time about {first_compiled[0] - medians["compiled"][0] / 1e3:.1f} '
+          's wall)')
+    print('largest |eager - compiled| of the network outputs: class logits '
+          f'{max_diff[0]:.2e}, mask logits {max_diff[1]:.2e}, embeddings {max_diff[2]:.2e}')
+    print(f'tracks of all {args.warmup + args.frames} frames equal (ids, labels, RLE masks): '
+          f'{not differences}; largest score difference {max_score_diff:.2e}; video output '
+          f'equal: {same_video}')
+    for line in differences:
+        print('  ' + line)
 
 
 # ---------------------------------------------------------------------------------- side by side
@@ -310,6 +430,8 @@ def main() -> None:
     torch.manual_seed(0)
     if args.side_by_side:
         side_by_side(args)
+    elif args.compare_compile:
+        compare_compile(args)
     else:
         stream(args)
 
