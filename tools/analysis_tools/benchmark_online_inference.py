@@ -38,6 +38,7 @@ from collections import defaultdict
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.dataset import pseudo_collate
@@ -181,8 +182,9 @@ def tracks_differ(a: InstanceData, b: InstanceData) -> Optional[str]:
         return f'track ids {a.instances_id.tolist()} vs {b.instances_id.tolist()}'
     if not torch.equal(a.labels, b.labels):
         return f'labels {a.labels.tolist()} vs {b.labels.tolist()}'
-    different = [i for i, (m, n) in enumerate(zip(a.masks, b.masks)) if m != n]
-    return f'masks of tracks {a.instances_id[different].tolist()}' if different else None
+    pixels = {int(track): int((mask_util.decode(m) != mask_util.decode(n)).sum())
+              for track, m, n in zip(a.instances_id, a.masks, b.masks) if m != n}
+    return f'differing mask pixels of tracks {pixels}' if pixels else None
 
 
 def compare_compile(args: argparse.Namespace) -> None:
