@@ -9,12 +9,12 @@ from typing import Iterable, Tuple
 
 import mmcv
 import numpy as np
-import pycocotools.mask as mask_utils
 import torch
 from mmengine.structures import InstanceData
 
 from mmdet.structures import DetDataSample, TrackDataSample
 from mmdet.structures.mask import BitmapMasks
+from .annotations import rle_of
 
 __all__ = ['square_clip', 'write_square_videos']
 
@@ -80,10 +80,8 @@ def write_square_videos(root: str, num_videos: int = 3, num_frames: int = 3,
             mask[y:y + 6, x:x + 6] = 1
             name = f'video{video_id}/{frame_id:05d}.png'
             mmcv.imwrite(image, osp.join(root, name))
-            rle = mask_utils.encode(np.asfortranarray(mask))
-            rle['counts'] = rle['counts'].decode()
             names.append(name)
-            rles.append(rle)
+            rles.append(rle_of(mask))
         videos.append(dict(id=video_id, width=size, height=size, length=num_frames,
                            file_names=names))
         annotations.append(dict(id=video_id, video_id=video_id, category_id=1, iscrowd=0,

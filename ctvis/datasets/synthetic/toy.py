@@ -37,7 +37,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
+
+from .annotations import rle_of
 
 #: Class names in category-id order (category ids are 1..4).
 TOY_CLASSES: Tuple[str, ...] = ('disc', 'square', 'triangle', 'ring')
@@ -335,13 +336,6 @@ def render_tracks(rng: np.random.Generator, tracks: Sequence[ShapeTrack],
     return ToyVideo(frames, visible, full, labels, depth_order.astype(np.int64))
 
 
-def _encode_rle(mask: np.ndarray) -> Dict[str, object]:
-    """Compressed COCO RLE of a (H, W) bool mask, JSON-ready."""
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {'size': [int(s) for s in rle['size']],
-            'counts': rle['counts'].decode('ascii')}
-
-
 def _mask_bbox(mask: np.ndarray) -> List[float]:
     """[x, y, w, h] of a non-empty (H, W) bool mask (COCO convention, pixel extents)."""
     ys, xs = np.nonzero(mask)
@@ -368,7 +362,7 @@ def _video_json(video: ToyVideo, video_id: int, name: str,
         segmentations, bboxes, areas = [], [], []
         for mask in masks:
             visible = bool(mask.any())
-            segmentations.append(_encode_rle(mask) if visible else None)
+            segmentations.append(rle_of(mask) if visible else None)
             bboxes.append(_mask_bbox(mask) if visible else None)
             areas.append(int(mask.sum()) if visible else None)
         annotations.append({
