@@ -26,29 +26,14 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
-from mmdet.structures import TrackDataSample
 from ..datasets.ytvis_format import load_json_file, load_long_video_ids
 from ..models.video_tracks import VideoPrediction
 from .tracking_metrics import TrackingEvaluator, tracking_metrics_table
 from .ytvis_eval import YTVISEvaluator, evaluate_ytvis, metrics_table
 
 __all__ = [
-    'YTVISMetric', 'video_predictions', 'results2json', 'dump_results'
+    'YTVISMetric', 'results2json', 'dump_results'
 ]
-
-
-def video_predictions(sample: Union[TrackDataSample, dict]) -> Optional[VideoPrediction]:
-    """The predictions of one finished video, or None for a sample that is not
-    ``video_complete`` (an intermediate frame).
-
-    Args:
-        sample (TrackDataSample | dict): The model's output or its ``to_dict()`` (what
-            ``mmengine.evaluator.Evaluator`` passes to metrics).
-
-    Returns:
-        VideoPrediction, optional: :meth:`VideoPrediction.from_data_sample` of the sample.
-    """
-    return VideoPrediction.from_data_sample(sample)
 
 
 def results2json(videos: Iterable[VideoPrediction],
@@ -57,7 +42,7 @@ def results2json(videos: Iterable[VideoPrediction],
 
     Args:
         videos (Iterable[VideoPrediction]): One prediction per video, each with its
-            ``video_id`` (as :func:`video_predictions` gives them).
+            ``video_id`` (as :meth:`VideoPrediction.from_data_sample` gives them).
         category_ids (Sequence[int]): Sorted ground-truth category ids; label ``i`` is
             ``category_ids[i]``.
 
@@ -192,7 +177,7 @@ class YTVISMetric(BaseMetric):
         intermediate frames (samples without ``video_complete=True``) are
         skipped."""
         for sample in data_samples:
-            video = video_predictions(sample)
+            video = VideoPrediction.from_data_sample(sample)
             if video is not None:
                 self.results.append(video)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import PARITY, REPO, load_module
-from ctvis.evaluation.ytvis_metric import results2json, video_predictions
+from ctvis.evaluation.ytvis_metric import results2json
 from ctvis.models import (CTVISTracker, MemoryBank, TrackMemory, VideoPrediction, VideoTracks,
                           bisoftmax_scores, mask_iou, mask_nms, resize_mask_logits,
                           similarity_guided_fusion)
@@ -346,7 +346,7 @@ def test_video_prediction_reads_the_same_through_the_metric():
     track1 = [mask_util.decode(frame.pred_track_instances.masks[1]).sum() for frame in sample]
     assert track1 == [0, 12]  # empty where the track is absent
     category_ids = [10, 20, 30]
-    expected = results2json([video_predictions(sample)], category_ids)
+    expected = results2json([VideoPrediction.from_data_sample(sample)], category_ids)
     assert pred.to_ytvis_results(7, category_ids) == expected
     assert [r['category_id'] for r in expected] == [10, 30]
     assert expected[0]['score'] != float(pred.scores[0])  # float32, as the sample carries it
@@ -407,7 +407,7 @@ def test_a_video_without_tracks_gives_an_empty_prediction_per_frame():
     assert len(pred) == 0 and pred.ori_shape == (5, 7) and pred.scores.dtype == torch.float64
     sample = pred.to_data_sample(video_id=3)
     assert len(sample) == 1 and len(sample[0].pred_track_instances) == 0
-    back = video_predictions(sample)
+    back = VideoPrediction.from_data_sample(sample)
     assert back.video_id == 3 and len(back) == 0
     assert pred.to_ytvis_results(3, [1]) == []
 

@@ -332,7 +332,8 @@ def run_metric_benchmark(gt: dict,
     from mmdet.evaluation.metrics import YouTubeVISMetric
     from mmdet.evaluation.metrics import youtube_vis_metric
     from ctvis.evaluation import YTVISMetric
-    from ctvis.evaluation.ytvis_metric import results2json, video_predictions
+    from ctvis.evaluation.ytvis_metric import results2json
+    from ctvis.models import VideoPrediction
     log = log or (lambda _: None)
     # Both metrics log through the current MMLogger; keep it quiet.
     MMLogger.get_instance('benchmark_ytvis_eval', log_level='WARNING')
@@ -365,7 +366,7 @@ def run_metric_benchmark(gt: dict,
                 done = time.process_time()
                 runs.append(
                     dict(process=processed - start, compute=done - processed, total=done - start))
-        predictions = results2json([video_predictions(s) for s in samples],
+        predictions = results2json([VideoPrediction.from_data_sample(s) for s in samples],
                                    metric.evaluator.category_ids)
         precision, recall, _ = metric.evaluator.accumulate(predictions)
     metrics = {name.split('/')[-1]: value for name, value in metrics.items()}
