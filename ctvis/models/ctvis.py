@@ -106,8 +106,7 @@ class CTVIS(BaseMOTModel):
     def _network(self, frames: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """The per-frame network of :meth:`detect`: backbone, pixel decoder, transformer decoder
         and re-id MLP, final layer only (what ``torch.compile`` compiles)."""
-        cls_preds, mask_preds, embeds, _ = self.track_head(self.backbone(frames), [])
-        return cls_preds[-1], mask_preds[-1], embeds
+        return self.track_head.predict_final(self.backbone(frames))
 
     def compile_detector(self, dynamic: Optional[bool] = False,
                          backend: Union[str, Callable] = 'inductor',

@@ -3,6 +3,7 @@ from typing import List, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.model import caffe2_xavier_init
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -64,6 +65,30 @@ class CTVISHead(Mask2FormerHead):
                 - reid_embeds (Tensor): Final-layer re-id embeddings (B, Q, E).
                 - queries (Tensor): Final-layer normalised query features (B, Q, C).
         """
+        return self._decode(x, all_stages=True)
+
+    def predict_final(self, x: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Final-layer outputs only, for inference.
+
+        The earlier stages' masks serve only as attention masks at the resolution of the next
+        decoder level, so they are computed there: the mask features are resized once per level
+        and multiplied by the queries' mask embeddings (resizing and the channel product commute,
+        so the masks equal those of :meth:`forward` to float rounding) instead of full-resolution
+        masks resized at every stage. Saves about a tenth of an R50 frame on the CPU.
+
+        Args:
+            x (list[Tensor]): Backbone features, high to low resolution, each (B, C_i, H_i, W_i).
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: Class logits (B, Q, C + 1), mask logits
+            (B, Q, H_0, W_0) and re-id embeddings (B, Q, E) of the final layer.
+        """
+        cls_preds, mask_preds, embeds, _ = self._decode(x, all_stages=False)
+        return cls_preds[-1], mask_preds[-1], embeds
+
+    def _decode(self, x: List[Tensor], all_stages: bool
+                ) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor]:
+        """:meth:`forward`, or with ``all_stages`` False the final stage's predictions only."""
         batch_size = x[0].shape[0]
         mask_features, multi_scale_memorys = self.pixel_decoder(x)
         decoder_inputs, decoder_pos = [], []
@@ -74,34 +99,57 @@ class CTVISHead(Mask2FormerHead):
             no_padding = memory.new_zeros((batch_size, ) + memory.shape[-2:], dtype=torch.bool)
             decoder_pos.append(
                 self.decoder_positional_encoding(no_padding).flatten(2).permute(0, 2, 1))
+        attn_sizes = [memory.shape[-2:] for memory in multi_scale_memorys]
+        # inference: the mask features at each attention-mask size, for the intermediate stages
+        attn_features = None if all_stages else [
+            F.interpolate(mask_features, size, mode='bilinear', align_corners=False)
+            for size in attn_sizes]
         query_feat = self.query_feat.weight.unsqueeze(0).repeat((batch_size, 1, 1))
         query_embed = self.query_embed.weight.unsqueeze(0).repeat((batch_size, 1, 1))
 
         cls_pred_list, mask_pred_list = [], []
-        cls_pred, mask_pred, attn_mask = self._forward_head(
-            query_feat, mask_features, multi_scale_memorys[0].shape[-2:])
-        cls_pred_list.append(cls_pred)
-        mask_pred_list.append(mask_pred)
-        for i in range(self.num_transformer_decoder_layers):
+        num_layers = self.num_transformer_decoder_layers
+        for i in range(num_layers + 1):  # stage 0: the initial queries
+            if i > 0:
+                level = (i - 1) % self.num_transformer_feat_level
+                query_feat = self.transformer_decoder.layers[i - 1](
+                    query=query_feat,
+                    key=decoder_inputs[level],
+                    value=decoder_inputs[level],
+                    query_pos=query_embed,
+                    key_pos=decoder_pos[level],
+                    cross_attn_mask=attn_mask,
+                    query_key_padding_mask=None,
+                    key_padding_mask=None)
+            decoder_out = self.transformer_decoder.post_norm(query_feat)
+            mask_embed = self.mask_embed(decoder_out)
             level = i % self.num_transformer_feat_level
-            # a query whose attention mask hides everything attends everywhere instead
-            attn_mask = attn_mask & (attn_mask.sum(-1) != attn_mask.shape[-1]).unsqueeze(-1)
-            query_feat = self.transformer_decoder.layers[i](
-                query=query_feat,
-                key=decoder_inputs[level],
-                value=decoder_inputs[level],
-                query_pos=query_embed,
-                key_pos=decoder_pos[level],
-                cross_attn_mask=attn_mask,
-                query_key_padding_mask=None,
-                key_padding_mask=None)
-            cls_pred, mask_pred, attn_mask = self._forward_head(
-                query_feat, mask_features,
-                multi_scale_memorys[(i + 1) % self.num_transformer_feat_level].shape[-2:])
-            cls_pred_list.append(cls_pred)
-            mask_pred_list.append(mask_pred)
-        queries = self.transformer_decoder.post_norm(query_feat)
-        return cls_pred_list, mask_pred_list, self.reid_embed(queries), queries
+            if all_stages or i == num_layers:
+                cls_pred_list.append(self.cls_embed(decoder_out))
+                mask_pred = torch.einsum('bqc,bchw->bqhw', mask_embed, mask_features)
+                mask_pred_list.append(mask_pred)
+                if i < num_layers:
+                    attn_mask = self._attention_mask(F.interpolate(
+                        mask_pred, attn_sizes[level], mode='bilinear', align_corners=False))
+            else:
+                attn_mask = self._attention_mask(
+                    torch.einsum('bqc,bchw->bqhw', mask_embed, attn_features[level]))
+        return cls_pred_list, mask_pred_list, self.reid_embed(decoder_out), decoder_out
+
+    def _attention_mask(self, mask_logits: Tensor) -> Tensor:
+        """Mask2Former's cross-attention mask from mask logits (B, Q, h, w).
+
+        Returns:
+            Tensor: (B * num_heads, Q, h * w) bool, True where a query does not attend (mask
+            probability below 0.5); a query whose mask hides everything attends everywhere.
+            The same values as mmdet's head, thresholded before the per-head copies and with a
+            boolean ``all`` instead of an integer sum, which cost a tenth of a CPU frame.
+        """
+        hidden = (mask_logits.flatten(2).sigmoid() < 0.5).detach()
+        hidden = hidden & ~hidden.all(-1, keepdim=True)
+        batch_size, num_queries, num_pixels = hidden.shape
+        return hidden[:, None].expand(batch_size, self.num_heads, num_queries,
+                                      num_pixels).reshape(-1, num_queries, num_pixels)
 
     def _get_targets_single(self, cls_score: Tensor, mask_pred: Tensor,
                             gt_instances: InstanceData, img_meta: dict) -> Tuple[Tensor]:

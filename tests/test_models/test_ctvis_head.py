@@ -1,0 +1,70 @@
+"""CTVISHead's decoding paths: the training forward is mmdet's, the inference path its final stage."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import build_tiny_model
+from mmdet.models.dense_heads import Mask2FormerHead
+
+
+@pytest.fixture(scope='module')
+def eval_model():
+    model = build_tiny_model(num_queries=8).eval()
+    with torch.no_grad():  # larger mask embeddings: attention masks with both values everywhere
+        model.track_head.mask_embed[-1].weight.mul_(30)
+    return model
+
+
+def features(model, seed=0, size=(72, 104), batch=2):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        return model.backbone(torch.randn(batch, 3, *size, generator=generator))
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_forward_is_bit_identical_to_mmdet_mask2former(eval_model, seed):
+    head = eval_model.track_head
+    feats = features(eval_model, seed)
+    with torch.no_grad():
+        cls_list, mask_list, _, _ = head(feats, [])
+        ref_cls, ref_mask = Mask2FormerHead.forward(head, feats, [])
+    assert len(cls_list) == len(ref_cls) == head.num_transformer_decoder_layers + 1
+    for ours, ref in zip(cls_list + mask_list, ref_cls + ref_mask):
+        assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_predict_final_equals_forward_final_stage(eval_model, seed):
+    head = eval_model.track_head
+    feats = features(eval_model, seed, size=(56 + 8 * seed, 88))
+    with torch.no_grad():
+        cls_list, mask_list, embeds, _ = head(feats, [])
+        cls, mask, final_embeds = head.predict_final(feats)
+    assert torch.allclose(cls, cls_list[-1], atol=1e-5)
+    assert torch.allclose(mask, mask_list[-1], atol=1e-4)
+    assert torch.allclose(final_embeds, embeds, atol=1e-5)
+    assert (mask > 0).eq(mask_list[-1] > 0).float().mean() > 0.999
+
+
+def test_attention_mask_thresholds_probability_half_and_frees_fully_hidden_queries(eval_model):
+    head = eval_model.track_head
+    logits = torch.tensor([[[[-1.0, 0.0], [2.0, -3.0]],     # sigmoid(0) = 0.5 is attended
+                            [[-1.0, -2.0], [-0.5, -4.0]]]])  # hides everything
+    mask = head._attention_mask(logits)
+    assert mask.shape == (head.num_heads, 2, 4) and mask.dtype == torch.bool
+    assert mask[:, 0].tolist() == [[True, False, False, True]] * head.num_heads
+    assert not mask[:, 1].any()  # a query hiding every pixel attends everywhere
+    # the smallest negative logits whose probability rounds to 0.5 are attended, as in mmdet
+    tiny = torch.tensor([[[[-1e-9, -1.0]]]])
+    assert head._attention_mask(tiny)[0, 0].tolist() == [False, True]
+
+
+def test_resizing_commutes_with_the_mask_product():
+    generator = torch.Generator().manual_seed(0)
+    embed = torch.randn(1, 5, 16, generator=generator, dtype=torch.float64)
+    feats = torch.randn(1, 16, 40, 56, generator=generator, dtype=torch.float64)
+    full = F.interpolate(torch.einsum('bqc,bchw->bqhw', embed, feats), (9, 13), mode='bilinear',
+                         align_corners=False)
+    small = torch.einsum('bqc,bchw->bqhw', embed,
+                         F.interpolate(feats, (9, 13), mode='bilinear', align_corners=False))
+    assert torch.allclose(full, small, atol=1e-12)
