@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention,
                                               MultiScaleDeformableAttnFunction)
 from mmcv.utils import IS_CUDA_AVAILABLE, IS_MLU_AVAILABLE
@@ -143,6 +144,12 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """Per-pixel embeddings and multi-scale features, in float32 whatever the autocast state.
 
+        The computation of mmdet's forward (same values, bit for bit on the CPU, tested), written
+        so that ``torch.compile`` traces it whole: level shapes come from ``feat.shape`` as
+        Python ints (mmdet converts them to tensors in its level loop, a graph break), and since
+        frames are never padded here the encoder gets no key padding mask (mmdet passes an
+        all-False one, which costs a masked copy of the value in every encoder layer).
+
         Args:
             feats (list[Tensor]): Backbone features, (bs, c_i, h_i, w_i) from stride 4 up.
 
@@ -151,4 +158,45 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             transformer decoder, each (bs, C, h_i, w_i), all float32.
         """
         with torch.autocast(feats[0].device.type, enabled=False):
-            return super().forward([feat.float() for feat in feats])
+            return self._decode([feat.float() for feat in feats])
+
+    def _decode(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        batch_size = feats[0].shape[0]
+        inputs, positions, points, shapes = [], [], [], []
+        for i in range(self.num_encoder_levels):  # from the lowest resolution up
+            level = self.num_input_levels - i - 1
+            feat = feats[level]
+            height, width = feat.shape[-2:]
+            no_padding = feat.new_zeros((batch_size, height, width), dtype=torch.bool)
+            position = (self.level_encoding.weight[i].view(1, -1, 1, 1) +
+                        self.postional_encoding(no_padding))
+            grid = self.point_generator.single_level_grid_priors((height, width), level,
+                                                                 device=feat.device)
+            stride = self.strides[level]
+            points.append(grid / grid.new_tensor([width * stride, height * stride]))
+            inputs.append(self.input_convs[i](feat).flatten(2).permute(0, 2, 1))
+            positions.append(position.flatten(2).permute(0, 2, 1))
+            shapes.append((height, width))
+        device = feats[0].device
+        spatial_shapes = torch.tensor(shapes, dtype=torch.long, device=device)
+        level_sizes = [height * width for height, width in shapes]
+        starts = [sum(level_sizes[:i]) for i in range(len(level_sizes))]
+        reference_points = torch.cat(points)[None, :, None].repeat(
+            batch_size, 1, self.num_encoder_levels, 1)
+        memory = self.encoder(
+            query=torch.cat(inputs, dim=1),
+            query_pos=torch.cat(positions, dim=1),
+            key_padding_mask=None,
+            spatial_shapes=spatial_shapes,
+            level_start_index=torch.tensor(starts, dtype=torch.long, device=device),
+            valid_ratios=None,
+            reference_points=reference_points)
+        memory = memory.permute(0, 2, 1)
+        outs = [level_memory.reshape(batch_size, -1, height, width) for level_memory, (
+            height, width) in zip(torch.split(memory, level_sizes, dim=-1), shapes)]
+        # FPN on the levels the encoder does not see, from the lowest resolution up
+        for i in range(self.num_input_levels - self.num_encoder_levels - 1, -1, -1):
+            lateral = self.lateral_convs[i](feats[i])
+            outs.append(self.output_convs[i](lateral + F.interpolate(
+                outs[-1], size=lateral.shape[-2:], mode='bilinear', align_corners=False)))
+        return self.mask_feature(outs[-1]), outs[:self.num_outs]

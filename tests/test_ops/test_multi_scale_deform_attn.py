@@ -346,6 +346,23 @@ def test_pixel_decoder_runs_the_kernel_on_cpu_with_mmdets_result():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize('batch, size', [(1, (64, 96)), (2, (72, 40)), (1, (36, 68))])
+def test_pixel_decoder_forward_is_mmdets_bit_for_bit(batch, size):
+    """ctvis' own forward (traceable, no padding mask) on the same modules as mmdet's forward;
+    sizes not divisible by 32 give odd level shapes."""
+    decoder = build_decoder('FusedMSDeformAttnPixelDecoder', seed=2)
+    gen = torch.Generator().manual_seed(3)
+    feats = [torch.randn(batch, c, -(-size[0] // s), -(-size[1] // s), generator=gen)
+             for c, s in zip([16, 32, 64, 128], [4, 8, 16, 32])]
+    mask_feature, multi_scale = decoder(feats)
+    expected_mask, expected_multi = MSDeformAttnPixelDecoder.forward(decoder, feats)
+    assert torch.equal(mask_feature, expected_mask)
+    assert len(multi_scale) == len(expected_multi) == 3
+    for level, expected in zip(multi_scale, expected_multi):
+        assert torch.equal(level, expected)
+
+
+@torch.no_grad()
 def test_pixel_decoder_runs_in_float32_under_autocast():
     """The official decoder disables autocast: mixed precision leaves it in float32."""
     decoder = build_decoder('FusedMSDeformAttnPixelDecoder')
