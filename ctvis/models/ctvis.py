@@ -116,8 +116,9 @@ class CTVIS(BaseMOTModel):
         Only the network is compiled; the tracker, the mask resizing and the video output stay
         eager Python, since they are data-dependent and cheap. The network traces as one graph
         (no graph breaks; tested). Compiling happens at the first frame of each new input shape
-        (and grad mode); with the default ``dynamic=False`` every shape gets its own specialised graph, up to torch's recompile
-        limit (``torch._dynamo.config.recompile_limit``), after which new shapes run eagerly.
+        (and grad mode); with the default ``dynamic=False`` every shape gets its own specialised
+        graph, up to torch's recompile limit (``torch._dynamo.config.recompile_limit``), after
+        which new shapes run eagerly.
         The module's parameters and state-dict keys are unchanged: weights loaded later are
         used.
 
