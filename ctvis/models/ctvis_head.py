@@ -108,6 +108,7 @@ class CTVISHead(Mask2FormerHead):
         query_embed = self.query_embed.weight.unsqueeze(0).repeat((batch_size, 1, 1))
 
         cls_pred_list, mask_pred_list = [], []
+        attn_mask = None  # from stage 0 on, the mask the next layer attends with
         num_layers = self.num_transformer_decoder_layers
         for i in range(num_layers + 1):  # stage 0: the initial queries
             if i > 0:

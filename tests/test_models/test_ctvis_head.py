@@ -1,4 +1,4 @@
-"""CTVISHead's decoding paths: the training forward is mmdet's, the inference path its final stage."""
+"""CTVISHead decoding: the training forward is mmdet's, the inference path its final stage."""
 import pytest
 import torch
 import torch.nn.functional as F
