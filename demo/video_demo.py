@@ -35,6 +35,7 @@ import ctvis  # noqa: F401  (registration)
 from ctvis.apis import OnlineVideoSegmenter
 from ctvis.engine import track_color
 from ctvis.models import VideoPrediction
+from ctvis.utils import tune_malloc
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
@@ -318,4 +319,5 @@ def main() -> int:
 
 
 if __name__ == '__main__':
+    print(tune_malloc(), file=sys.stderr)  # this process only, never on import
     sys.exit(main())

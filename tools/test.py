@@ -15,6 +15,7 @@ import sys
 from typing import List, Sequence
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 import ctvis  # noqa: F401  (registration)
@@ -22,7 +23,8 @@ from ctvis.engine import VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
 from ctvis.datasets.ytvis_format import load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
-                         parse_tool_args, run_and_release_process_group, tool_run)
+                         parse_tool_args, run_and_release_process_group, tool_run,
+                         tune_malloc)
 
 YTVIS_METRIC_TYPES = ('YTVISMetric', 'ctvis.YTVISMetric', 'mmdet.YTVISMetric', YTVISMetric)
 
@@ -175,4 +177,5 @@ def _test(args: argparse.Namespace) -> None:
 
 
 if __name__ == '__main__':
+    print_log(tune_malloc(), logger='current')  # this process only, never on import
     main()

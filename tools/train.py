@@ -18,7 +18,8 @@ from mmengine.logging import print_log
 
 import ctvis  # noqa: F401  (registration)
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
-                         parse_tool_args, run_and_release_process_group, tool_run)
+                         parse_tool_args, run_and_release_process_group, tool_run,
+                         tune_malloc)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -151,4 +152,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+    print_log(tune_malloc(), logger='current')  # this process only, never on import
     main()

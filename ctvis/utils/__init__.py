@@ -4,6 +4,7 @@ Importing it changes nothing outside ctvis: it registers :class:`CPUDistributedD
 mmdet's ``MODEL_WRAPPERS`` and defines functions. Safe checkpoint loading for mmengine is entered
 explicitly (:func:`safe_checkpoint_loading`); docs/plugin.md says what ``import ctvis`` does.
 """
+from .allocator import malloc_tuning_skipped, tune_malloc
 from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
                          checkpoint_globals_allowed, checkpoint_problem, checkpoint_safe_globals,
                          safe_load_file, safe_load_url, safe_torch_load, url_cache_file)
@@ -17,6 +18,7 @@ from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options, build_run
                           load_tool_config, parse_tool_args, tool_run)
 
 __all__ = [
+    'malloc_tuning_skipped', 'tune_malloc',
     'TRUSTED_CHECKPOINTS_ENV', 'CorruptCheckpointError', 'UnsafeCheckpointError',
     'checkpoint_globals_allowed', 'checkpoint_problem', 'checkpoint_safe_globals', 'file_sha256',
     'safe_checkpoint_loading', 'safe_load_file', 'safe_load_url', 'safe_torch_load',

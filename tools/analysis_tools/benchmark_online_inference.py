@@ -48,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import ctvis  # noqa: F401
 from ctvis.apis import OnlineVideoSegmenter
 from ctvis.datasets.synthetic.toy import render_toy_video
+from ctvis.utils import tune_malloc
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
@@ -439,4 +440,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+    print(tune_malloc())  # as the tools do; CTVIS_MALLOC_TUNING=0 measures glibc's defaults
     main()
