@@ -19,7 +19,8 @@ from torch import Tensor
 
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
-from ..ops import ms_deform_attn
+from ..ops import extension_available, ms_deform_attn
+from ..ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
 
 
 @MODELS.register_module()
@@ -29,7 +30,9 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
     Same arguments, parameters and initialisation as its parent; only where the sampling runs
     differs: mmcv's compiled op for CUDA / MLU tensors (exactly as the parent), ctvis' fused
     kernel for CPU tensors (the parent's pure-PyTorch path gives the same values, to float
-    rounding). It adds no state, so a built parent can be retyped in place (what
+    rounding). In inference on the CPU with reference points (x, y), the kernel also computes the
+    sampling locations and the softmax of the attention weights (:meth:`fused_inference`). It
+    adds no state, so a built parent can be retyped in place (what
     :class:`FusedMSDeformAttnPixelDecoder` does).
     """
 
@@ -73,8 +76,12 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
         value = value.view(bs, num_keys, self.num_heads, -1)
         heads_levels_points = (bs, num_queries, self.num_heads, self.num_levels, self.num_points)
         offsets = self.sampling_offsets(query).view(*heads_levels_points, 2)
-        weights = self.attention_weights(query).view(bs, num_queries, self.num_heads, -1)
-        weights = weights.softmax(-1).view(*heads_levels_points)
+        logits = self.attention_weights(query).view(bs, num_queries, self.num_heads, -1)
+        if self.fused_inference(value, reference_points, offsets, logits):
+            output = ms_deform_attn_from_offsets(value, spatial_shapes, level_start_index,
+                                                 reference_points, offsets, logits)
+            return self._project(output, identity)
+        weights = logits.softmax(-1).view(*heads_levels_points)
         locations = self.sampling_locations(reference_points, offsets, spatial_shapes)
 
         if (IS_CUDA_AVAILABLE and value.is_cuda) or (IS_MLU_AVAILABLE and value.is_mlu):
@@ -87,11 +94,26 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                                                             weights, self.im2col_step)
         else:
             output = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights)
+        return self._project(output, identity)
 
+    def _project(self, output: Tensor, identity: Tensor) -> Tensor:
+        """The output projection, in the input layout, plus the identity."""
         output = self.output_proj(output)
         if not self.batch_first:
             output = output.permute(1, 0, 2)
         return self.dropout(output) + identity
+
+    @staticmethod
+    def fused_inference(value: Tensor, reference_points: Tensor, offsets: Tensor,
+                        logits: Tensor) -> bool:
+        """Whether the kernel computes the sampling locations and the softmax itself
+        (``ms_deform_attn_from_offsets``): for CPU tensors, reference points (x, y), no gradient
+        needed (that op has no backward) and the extension built. Otherwise they are computed
+        here, with autograd, and sampled by the device's op."""
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (value, reference_points, offsets, logits))
+        return (value.device.type == 'cpu' and reference_points.shape[-1] == 2
+                and not needs_grad and extension_available())
 
     def sampling_locations(self, reference_points: Tensor, offsets: Tensor,
                            spatial_shapes: Tensor) -> Tensor:

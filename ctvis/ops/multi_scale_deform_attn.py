@@ -8,6 +8,13 @@ mmcv ships compiled kernels for CUDA (and MLU) only; on the CPU its
 (batch, query, head), with a backward pass for the value, the sampling locations and the attention
 weights. It is registered with a fake (meta) implementation and an autograd formula, so
 ``torch.compile`` and ``torch.export`` trace it.
+
+For inference, ``torch.ops.ctvis.ms_deform_attn_from_offsets`` takes the layer's raw predictions
+(reference points, offsets in pixels, attention logits) and computes the sampling locations and
+the softmax inside the kernel's per-task loop: no passes over the (…, levels, points, 2) and
+(…, levels * points) tensors, whose short last dimensions make torch's elementwise ops and
+softmax slow. It has a fake implementation but no backward: called with inputs that need a
+gradient, it raises.
 """
 import warnings
 from typing import Optional
@@ -21,6 +28,9 @@ UPCAST_DTYPES = (torch.float16, torch.bfloat16)
 _extension_error: Optional[ImportError] = None
 try:
     from . import _C  # noqa: F401  (registers torch.ops.ctvis.ms_deform_attn*)
+    if not hasattr(torch.ops.ctvis, 'ms_deform_attn_from_offsets'):
+        raise ImportError(f'{_C.__file__} was built from older sources (it has no '
+                          'ctvis::ms_deform_attn_from_offsets)')
 except ImportError as error:  # not built: ``pip install -e .`` builds it
     _extension_error = error
 _warned_fallback = False
@@ -70,6 +80,25 @@ if _extension_error is None:
     torch.library.register_autograd('ctvis::ms_deform_attn', _backward,
                                     setup_context=_setup_context)
 
+    @torch.library.register_fake('ctvis::ms_deform_attn_from_offsets')
+    def _fake_from_offsets(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                           reference_points: Tensor, offsets: Tensor, logits: Tensor) -> Tensor:
+        bs, _, num_heads, channels = value.shape
+        return value.new_empty(bs, offsets.shape[1], num_heads * channels)
+
+    def _refuse_gradients(ctx, inputs: tuple, output: Tensor) -> None:
+        raise RuntimeError(
+            'ctvis::ms_deform_attn_from_offsets is for inference and has no backward, but an '
+            'input requires grad: call it under torch.no_grad() / torch.inference_mode(), or '
+            'use ms_deform_attn(value, spatial_shapes, level_start_index, reference_points + '
+            'offsets / (w, h), logits.softmax(-1)), which has one')
+
+    def _no_backward(ctx, grad_output: Tensor) -> tuple:
+        raise AssertionError('unreachable: _refuse_gradients raises first')
+
+    torch.library.register_autograd('ctvis::ms_deform_attn_from_offsets', _no_backward,
+                                    setup_context=_refuse_gradients)
+
 
 def multi_scale_deformable_attn_cpu(value: Tensor, spatial_shapes: Tensor,
                                     level_start_index: Tensor, sampling_locations: Tensor,
@@ -94,6 +123,40 @@ def multi_scale_deformable_attn_cpu(value: Tensor, spatial_shapes: Tensor,
     output = torch.ops.ctvis.ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index,
                                             sampling_locations.to(dtype),
                                             attention_weights.to(dtype))
+    return output.to(value.dtype)
+
+
+def ms_deform_attn_from_offsets(value: Tensor, spatial_shapes: Tensor,
+                                level_start_index: Tensor, reference_points: Tensor,
+                                offsets: Tensor, logits: Tensor) -> Tensor:
+    """The fused CPU kernel from the layer's raw predictions, for inference (no backward).
+
+    Equals :func:`multi_scale_deformable_attn_cpu` with sampling locations
+    ``reference_points[:, :, None, :, None] + offsets / (w, h)`` of each level and attention
+    weights ``logits.softmax(-1)``, both computed inside the kernel.
+
+    Args:
+        value (Tensor): (bs, num_keys, num_heads, channels).
+        spatial_shapes (Tensor): (num_levels, 2) int64, (h, w) of each level.
+        level_start_index (Tensor): (num_levels,) int64, the first key of each level.
+        reference_points (Tensor): (bs, num_queries, num_levels, 2), (x, y) in [0, 1].
+        offsets (Tensor): (bs, num_queries, num_heads, num_levels, num_points, 2), (x, y) in
+            pixels of each level.
+        logits (Tensor): (bs, num_queries, num_heads, num_levels * num_points).
+
+    Returns:
+        Tensor: (bs, num_queries, num_heads * channels), in value's dtype (half and bfloat16
+        computed in float32, the other inputs cast to value's dtype, as in
+        :func:`multi_scale_deformable_attn_cpu`).
+
+    Raises:
+        RuntimeError: If gradients are enabled and an input requires grad.
+    """
+    load_extension()
+    dtype = torch.float32 if value.dtype in UPCAST_DTYPES else value.dtype
+    output = torch.ops.ctvis.ms_deform_attn_from_offsets(
+        value.to(dtype), spatial_shapes, level_start_index, reference_points.to(dtype),
+        offsets.to(dtype), logits.to(dtype))
     return output.to(value.dtype)
 
 

@@ -18,11 +18,13 @@ import ctvis.ops.multi_scale_deform_attn as msda
 from conftest import REPO, build_tiny_model, load_module, tiny_model_cfg
 from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
+from ctvis.ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
 OP = 'ctvis::ms_deform_attn'
+FUSED_OP = 'ctvis::ms_deform_attn_from_offsets'
 
 
 def make_inputs(bs=2, heads=3, channels=5, shapes=((6, 7), (3, 4), (1, 1)), queries=9, points=4,
@@ -336,7 +338,8 @@ def test_pixel_decoder_runs_the_kernel_on_cpu_with_mmdets_result():
              for c, s in zip([16, 32, 64, 128], [4, 8, 16, 32])]
     with OpCounter() as counter:
         mask_feature, multi_scale = ours(feats)
-    assert counter.calls[OP] == 2 and counter.calls['aten::grid_sampler_2d'] == 0
+    # inference: the fused op (locations and softmax in the kernel), once per encoder layer
+    assert counter.calls[FUSED_OP] == 2 and counter.calls['aten::grid_sampler_2d'] == 0
     with OpCounter() as counter:
         expected_mask, expected_multi = mmdet(feats)
     assert counter.calls[OP] == 0 and counter.calls['aten::grid_sampler_2d'] > 0
@@ -403,6 +406,203 @@ def test_attention_with_boxes_and_sequence_first_layout():
     with pytest.raises(ValueError, match='must end in 2'):
         attention(query=query, reference_points=torch.rand(2, 26, 2, 3), spatial_shapes=shapes,
                   level_start_index=starts)
+
+
+# ------------------------------------------ the fused inference op (ms_deform_attn_from_offsets)
+def make_offset_inputs(dtype=torch.float64, **case):
+    """The inputs of ``ms_deform_attn_from_offsets`` drawn as ``make_inputs`` draws its
+    locations (same spread, points outside the maps included): reference points per level,
+    offsets in pixels of each level around them, logits of varied scale."""
+    value, shapes, starts, locations, weights = make_inputs(dtype=dtype, **case)
+    reference_points = locations[:, :, 0, :, 0].clone()  # (bs, queries, levels, 2)
+    level_wh = shapes.flip(-1)[:, None].to(dtype)  # (levels, 1, 2): (w, h)
+    offsets = (locations - reference_points[:, :, None, :, None]) * level_wh
+    logits = (8 * weights - 4).flatten(3)  # (bs, queries, heads, levels * points)
+    return value, shapes, starts, reference_points, offsets, logits
+
+
+def composite(value, shapes, starts, reference_points, offsets, logits):
+    """What the fused op computes, in torch ops then the kernel: the module's path in training."""
+    locations = reference_points[:, :, None, :, None] + offsets / shapes.flip(-1)[:, None]
+    weights = logits.softmax(-1).view(offsets.shape[:-1])
+    return multi_scale_deformable_attn_cpu(value, shapes, starts, locations, weights)
+
+
+FUSED_ATOL = {torch.float32: 1e-6, torch.float64: 1e-12}
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('case', list(CASES))
+def test_fused_op_equals_locations_and_softmax_then_kernel(case, dtype):
+    inputs = make_offset_inputs(dtype=dtype, **CASES[case])
+    expected = composite(*inputs)
+    output = ms_deform_attn_from_offsets(*inputs)
+    assert output.dtype == dtype and output.shape == expected.shape
+    assert expected.abs().max() > 0.1  # the case samples something
+    torch.testing.assert_close(output, expected, atol=FUSED_ATOL[dtype], rtol=0)
+
+
+def test_fused_op_non_contiguous_inputs():
+    value, shapes, starts, points, offsets, logits = make_offset_inputs(dtype=torch.float32)
+    expected = composite(value, shapes, starts, points, offsets, logits)
+    value_nc = value.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    points_nc = points.transpose(0, 1).contiguous().transpose(0, 1)
+    offsets_nc = torch.stack([offsets, offsets + 5], -1)[..., 0]
+    logits_nc = logits.transpose(1, 2).contiguous().transpose(1, 2)
+    for t in (value_nc, points_nc, offsets_nc, logits_nc):
+        assert not t.is_contiguous()
+    output = ms_deform_attn_from_offsets(value_nc, shapes, starts, points_nc, offsets_nc,
+                                         logits_nc)
+    torch.testing.assert_close(output, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_fused_op_softmax_of_extreme_logits(dtype):
+    """Logits of +-1e4 overflow exp() unless the row maximum is subtracted first (as torch's
+    softmax does): one head has a +1e4 logit, another only -1e4 ones."""
+    value, shapes, starts, points, offsets, logits = make_offset_inputs(
+        dtype=dtype, spread=(0.05, 0.95))
+    logits[:, :, 0, 1] = 1e4
+    logits[:, :, 1] = -1e4
+    logits[:, :, 1, 2] = -1e4 + 1
+    output = ms_deform_attn_from_offsets(value, shapes, starts, points, offsets, logits)
+    assert torch.isfinite(output).all()
+    torch.testing.assert_close(output, composite(value, shapes, starts, points, offsets, logits),
+                               atol=FUSED_ATOL[dtype], rtol=0)
+
+
+_FUSED_KERNEL_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    library, cases_file, out_file = sys.argv[1:]
+    torch.ops.load_library(library)
+    outputs = []
+    for value, shapes, starts, points, offsets, logits in torch.load(cases_file):
+        locations = points[:, :, None, :, None] + offsets / shapes.flip(-1)[:, None]
+        weights = logits.softmax(-1).view(offsets.shape[:-1])
+        outputs.append((
+            torch.ops.ctvis.ms_deform_attn_from_offsets(value, shapes, starts, points, offsets,
+                                                        logits),
+            torch.ops.ctvis.ms_deform_attn(value, shapes, starts, locations, weights)))
+    torch.save((torch.backends.cpu.get_cpu_capability(), outputs), out_file)
+""")
+
+
+@pytest.mark.parametrize('capability', ['default', 'avx2'])
+def test_fused_op_portable_and_avx2_kernels(capability, tmp_path):
+    """Both builds of the fused op (see test_portable_and_avx2_kernels), each against the
+    composite computation in the same build."""
+    cases = [make_offset_inputs(dtype=torch.float32, **case) for case in CASES.values()]
+    torch.save(cases, tmp_path / 'cases.pt')
+    result = subprocess.run(
+        [sys.executable, '-c', _FUSED_KERNEL_SCRIPT, msda._C.__file__,
+         str(tmp_path / 'cases.pt'), str(tmp_path / 'outputs.pt')], capture_output=True,
+        text=True, timeout=120, env=dict(os.environ, ATEN_CPU_CAPABILITY=capability))
+    assert result.returncode == 0, result.stderr
+    capability_seen, outputs = torch.load(tmp_path / 'outputs.pt')
+    if capability == 'avx2' and capability_seen == 'DEFAULT':
+        pytest.skip('this CPU has no AVX2')
+    assert capability_seen == capability.upper()
+    for fused, expected in outputs:
+        assert expected.abs().max() > 0.1
+        torch.testing.assert_close(fused, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda v, s, i, r, o, g: (v, s, i, r, o[:, :, :1], g), 'offsets must be'),
+    (lambda v, s, i, r, o, g: (v, s, i, r[:, :, :-1], o, g), 'reference_points must be'),
+    (lambda v, s, i, r, o, g: (v, s, i, r[:, :-1], o, g), 'reference_points must be'),
+    (lambda v, s, i, r, o, g: (v, s, i, r, o, g[..., :-1]),
+     r'logits must be \(2, 9, 3, 12\)'),
+    (lambda v, s, i, r, o, g: (v, s, i, r, o, g.double()), 'logits must have value.s dtype'),
+    (lambda v, s, i, r, o, g: (v[:, :-1], s, i, r, o, g),
+     'spatial_shapes hold 55 keys but value has 54'),
+])
+def test_fused_op_bad_inputs_are_clear_errors(change, message):
+    inputs = change(*make_offset_inputs(dtype=torch.float32))
+    with pytest.raises(RuntimeError, match='ms_deform_attn_from_offsets: ' + message):
+        torch.ops.ctvis.ms_deform_attn_from_offsets(*inputs)
+
+
+def test_fused_op_refuses_inputs_that_need_gradients():
+    inputs = make_offset_inputs(dtype=torch.float32)
+    offsets = inputs[4].clone().requires_grad_()
+    args = (*inputs[:4], offsets, inputs[5])
+    with pytest.raises(RuntimeError, match='for inference and has no backward'):
+        ms_deform_attn_from_offsets(*args)
+    with torch.no_grad():  # no graph is recorded: fine
+        output = ms_deform_attn_from_offsets(*args)
+    assert not output.requires_grad
+
+
+def test_fused_op_opcheck_fake_registration():
+    inputs = make_offset_inputs(bs=1, heads=2, channels=4, queries=4, points=2)
+    torch.library.opcheck(torch.ops.ctvis.ms_deform_attn_from_offsets.default, inputs)
+
+
+def attention_inputs(num_queries: int = 26):
+    torch.manual_seed(0)
+    attention = FusedMultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2,
+                                                   num_points=3, batch_first=True).eval()
+    torch.nn.init.normal_(attention.sampling_offsets.weight, std=0.5)
+    torch.nn.init.normal_(attention.attention_weights.weight, std=2)
+    kwargs = dict(query=torch.randn(2, num_queries, 16),
+                  reference_points=torch.rand(2, num_queries, 2, 2),
+                  spatial_shapes=torch.tensor([[4, 5], [2, 3]]),
+                  level_start_index=torch.tensor([0, 20]))
+    return attention, kwargs
+
+
+def test_attention_fused_in_inference_composite_with_gradients():
+    """Eval mode without gradients runs the fused op; with gradients enabled (training, or eval
+    outside no_grad) the locations and softmax are torch ops and the kernel has a backward.
+    Inputs that require grad (here the reference points) need none without gradients."""
+    attention, kwargs = attention_inputs()
+    kwargs['reference_points'].requires_grad_()
+    with OpCounter() as counter:
+        output = attention(**kwargs)
+    assert counter.calls[OP] == 1 and counter.calls[FUSED_OP] == 0
+    output.sum().backward()
+    assert attention.sampling_offsets.weight.grad.abs().sum() > 0
+    assert kwargs['reference_points'].grad.abs().sum() > 0
+    for no_grad in (torch.no_grad, torch.inference_mode):
+        with OpCounter() as counter, no_grad():
+            fused = attention(**kwargs)
+        assert counter.calls[FUSED_OP] == 1 and counter.calls[OP] == 0
+        torch.testing.assert_close(fused, output.detach(), atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_attention_boxes_in_inference_take_the_composite_path():
+    """The fused op takes reference points (x, y) only: boxes (cx, cy, w, h) keep the torch ops
+    also without gradients, with the parent's result."""
+    attention, kwargs = attention_inputs()
+    kwargs['reference_points'] = torch.rand(2, 26, 2, 4)
+    with OpCounter() as counter:
+        output = attention(**kwargs)
+    assert counter.calls[OP] == 1 and counter.calls[FUSED_OP] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # mmcv's own deprecation notices
+        expected = super(FusedMultiScaleDeformableAttention, attention).forward(**kwargs)
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_attention_fused_path_compiles_in_one_graph():
+    attention, kwargs = attention_inputs()
+    expected = attention(**kwargs)
+    graphs = []
+
+    def record(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    output = torch.compile(attention, backend=record, fullgraph=True)(**kwargs)
+    assert len(graphs) == 1
+    assert any('ms_deform_attn_from_offsets' in str(node.target)
+               for node in graphs[0].graph.nodes)
+    torch.testing.assert_close(output, expected, atol=0, rtol=0)
+    compiled = torch.compile(attention, backend='aot_eager', fullgraph=True)
+    torch.testing.assert_close(compiled(**kwargs), expected, atol=1e-6, rtol=0)
 
 
 # ------------------------------------------------- the side-by-side benchmark (the kernel's use)

@@ -10,6 +10,15 @@
 //   attention_weights   (bs, num_queries, num_heads, num_levels, num_points)
 //   output              (bs, num_queries, num_heads * channels)
 //
+// ms_deform_attn_from_offsets (inference only, no backward) takes the layer's raw predictions
+// instead of the last two and computes them per task, which saves two passes over tensors with a
+// short last dimension (softmax; reference point + offset / level size):
+//   reference_points    (bs, num_queries, num_levels, 2), (x, y) in [0, 1]
+//   offsets             (bs, num_queries, num_heads, num_levels, num_points, 2), in pixels of
+//                       each level: location = reference point + offset / (w, h)
+//   logits              (bs, num_queries, num_heads, num_levels * num_points): attention weights
+//                       = their softmax over levels and points
+//
 // The forward pass is parallel over (batch, query, head): each task reads its head's channels of
 // at most four value rows per sampling point and accumulates straight into its output slice. The
 // backward pass is parallel over (batch, head): the grad_value rows of one (batch, head) belong to
@@ -28,6 +37,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <tuple>
 #include <vector>
 
@@ -53,24 +63,32 @@ std::vector<Level> read_levels(const at::Tensor& spatial_shapes,
   return levels;
 }
 
-// Checks every input against the layouts above; errors name the argument and the mismatch.
-Shapes check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                    const at::Tensor& attention_weights) {
-  const char* op = "ctvis::ms_deform_attn";
-  for (const auto* t : {&value, &spatial_shapes, &level_start_index, &sampling_locations,
-                        &attention_weights}) {
+// An input with the name its errors give it.
+struct Named {
+  const char* name;
+  const at::Tensor& tensor;
+};
+
+// Checks value, the level tables, and the device and dtype of the per-sample inputs; errors name
+// the op, the argument and the mismatch. Returns the shapes with queries and points still 0.
+Shapes check_value_and_levels(const char* op, const at::Tensor& value,
+                              const at::Tensor& spatial_shapes,
+                              const at::Tensor& level_start_index,
+                              std::initializer_list<Named> per_sample) {
+  for (const auto* t : {&value, &spatial_shapes, &level_start_index}) {
     TORCH_CHECK(t->device().is_cpu(), op, ": expects CPU tensors, got one on ", t->device());
   }
   TORCH_CHECK(value.dim() == 4, op, ": value must be (bs, num_keys, num_heads, channels), got ",
               value.sizes());
   TORCH_CHECK(value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble, op,
               ": value must be float32 or float64, got ", value.scalar_type());
-  TORCH_CHECK(sampling_locations.scalar_type() == value.scalar_type() &&
-                  attention_weights.scalar_type() == value.scalar_type(),
-              op, ": sampling_locations and attention_weights must have value's dtype ",
-              value.scalar_type(), ", got ", sampling_locations.scalar_type(), " and ",
-              attention_weights.scalar_type());
+  for (const Named& input : per_sample) {
+    TORCH_CHECK(input.tensor.device().is_cpu(), op, ": expects CPU tensors, got ", input.name,
+                " on ", input.tensor.device());
+    TORCH_CHECK(input.tensor.scalar_type() == value.scalar_type(), op, ": ", input.name,
+                " must have value's dtype ", value.scalar_type(), ", got ",
+                input.tensor.scalar_type());
+  }
   TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2 &&
                   spatial_shapes.scalar_type() == at::kLong,
               op, ": spatial_shapes must be an int64 (num_levels, 2) tensor, got ",
@@ -80,19 +98,6 @@ Shapes check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
                   level_start_index.scalar_type() == at::kLong,
               op, ": level_start_index must be an int64 (", levels, ",) tensor, got ",
               level_start_index.scalar_type(), level_start_index.sizes());
-  Shapes s{value.size(0), value.size(1), value.size(2), value.size(3), 0, levels, 0};
-  TORCH_CHECK(sampling_locations.dim() == 6 && sampling_locations.size(0) == s.batch &&
-                  sampling_locations.size(2) == s.heads && sampling_locations.size(3) == levels &&
-                  sampling_locations.size(5) == 2,
-              op, ": sampling_locations must be (bs=", s.batch, ", num_queries, num_heads=",
-              s.heads, ", num_levels=", levels, ", num_points, 2), got ",
-              sampling_locations.sizes());
-  s.queries = sampling_locations.size(1);
-  s.points = sampling_locations.size(4);
-  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5), op,
-              ": attention_weights must be ", sampling_locations.sizes().slice(0, 5),
-              " (sampling_locations without its last dimension), got ",
-              attention_weights.sizes());
   int64_t expected_start = 0;
   const auto levels_read = read_levels(spatial_shapes.contiguous(),
                                        level_start_index.contiguous());
@@ -104,11 +109,64 @@ Shapes check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
                 level.start, " but the levels before it hold ", expected_start, " keys");
     expected_start += level.h * level.w;
   }
-  TORCH_CHECK(expected_start == s.keys, op, ": spatial_shapes hold ", expected_start,
-              " keys but value has ", s.keys);
+  TORCH_CHECK(expected_start == value.size(1), op, ": spatial_shapes hold ", expected_start,
+              " keys but value has ", value.size(1));
+  return Shapes{value.size(0), value.size(1), value.size(2), value.size(3), 0, levels, 0};
+}
+
+// Checks a (bs, num_queries, num_heads, num_levels, num_points, 2) input (sampling locations or
+// offsets) and reads num_queries and num_points from it.
+void read_sample_layout(const char* op, const Named& input, Shapes* s) {
+  const at::Tensor& t = input.tensor;
+  TORCH_CHECK(t.dim() == 6 && t.size(0) == s->batch && t.size(2) == s->heads &&
+                  t.size(3) == s->levels && t.size(5) == 2,
+              op, ": ", input.name, " must be (bs=", s->batch, ", num_queries, num_heads=",
+              s->heads, ", num_levels=", s->levels, ", num_points, 2), got ", t.sizes());
+  s->queries = t.size(1);
+  s->points = t.size(4);
+}
+
+// Checks every input of ms_deform_attn against the layouts above.
+Shapes check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                    const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                    const at::Tensor& attention_weights) {
+  const char* op = "ctvis::ms_deform_attn";
+  const Named locations{"sampling_locations", sampling_locations},
+      weights{"attention_weights", attention_weights};
+  Shapes s = check_value_and_levels(op, value, spatial_shapes, level_start_index,
+                                    {locations, weights});
+  read_sample_layout(op, locations, &s);
+  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5), op,
+              ": attention_weights must be ", sampling_locations.sizes().slice(0, 5),
+              " (sampling_locations without its last dimension), got ",
+              attention_weights.sizes());
   return s;
 }
 
+// Checks every input of ms_deform_attn_from_offsets: reference_points (bs, num_queries,
+// num_levels, 2), offsets (bs, num_queries, num_heads, num_levels, num_points, 2) and logits
+// (bs, num_queries, num_heads, num_levels * num_points).
+Shapes check_offset_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                           const at::Tensor& level_start_index,
+                           const at::Tensor& reference_points, const at::Tensor& offsets,
+                           const at::Tensor& logits) {
+  const char* op = "ctvis::ms_deform_attn_from_offsets";
+  const Named points{"reference_points", reference_points}, offsets_{"offsets", offsets},
+      logits_{"logits", logits};
+  Shapes s = check_value_and_levels(op, value, spatial_shapes, level_start_index,
+                                    {points, offsets_, logits_});
+  read_sample_layout(op, offsets_, &s);
+  TORCH_CHECK(reference_points.dim() == 4 && reference_points.size(0) == s.batch &&
+                  reference_points.size(1) == s.queries &&
+                  reference_points.size(2) == s.levels && reference_points.size(3) == 2,
+              op, ": reference_points must be (", s.batch, ", ", s.queries, ", ", s.levels,
+              ", 2) points (x, y), got ", reference_points.sizes());
+  TORCH_CHECK(logits.dim() == 4 && logits.size(0) == s.batch && logits.size(1) == s.queries &&
+                  logits.size(2) == s.heads && logits.size(3) == s.levels * s.points,
+              op, ": logits must be (", s.batch, ", ", s.queries, ", ", s.heads, ", ",
+              s.levels * s.points, ") (num_levels * num_points per head), got ", logits.sizes());
+  return s;
+}
 
 // The kernels twice: portable x86-64 (SSE2) code, and AVX2 + FMA code for the CPUs that have
 // them (8 float lanes and fused multiply-adds).
@@ -159,6 +217,28 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spa
   return output;
 }
 
+at::Tensor ms_deform_attn_from_offsets(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                                       const at::Tensor& level_start_index,
+                                       const at::Tensor& reference_points,
+                                       const at::Tensor& offsets, const at::Tensor& logits) {
+  const Shapes s = check_offset_inputs(value, spatial_shapes, level_start_index,
+                                       reference_points, offsets, logits);
+  const auto levels = read_levels(spatial_shapes.contiguous(), level_start_index.contiguous());
+  const at::Tensor v = value.contiguous(), points = reference_points.contiguous(),
+                   offs = offsets.contiguous(), lgts = logits.contiguous();
+  at::Tensor output = at::empty({s.batch, s.queries, s.heads * s.channels}, value.options());
+  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_from_offsets", [&] {
+    auto* kernel = &generic::forward_from_offsets_kernel<scalar_t>;
+#ifdef CTVIS_AVX2_KERNELS
+    if (use_avx2()) kernel = &avx2::forward_from_offsets_kernel<scalar_t>;
+#endif
+    kernel(v.const_data_ptr<scalar_t>(), levels, points.const_data_ptr<scalar_t>(),
+           offs.const_data_ptr<scalar_t>(), lgts.const_data_ptr<scalar_t>(),
+           output.mutable_data_ptr<scalar_t>(), s);
+  });
+  return output;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
@@ -201,11 +281,16 @@ TORCH_LIBRARY(ctvis, m) {
       "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
       "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
       "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "ms_deform_attn_from_offsets(Tensor value, Tensor spatial_shapes, "
+      "Tensor level_start_index, Tensor reference_points, Tensor offsets, Tensor logits) "
+      "-> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ctvis, CPU, m) {
   m.impl("ms_deform_attn", &ms_deform_attn_forward);
   m.impl("ms_deform_attn_backward", &ms_deform_attn_backward);
+  m.impl("ms_deform_attn_from_offsets", &ms_deform_attn_from_offsets);
 }
 
 }  // namespace ctvis

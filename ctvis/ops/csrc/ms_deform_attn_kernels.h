@@ -41,42 +41,97 @@ inline bool locate(scalar_t loc_x, scalar_t loc_y, const Level& level, const sca
   return true;
 }
 
+// One (batch, query, head) task of the forward pass: out (channels wide) = the sum over levels x
+// points of weight * the bilinear sample of the head's value at the location. ``locations`` holds
+// (x, y) per sample, ``weights`` one value per sample; ``zeros`` is a row of ``channels`` zeros.
+template <typename scalar_t>
+inline void sample_task(const scalar_t* value_head, const std::vector<Level>& levels,
+                        const scalar_t* locations, const scalar_t* weights,
+                        scalar_t* __restrict__ out, const scalar_t* zeros, const Shapes& s) {
+  const int64_t ch = s.channels, key_stride = s.heads * ch;
+  Corners<scalar_t> c;
+  for (int64_t i = 0; i < ch; ++i) out[i] = scalar_t(0);
+  for (int64_t l = 0; l < s.levels; ++l) {
+    for (int64_t p = 0; p < s.points; ++p) {
+      const int64_t i = l * s.points + p;
+      if (!locate(locations[2 * i], locations[2 * i + 1], levels[l], value_head, key_stride, zeros,
+                  &c)) {
+        continue;
+      }
+      const scalar_t a = weights[i], gx = scalar_t(1) - c.fx, gy = scalar_t(1) - c.fy;
+      const scalar_t w00 = a * gy * gx, w01 = a * gy * c.fx, w10 = a * c.fy * gx,
+                     w11 = a * c.fy * c.fx;
+      const scalar_t *__restrict__ v00 = c.v[0], *__restrict__ v01 = c.v[1],
+                                   *__restrict__ v10 = c.v[2], *__restrict__ v11 = c.v[3];
+#pragma omp simd
+      for (int64_t k = 0; k < ch; ++k) {
+        out[k] += w00 * v00[k] + w01 * v01[k] + w10 * v10[k] + w11 * v11[k];
+      }
+    }
+  }
+}
+
+// Tasks per at::parallel_for chunk: about 4096 channel updates each.
+inline int64_t forward_grain(const Shapes& s) {
+  return std::max<int64_t>(1, 4096 / std::max<int64_t>(1, s.levels * s.points * s.channels));
+}
+
 template <typename scalar_t>
 void forward_kernel(const scalar_t* value, const std::vector<Level>& levels,
                     const scalar_t* locations, const scalar_t* weights, scalar_t* output,
                     const Shapes& s) {
   const int64_t ch = s.channels, key_stride = s.heads * ch, samples = s.levels * s.points;
-  const int64_t tasks = s.batch * s.queries * s.heads;
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, samples * ch));
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.batch * s.queries * s.heads, forward_grain(s), [&](int64_t begin,
+                                                                           int64_t end) {
     const std::vector<scalar_t> zeros(ch, scalar_t(0));
-    Corners<scalar_t> c;
     for (int64_t task = begin; task < end; ++task) {
       // task = (b * queries + q) * heads + h, the row-major index of output[b, q, h * ch]
       const int64_t b = task / (s.queries * s.heads), h = task % s.heads;
-      const scalar_t* value_head = value + b * s.keys * key_stride + h * ch;
-      const scalar_t* loc = locations + task * samples * 2;
-      const scalar_t* attn = weights + task * samples;
-      scalar_t* __restrict__ out = output + task * ch;
-      for (int64_t i = 0; i < ch; ++i) out[i] = scalar_t(0);
+      sample_task(value + b * s.keys * key_stride + h * ch, levels,
+                  locations + task * samples * 2, weights + task * samples, output + task * ch,
+                  zeros.data(), s);
+    }
+  });
+}
+
+// The inference forward pass from the layer's raw predictions: per task, the attention weights
+// are the softmax of its logits over levels x points (max-subtracted, as torch's softmax) and the
+// locations are reference point + offset / (w, h) of the level (offsets count in pixels), both
+// computed into per-thread buffers and sampled as by forward_kernel.
+template <typename scalar_t>
+void forward_from_offsets_kernel(const scalar_t* value, const std::vector<Level>& levels,
+                                 const scalar_t* reference_points, const scalar_t* offsets,
+                                 const scalar_t* logits, scalar_t* output, const Shapes& s) {
+  const int64_t ch = s.channels, key_stride = s.heads * ch, samples = s.levels * s.points;
+  at::parallel_for(0, s.batch * s.queries * s.heads, forward_grain(s), [&](int64_t begin,
+                                                                           int64_t end) {
+    const std::vector<scalar_t> zeros(ch, scalar_t(0));
+    std::vector<scalar_t> locations(samples * 2), weights(samples);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / (s.queries * s.heads), h = task % s.heads;
+      const scalar_t* logit = logits + task * samples;
+      scalar_t max_logit = logit[0];
+      for (int64_t i = 1; i < samples; ++i) max_logit = std::max(max_logit, logit[i]);
+      scalar_t sum = 0;
+      for (int64_t i = 0; i < samples; ++i) {
+        weights[i] = std::exp(logit[i] - max_logit);
+        sum += weights[i];
+      }
+      const scalar_t inverse_sum = scalar_t(1) / sum;
+      for (int64_t i = 0; i < samples; ++i) weights[i] *= inverse_sum;
+      // reference_points[b, q] (levels x 2): task / heads = b * queries + q
+      const scalar_t* point = reference_points + (task / s.heads) * s.levels * 2;
+      const scalar_t* offset = offsets + task * samples * 2;
       for (int64_t l = 0; l < s.levels; ++l) {
-        for (int64_t p = 0; p < s.points; ++p) {
-          const int64_t i = l * s.points + p;
-          if (!locate(loc[2 * i], loc[2 * i + 1], levels[l], value_head, key_stride,
-                      zeros.data(), &c)) {
-            continue;
-          }
-          const scalar_t a = attn[i], gx = scalar_t(1) - c.fx, gy = scalar_t(1) - c.fy;
-          const scalar_t w00 = a * gy * gx, w01 = a * gy * c.fx, w10 = a * c.fy * gx,
-                         w11 = a * c.fy * c.fx;
-          const scalar_t *__restrict__ v00 = c.v[0], *__restrict__ v01 = c.v[1],
-                                       *__restrict__ v10 = c.v[2], *__restrict__ v11 = c.v[3];
-#pragma omp simd
-          for (int64_t k = 0; k < ch; ++k) {
-            out[k] += w00 * v00[k] + w01 * v01[k] + w10 * v10[k] + w11 * v11[k];
-          }
+        const scalar_t width = static_cast<scalar_t>(levels[l].w),
+                       height = static_cast<scalar_t>(levels[l].h);
+        for (int64_t i = l * s.points; i < (l + 1) * s.points; ++i) {
+          locations[2 * i] = point[2 * l] + offset[2 * i] / width;
+          locations[2 * i + 1] = point[2 * l + 1] + offset[2 * i + 1] / height;
         }
       }
+      sample_task(value + b * s.keys * key_stride + h * ch, levels, locations.data(),
+                  weights.data(), output + task * ch, zeros.data(), s);
     }
   });
 }
