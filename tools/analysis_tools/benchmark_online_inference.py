@@ -61,7 +61,8 @@ MODULE_STAGES = (
      'panoptic_head.pixel_decoder.encoder'),
     ('transformer decoder', 'track_head.transformer_decoder',
      'panoptic_head.transformer_decoder'),
-    ('head', 'track_head', 'panoptic_head'),
+    # CTVIS infers through the head's predict_final (a method: timed by wrapping it)
+    ('head', 'track_head.predict_final', 'panoptic_head'),
 )
 # printed rows: (label, stage or (stage, minus stages...))
 ROWS = (
@@ -289,6 +290,12 @@ class StageTimer:
 
     def hook(self, model: torch.nn.Module, stages: Dict[str, str]) -> None:
         for stage, path in stages.items():
+            owner, _, name = path.rpartition('.')
+            method = getattr(model.get_submodule(owner), name, None)
+            if not isinstance(method, torch.nn.Module) and callable(method):
+                setattr(model.get_submodule(owner), name,
+                        lambda *a, s=stage, m=method, **k: self.time(s, m, *a, **k))
+                continue
             module = model.get_submodule(path)
             # Mask2Former's head calls its decoder's layers one by one, not the decoder
             for part in (module.layers if hasattr(module, 'post_norm') else [module]):
@@ -301,9 +308,9 @@ class StageTimer:
     def _stop(self, stage: str) -> None:
         self.frame[stage] += time.perf_counter() - self._starts.pop(stage)
 
-    def time(self, stage: str, fn: Callable, *args):
+    def time(self, stage: str, fn: Callable, *args, **kwargs):
         self._start(stage)
-        result = fn(*args)
+        result = fn(*args, **kwargs)
         self._stop(stage)
         return result
 
@@ -340,11 +347,20 @@ def ms_deform_attn_flops(value_shape, shapes_shape, starts_shape, locations_shap
     return 2 * 4 * bs * queries * heads * levels * points * value_shape[-1]
 
 
+def ms_deform_attn_from_offsets_flops(value_shape, shapes_shape, starts_shape, points_shape,
+                                      offsets_shape, logits_shape, out_shape=None,
+                                      **kwargs) -> int:
+    """The sampling of the inference op (its softmax and locations are not counted)."""
+    return ms_deform_attn_flops(value_shape, shapes_shape, starts_shape, offsets_shape, None)
+
+
 def frame_flops(fn: Callable, *args) -> int:
     """FLOPs of ``fn(*args)`` (convolutions, matrix products, ctvis' deformable attention)."""
     custom = {}
-    if hasattr(torch.ops, 'ctvis') and hasattr(torch.ops.ctvis, 'ms_deform_attn'):
-        custom[torch.ops.ctvis.ms_deform_attn] = ms_deform_attn_flops
+    for name, count in (('ms_deform_attn', ms_deform_attn_flops),
+                        ('ms_deform_attn_from_offsets', ms_deform_attn_from_offsets_flops)):
+        if hasattr(torch.ops, 'ctvis') and hasattr(torch.ops.ctvis, name):
+            custom[getattr(torch.ops.ctvis, name)] = count
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
         fn(*args)
     return counter.get_total_flops()

@@ -1,0 +1,38 @@
+"""The online-inference benchmark's per-stage timer sees every stage of both models."""
+import os.path as osp
+
+import torch
+
+from conftest import REPO, build_tiny_model, load_module
+
+
+def test_stage_timer_times_every_ctvis_stage_including_the_heads_method():
+    benchmark = load_module(osp.join(REPO, 'tools', 'analysis_tools',
+                                     'benchmark_online_inference.py'), 'benchmark_online_inference')
+    model = build_tiny_model().eval()
+    timer = benchmark.StageTimer()
+    timer.hook(model, {stage: path for stage, path, _ in benchmark.MODULE_STAGES})
+    with torch.no_grad():
+        outputs = model.detect(torch.randn(1, 3, 64, 96))
+    assert len(outputs) == 3  # the wrapped predict_final still returns the head's outputs
+    frame = dict(timer.frame)
+    assert set(frame) == {stage for stage, _, _ in benchmark.MODULE_STAGES}
+    assert all(seconds > 0 for seconds in frame.values())
+    # nested stages: the head contains the pixel decoder and the transformer decoder layers
+    assert frame['head'] > frame['pixel decoder'] + frame['transformer decoder']
+    assert frame['pixel decoder'] > frame['deformable encoder']
+
+
+
+def test_frame_flops_count_the_sampling_of_the_inference_op():
+    """Inference runs ms_deform_attn_from_offsets: its sampling counts as ms_deform_attn's."""
+    benchmark = load_module(osp.join(REPO, 'tools', 'analysis_tools',
+                                     'benchmark_online_inference.py'), 'benchmark_online_inference')
+    bs, heads, channels, queries, levels, points = 2, 3, 5, 7, 2, 4
+    shapes = torch.tensor([[3, 4], [2, 2]])
+    value = torch.randn(bs, 16, heads, channels)
+    inputs = (value, shapes, torch.tensor([0, 12]), torch.rand(bs, queries, levels, 2),
+              torch.randn(bs, queries, heads, levels, points, 2),
+              torch.randn(bs, queries, heads, levels * points))
+    flops = benchmark.frame_flops(torch.ops.ctvis.ms_deform_attn_from_offsets, *inputs)
+    assert flops == 2 * 4 * (bs * queries * heads * levels * points) * channels
