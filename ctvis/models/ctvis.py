@@ -169,11 +169,8 @@ class CTVIS(BaseMOTModel):
         losses, outputs, gt_instances = self.track_head.loss_and_outputs(
             self.backbone(inputs.flatten(0, 1)), frame_samples)
         cls_preds, mask_preds, embeds = outputs[0][-1], outputs[1][-1], outputs[2]
-        query_of_gt = [
-            self.track_head.match_final_layer(cls_preds[i], mask_preds[i], gt_instances[i],
-                                              frame_samples[i].metainfo)
-            for i in range(len(frame_samples))
-        ]
+        query_of_gt = self.track_head.match_final_layer(
+            cls_preds, mask_preds, gt_instances, [frame.metainfo for frame in frame_samples])
         clip_embeds, clip_slots = [], []
         for c in range(num_clips):
             frames = range(c * num_frames, (c + 1) * num_frames)

@@ -1,16 +1,24 @@
 """Per-frame Mask2Former head that also returns re-id embeddings for tracking."""
-from typing import List, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.ops import point_sample
 from mmengine.model import caffe2_xavier_init
 from mmengine.structures import InstanceData
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from mmdet.models.dense_heads import Mask2FormerHead
+from mmdet.models.task_modules.assigners import (ClassificationCost, CrossEntropyLossCost,
+                                                 DiceCost, HungarianAssigner)
+from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
+from mmdet.models.task_modules.samplers import MaskPseudoSampler
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
+from mmdet.utils import InstanceList
 
 
 def build_mlp(channels: int, num_layers: int) -> nn.Module:
@@ -157,7 +165,8 @@ class CTVISHead(Mask2FormerHead):
         """mmdet's targets of one frame, with the Hungarian matching costs in float32.
 
         The official matcher computes its costs with autocast off; under mixed precision the fp16
-        mask costs could otherwise tie or reorder and change the matching.
+        mask costs could otherwise tie or reorder and change the matching. Used by the per-frame
+        path of :meth:`get_targets` (see :meth:`batched_matching_unsupported`).
 
         Args:
             cls_score (Tensor): Class logits (Q, C + 1).
@@ -171,6 +180,122 @@ class CTVISHead(Mask2FormerHead):
         with torch.autocast(cls_score.device.type, enabled=False):
             return super()._get_targets_single(cls_score.float(), mask_pred.float(),
                                                gt_instances, img_meta)
+
+    def batched_matching_unsupported(self) -> Optional[str]:
+        """Why :meth:`hungarian_match` cannot reproduce the configured matcher, or None.
+
+        The batched matching implements mmdet's ``HungarianAssigner`` with ``ClassificationCost``,
+        ``CrossEntropyLossCost`` (sigmoid) and ``DiceCost`` (any weights, ``pred_act``, ``eps``,
+        ``naive_dice``) and the ``MaskPseudoSampler``. Any other assigner, cost or sampler
+        (subclasses included: they may compute something else) keeps mmdet's per-frame path.
+        """
+        if type(self.assigner) is not HungarianAssigner:
+            return f'assigner {type(self.assigner).__name__} is not HungarianAssigner'
+        if type(self.sampler) is not MaskPseudoSampler:
+            return f'sampler {type(self.sampler).__name__} is not MaskPseudoSampler'
+        for cost in self.assigner.match_costs:
+            if type(cost) not in (ClassificationCost, CrossEntropyLossCost, DiceCost):
+                return f'match cost {type(cost).__name__} has no batched version'
+            if type(cost) is CrossEntropyLossCost and not cost.use_sigmoid:
+                return 'CrossEntropyLossCost without sigmoid'
+        return None
+
+    def get_targets(self, cls_scores_list: List[Tensor], mask_preds_list: List[Tensor],
+                    batch_gt_instances: InstanceList, batch_img_metas: List[dict],
+                    return_sampling_results: bool = False) -> Tuple:
+        """mmdet's targets of one decoder stage, all frames matched in one batched pass.
+
+        The outputs of :meth:`MaskFormerHead.get_targets` (labels with background
+        ``num_classes``, label weights, mask targets, mask weights and the average factor
+        ``sum(max(num_pos, 1))``) from one draw of the random points (B, num_points, 2) and
+        :meth:`hungarian_match`, instead of 80 per-frame assigner/sampler round trips an
+        iteration. On the CPU the draw yields the same numbers as mmdet's per-frame draws, so
+        the targets and the losses are bit-identical to mmdet's. mmdet's per-frame path runs
+        when sampling results are asked for or :meth:`batched_matching_unsupported` says why.
+        """
+        if return_sampling_results or self.batched_matching_unsupported():
+            return super().get_targets(cls_scores_list, mask_preds_list, batch_gt_instances,
+                                       batch_img_metas, return_sampling_results)
+        cls_scores, mask_preds = torch.stack(cls_scores_list), torch.stack(mask_preds_list)
+        point_coords = torch.rand((len(cls_scores_list), self.num_points, 2),
+                                  device=cls_scores.device)
+        assigned = self.hungarian_match(cls_scores, mask_preds, batch_gt_instances, point_coords)
+        matched = assigned >= 0
+        # the labels of all frames' ground truth, then the background label for the unmatched
+        gt_labels = torch.cat([gt.labels for gt in batch_gt_instances])
+        label_lookup = torch.cat([gt_labels, gt_labels.new_full((1, ), self.num_classes)])
+        offsets = torch.tensor([0] + [len(gt) for gt in batch_gt_instances[:-1]],
+                               device=assigned.device).cumsum(0)
+        labels = label_lookup[torch.where(matched, assigned + offsets[:, None], len(gt_labels))]
+        mask_targets = [gt.masks[row[row >= 0]] for gt, row in zip(batch_gt_instances, assigned)]
+        avg_factor = int(matched.sum(1).clamp(min=1).sum())
+        return (list(labels.unbind(0)), list(torch.ones_like(labels).unbind(0)), mask_targets,
+                list(matched.float().unbind(0)), avg_factor)
+
+    def hungarian_match(self, cls_scores: Tensor, mask_preds: Tensor,
+                        batch_gt_instances: InstanceList, point_coords: Tensor) -> Tensor:
+        """Hungarian matching of B frames' queries to their ground truth, batched.
+
+        mmdet's ``HungarianAssigner`` with the configured match costs on the masks sampled at
+        ``point_coords``, computed in float32 with autocast off. Point sampling and the
+        element-wise parts run once for all frames; the (Q, G) products stay per frame, because
+        the BLAS rounds a product differently when the number of columns changes, and these
+        costs equal mmdet's bit for bit (so ties resolve the same way). Then
+        ``linear_sum_assignment`` per frame, as mmdet: with more ground truth than queries,
+        every query is matched and the rest of the ground truth is not.
+
+        Args:
+            cls_scores (Tensor): Class logits (B, Q, C + 1).
+            mask_preds (Tensor): Mask logits (B, Q, h, w).
+            batch_gt_instances (list[InstanceData]): B frames' ``labels`` (G_b,) and ``masks``
+                (G_b, H, W) tensors.
+            point_coords (Tensor): Per frame the normalised sampling points (B, num_points, 2).
+
+        Returns:
+            Tensor: (B, Q) long, the index of the ground truth (within its frame) each query
+            is matched to, -1 for unmatched (background) queries.
+        """
+        with torch.no_grad(), torch.autocast(cls_scores.device.type, enabled=False):
+            costs = self._matching_costs(cls_scores.float(), mask_preds.float(),
+                                         batch_gt_instances, point_coords.float())
+        assigned = np.full(cls_scores.shape[:2], -1, dtype=np.int64)
+        all_costs = torch.cat(costs, dim=1).cpu().numpy()  # one device-to-host copy
+        counts = [len(gt) for gt in batch_gt_instances]
+        for b, cost in enumerate(np.split(all_costs, np.cumsum(counts)[:-1], axis=1)):
+            rows, cols = linear_sum_assignment(cost)  # none for a frame without ground truth
+            assigned[b, rows] = cols
+        return torch.from_numpy(assigned).to(cls_scores.device)
+
+    def _matching_costs(self, cls_scores: Tensor, mask_preds: Tensor,
+                        batch_gt_instances: InstanceList, point_coords: Tensor) -> List[Tensor]:
+        """The weighted sum of the configured match costs of each frame, (Q, G_b) each."""
+        counts = [len(gt) for gt in batch_gt_instances]
+        num_queries = cls_scores.shape[1]
+        if sum(counts) == 0:
+            return [cls_scores.new_zeros((num_queries, 0)) for _ in counts]
+        points = MatchPoints(
+            cls_scores=cls_scores,
+            preds=point_sample(mask_preds, point_coords),
+            gt_labels=torch.cat([gt.labels for gt in batch_gt_instances]),
+            gts=self._sample_gt_points([gt.masks for gt in batch_gt_instances], point_coords),
+            frame_of_gt=torch.repeat_interleave(
+                torch.arange(len(counts), device=cls_scores.device),
+                torch.tensor(counts, device=cls_scores.device)),
+            counts=counts)
+        cost = torch.stack([match_cost_columns(match_cost, points)
+                            for match_cost in self.assigner.match_costs]).sum(dim=0)
+        return list(cost.split(counts, dim=1))
+
+    @staticmethod
+    def _sample_gt_points(gt_masks: List[Tensor], point_coords: Tensor) -> Tensor:
+        """All frames' ground-truth masks sampled at their frame's points, (sum G_b, P)."""
+        frame_points = [coords.expand(len(masks), -1, -1)
+                        for masks, coords in zip(gt_masks, point_coords.split(1))]
+        if len({masks.shape[1:] for masks in gt_masks}) > 1:  # unpadded: sample per frame
+            return torch.cat([point_sample(masks.unsqueeze(1).float(), points).squeeze(1)
+                              for masks, points in zip(gt_masks, frame_points)])
+        return point_sample(torch.cat(gt_masks).unsqueeze(1).float(),
+                            torch.cat(frame_points)).squeeze(1)
 
     def loss_and_outputs(self, x: List[Tensor], batch_data_samples: SampleList
                          ) -> Tuple[dict, Tuple, List[InstanceData]]:
@@ -193,25 +318,102 @@ class CTVISHead(Mask2FormerHead):
         losses = self.loss_by_feat(cls_preds, mask_preds, batch_gt_instances, batch_img_metas)
         return losses, outputs, batch_gt_instances
 
-    def match_final_layer(self, cls_pred: Tensor, mask_pred: Tensor, gt_instances: InstanceData,
-                          img_meta: dict) -> Tensor:
-        """Hungarian-match one frame's final-layer queries to its ground-truth instances.
+    def match_final_layer(self, cls_preds: Tensor, mask_preds: Tensor,
+                          batch_gt_instances: InstanceList, batch_img_metas: List[dict]
+                          ) -> List[Tensor]:
+        """Hungarian-match B frames' final-layer queries to their ground truth.
+
+        The second matching of the official CTVIS, for the contrastive loss: fresh random points
+        (drawn for the frames with ground truth only), :meth:`hungarian_match`, or mmdet's
+        per-frame matching where :meth:`batched_matching_unsupported`.
 
         Args:
-            cls_pred (Tensor): Class logits (Q, C + 1).
-            mask_pred (Tensor): Mask logits (Q, h, w).
-            gt_instances (InstanceData): ``labels`` (G,) and ``masks`` (G, H, W) tensor.
-            img_meta (dict): Frame meta information.
+            cls_preds (Tensor): Class logits (B, Q, C + 1).
+            mask_preds (Tensor): Mask logits (B, Q, h, w).
+            batch_gt_instances (list[InstanceData]): ``labels`` (G_b,) and ``masks``
+                (G_b, H, W) tensors.
+            batch_img_metas (list[dict]): Frame meta information.
 
         Returns:
-            Tensor: The query matched to each ground-truth instance, shape (G,).
+            list[Tensor]: Per frame the query matched to each ground-truth instance (G_b,),
+            -1 for instances left unmatched (more instances than queries).
         """
-        if len(gt_instances) == 0:
-            return torch.zeros(0, dtype=torch.long, device=cls_pred.device)
-        with torch.no_grad():
-            sampling = self._get_targets_single(cls_pred.detach(), mask_pred.detach(),
-                                                gt_instances, img_meta)[-1]
-        query_of_gt = torch.full((len(gt_instances), ), -1, dtype=torch.long,
-                                 device=cls_pred.device)
-        query_of_gt[sampling.pos_assigned_gt_inds] = sampling.pos_inds
+        cls_preds, mask_preds = cls_preds.detach(), mask_preds.detach()
+        with_gt = [b for b, gt in enumerate(batch_gt_instances) if len(gt) > 0]
+        if self.batched_matching_unsupported():
+            assigned = torch.full(cls_preds.shape[:2], -1, dtype=torch.long,
+                                  device=cls_preds.device)
+            with torch.no_grad():
+                for b in with_gt:
+                    sampling = self._get_targets_single(cls_preds[b], mask_preds[b],
+                                                        batch_gt_instances[b],
+                                                        batch_img_metas[b])[-1]
+                    assigned[b, sampling.pos_inds] = sampling.pos_assigned_gt_inds
+        else:
+            point_coords = cls_preds.new_zeros((len(cls_preds), self.num_points, 2))
+            point_coords[with_gt] = torch.rand((len(with_gt), self.num_points, 2),
+                                               device=cls_preds.device)
+            assigned = self.hungarian_match(cls_preds, mask_preds, batch_gt_instances,
+                                            point_coords)
+        query_of_gt = []
+        for gt, row in zip(batch_gt_instances, assigned):
+            queries = torch.nonzero(row >= 0).squeeze(1)
+            matched = row.new_full((len(gt), ), -1)
+            matched[row[queries]] = queries
+            query_of_gt.append(matched)
         return query_of_gt
+
+
+class MatchPoints(NamedTuple):
+    """The inputs of the match costs of B frames, their ground truth side by side (sum G_b)."""
+    cls_scores: Tensor  # class logits (B, Q, C + 1)
+    preds: Tensor  # mask logits at the frame's points (B, Q, P)
+    gt_labels: Tensor  # (sum G_b,)
+    gts: Tensor  # ground-truth masks at their frame's points (sum G_b, P)
+    frame_of_gt: Tensor  # the frame of each ground-truth instance (sum G_b,)
+    counts: List[int]  # G_b
+
+    def products(self, preds: Tensor, gts: Tensor) -> Tensor:
+        """``einsum('nc,mc->nm')`` of each frame's (Q, P) ``preds`` and its (G_b, P) ``gts``,
+        side by side (Q, sum G_b). Per frame, as mmdet: the BLAS rounds a product differently
+        when the number of columns (or rows) changes, so one batched product would not be
+        bit-identical."""
+        return torch.cat([torch.einsum('nc,mc->nm', frame_preds, frame_gts)
+                          for frame_preds, frame_gts in zip(preds, gts.split(self.counts))],
+                         dim=1)
+
+
+def match_cost_columns(cost: BaseMatchCost, points: MatchPoints) -> Tensor:
+    """One configured match cost of B frames, side by side (Q, sum G_b): column j is the cost
+    of the queries of ground truth j's frame.
+
+    The same operations in the same order as mmdet's cost class, the element-wise ones run once
+    for all frames (exactly rounded, so the values equal mmdet's per-frame ones).
+
+    Args:
+        cost (BaseMatchCost): A ``ClassificationCost``, ``CrossEntropyLossCost`` (sigmoid) or
+            ``DiceCost``.
+        points (MatchPoints): The predictions and ground truth of the frames.
+    """
+    if type(cost) is ClassificationCost:
+        probs = points.cls_scores.softmax(-1)
+        return -probs[points.frame_of_gt, :, points.gt_labels].T * cost.weight
+    preds, gts = points.preds, points.gts
+    if type(cost) is CrossEntropyLossCost:
+        present = F.binary_cross_entropy_with_logits(preds, torch.ones_like(preds),
+                                                      reduction='none')
+        absent = F.binary_cross_entropy_with_logits(preds, torch.zeros_like(preds),
+                                                     reduction='none')
+        return (points.products(present, gts) + points.products(absent, 1 - gts)
+                ) / preds.shape[-1] * cost.weight
+    if type(cost) is DiceCost:
+        if cost.pred_act:
+            preds = preds.sigmoid()
+        if cost.naive_dice:
+            pred_sums, gt_sums = preds.sum(-1), gts.sum(-1)
+        else:
+            pred_sums, gt_sums = preds.pow(2).sum(-1), gts.pow(2).sum(-1)
+        numerator = 2 * points.products(preds, gts)
+        denominator = pred_sums.T[:, points.frame_of_gt] + gt_sums[None, :]
+        return (1 - (numerator + cost.eps) / (denominator + cost.eps)) * cost.weight
+    raise TypeError(f'no batched version of match cost {type(cost).__name__}')
