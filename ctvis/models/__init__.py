@@ -1,14 +1,16 @@
 """CTVIS model: per-frame detector head, consistent contrastive loss, memory bank and tracker.
 
 Layout: ``ctvis`` (the segmenter), ``ctvis_head`` and ``pixel_decoder`` (the per-frame detector),
-``contrastive_loss`` and ``memory_bank`` (consistent training), ``base_tracker`` (the tracker
-interface), ``tracker`` (the CTVIS tracker), ``video_tracks`` (video-level output and its result
-structure) and ``mask_utils`` (mask IoU, NMS, resizing, RLE).
+``data_preprocessor`` (mmdet's track preprocessor without copies of data samples already on the
+device), ``contrastive_loss`` and ``memory_bank`` (consistent training), ``base_tracker`` (the
+tracker interface), ``tracker`` (the CTVIS tracker), ``video_tracks`` (video-level output and its
+result structure) and ``mask_utils`` (mask IoU, NMS, resizing, RLE).
 """
 from .base_tracker import BaseVideoTracker
 from .contrastive_loss import ConsistentContrastiveLoss
 from .ctvis import CTVIS
 from .ctvis_head import CTVISHead
+from .data_preprocessor import CTVISDataPreprocessor
 from .mask_utils import encode_masks, mask_iou, mask_nms, resize_mask_logits
 from .memory_bank import MemoryBank, TrackMemory, similarity_guided_fusion
 from .pixel_decoder import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
@@ -16,8 +18,9 @@ from .tracker import CTVISTracker, RandomIdentityTracker, bisoftmax_scores
 from .video_tracks import VideoPrediction, VideoTracks
 
 __all__ = [
-    'CTVIS', 'CTVISHead', 'ConsistentContrastiveLoss', 'BaseVideoTracker', 'CTVISTracker',
-    'RandomIdentityTracker', 'VideoTracks', 'VideoPrediction', 'FusedMSDeformAttnPixelDecoder',
-    'FusedMultiScaleDeformableAttention', 'MemoryBank', 'TrackMemory', 'similarity_guided_fusion',
-    'bisoftmax_scores', 'mask_iou', 'mask_nms', 'resize_mask_logits', 'encode_masks'
+    'CTVIS', 'CTVISHead', 'CTVISDataPreprocessor', 'ConsistentContrastiveLoss', 'BaseVideoTracker',
+    'CTVISTracker', 'RandomIdentityTracker', 'VideoTracks', 'VideoPrediction',
+    'FusedMSDeformAttnPixelDecoder', 'FusedMultiScaleDeformableAttention', 'MemoryBank',
+    'TrackMemory', 'similarity_guided_fusion', 'bisoftmax_scores', 'mask_iou', 'mask_nms',
+    'resize_mask_logits', 'encode_masks'
 ]
