@@ -1,33 +1,14 @@
-"""Test-time drawing of every finished video's predicted masks on its frames, and the one colour
-per track that this hook and ``demo/video_demo.py`` draw with."""
+"""Test-time drawing of every finished video's predicted masks on its frames."""
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
-import cv2
 import mmcv
-import numpy as np
-import pycocotools.mask as mask_utils
-import torch
 from mmengine.hooks import Hook
-from mmengine.structures import InstanceData
 
 from mmdet.registry import HOOKS
 from mmdet.structures import TrackDataSample
-from mmdet.structures.mask import mask2bbox
 from ..models.video_tracks import VideoPrediction
-
-_GOLDEN_RATIO_CONJUGATE = 0.61803398875
-
-
-def track_color(track_id: int) -> Tuple[int, int, int]:
-    """A vivid BGR colour that depends only on the track id, so a track keeps its colour.
-
-    Hues step by the golden ratio, so consecutive ids (the usual neighbours) get far-apart hues;
-    saturation 200 and value 255 keep every colour bright enough to read over a frame.
-    """
-    hue = (int(track_id) * _GOLDEN_RATIO_CONJUGATE) % 1.0
-    hsv = np.uint8([[[int(hue * 179), 200, 255]]])  # OpenCV hue range: 0..179
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+from .track_drawing import draw_tracks
 
 
 @HOOKS.register_module()
@@ -39,9 +20,10 @@ class VideoMaskVisualizationHook(Hook):
     YouTube-VIS video) and its TrackLocalVisualizer needs seaborn for colours. ctvis' online model
     returns, once a video is complete, one sample with the whole video's predictions as RLE
     (``video_complete=True``); this hook remembers each frame's ``img_path`` as the frames go by
-    and then draws masks, boxes and ``class id | score`` into
-    ``out_dir/<video_id>/<frame file name>``. It draws with OpenCV, on every rank (mmengine's
-    visualizers draw on rank 0 only, and each rank tests its own videos).
+    and then draws them with :func:`~ctvis.engine.track_drawing.draw_tracks` (masks, outlines
+    and ``track class score`` labels, as the demo) into ``out_dir/<video_id>/<frame file name>``.
+    It draws with OpenCV, on every rank (mmengine's visualizers draw on rank 0 only, and each rank
+    tests its own videos).
 
     Args:
         out_dir (str): Where the drawn frames go.
@@ -73,7 +55,7 @@ class VideoMaskVisualizationHook(Hook):
             result (TrackDataSample): The model's ``video_complete`` sample
                 (:meth:`VideoPrediction.to_data_sample`); frame ``t`` of the prediction is
                 drawn on the image seen with ``frame_id`` t.
-            classes (Sequence[str], optional): Class names; labels are drawn as ``class i``
+            classes (Sequence[str], optional): Class names; labels are drawn as their index
                 without them.
         """
         video = VideoPrediction.from_data_sample(result)
@@ -82,33 +64,7 @@ class VideoMaskVisualizationHook(Hook):
             if path is None:
                 raise KeyError(f'--show-dir: no img_path was seen for frame {frame_id} of '
                                f'video {video.video_id}; the test pipeline must pack img_path')
-            canvas = mmcv.imread(path)  # BGR
-            instances = self.decoded(video.frame_instances(frame_id), canvas.shape)
-            shown = instances[(instances.scores > self.score_thr)
-                              & torch.from_numpy(instances.masks.any(axis=(1, 2)))]
-            for mask, box, label, track_id, score in zip(shown.masks, shown.bboxes.int().tolist(),
-                                                         shown.labels.tolist(),
-                                                         shown.instances_id.tolist(),
-                                                         shown.scores.tolist()):
-                color = track_color(track_id)
-                canvas[mask] = (0.5 * canvas[mask] + 0.5 * np.array(color)).astype(np.uint8)
-                cv2.rectangle(canvas, tuple(box[:2]), tuple(box[2:]), color, 1)
-                name = classes[label] if classes else f'class {label}'
-                cv2.putText(canvas, f'{name} {track_id} | {score:.2f}',
-                            (box[0], max(box[1] - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color,
-                            1, cv2.LINE_AA)
+            canvas = draw_tracks(mmcv.imread(path), video.frame_instances(frame_id), classes,
+                                 self.score_thr)  # BGR
             mmcv.imwrite(canvas, osp.join(self.out_dir, str(video.video_id),
                                           osp.basename(path)))
-
-    @staticmethod
-    def decoded(instances: InstanceData, image_shape: tuple) -> InstanceData:
-        """RLE (or None) masks -> bool (K, H, W) masks and their (K, 4) boxes."""
-        height, width = image_shape[:2]
-        masks = np.stack([
-            mask_utils.decode(rle).astype(bool) if rle is not None else
-            np.zeros((height, width), bool) for rle in instances.masks
-        ]) if len(instances) else np.zeros((0, height, width), bool)
-        return InstanceData(
-            masks=masks, bboxes=mask2bbox(torch.from_numpy(masks)).float(),
-            labels=torch.as_tensor(instances.labels), scores=torch.as_tensor(instances.scores),
-            instances_id=torch.as_tensor(instances.instances_id))

@@ -1,5 +1,4 @@
-"""ctvis.engine.visualization_hook: test-time drawing of video predictions, one colour per
-track."""
+"""ctvis.engine.visualization_hook: test-time drawing of video predictions."""
 from types import SimpleNamespace
 
 import cv2
@@ -11,17 +10,6 @@ import torch
 from ctvis.engine import VideoMaskVisualizationHook, track_color
 from ctvis.models import VideoPrediction
 from mmdet.structures import DetDataSample, TrackDataSample
-
-
-def test_track_color_is_fixed_per_id_vivid_and_far_apart_for_neighbours():
-    colors = [track_color(track_id) for track_id in range(12)]
-    assert colors == [track_color(track_id) for track_id in range(12)]  # depends on the id only
-    assert len(set(colors)) == 12
-    assert all(isinstance(c, int) and 0 <= c <= 255 for color in colors for c in color)
-    hsv = cv2.cvtColor(np.uint8([colors]), cv2.COLOR_BGR2HSV)[0].astype(int)
-    assert (hsv[:, 1] >= 190).all() and (hsv[:, 2] == 255).all()  # saturated and bright
-    hue_steps = np.abs(np.diff(hsv[:, 0]))
-    assert (np.minimum(hue_steps, 180 - hue_steps) >= 60).all()  # neighbours differ in hue
 
 
 def test_visualization_hook_draws_each_frame_of_the_video_prediction(tmp_path):

@@ -5,15 +5,12 @@ import sys
 
 import cv2
 import numpy as np
-import pycocotools.mask as mask_util
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData
 
 from ctvis.datasets.synthetic.toy import render_toy_video
-from ctvis.engine import track_color
 from mmdet.registry import MODELS
 from conftest import REPO, load_module
 
@@ -142,44 +139,3 @@ def test_display_scale_upscales_small_frames_by_a_whole_factor():
     assert demo.display_scale(479, 640, 480) == 2
     assert demo.display_scale(480, 640, 480) == 1
     assert demo.display_scale(96, 128, 0) == 1
-
-
-def test_label_font_grows_with_the_canvas():
-    small, large = demo.label_font((480, 640)), demo.label_font((1080, 1920))
-    assert small[0] < large[0] and small[1] <= large[1]
-    assert demo.label_font((96, 128))[0] == 0.35  # never below a legible minimum
-
-
-def overlap(a, b) -> bool:
-    (ax, ay, aw, ah), (bx, by, bw, bh) = a, b
-    return ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah
-
-
-def test_labels_of_neighbouring_objects_are_not_drawn_over_each_other():
-    anchors = [(100, 200, 160, 260), (110, 205, 170, 270), (90, 198, 150, 250)]
-    sizes = [(120, 20)] * 3
-    corners = demo.place_labels(anchors, sizes, (480, 640))
-    boxes = [(x, y, w, h) for (x, y), (w, h) in zip(corners, sizes)]
-    assert corners[0] == (100, 180)  # the first label sits right above its object
-    assert not any(overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
-    assert all(abs(y - 190) <= 40 for _, y in corners)  # and the others stay near theirs
-    # An object at the top edge gets its label over its top; every label stays inside the frame
-    corners = demo.place_labels([(620, 5, 639, 30)], [(120, 20)], (480, 640))
-    assert corners == [(520, 0)]
-
-
-def test_draw_tracks_upscales_and_labels_each_track_in_its_colour(toy_frames):
-    frame = toy_frames[0]
-    masks = np.zeros((2, *TOY_SIZE), np.uint8)
-    masks[0, 40:60, 30:50] = 1
-    masks[1, 42:62, 50:70] = 1  # a touching neighbour
-    tracks = InstanceData(
-        instances_id=torch.tensor([3, 8]), labels=torch.tensor([0, 1]),
-        scores=torch.tensor([0.9, 0.8]),
-        masks=[mask_util.encode(np.asfortranarray(m)) for m in masks])
-    canvas = demo.draw_tracks(frame, tracks, ('disc', 'square'), 0.3, scale=5)
-    assert canvas.shape == (480, 640, 3)
-    for track_id in (3, 8):  # each label box is filled with its track's colour
-        assert (np.abs(canvas.astype(int) - track_color(track_id)).sum(-1) == 0).sum() > 500
-    hidden = demo.draw_tracks(frame, tracks, ('disc', 'square'), 0.85, scale=1)
-    assert (np.abs(hidden.astype(int) - track_color(8)).sum(-1) == 0).sum() == 0
