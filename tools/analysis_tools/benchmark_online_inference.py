@@ -290,11 +290,11 @@ class StageTimer:
 
     def hook(self, model: torch.nn.Module, stages: Dict[str, str]) -> None:
         for stage, path in stages.items():
-            owner, _, name = path.rpartition('.')
-            method = getattr(model.get_submodule(owner), name, None)
+            owner_path, _, name = path.rpartition('.')
+            owner = model.get_submodule(owner_path)
+            method = getattr(owner, name, None)
             if not isinstance(method, torch.nn.Module) and callable(method):
-                setattr(model.get_submodule(owner), name,
-                        lambda *a, s=stage, m=method, **k: self.time(s, m, *a, **k))
+                setattr(owner, name, lambda *a, s=stage, m=method, **k: self.time(s, m, *a, **k))
                 continue
             module = model.get_submodule(path)
             # Mask2Former's head calls its decoder's layers one by one, not the decoder
@@ -328,11 +328,19 @@ class StageTimer:
 GEMM_SIZE, GEMM_REPEATS, GEMM_REPEATS_PER_FRAME = 2048, 12, 2
 
 
-def gemm_flops_per_s(size: int = GEMM_SIZE, repeats: int = GEMM_REPEATS) -> float:
-    """Best float32 GEMM rate (FLOP/s) of torch on this machine at the current thread count."""
+def gemm_operands(size: int = GEMM_SIZE) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Two random float32 (size, size) matrices, multiplied once (untimed first touch)."""
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(size, size, generator=gen), torch.randn(size, size, generator=gen)
-    torch.mm(a, b)  # untimed: first-touch of the output
+    torch.mm(a, b)
+    return a, b
+
+
+def gemm_flops_per_s(operands: Tuple[torch.Tensor, torch.Tensor],
+                     repeats: int = GEMM_REPEATS) -> float:
+    """Best float32 GEMM rate (FLOP/s) of torch on this machine at the current thread count."""
+    a, b = operands
+    size = a.shape[0]
     best = float('inf')
     for _ in range(repeats):
         start = time.perf_counter()
@@ -410,10 +418,10 @@ def side_by_side(args: argparse.Namespace) -> None:
     frames = list(toy_frames(args.warmup + args.frames, args.size))
     # the GEMM rate is sampled between frames all through the run and the best kept: one
     # measurement at the end can land on a slow moment of a shared or virtual machine
-    rate = 0.0
+    rate, gemm = 0.0, gemm_operands()
     with torch.no_grad():
         for t, frame in enumerate(frames):
-            rate = max(rate, gemm_flops_per_s(repeats=GEMM_REPEATS_PER_FRAME))
+            rate = max(rate, gemm_flops_per_s(gemm, repeats=GEMM_REPEATS_PER_FRAME))
             # alternate which model goes first, so neither always runs on a warm cache
             order = (run_ctvis, run_mmdet) if t % 2 == 0 else (run_mmdet, run_ctvis)
             for run in order:
@@ -428,7 +436,7 @@ def side_by_side(args: argparse.Namespace) -> None:
         feats = mask2former.extract_feat(inputs)
     flops['mmdet'] += frame_flops(mask2former.panoptic_head.predict, feats,
                                   [DetDataSample(metainfo=data['data_samples'][0][0].metainfo)])
-    rate = max(rate, gemm_flops_per_s())
+    rate = max(rate, gemm_flops_per_s(gemm))
 
     h, w = inputs.shape[-2:]
     print(f'{args.frames} frames of {args.size[0]}x{args.size[1]} (network input {h}x{w}), '
