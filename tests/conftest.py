@@ -36,6 +36,13 @@ def load_module(path: str, name: str):
     return module
 
 
+
+@pytest.fixture(scope='session')
+def benchmark():
+    """tools/analysis_tools/benchmark_online_inference.py as a module."""
+    return load_module(osp.join(REPO, 'tools', 'analysis_tools',
+                                'benchmark_online_inference.py'), 'benchmark_online_inference')
+
 def pythonpath_for(test_file: str) -> str:
     """PYTHONPATH for a subprocess that imports a test module (``custom_imports`` of a test
     config): the module's folder, tests/ (for conftest) and the repository."""

@@ -2,7 +2,6 @@
 that uses it, against mmcv's pure-PyTorch path (``multi_scale_deformable_attn_pytorch``)."""
 import copy
 import os
-import os.path as osp
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctvis.ops.multi_scale_deform_attn as msda
-from conftest import REPO, build_tiny_model, load_module, tiny_model_cfg
+from conftest import build_tiny_model, tiny_model_cfg
 from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
 from ctvis.ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
@@ -606,12 +605,6 @@ def test_attention_fused_path_compiles_in_one_graph():
 
 
 # ------------------------------------------------- the side-by-side benchmark (the kernel's use)
-@pytest.fixture(scope='module')
-def benchmark():
-    return load_module(osp.join(REPO, 'tools', 'analysis_tools',
-                                'benchmark_online_inference.py'), 'benchmark_online_inference')
-
-
 @torch.no_grad()
 def test_benchmark_mask2former_is_the_same_detector(benchmark):
     """The side-by-side Mask2Former has CTVIS' detector weights and mmdet's own pixel decoder,

@@ -1,14 +1,11 @@
 """The online-inference benchmark's per-stage timer sees every stage of both models."""
-import os.path as osp
 
 import torch
 
-from conftest import REPO, build_tiny_model, load_module
+from conftest import build_tiny_model
 
 
-def test_stage_timer_times_every_ctvis_stage_including_the_heads_method():
-    benchmark = load_module(osp.join(REPO, 'tools', 'analysis_tools',
-                                     'benchmark_online_inference.py'), 'benchmark_online_inference')
+def test_stage_timer_times_every_ctvis_stage_including_the_heads_method(benchmark):
     model = build_tiny_model().eval()
     timer = benchmark.StageTimer()
     timer.hook(model, {stage: path for stage, path, _ in benchmark.MODULE_STAGES})
@@ -24,10 +21,8 @@ def test_stage_timer_times_every_ctvis_stage_including_the_heads_method():
 
 
 
-def test_frame_flops_count_the_sampling_of_the_inference_op():
+def test_frame_flops_count_the_sampling_of_the_inference_op(benchmark):
     """Inference runs ms_deform_attn_from_offsets: its sampling counts as ms_deform_attn's."""
-    benchmark = load_module(osp.join(REPO, 'tools', 'analysis_tools',
-                                     'benchmark_online_inference.py'), 'benchmark_online_inference')
     bs, heads, channels, queries, levels, points = 2, 3, 5, 7, 2, 4
     shapes = torch.tensor([[3, 4], [2, 2]])
     value = torch.randn(bs, 16, heads, channels)
