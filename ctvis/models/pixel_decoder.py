@@ -5,13 +5,16 @@ its encoder layers. That module runs mmcv's compiled op on CUDA (and MLU) but, o
 pure-PyTorch path (one ``grid_sample`` per level and large intermediates), which took two thirds of
 a CPU frame. :class:`FusedMSDeformAttnPixelDecoder` is the same decoder (same parameters, same
 state-dict keys, same initialisation) whose encoder attention runs ``ctvis.ops.ms_deform_attn`` on
-the CPU instead; on CUDA and MLU nothing changes.
+the CPU instead; on CUDA and MLU nothing changes. In CPU inference the encoder's linear layers run
+on oneDNN with their bias, ReLU and residual add fused (``ctvis.ops.onednn_linear``): torch's MKL
+products ran at half oneDNN's rate on AMD processors.
 """
 from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn.bricks.transformer import FFN
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention,
                                               MultiScaleDeformableAttnFunction)
 from mmcv.utils import IS_CUDA_AVAILABLE, IS_MLU_AVAILABLE
@@ -21,6 +24,7 @@ from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
 from ..ops import extension_available, ms_deform_attn
 from ..ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
+from ..ops.onednn_linear import linear
 
 
 @MODELS.register_module()
@@ -70,13 +74,15 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
         bs, num_queries, _ = query.shape
         num_keys = value.shape[1]
 
-        value = self.value_proj(value)
+        value = linear(value, self.value_proj.weight, self.value_proj.bias)
         if key_padding_mask is not None:
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
         value = value.view(bs, num_keys, self.num_heads, -1)
         heads_levels_points = (bs, num_queries, self.num_heads, self.num_levels, self.num_points)
-        offsets = self.sampling_offsets(query).view(*heads_levels_points, 2)
-        logits = self.attention_weights(query).view(bs, num_queries, self.num_heads, -1)
+        offsets = linear(query, self.sampling_offsets.weight, self.sampling_offsets.bias).view(
+            *heads_levels_points, 2)
+        logits = linear(query, self.attention_weights.weight, self.attention_weights.bias).view(
+            bs, num_queries, self.num_heads, -1)
         if self.fused_inference(value, reference_points, offsets, logits):
             output = ms_deform_attn_from_offsets(value, spatial_shapes, level_start_index,
                                                  reference_points, offsets, logits)
@@ -97,11 +103,18 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
         return self._project(output, identity)
 
     def _project(self, output: Tensor, identity: Tensor) -> Tensor:
-        """The output projection, in the input layout, plus the identity."""
-        output = self.output_proj(output)
-        if not self.batch_first:
-            output = output.permute(1, 0, 2)
-        return self.dropout(output) + identity
+        """The output projection plus the identity, in the input layout (in inference the add
+        is fused into the projection)."""
+        if self.training:  # mmcv's order, so that dropout draws the same mask
+            output = self.output_proj(output)
+            if not self.batch_first:
+                output = output.permute(1, 0, 2)
+            return self.dropout(output) + identity
+        if self.batch_first:
+            return linear(output, self.output_proj.weight, self.output_proj.bias,
+                          residual=identity)
+        return linear(output, self.output_proj.weight, self.output_proj.bias,
+                      residual=identity.permute(1, 0, 2)).permute(1, 0, 2)
 
     @staticmethod
     def fused_inference(value: Tensor, reference_points: Tensor, offsets: Tensor,
@@ -139,13 +152,39 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                          f'{tuple(reference_points.shape)}')
 
 
+class FusedFFN(FFN):
+    """mmcv's two-layer ReLU ``FFN`` whose inference fuses the ReLU and the residual add into
+    the two products (:func:`ctvis.ops.onednn_linear.linear`: oneDNN on the CPU).
+
+    Training runs mmcv's forward. Adds no state, so a built ``FFN`` of that form
+    (:meth:`supports`) can be retyped in place.
+    """
+
+    @staticmethod
+    def supports(ffn: nn.Module) -> bool:
+        """Whether ``ffn`` is mmcv's FFN with two layers, a ReLU, an identity and no scale."""
+        return (type(ffn) is FFN and ffn.num_fcs == 2 and ffn.add_identity
+                and type(ffn.layers[0][1]) is nn.ReLU and type(ffn.gamma2) is nn.Identity)
+
+    def forward(self, x: Tensor, identity: Optional[Tensor] = None) -> Tensor:
+        """``identity + layers(x)`` (``identity`` defaults to ``x``), as mmcv's FFN."""
+        if self.training:
+            return super().forward(x, identity)
+        hidden_layer, output_layer = self.layers[0][0], self.layers[1]
+        hidden = linear(x, hidden_layer.weight, hidden_layer.bias, relu=True)
+        return linear(hidden, output_layer.weight, output_layer.bias,
+                      residual=x if identity is None else identity)
+
+
 @MODELS.register_module()
 class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     """mmdet's ``MSDeformAttnPixelDecoder`` whose encoder attention is
-    :class:`FusedMultiScaleDeformableAttention` (ctvis' fused kernel on the CPU).
+    :class:`FusedMultiScaleDeformableAttention` (ctvis' fused kernel on the CPU) and whose
+    encoder FFNs are :class:`FusedFFN` (in CPU inference, products on oneDNN with the ReLU and the
+    residual add fused).
 
     Takes the same arguments and holds the same parameters under the same names, so configs and
-    converted checkpoints of the parent work unchanged. The encoder's attention modules are
+    converted checkpoints of the parent work unchanged. The encoder's modules are
     retyped in place after the parent built them: rebuilding them would draw their random
     initialisation a second time and shift every later draw of the seeded random stream.
 
@@ -162,6 +201,8 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
                                 'MultiScaleDeformableAttention in the encoder layers, got '
                                 f'{type(attention).__name__}')
             attention.__class__ = FusedMultiScaleDeformableAttention
+            if FusedFFN.supports(layer.ffn):
+                layer.ffn.__class__ = FusedFFN
 
     def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """Per-pixel embeddings and multi-scale features, in float32 whatever the autocast state.

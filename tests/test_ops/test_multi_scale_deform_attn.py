@@ -10,20 +10,24 @@ from collections import Counter
 
 import pytest
 import torch
+from mmcv.cnn.bricks.transformer import FFN
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctvis.ops.multi_scale_deform_attn as msda
 from conftest import build_tiny_model, tiny_model_cfg
 from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
+from ctvis.models.pixel_decoder import FusedFFN
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
 from ctvis.ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
+from ctvis.ops.onednn_linear import onednn_linear_available
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 
 OP = 'ctvis::ms_deform_attn'
 FUSED_OP = 'ctvis::ms_deform_attn_from_offsets'
+ONEDNN_OP = 'mkldnn::_linear_pointwise'
 
 
 def make_inputs(bs=2, heads=3, channels=5, shapes=((6, 7), (3, 4), (1, 1)), queries=9, points=4,
@@ -335,10 +339,13 @@ def test_pixel_decoder_runs_the_kernel_on_cpu_with_mmdets_result():
     gen = torch.Generator().manual_seed(0)
     feats = [torch.randn(2, c, 64 // s, 96 // s, generator=gen)
              for c, s in zip([16, 32, 64, 128], [4, 8, 16, 32])]
+    assert onednn_linear_available()  # probed once, before counting
     with OpCounter() as counter:
         mask_feature, multi_scale = ours(feats)
-    # inference: the fused op (locations and softmax in the kernel), once per encoder layer
+    # inference: the fused op (locations and softmax in the kernel), once per encoder layer, and
+    # the layer's six products on oneDNN (value, offsets, logits, output + identity, FFN)
     assert counter.calls[FUSED_OP] == 2 and counter.calls['aten::grid_sampler_2d'] == 0
+    assert counter.calls[ONEDNN_OP] == 12 and counter.calls['aten::addmm'] == 0
     with OpCounter() as counter:
         expected_mask, expected_multi = mmdet(feats)
     assert counter.calls[OP] == 0 and counter.calls['aten::grid_sampler_2d'] > 0
@@ -362,6 +369,42 @@ def test_pixel_decoder_forward_is_mmdets_bit_for_bit(batch, size):
     assert len(multi_scale) == len(expected_multi) == 3
     for level, expected in zip(multi_scale, expected_multi):
         assert torch.equal(level, expected)
+
+
+def test_encoder_ffns_are_retyped_and_train_as_mmcvs():
+    decoder = build_decoder('FusedMSDeformAttnPixelDecoder')
+    assert all(type(layer.ffn) is FusedFFN for layer in decoder.encoder.layers)
+    ffn = copy.deepcopy(decoder.encoder.layers[0].ffn).train()
+    ffn.layers[0][2].p = 0.5  # dropout drawn in training: the same mask as mmcv's forward
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    torch.manual_seed(5)
+    output = ffn(x)
+    torch.manual_seed(5)
+    expected = FFN.forward(ffn, x)
+    assert torch.equal(output, expected) and output.grad_fn is not None
+    ffn.eval()
+    with torch.no_grad(), OpCounter() as counter:
+        output = ffn(x, identity=x * 2)
+    assert counter.calls[ONEDNN_OP] == 2
+    torch.testing.assert_close(output, FFN.forward(ffn, x, identity=x * 2), atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('ffn_cfg', [dict(act_cfg=dict(type='GELU')), dict(num_fcs=3)])
+def test_other_encoder_ffns_keep_mmcvs_forward(ffn_cfg):
+    cfg = pixel_decoder_cfg('FusedMSDeformAttnPixelDecoder')
+    for key, value in ffn_cfg.items():
+        cfg.encoder.layer_cfg.ffn_cfg[key] = value
+    torch.manual_seed(0)
+    decoder = MODELS.build(cfg).eval()
+    assert all(type(layer.ffn) is FFN for layer in decoder.encoder.layers)
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(1, c, 64 // s, 96 // s, generator=gen)
+             for c, s in zip([16, 32, 64, 128], [4, 8, 16, 32])]
+    mask_feature, _ = decoder(feats)
+    with torch.backends.mkldnn.flags(enabled=False):
+        expected, _ = MSDeformAttnPixelDecoder.forward(decoder, feats)
+    torch.testing.assert_close(mask_feature, expected, atol=1e-5, rtol=1e-5)
 
 
 @torch.no_grad()
@@ -401,6 +444,10 @@ def test_attention_with_boxes_and_sequence_first_layout():
                 output = attention(**kwargs)
             expected = super(FusedMultiScaleDeformableAttention, attention).forward(**kwargs)
             assert counter.calls[OP] == 1
+            torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+            with torch.no_grad(), OpCounter() as counter:  # inference: products on oneDNN
+                output = attention(**kwargs)
+            assert counter.calls[ONEDNN_OP] == 4
             torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match='must end in 2'):
         attention(query=query, reference_points=torch.rand(2, 26, 2, 3), spatial_shapes=shapes,

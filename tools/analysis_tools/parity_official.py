@@ -7,9 +7,12 @@ The official detectron2 weights are converted with the project's converter, load
 the R50 YouTube-VIS 2019 model, and the reference's network input is fed frame by frame through the
 same online ``CTVIS.predict`` path users run. Every stage is compared with the reference (see
 ``tests/data/parity/README.md`` for what it holds); the exit code is 0 only when all stages are
-within tolerance. With ``--frames-dir`` the JPEG frames also go through the project's own test
-pipeline (image loading, resizing to the reference's test scale, normalisation, padding) and the
-final tracks and labels are compared.
+within tolerance. The network stages run with torch's own linear layers, the arithmetic of the
+official code (CPU inference otherwise multiplies on oneDNN, ``ctvis.ops.onednn_linear``, whose
+last-bit differences can flip a pixel of the decoder's attention masks and move raw logits by more
+than the tolerance). With ``--frames-dir`` the JPEG frames also go through the project's own test
+pipeline (image loading, resizing to the reference's test scale, normalisation, padding) with the
+default arithmetic, and the final tracks and labels are compared.
 
 With ``--tracker-only``, or for a reference without network input (the adversarial tracker cases
 of ``tests/data/tracker_cases/``), no weights are needed: the reference's per-frame outputs go
@@ -36,6 +39,7 @@ from ctvis.utils.known_noise import known_noise_filtered
 from ctvis.utils.d2_conversion import convert_state_dict, unwrap_d2_checkpoint
 from ctvis.models import CTVISTracker
 from ctvis.models.mask_utils import resize_mask_logits
+from ctvis.ops.onednn_linear import onednn_linear_flags
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -298,7 +302,8 @@ def check_reference(args: argparse.Namespace) -> List[dict]:
         raise SystemExit(f'parity_official: {args.reference} holds network input: give the '
                          'official weights too (or --tracker-only)')
     model = build_model(args.config, args.weights)
-    recorder, result = run_reference_input(model, ref)
+    with onednn_linear_flags(enabled=False):
+        recorder, result = run_reference_input(model, ref)
     compare_network(table, recorder, ref)
     compare_tracker(table, recorder, final_predictions(result), model.tracker.video, ref)
     if args.frames_dir:
