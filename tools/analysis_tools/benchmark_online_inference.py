@@ -19,7 +19,9 @@ input size and thread count. It prints the median time per frame of each stage (
 backbone, deformable encoder, rest of the pixel decoder, transformer decoder, rest of the head,
 tracking or post-processing) and the compute floor measured in the same run: the frame's FLOPs
 (``torch.utils.flop_counter``) divided by the GEMM rate of this machine at this thread count (best
-of several float32 matrix products).
+of several float32 matrix products), once for torch's ``mm`` (MKL) and once for oneDNN, which
+ctvis' CPU inference and torch's convolutions use: on AMD processors MKL runs at about half
+oneDNN's rate, so only the oneDNN floor bounds what a frame can reach there.
 
 ``--compile`` streams through the ``torch.compile`` path (``CTVIS.compile_detector``; the first
 frame's time, which includes compiling, is printed on its own). ``--compare-compile`` runs the same
@@ -34,7 +36,7 @@ import copy
 import os
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -47,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ctvis  # noqa: F401
 from ctvis.apis import OnlineVideoSegmenter
+from ctvis.ops.onednn_linear import onednn_linear_available
 from ctvis.datasets.synthetic.toy import render_toy_video
 from ctvis.utils import tune_malloc
 from mmdet.registry import MODELS
@@ -336,17 +339,31 @@ def gemm_operands(size: int = GEMM_SIZE) -> Tuple[torch.Tensor, torch.Tensor]:
     return a, b
 
 
+def gemm_backends() -> Dict[str, Callable]:
+    """The float32 products a frame can use: torch's ``mm`` (MKL) and, where torch has it,
+    oneDNN's (what ``ctvis.ops.onednn_linear`` and the convolutions run on). On AMD processors
+    MKL runs its AVX2 code, so the two rates can differ by 2x."""
+    backends = {'torch.mm': torch.mm}
+    if onednn_linear_available():
+        backends['oneDNN'] = lambda a, b: torch.ops.mkldnn._linear_pointwise(
+            a, b, None, 'none', [], '')  # a @ b.T: the same FLOPs
+    return backends
+
+
 def gemm_flops_per_s(operands: Tuple[torch.Tensor, torch.Tensor],
-                     repeats: int = GEMM_REPEATS) -> float:
-    """Best float32 GEMM rate (FLOP/s) of torch on this machine at the current thread count."""
+                     repeats: int = GEMM_REPEATS) -> Dict[str, float]:
+    """Best float32 GEMM rate (FLOP/s) of each backend at the current thread count."""
     a, b = operands
     size = a.shape[0]
-    best = float('inf')
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size ** 3 / best
+    rates = {}
+    for name, multiply in gemm_backends().items():
+        best = float('inf')
+        for _ in range(repeats):
+            start = time.perf_counter()
+            multiply(a, b)
+            best = min(best, time.perf_counter() - start)
+        rates[name] = 2 * size ** 3 / best
+    return rates
 
 
 def ms_deform_attn_flops(value_shape, shapes_shape, starts_shape, locations_shape, weights_shape,
@@ -418,10 +435,10 @@ def side_by_side(args: argparse.Namespace) -> None:
     frames = list(toy_frames(args.warmup + args.frames, args.size))
     # the GEMM rate is sampled between frames all through the run and the best kept: one
     # measurement at the end can land on a slow moment of a shared or virtual machine
-    rate, gemm = 0.0, gemm_operands()
+    rates, gemm = Counter(), gemm_operands()
     with torch.no_grad():
         for t, frame in enumerate(frames):
-            rate = max(rate, gemm_flops_per_s(gemm, repeats=GEMM_REPEATS_PER_FRAME))
+            rates |= Counter(gemm_flops_per_s(gemm, repeats=GEMM_REPEATS_PER_FRAME))
             # alternate which model goes first, so neither always runs on a warm cache
             order = (run_ctvis, run_mmdet) if t % 2 == 0 else (run_mmdet, run_ctvis)
             for run in order:
@@ -436,7 +453,7 @@ def side_by_side(args: argparse.Namespace) -> None:
         feats = mask2former.extract_feat(inputs)
     flops['mmdet'] += frame_flops(mask2former.panoptic_head.predict, feats,
                                   [DetDataSample(metainfo=data['data_samples'][0][0].metainfo)])
-    rate = max(rate, gemm_flops_per_s(gemm))
+    rates |= Counter(gemm_flops_per_s(gemm))
 
     h, w = inputs.shape[-2:]
     print(f'{args.frames} frames of {args.size[0]}x{args.size[1]} (network input {h}x{w}), '
@@ -447,12 +464,15 @@ def side_by_side(args: argparse.Namespace) -> None:
         print(f'{label:<52} {timers["ctvis"].median_ms(row):>9.1f} '
               f'{timers["mmdet"].median_ms(row):>12.1f}')
     print(f'GEMM rate (float32, {GEMM_SIZE}^3, best of {GEMM_REPEATS_PER_FRAME} per frame and '
-          f'{GEMM_REPEATS} at the end): {rate / 1e9:.1f} GFLOP/s')
+          f'{GEMM_REPEATS} at the end): ' + ', '.join(
+              f'{name} {rate / 1e9:.1f} GFLOP/s' for name, rate in rates.items()))
     for name, label in (('ctvis', 'CTVIS'), ('mmdet', 'Mask2Former')):
-        floor_ms = 1e3 * flops[name] / rate
         total = timers[name].median_ms('total')
-        print(f'{label}: {flops[name] / 1e9:.1f} GFLOP per frame -> compute floor '
-              f'{floor_ms:.1f} ms; frame total {total:.1f} ms = {total / floor_ms:.2f}x the floor')
+        floors = ', '.join(f'{1e3 * flops[name] / rate:.1f} ms at the {backend} rate = '
+                           f'{total * rate / (1e3 * flops[name]):.2f}x'
+                           for backend, rate in rates.items())
+        print(f'{label}: {flops[name] / 1e9:.1f} GFLOP per frame, frame total {total:.1f} ms; '
+              f'compute floor {floors}')
     speedup = timers['mmdet'].median_ms('total') / timers['ctvis'].median_ms('total')
     print(f'CTVIS is {speedup:.2f}x as fast as Mask2Former per frame')
 
