@@ -1,6 +1,7 @@
 """CTVIS model: per-frame detector head, consistent contrastive loss, memory bank and tracker.
 
-Layout: ``ctvis`` (the segmenter), ``ctvis_head`` and ``pixel_decoder`` (the per-frame detector),
+Layout: ``ctvis`` (the segmenter), ``fused_resnet``, ``ctvis_head`` and ``pixel_decoder`` (the
+per-frame detector; the first and last are mmdet's modules with fused CPU inference),
 ``data_preprocessor`` (mmdet's track preprocessor without copies of data samples already on the
 device), ``contrastive_loss`` and ``memory_bank`` (consistent training), ``base_tracker`` (the
 tracker interface), ``tracker`` (the CTVIS tracker), ``video_tracks`` (video-level output and its
@@ -11,6 +12,7 @@ from .contrastive_loss import ConsistentContrastiveLoss
 from .ctvis import CTVIS
 from .ctvis_head import CTVISHead
 from .data_preprocessor import CTVISDataPreprocessor
+from .fused_resnet import FusedResNet
 from .mask_utils import encode_masks, mask_iou, mask_nms, resize_mask_logits
 from .memory_bank import MemoryBank, TrackMemory, similarity_guided_fusion
 from .pixel_decoder import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
@@ -20,7 +22,8 @@ from .video_tracks import VideoPrediction, VideoTracks
 __all__ = [
     'CTVIS', 'CTVISHead', 'CTVISDataPreprocessor', 'ConsistentContrastiveLoss', 'BaseVideoTracker',
     'CTVISTracker', 'RandomIdentityTracker', 'VideoTracks', 'VideoPrediction',
-    'FusedMSDeformAttnPixelDecoder', 'FusedMultiScaleDeformableAttention', 'MemoryBank',
+    'FusedMSDeformAttnPixelDecoder', 'FusedMultiScaleDeformableAttention', 'FusedResNet',
+    'MemoryBank',
     'TrackMemory', 'similarity_guided_fusion', 'bisoftmax_scores', 'mask_iou', 'mask_nms',
     'resize_mask_logits', 'encode_masks'
 ]

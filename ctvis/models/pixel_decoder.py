@@ -6,7 +6,7 @@ pure-PyTorch path (one ``grid_sample`` per level and large intermediates), which
 a CPU frame. :class:`FusedMSDeformAttnPixelDecoder` is the same decoder (same parameters, same
 state-dict keys, same initialisation) whose encoder attention runs ``ctvis.ops.ms_deform_attn`` on
 the CPU instead; on CUDA and MLU nothing changes. In CPU inference the encoder's linear layers run
-on oneDNN with their bias, ReLU and residual add fused (``ctvis.ops.onednn_linear``): torch's MKL
+on oneDNN with their bias, ReLU and residual add fused (``ctvis.ops.onednn``): torch's MKL
 products ran at half oneDNN's rate on AMD processors.
 """
 from typing import List, Optional, Tuple
@@ -24,7 +24,7 @@ from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
 from ..ops import extension_available, ms_deform_attn
 from ..ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
-from ..ops.onednn_linear import linear
+from ..ops.onednn import linear
 
 
 @MODELS.register_module()
@@ -154,7 +154,7 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
 
 class FusedFFN(FFN):
     """mmcv's two-layer ReLU ``FFN`` whose inference fuses the ReLU and the residual add into
-    the two products (:func:`ctvis.ops.onednn_linear.linear`: oneDNN on the CPU).
+    the two products (:func:`ctvis.ops.onednn.linear`: oneDNN on the CPU).
 
     Training runs mmcv's forward. Adds no state, so a built ``FFN`` of that form
     (:meth:`supports`) can be retyped in place.

@@ -20,7 +20,7 @@ from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformabl
 from ctvis.models.pixel_decoder import FusedFFN
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
 from ctvis.ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
-from ctvis.ops.onednn_linear import onednn_linear_available
+from ctvis.ops.onednn import onednn_fusion_available
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
@@ -339,7 +339,7 @@ def test_pixel_decoder_runs_the_kernel_on_cpu_with_mmdets_result():
     gen = torch.Generator().manual_seed(0)
     feats = [torch.randn(2, c, 64 // s, 96 // s, generator=gen)
              for c, s in zip([16, 32, 64, 128], [4, 8, 16, 32])]
-    assert onednn_linear_available()  # probed once, before counting
+    assert onednn_fusion_available()  # probed once, before counting
     with OpCounter() as counter:
         mask_feature, multi_scale = ours(feats)
     # inference: the fused op (locations and softmax in the kernel), once per encoder layer, and

@@ -49,7 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import ctvis  # noqa: F401
 from ctvis.apis import OnlineVideoSegmenter
-from ctvis.ops.onednn_linear import onednn_linear_available
+from ctvis.ops.onednn import onednn_fusion_available
 from ctvis.datasets.synthetic.toy import render_toy_video
 from ctvis.utils import tune_malloc
 from mmdet.registry import MODELS
@@ -341,10 +341,10 @@ def gemm_operands(size: int = GEMM_SIZE) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def gemm_backends() -> Dict[str, Callable]:
     """The float32 products a frame can use: torch's ``mm`` (MKL) and, where torch has it,
-    oneDNN's (what ``ctvis.ops.onednn_linear`` and the convolutions run on). On AMD processors
+    oneDNN's (what ``ctvis.ops.onednn`` and the convolutions run on). On AMD processors
     MKL runs its AVX2 code, so the two rates can differ by 2x."""
     backends = {'torch.mm': torch.mm}
-    if onednn_linear_available():
+    if onednn_fusion_available():
         backends['oneDNN'] = lambda a, b: torch.ops.mkldnn._linear_pointwise(
             a, b, None, 'none', [], '')  # a @ b.T: the same FLOPs
     return backends

@@ -8,7 +8,7 @@ the R50 YouTube-VIS 2019 model, and the reference's network input is fed frame b
 same online ``CTVIS.predict`` path users run. Every stage is compared with the reference (see
 ``tests/data/parity/README.md`` for what it holds); the exit code is 0 only when all stages are
 within tolerance. The network stages run with torch's own linear layers, the arithmetic of the
-official code (CPU inference otherwise multiplies on oneDNN, ``ctvis.ops.onednn_linear``, whose
+official code (CPU inference otherwise multiplies on oneDNN, ``ctvis.ops.onednn``, whose
 last-bit differences can flip a pixel of the decoder's attention masks and move raw logits by more
 than the tolerance). With ``--frames-dir`` the JPEG frames also go through the project's own test
 pipeline (image loading, resizing to the reference's test scale, normalisation, padding) with the
@@ -39,7 +39,7 @@ from ctvis.utils.known_noise import known_noise_filtered
 from ctvis.utils.d2_conversion import convert_state_dict, unwrap_d2_checkpoint
 from ctvis.models import CTVISTracker
 from ctvis.models.mask_utils import resize_mask_logits
-from ctvis.ops.onednn_linear import onednn_linear_flags
+from ctvis.ops.onednn import onednn_fusion_flags
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, TrackDataSample
 
@@ -302,7 +302,7 @@ def check_reference(args: argparse.Namespace) -> List[dict]:
         raise SystemExit(f'parity_official: {args.reference} holds network input: give the '
                          'official weights too (or --tracker-only)')
     model = build_model(args.config, args.weights)
-    with onednn_linear_flags(enabled=False):
+    with onednn_fusion_flags(enabled=False):
         recorder, result = run_reference_input(model, ref)
     compare_network(table, recorder, ref)
     compare_tracker(table, recorder, final_predictions(result), model.tracker.video, ref)

@@ -1,4 +1,4 @@
-"""ctvis.ops.onednn_linear: oneDNN's fused linear in CPU inference, torch's ``F.linear``
+"""ctvis.ops.onednn: oneDNN's fused linear in CPU inference, torch's ``F.linear``
 otherwise, the same results (to float rounding)."""
 import os
 import subprocess
@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import ctvis.ops.onednn_linear as onednn
-from ctvis.ops.onednn_linear import (linear, onednn_linear_available, onednn_linear_flags,
+import ctvis.ops.onednn as onednn
+from ctvis.ops.onednn import (conv2d, linear, onednn_fusion_available, onednn_fusion_flags,
                                     uses_onednn)
 
 ONEDNN_OP = 'mkldnn::_linear_pointwise'
+CONV_OP = 'mkldnn::_convolution_pointwise'
 
 
 class OpCounter(TorchDispatchMode):
@@ -46,7 +47,7 @@ def reference(x, weight, bias=None, relu=False, residual=None):
 
 def test_onednn_is_available_here():
     """The stack's torch (CPU wheel) has oneDNN: the fast path must not silently vanish."""
-    assert onednn_linear_available()
+    assert onednn_fusion_available()
 
 
 @torch.no_grad()
@@ -127,7 +128,7 @@ def test_compiled_linear_traces_torchs_ops_in_one_graph():
 
 
 def test_a_torch_without_the_op_falls_back(monkeypatch):
-    monkeypatch.setattr(onednn, 'onednn_linear_available', lambda: False)
+    monkeypatch.setattr(onednn, 'onednn_fusion_available', lambda: False)
     with torch.no_grad():
         assert torch_path_taken(*make()[:3], relu=True)
 
@@ -135,23 +136,63 @@ def test_a_torch_without_the_op_falls_back(monkeypatch):
 @torch.no_grad()
 def test_flags_turn_the_fused_op_off_within_a_block():
     x, weight, bias, _ = make()
-    with onednn_linear_flags(enabled=False):
+    with onednn_fusion_flags(enabled=False):
         assert torch_path_taken(x, weight, bias, relu=True)
-        with onednn_linear_flags(enabled=True):
+        with onednn_fusion_flags(enabled=True):
             assert uses_onednn(x, weight, bias)
         assert not uses_onednn(x, weight, bias)
     assert uses_onednn(x, weight, bias)
-    with pytest.raises(KeyError), onednn_linear_flags(enabled=False):
+    with pytest.raises(KeyError), onednn_fusion_flags(enabled=False):
         raise KeyError  # the setting is restored on errors too
     assert uses_onednn(x, weight, bias)
 
 
 @pytest.mark.parametrize('value, expected', [('0', False), ('', True)])
 def test_environment_variable_sets_the_default(value, expected):
-    code = ('import torch; from ctvis.ops.onednn_linear import uses_onednn; '
+    code = ('import torch; from ctvis.ops.onednn import uses_onednn; '
             'torch.set_grad_enabled(False); '
-            'print(uses_onednn(torch.ones(2, 3), torch.ones(4, 3)))')
-    env = {**os.environ, 'CTVIS_ONEDNN_LINEAR': value}
+            'print(uses_onednn(torch.ones(2, 3)))')
+    env = {**os.environ, 'CTVIS_ONEDNN_FUSION': value}
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == str(expected)
+
+
+CONV_CASES = [((1, 1), (1, 1), (1, 1), 1), ((2, 2), (1, 1), (1, 1), 1), ((2, 1), (0, 2), (2, 1), 1),
+              ((1, 1), (1, 1), (1, 1), 2)]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('stride, padding, dilation, groups', CONV_CASES)
+@pytest.mark.parametrize('relu', [False, True])
+@pytest.mark.parametrize('with_residual', [False, True])
+def test_fused_conv_equals_torch(stride, padding, dilation, groups, relu, with_residual):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 9, 11, generator=gen)
+    weight = torch.randn(8, 6 // groups, 3, 3, generator=gen)
+    bias = torch.randn(8, generator=gen)
+    expected = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    residual = torch.randn(expected.shape, generator=gen) if with_residual else None
+    if with_residual:
+        expected = expected + residual
+    expected = expected.relu() if relu else expected
+    with OpCounter() as counter:
+        output = conv2d(x, weight, bias, stride, padding, dilation, groups, residual=residual,
+                        relu=relu)
+    assert counter.calls[CONV_OP] == 1 and counter.calls['aten::convolution'] == 0
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    if relu:
+        assert (output == 0).any()
+
+
+@torch.no_grad()
+def test_conv_with_a_broadcast_residual_or_in_float64_takes_torchs_path():
+    x, weight = torch.randn(1, 3, 5, 6), torch.randn(4, 3, 3, 3)
+    residual = torch.randn(4, 1, 1)
+    with OpCounter() as counter:
+        output = conv2d(x, weight, None, (1, 1), (1, 1), (1, 1), residual=residual, relu=True)
+    assert counter.calls[CONV_OP] == 0
+    assert torch.equal(output, (F.conv2d(x, weight, padding=1) + residual).relu())
+    with OpCounter() as counter:
+        conv2d(x.double(), weight.double(), None, (1, 1), (1, 1), (1, 1))
+    assert counter.calls[CONV_OP] == 0

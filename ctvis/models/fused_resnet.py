@@ -1,0 +1,149 @@
+"""mmdet's ResNet whose CPU inference folds batch norm into the convolutions and fuses the ReLU and
+the residual add into them (``ctvis.ops.onednn.conv2d``).
+
+In inference a ResNet's batch norm is a per-channel affine map, and its ReLU and residual add are
+element-wise: three passes over every feature map, about a third of the backbone's time on the CPU
+(docs/benchmarks.md). Folded into the convolution's weight and bias, with the ReLU and the add in
+oneDNN's epilogue, a block is three convolutions. The folded weights are cached per convolution
+and recomputed when any of the tensors they come from changes (a loaded checkpoint, a training
+step). Training, and any module this does not cover, runs mmdet's forward.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmdet.models.backbones import ResNet
+from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
+from mmdet.registry import MODELS
+from ..ops.onednn import conv2d, uses_onednn
+
+# From this input size on, the fused path runs on channels-last maps (outputs given back
+# contiguous): oneDNN's convolutions are faster there on large maps, slower on small ones (R50,
+# 2 threads, ms per frame channels-last / contiguous: 96x128 44.9 / 23.6, 288x512 125.1 / 126.6,
+# 480x864 298.5 / 337.9; the narrow R18 of the quickstart gains at every size).
+CHANNELS_LAST_MIN_PIXELS = 288 * 512
+
+
+def foldable(conv: nn.Module, norm: nn.Module) -> bool:
+    """Whether ``norm(conv(x))`` can be folded: a plain zero-padded Conv2d and a batch norm
+    with running statistics."""
+    return (type(conv) is nn.Conv2d and conv.padding_mode == 'zeros'
+            and not isinstance(conv.padding, str) and isinstance(norm, _BatchNorm)
+            and norm.running_mean is not None and norm.running_var is not None)
+
+
+def fold_batch_norm(conv: nn.Conv2d, norm: _BatchNorm) -> Tuple[Tensor, Tensor]:
+    """Weight and bias of the convolution that computes ``norm(conv(x))`` in inference."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    bias = -norm.running_mean if conv.bias is None else conv.bias - norm.running_mean
+    bias = bias * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
+
+
+def folded(conv: nn.Conv2d, norm: _BatchNorm) -> Tuple[Tensor, Tensor]:
+    """:func:`fold_batch_norm`, cached on ``conv`` and recomputed when a source tensor changed
+    (in-place updates bump a tensor's version; a new tensor has a new address)."""
+    sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean,
+               norm.running_var)
+    key = tuple(None if t is None else (t.data_ptr(), t._version) for t in sources)
+    cached = conv.__dict__.get('_folded_batch_norm')
+    if cached is None or cached[0] != key:
+        cached = (key, fold_batch_norm(conv, norm))
+        conv.__dict__['_folded_batch_norm'] = cached  # not a parameter or buffer: no state
+    return cached[1]
+
+
+def conv_bn(x: Tensor, conv: nn.Conv2d, norm: _BatchNorm, *, residual: Optional[Tensor] = None,
+            relu: bool = False) -> Tensor:
+    """``norm(conv(x))`` (+ residual) (ReLU) with the folded convolution, in one pass."""
+    weight, bias = folded(conv, norm)
+    return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups,
+                  residual=residual, relu=relu)
+
+
+def conv_norm_pairs(block: nn.Module) -> List[Tuple[nn.Module, nn.Module]]:
+    """The (conv, norm) pairs of a residual block's main branch, in order."""
+    depth = 3 if isinstance(block, Bottleneck) else 2
+    return [(getattr(block, f'conv{i}'), getattr(block, f'norm{i}')) for i in range(1, depth + 1)]
+
+
+def downsample_parts(block: nn.Module) -> Optional[List[nn.Module]]:
+    """The block's downsample branch as [AvgPool2d,] conv, norm; None if it has another form."""
+    parts = list(block.downsample) if isinstance(block.downsample, nn.Sequential) else []
+    pool = parts[:1] if parts and isinstance(parts[0], nn.AvgPool2d) else []
+    rest = parts[len(pool):]
+    return pool + rest if len(rest) == 2 and foldable(*rest) else None
+
+
+def fusable_block(block: nn.Module) -> bool:
+    """Whether :class:`FusedResidualBlock` computes this block: no plugins, batch norms after
+    plain convolutions (not DCN), a foldable downsample branch or none."""
+    return (not getattr(block, 'with_plugins', False)
+            and all(foldable(*pair) for pair in conv_norm_pairs(block))
+            and (block.downsample is None or downsample_parts(block) is not None))
+
+
+class FusedResidualBlock:
+    """Inference forward shared by :class:`FusedBasicBlock` and :class:`FusedBottleneck`:
+    every conv + norm folded, the ReLUs and the residual add fused."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or not uses_onednn(x, self.conv1.weight):
+            return super().forward(x)
+        identity = x
+        if self.downsample is not None:
+            *pool, conv, norm = downsample_parts(self)
+            identity = conv_bn(pool[0](x) if pool else x, conv, norm)
+        pairs = conv_norm_pairs(self)
+        out = x
+        for conv, norm in pairs[:-1]:
+            out = conv_bn(out, conv, norm, relu=True)
+        return conv_bn(out, *pairs[-1], residual=identity, relu=True)
+
+
+class FusedBasicBlock(FusedResidualBlock, BasicBlock):
+    """mmdet's ``BasicBlock`` with the fused inference forward."""
+
+
+class FusedBottleneck(FusedResidualBlock, Bottleneck):
+    """mmdet's ``Bottleneck`` with the fused inference forward."""
+
+
+@MODELS.register_module()
+class FusedResNet(ResNet):
+    """mmdet's ``ResNet`` (same arguments, parameters, state-dict keys and initialisation) whose
+    residual blocks and stem run folded and fused in CPU inference (see the module's docstring).
+
+    Blocks are retyped in place after the parent built them (no new random draws); blocks with
+    plugins, DCN or other norms keep mmdet's forward, as does everything in training, on other
+    devices, with gradients or under ``torch.compile``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        fused_types = {BasicBlock: FusedBasicBlock, Bottleneck: FusedBottleneck}
+        for block in self.modules():
+            fused = fused_types.get(type(block))
+            if fused is not None and fusable_block(block):
+                block.__class__ = fused
+
+    def forward(self, x: Tensor) -> tuple:
+        if (self.training or self.deep_stem or not foldable(self.conv1, self.norm1)
+                or not uses_onednn(x, self.conv1.weight)):
+            return super().forward(x)
+        if x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.maxpool(conv_bn(x, self.conv1, self.norm1, relu=True))
+        outs = []
+        for i, layer_name in enumerate(self.res_layers):
+            x = getattr(self, layer_name)(x)
+            if i in self.out_indices:
+                outs.append(x.contiguous())
+        return tuple(outs)

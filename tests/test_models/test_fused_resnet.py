@@ -1,0 +1,175 @@
+"""FusedResNet: mmdet's ResNet with batch norm folded and ReLU / residual add fused in CPU
+inference; the same parameters and, to float rounding, the same outputs."""
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import ctvis.models.fused_resnet as fused_resnet
+from ctvis.models import FusedResNet
+from ctvis.models.fused_resnet import FusedBasicBlock, FusedBottleneck
+from mmdet.models.backbones import ResNet
+from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
+from mmdet.registry import MODELS
+
+CONV_OP = 'mkldnn::_convolution_pointwise'
+
+
+class OpRecorder(TorchDispatchMode):
+    """Counts operators by name; keeps the inputs of oneDNN's fused convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.conv_inputs = Counter(), []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name().split('.')[0]
+        self.calls[name] += 1
+        if name == CONV_OP:
+            self.conv_inputs.append(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+def build_pair(seed=0, **cfg):
+    """FusedResNet and mmdet's ResNet with the same weights and random batch-norm statistics."""
+    cfg = {**dict(depth=18, base_channels=8, out_indices=(0, 1, 2, 3)), **cfg}
+    torch.manual_seed(seed)
+    ours = MODELS.build(dict(type='FusedResNet', **cfg))
+    torch.manual_seed(seed)
+    theirs = MODELS.build(dict(type='ResNet', **cfg))
+    gen = torch.Generator().manual_seed(seed + 1)
+    for module in ours.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            channels = module.num_features
+            module.running_mean.copy_(0.2 * torch.randn(channels, generator=gen))
+            module.running_var.copy_(0.5 + torch.rand(channels, generator=gen))
+            module.weight.data.copy_(1 + 0.2 * torch.randn(channels, generator=gen))
+            module.bias.data.copy_(0.2 * torch.randn(channels, generator=gen))
+    theirs.load_state_dict(ours.state_dict())
+    ours.eval(), theirs.eval()  # (mmdet's ResNet.train returns None)
+    return ours, theirs
+
+
+def assert_close_outputs(outputs, expected):
+    assert len(outputs) == len(expected) == 4
+    for out, exp in zip(outputs, expected):
+        assert out.shape == exp.shape and out.is_contiguous()
+        torch.testing.assert_close(out, exp, atol=1e-5, rtol=1e-5)
+
+
+def test_same_parameters_initialisation_and_retyped_blocks():
+    torch.manual_seed(0)
+    ours = FusedResNet(depth=50)
+    torch.manual_seed(0)
+    theirs = ResNet(depth=50)
+    state, expected = ours.state_dict(), theirs.state_dict()
+    assert list(state) == list(expected)
+    assert all(torch.equal(state[key], expected[key]) for key in expected)
+    blocks = [m for m in ours.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 16 and all(type(b) is FusedBottleneck for b in blocks)
+    assert type(FusedResNet(depth=18).layer1[0]) is FusedBasicBlock
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('cfg', [
+    dict(),
+    dict(depth=50, base_channels=4),
+    dict(depth=50, base_channels=4, style='caffe'),
+    dict(depth=50, base_channels=4, deep_stem=True, avg_down=True),
+])
+def test_inference_equals_mmdets_resnet_without_batch_norm_passes(cfg):
+    ours, theirs = build_pair(**cfg)
+    x = torch.randn(2, 3, 45, 70)
+    with OpRecorder() as recorder:
+        outputs = ours(x)
+    assert recorder.calls['aten::native_batch_norm'] == (3 if cfg.get('deep_stem') else 0)
+    assert recorder.calls['aten::add_'] + recorder.calls['aten::relu_'] == (
+        3 if cfg.get('deep_stem') else 0)  # the deep stem keeps mmdet's modules
+    assert recorder.calls[CONV_OP] > 0
+    assert_close_outputs(outputs, theirs(x))
+
+
+def test_training_and_gradients_run_mmdets_forward_bit_for_bit():
+    ours, theirs = build_pair(norm_eval=False)
+    x = torch.randn(2, 3, 32, 48)
+    for mode in (True, False):
+        ours.train(mode), theirs.train(mode)
+        with OpRecorder() as recorder:
+            outputs = ours(x)  # gradients recorded (the weights require them)
+        assert recorder.calls[CONV_OP] == 0
+        assert all(torch.equal(a, b) for a, b in zip(outputs, theirs(x)))
+        assert outputs[-1].grad_fn is not None
+
+
+@torch.no_grad()
+def test_float64_takes_mmdets_forward():
+    ours, theirs = build_pair()
+    ours.double(), theirs.double()
+    x = torch.randn(1, 3, 32, 48, dtype=torch.float64)
+    assert all(torch.equal(a, b) for a, b in zip(ours(x), theirs(x)))
+
+
+@torch.no_grad()
+def test_folded_weights_follow_changed_parameters():
+    ours, theirs = build_pair()
+    x = torch.randn(1, 3, 32, 48)
+    assert_close_outputs(ours(x), theirs(x))
+    other, _ = build_pair(seed=7)
+    ours.load_state_dict(other.state_dict())  # in-place copies: new versions
+    theirs.load_state_dict(other.state_dict())
+    assert_close_outputs(ours(x), theirs(x))
+    norm = ours.layer1[0].norm1  # a new tensor in place of a buffer
+    norm.running_var = norm.running_var * 4
+    theirs.layer1[0].norm1.running_var = norm.running_var.clone()
+    assert_close_outputs(ours(x), theirs(x))
+
+
+@torch.no_grad()
+def test_channels_last_from_the_threshold_on(monkeypatch):
+    monkeypatch.setattr(fused_resnet, 'CHANNELS_LAST_MIN_PIXELS', 40 * 48)
+    ours, theirs = build_pair()
+    for height, channels_last in ((40, True), (39, False)):
+        x = torch.randn(1, 3, height, 48)
+        with OpRecorder() as recorder:
+            outputs = ours(x)
+        stem_input = recorder.conv_inputs[0]
+        assert stem_input.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert stem_input.is_contiguous() != channels_last
+        assert_close_outputs(outputs, theirs(x))
+
+
+@torch.no_grad()
+def test_blocks_it_cannot_fold_keep_mmdets_forward():
+    ours, theirs = build_pair(norm_cfg=dict(type='GN', num_groups=4))
+    assert not any(isinstance(m, (FusedBasicBlock, FusedBottleneck)) for m in ours.modules())
+    x = torch.randn(1, 3, 32, 48)
+    assert all(torch.equal(a, b) for a, b in zip(ours(x), theirs(x)))
+    dcn = FusedResNet(depth=50, base_channels=4, dcn=dict(type='DCN', deform_groups=1),
+                      stage_with_dcn=(False, True, False, False))
+    assert type(dcn.layer1[0]) is FusedBottleneck and type(dcn.layer2[0]) is Bottleneck
+    assert type(FusedResNet(depth=18).layer1[0]) is not BasicBlock
+
+
+@torch.no_grad()
+def test_training_mode_without_gradients_uses_batch_statistics():
+    ours, theirs = build_pair(norm_eval=False)
+    ours.train(), theirs.train()
+    x = torch.randn(2, 3, 32, 48)
+    assert all(torch.equal(a, b) for a, b in zip(ours(x), theirs(x)))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('conv_bias, affine', [(True, True), (True, False), (False, False)])
+def test_fold_batch_norm_equals_conv_then_norm(conv_bias, affine):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1, bias=conv_bias)
+    norm = torch.nn.BatchNorm2d(5, affine=affine, eps=0.01).eval()
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.5, 2)
+    if affine:
+        norm.weight.normal_(), norm.bias.normal_()
+    x = torch.randn(2, 3, 6, 7)
+    weight, bias = fused_resnet.fold_batch_norm(conv, norm)
+    torch.testing.assert_close(torch.nn.functional.conv2d(x, weight, bias, padding=1),
+                               norm(conv(x)), atol=1e-5, rtol=1e-5)
