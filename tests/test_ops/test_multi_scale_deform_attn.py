@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import FFN
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -20,7 +21,9 @@ from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformabl
 from ctvis.models.pixel_decoder import FusedFFN
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
 from ctvis.ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
+from ctvis.ops import onednn
 from ctvis.ops.onednn import onednn_fusion_available
+from mmdet.models.backbones import ResNet
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
@@ -659,6 +662,7 @@ def test_benchmark_mask2former_is_the_same_detector(benchmark):
     model = build_tiny_model().eval()
     mask2former = benchmark.build_mask2former(tiny_model_cfg(), model)
     assert type(mask2former.panoptic_head.pixel_decoder) is MSDeformAttnPixelDecoder
+    assert type(mask2former.backbone) is ResNet  # mmdet's, not the fused one
     frames = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     logits, mask_logits, _ = model.detect(frames)
     samples = [DetDataSample(metainfo=dict(batch_input_shape=(64, 96), img_shape=(64, 96)))] * 2
@@ -673,3 +677,14 @@ def test_benchmark_counts_the_kernels_flops(benchmark):
     assert flops == 2 * 4 * (2 * 9 * 3 * 3 * 4) * 5  # 4 neighbours x channels per point
     linear = torch.nn.Linear(8, 16)
     assert benchmark.frame_flops(linear, torch.randn(3, 8)) == 2 * 3 * 8 * 16
+    # oneDNN's fused linear and convolution count as torch's (both overloads)
+    x, weight = torch.randn(2, 3, 8), torch.randn(16, 8)
+    for kwargs in (dict(), dict(residual=torch.randn(2, 3, 16))):
+        assert benchmark.frame_flops(
+            lambda: onednn.linear(x, weight, **kwargs)) == 2 * 2 * 3 * 8 * 16
+    images, kernels = torch.randn(1, 3, 10, 12), torch.randn(4, 3, 3, 3)
+    expected = benchmark.frame_flops(lambda: F.conv2d(images, kernels, None, 2, 1))
+    assert expected == 2 * (4 * 5 * 6) * (3 * 3 * 3)
+    for kwargs in (dict(), dict(residual=torch.randn(1, 4, 5, 6), relu=True)):
+        assert benchmark.frame_flops(lambda: onednn.conv2d(
+            images, kernels, None, (2, 2), (1, 1), (1, 1), **kwargs)) == expected

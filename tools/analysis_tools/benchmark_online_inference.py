@@ -37,6 +37,7 @@ import os
 import statistics
 import time
 from collections import Counter, defaultdict
+from math import prod
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -45,7 +46,7 @@ import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.dataset import pseudo_collate
 from mmengine.structures import InstanceData
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 import ctvis  # noqa: F401
 from ctvis.apis import OnlineVideoSegmenter
@@ -251,7 +252,11 @@ def compare_compile(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------------------- side by side
 def mask2former_config(model_cfg: ConfigDict) -> ConfigDict:
-    """mmdet's image Mask2Former with the backbone and head of a CTVIS model config."""
+    """mmdet's image Mask2Former with the backbone and head of a CTVIS model config, as mmdet
+    builds them (its ResNet and pixel decoder, not ctvis' fused ones)."""
+    backbone = copy.deepcopy(model_cfg.backbone)
+    if backbone.type == 'FusedResNet':
+        backbone.type = 'ResNet'
     head = copy.deepcopy(model_cfg.track_head)
     head.type = 'Mask2FormerHead'
     head.pop('num_reid_layers', None)
@@ -261,7 +266,7 @@ def mask2former_config(model_cfg: ConfigDict) -> ConfigDict:
     preprocessor.type = 'DetDataPreprocessor'
     return ConfigDict(
         type='Mask2Former', data_preprocessor=preprocessor,
-        backbone=copy.deepcopy(model_cfg.backbone), panoptic_head=head,
+        backbone=backbone, panoptic_head=head,
         panoptic_fusion_head=dict(type='MaskFormerFusionHead',
                                   num_things_classes=head.num_things_classes,
                                   num_stuff_classes=head.num_stuff_classes, loss_panoptic=None),
@@ -380,13 +385,29 @@ def ms_deform_attn_from_offsets_flops(value_shape, shapes_shape, starts_shape, p
     return ms_deform_attn_flops(value_shape, shapes_shape, starts_shape, offsets_shape, None)
 
 
+def onednn_linear_flops(*args, out_shape=None, **kwargs) -> int:
+    """``mkldnn::_linear_pointwise`` (X, W, ...) and its ``.binary`` (X, other, W, ...)."""
+    x_shape, w_shape = args[0], args[2] if len(args) == 5 else args[1]
+    return 2 * prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
+
+
+def onednn_conv_flops(*args, out_shape=None, **kwargs) -> int:
+    """``mkldnn::_convolution_pointwise`` (X, W, ...) and its ``.binary`` (X, other, W, ...)."""
+    x_shape, w_shape = args[0], args[2] if len(args) == 13 else args[1]
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
+
+
 def frame_flops(fn: Callable, *args) -> int:
-    """FLOPs of ``fn(*args)`` (convolutions, matrix products, ctvis' deformable attention)."""
+    """FLOPs of ``fn(*args)`` (convolutions, matrix products, ctvis' deformable attention,
+    oneDNN's fused linear layers and convolutions)."""
     custom = {}
     for name, count in (('ms_deform_attn', ms_deform_attn_flops),
                         ('ms_deform_attn_from_offsets', ms_deform_attn_from_offsets_flops)):
         if hasattr(torch.ops, 'ctvis') and hasattr(torch.ops.ctvis, name):
             custom[getattr(torch.ops.ctvis, name)] = count
+    if onednn_fusion_available():
+        custom[torch.ops.mkldnn._linear_pointwise] = onednn_linear_flops
+        custom[torch.ops.mkldnn._convolution_pointwise] = onednn_conv_flops
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
         fn(*args)
     return counter.get_total_flops()
