@@ -1,7 +1,8 @@
 """CTVIS model: per-frame detector head, consistent contrastive loss, memory bank and tracker.
 
 Layout: ``ctvis`` (the segmenter), ``fused_resnet``, ``ctvis_head`` and ``pixel_decoder`` (the
-per-frame detector; the first and last are mmdet's modules with fused CPU inference),
+per-frame detector; ``fused_resnet``, ``fused_layers`` and ``pixel_decoder`` give mmdet's and mmcv's
+modules a fused CPU inference),
 ``data_preprocessor`` (mmdet's track preprocessor without copies of data samples already on the
 device), ``contrastive_loss`` and ``memory_bank`` (consistent training), ``base_tracker`` (the
 tracker interface), ``tracker`` (the CTVIS tracker), ``video_tracks`` (video-level output and its

@@ -19,6 +19,7 @@ from mmdet.models.task_modules.samplers import MaskPseudoSampler
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
+from .fused_layers import fuse_transformer_layers
 
 
 def build_mlp(channels: int, num_layers: int) -> nn.Module:
@@ -49,6 +50,7 @@ class CTVISHead(Mask2FormerHead):
     def __init__(self, *args, num_reid_layers: int = 3, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.reid_embed = build_mlp(self.decoder_embed_dims, num_reid_layers)
+        fuse_transformer_layers(self.transformer_decoder)  # fused CPU inference, same parameters
 
     def init_weights(self) -> None:
         super().init_weights()

@@ -14,7 +14,6 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn.bricks.transformer import FFN
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention,
                                               MultiScaleDeformableAttnFunction)
 from mmcv.utils import IS_CUDA_AVAILABLE, IS_MLU_AVAILABLE
@@ -25,6 +24,7 @@ from mmdet.registry import MODELS
 from ..ops import extension_available, ms_deform_attn
 from ..ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
 from ..ops.onednn import linear
+from .fused_layers import fuse_transformer_layers
 
 
 @MODELS.register_module()
@@ -152,36 +152,12 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                          f'{tuple(reference_points.shape)}')
 
 
-class FusedFFN(FFN):
-    """mmcv's two-layer ReLU ``FFN`` whose inference fuses the ReLU and the residual add into
-    the two products (:func:`ctvis.ops.onednn.linear`: oneDNN on the CPU).
-
-    Training runs mmcv's forward. Adds no state, so a built ``FFN`` of that form
-    (:meth:`supports`) can be retyped in place.
-    """
-
-    @staticmethod
-    def supports(ffn: nn.Module) -> bool:
-        """Whether ``ffn`` is mmcv's FFN with two layers, a ReLU, an identity and no scale."""
-        return (type(ffn) is FFN and ffn.num_fcs == 2 and ffn.add_identity
-                and type(ffn.layers[0][1]) is nn.ReLU and type(ffn.gamma2) is nn.Identity)
-
-    def forward(self, x: Tensor, identity: Optional[Tensor] = None) -> Tensor:
-        """``identity + layers(x)`` (``identity`` defaults to ``x``), as mmcv's FFN."""
-        if self.training:
-            return super().forward(x, identity)
-        hidden_layer, output_layer = self.layers[0][0], self.layers[1]
-        hidden = linear(x, hidden_layer.weight, hidden_layer.bias, relu=True)
-        return linear(hidden, output_layer.weight, output_layer.bias,
-                      residual=x if identity is None else identity)
-
-
 @MODELS.register_module()
 class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     """mmdet's ``MSDeformAttnPixelDecoder`` whose encoder attention is
     :class:`FusedMultiScaleDeformableAttention` (ctvis' fused kernel on the CPU) and whose
-    encoder FFNs are :class:`FusedFFN` (in CPU inference, products on oneDNN with the ReLU and the
-    residual add fused).
+    encoder FFNs are :class:`~ctvis.models.fused_layers.FusedFFN` (in CPU inference, products on
+    oneDNN with the ReLU and the residual add fused).
 
     Takes the same arguments and holds the same parameters under the same names, so configs and
     converted checkpoints of the parent work unchanged. The encoder's modules are
@@ -201,8 +177,7 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
                                 'MultiScaleDeformableAttention in the encoder layers, got '
                                 f'{type(attention).__name__}')
             attention.__class__ = FusedMultiScaleDeformableAttention
-            if FusedFFN.supports(layer.ffn):
-                layer.ffn.__class__ = FusedFFN
+        fuse_transformer_layers(self.encoder)
 
     def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """Per-pixel embeddings and multi-scale features, in float32 whatever the autocast state.

@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import ctvis.ops.multi_scale_deform_attn as msda
 from conftest import build_tiny_model, tiny_model_cfg
 from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
-from ctvis.models.pixel_decoder import FusedFFN
+from ctvis.models.fused_layers import FusedFFN
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
 from ctvis.ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
 from ctvis.ops import onednn

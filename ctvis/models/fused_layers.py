@@ -1,0 +1,101 @@
+"""mmcv's transformer bricks (``FFN``, ``MultiheadAttention``) with a fused CPU inference forward.
+
+In inference their products run through :func:`ctvis.ops.onednn.linear` (oneDNN on the CPU, the
+ReLU and the residual add in the product's epilogue) and the attention through torch's
+``scaled_dot_product_attention``; training, and whatever :func:`fuse_transformer_layers` does not
+recognise, runs mmcv's forward. The classes add no state: built mmcv modules are retyped in place,
+so parameters, state-dict keys and the seeded initialisation stay mmcv's.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
+from torch import Tensor
+
+from ..ops.onednn import linear, uses_onednn
+
+
+class FusedFFN(FFN):
+    """mmcv's two-layer ReLU ``FFN`` whose inference fuses the ReLU and the residual add into
+    the two products."""
+
+    @staticmethod
+    def supports(ffn: nn.Module) -> bool:
+        """Whether ``ffn`` is mmcv's FFN with two layers, a ReLU, an identity and no scale."""
+        return (type(ffn) is FFN and ffn.num_fcs == 2 and ffn.add_identity
+                and type(ffn.layers[0][1]) is nn.ReLU and type(ffn.gamma2) is nn.Identity)
+
+    def forward(self, x: Tensor, identity: Optional[Tensor] = None) -> Tensor:
+        """``identity + layers(x)`` (``identity`` defaults to ``x``), as mmcv's FFN."""
+        if self.training:
+            return super().forward(x, identity)
+        hidden_layer, output_layer = self.layers[0][0], self.layers[1]
+        hidden = linear(x, hidden_layer.weight, hidden_layer.bias, relu=True)
+        return linear(hidden, output_layer.weight, output_layer.bias,
+                      residual=x if identity is None else identity)
+
+
+class FusedMultiheadAttention(MultiheadAttention):
+    """mmcv's batch-first ``MultiheadAttention`` whose CPU inference projects on oneDNN, attends
+    with ``scaled_dot_product_attention`` and fuses the identity into the output projection.
+
+    The same computation as ``nn.MultiheadAttention`` (equal to float rounding), including its
+    masks: a boolean ``attn_mask`` is True where a query may not attend, a float one is added to
+    the logits; (num_queries, num_keys) or (bs * num_heads, num_queries, num_keys).
+    """
+
+    @staticmethod
+    def supports(attention: nn.Module) -> bool:
+        """Whether ``attention`` is mmcv's batch-first MultiheadAttention over an
+        ``nn.MultiheadAttention`` with one packed input projection and no extra key/value."""
+        attn = getattr(attention, 'attn', None)
+        return (type(attention) is MultiheadAttention and attention.batch_first
+                and type(attn) is nn.MultiheadAttention and attn._qkv_same_embed_dim
+                and attn.bias_k is None and not attn.add_zero_attn)
+
+    def forward(self, query: Tensor, key: Optional[Tensor] = None,
+                value: Optional[Tensor] = None, identity: Optional[Tensor] = None,
+                query_pos: Optional[Tensor] = None, key_pos: Optional[Tensor] = None,
+                attn_mask: Optional[Tensor] = None, key_padding_mask: Optional[Tensor] = None,
+                **kwargs) -> Tensor:
+        """``identity + attention(query + query_pos, key + key_pos, value)``, as mmcv's."""
+        attn = self.attn
+        if (self.training or key_padding_mask is not None
+                or not uses_onednn(query, attn.in_proj_weight)):
+            return super().forward(query, key, value, identity, query_pos, key_pos, attn_mask,
+                                   key_padding_mask, **kwargs)
+        key = query if key is None else key
+        value = key if value is None else value
+        identity = query if identity is None else identity
+        if key_pos is None and query_pos is not None and query_pos.shape == key.shape:
+            key_pos = query_pos  # mmcv's default (it warns when the shapes differ)
+        query = query if query_pos is None else query + query_pos
+        key = key if key_pos is None else key + key_pos
+        weights = attn.in_proj_weight.chunk(3)
+        biases = (None, ) * 3 if attn.in_proj_bias is None else attn.in_proj_bias.chunk(3)
+        batch_size, num_queries, embed_dims = query.shape
+        heads = attn.num_heads
+
+        def split_heads(x: Tensor, i: int) -> Tensor:  # (bs, heads, length, head_dims)
+            return linear(x, weights[i], biases[i]).view(batch_size, -1, heads,
+                                                         embed_dims // heads).transpose(1, 2)
+
+        if attn_mask is not None and attn_mask.dim() == 3:
+            attn_mask = attn_mask.view(batch_size, heads, num_queries, -1)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = ~attn_mask  # torch's scaled_dot_product_attention: True = attend
+        out = F.scaled_dot_product_attention(split_heads(query, 0), split_heads(key, 1),
+                                             split_heads(value, 2), attn_mask=attn_mask)
+        out = out.transpose(1, 2).reshape(batch_size, num_queries, embed_dims)
+        return linear(out, attn.out_proj.weight, attn.out_proj.bias, residual=identity)
+
+
+def fuse_transformer_layers(module: nn.Module) -> None:
+    """Retype in place every mmcv ``FFN`` / ``MultiheadAttention`` under ``module`` that the
+    fused classes compute."""
+    for child in module.modules():
+        for fused in (FusedFFN, FusedMultiheadAttention):
+            if fused.supports(child):
+                child.__class__ = fused
