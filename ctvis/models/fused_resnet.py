@@ -20,10 +20,12 @@ from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
 from mmdet.registry import MODELS
 from ..ops.onednn import conv2d, uses_onednn
 
-# From this input size on, the fused path runs on channels-last maps (outputs given back
-# contiguous): oneDNN's convolutions are faster there on large maps, slower on small ones (R50,
-# 2 threads, ms per frame channels-last / contiguous: 96x128 44.9 / 23.6, 288x512 125.1 / 126.6,
-# 480x864 298.5 / 337.9; the narrow R18 of the quickstart gains at every size).
+# From this input size on, the fused path runs on channels-last maps and returns channels-last
+# features (the pixel decoder's convolutions, group norms and flattening take them without
+# copies; converting them back cost 180 ms of a 360x640 R50 frame, profiled): oneDNN's
+# convolutions are faster there on large maps, slower on small ones (R50, 2 threads, ms per
+# frame channels-last / contiguous: 96x128 44.9 / 23.6, 288x512 125.1 / 126.6, 480x864 298.5 /
+# 337.9; the narrow R18 of the quickstart gains at every size).
 CHANNELS_LAST_MIN_PIXELS = 288 * 512
 
 
@@ -145,5 +147,5 @@ class FusedResNet(ResNet):
         for i, layer_name in enumerate(self.res_layers):
             x = getattr(self, layer_name)(x)
             if i in self.out_indices:
-                outs.append(x.contiguous())
+                outs.append(x)  # channels-last from the threshold on
         return tuple(outs)

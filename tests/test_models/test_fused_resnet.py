@@ -51,10 +51,12 @@ def build_pair(seed=0, **cfg):
     return ours, theirs
 
 
-def assert_close_outputs(outputs, expected):
+def assert_close_outputs(outputs, expected, channels_last=False):
     assert len(outputs) == len(expected) == 4
     for out, exp in zip(outputs, expected):
-        assert out.shape == exp.shape and out.is_contiguous()
+        assert out.shape == exp.shape
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert out.is_contiguous(memory_format=layout)
         torch.testing.assert_close(out, exp, atol=1e-5, rtol=1e-5)
 
 
@@ -136,7 +138,7 @@ def test_channels_last_from_the_threshold_on(monkeypatch):
         stem_input = recorder.conv_inputs[0]
         assert stem_input.is_contiguous(memory_format=torch.channels_last) == channels_last
         assert stem_input.is_contiguous() != channels_last
-        assert_close_outputs(outputs, theirs(x))
+        assert_close_outputs(outputs, theirs(x), channels_last)
 
 
 @torch.no_grad()
