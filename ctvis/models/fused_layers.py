@@ -17,9 +17,15 @@ from torch import Tensor
 from ..ops.onednn import linear, uses_onednn
 
 
+# Rows per chunk of the fused FFN: the hidden activation of a chunk stays in cache instead of
+# going through memory (the R50 encoder's FFN, 8505 x 256 -> 1024 -> 256, 2 threads, median ms:
+# unchunked 37.4; chunks of 256 / 512 / 1024 / 2048 / 4096 rows 28.0 / 25.5 / 30.1 / 26.8 / 27.2).
+FFN_CHUNK_ROWS = 512
+
+
 class FusedFFN(FFN):
     """mmcv's two-layer ReLU ``FFN`` whose inference fuses the ReLU and the residual add into
-    the two products."""
+    the two products and, on oneDNN, runs them over chunks of :data:`FFN_CHUNK_ROWS` rows."""
 
     @staticmethod
     def supports(ffn: nn.Module) -> bool:
@@ -31,10 +37,19 @@ class FusedFFN(FFN):
         """``identity + layers(x)`` (``identity`` defaults to ``x``), as mmcv's FFN."""
         if self.training:
             return super().forward(x, identity)
+        identity = x if identity is None else identity
+        channels = x.shape[-1]
+        if (x.numel() <= FFN_CHUNK_ROWS * channels or identity.shape != x.shape
+                or not uses_onednn(x, self.layers[1].weight)):
+            return self._feed_forward(x, identity)
+        chunks = zip(x.reshape(-1, channels).split(FFN_CHUNK_ROWS),
+                     identity.reshape(-1, channels).split(FFN_CHUNK_ROWS))
+        return torch.cat([self._feed_forward(*chunk) for chunk in chunks]).view(x.shape)
+
+    def _feed_forward(self, x: Tensor, identity: Tensor) -> Tensor:
         hidden_layer, output_layer = self.layers[0][0], self.layers[1]
         hidden = linear(x, hidden_layer.weight, hidden_layer.bias, relu=True)
-        return linear(hidden, output_layer.weight, output_layer.bias,
-                      residual=x if identity is None else identity)
+        return linear(hidden, output_layer.weight, output_layer.bias, residual=identity)
 
 
 class FusedMultiheadAttention(MultiheadAttention):

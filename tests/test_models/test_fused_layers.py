@@ -9,6 +9,7 @@ from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import build_tiny_model
+import ctvis.models.fused_layers as fused_layers
 from ctvis.models.fused_layers import (FusedFFN, FusedMultiheadAttention,
                                        fuse_transformer_layers)
 from ctvis.ops.onednn import onednn_fusion_available
@@ -125,3 +126,27 @@ def test_head_decoder_layers_are_fused():
         assert type(layer.cross_attn) is FusedMultiheadAttention
         assert type(layer.self_attn) is FusedMultiheadAttention
         assert type(layer.ffn) is FusedFFN
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('rows, chunks', [(8, 1), (9, 2), (18, 3)])
+def test_ffn_runs_in_chunks_of_rows_beyond_the_chunk_size(monkeypatch, rows, chunks):
+    monkeypatch.setattr(fused_layers, 'FFN_CHUNK_ROWS', 8)
+    torch.manual_seed(0)
+    ffn = FFN(16, 32)
+    fuse_transformer_layers(ffn)
+    ffn.eval()
+    x = torch.randn(rows, 16).view(1, rows, 16).expand(2, rows, 16)[:1]  # a strided view
+    identity = torch.randn(1, rows, 16)
+    with OpCounter() as counter:
+        output = ffn(x, identity=identity)
+    assert counter.calls[ONEDNN_OP] == 2 * chunks
+    assert counter.calls['aten::cat'] == (chunks > 1)
+    assert output.shape == x.shape
+    torch.testing.assert_close(output, FFN.forward(ffn, x, identity=identity), atol=1e-5,
+                               rtol=1e-5)
+    with OpCounter() as counter:  # an identity that broadcasts: one pass, no chunks
+        broadcast = ffn(x, identity=identity[:, :1])
+    assert counter.calls['aten::cat'] == 0
+    torch.testing.assert_close(broadcast, FFN.forward(ffn, x, identity=identity[:, :1]),
+                               atol=1e-5, rtol=1e-5)
