@@ -49,23 +49,30 @@ def fold_batch_norm(conv: nn.Conv2d, norm: _BatchNorm) -> Tuple[Tensor, Tensor]:
     return conv.weight * scale.view(-1, 1, 1, 1), bias
 
 
-def folded(conv: nn.Conv2d, norm: _BatchNorm) -> Tuple[Tensor, Tensor]:
-    """:func:`fold_batch_norm`, cached on ``conv`` and recomputed when a source tensor changed
-    (in-place updates bump a tensor's version; a new tensor has a new address)."""
+def folded(conv: nn.Conv2d, norm: _BatchNorm,
+           memory_format: torch.memory_format = torch.contiguous_format) -> Tuple[Tensor, Tensor]:
+    """:func:`fold_batch_norm`, with the weight in ``memory_format`` (oneDNN converts a weight
+    to the input's layout on every call otherwise), cached on ``conv`` per format and recomputed
+    when a source tensor changed (in-place updates bump a tensor's version; a new tensor has a
+    new address)."""
     sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean,
                norm.running_var)
     key = tuple(None if t is None else (t.data_ptr(), t._version) for t in sources)
-    cached = conv.__dict__.get('_folded_batch_norm')
+    cache = conv.__dict__.setdefault('_folded_batch_norm', {})  # not a parameter or buffer
+    cached = cache.get(memory_format)
     if cached is None or cached[0] != key:
-        cached = (key, fold_batch_norm(conv, norm))
-        conv.__dict__['_folded_batch_norm'] = cached  # not a parameter or buffer: no state
+        weight, bias = fold_batch_norm(conv, norm)
+        cached = cache[memory_format] = (key, (weight.contiguous(memory_format=memory_format),
+                                               bias))
     return cached[1]
 
 
 def conv_bn(x: Tensor, conv: nn.Conv2d, norm: _BatchNorm, *, residual: Optional[Tensor] = None,
             relu: bool = False) -> Tensor:
     """``norm(conv(x))`` (+ residual) (ReLU) with the folded convolution, in one pass."""
-    weight, bias = folded(conv, norm)
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    weight, bias = folded(conv, norm,
+                          torch.channels_last if channels_last else torch.contiguous_format)
     return conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups,
                   residual=residual, relu=relu)
 

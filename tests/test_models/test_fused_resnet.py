@@ -21,13 +21,14 @@ class OpRecorder(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        self.calls, self.conv_inputs = Counter(), []
+        self.calls, self.conv_inputs, self.conv_weights = Counter(), [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.name().split('.')[0]
         self.calls[name] += 1
         if name == CONV_OP:
             self.conv_inputs.append(args[0])
+            self.conv_weights.append(args[2] if func._overloadname == 'binary' else args[1])
         return func(*args, **(kwargs or {}))
 
 
@@ -138,6 +139,10 @@ def test_channels_last_from_the_threshold_on(monkeypatch):
         stem_input = recorder.conv_inputs[0]
         assert stem_input.is_contiguous(memory_format=torch.channels_last) == channels_last
         assert stem_input.is_contiguous() != channels_last
+        # folded weights cached in the input's layout (else converted on every call)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert all(w.is_contiguous(memory_format=layout) for w in recorder.conv_weights)
+        assert any(not w.is_contiguous() for w in recorder.conv_weights) == channels_last
         assert_close_outputs(outputs, theirs(x), channels_last)
 
 
