@@ -19,7 +19,7 @@ from mmdet.models.task_modules.samplers import MaskPseudoSampler
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
-from .fused_layers import fuse_transformer_layers
+from .fused_layers import FusedMultiheadAttention, fuse_transformer_layers
 
 
 def build_mlp(channels: int, num_layers: int) -> nn.Module:
@@ -119,6 +119,9 @@ class CTVISHead(Mask2FormerHead):
 
         cls_pred_list, mask_pred_list = [], []
         attn_mask = None  # from stage 0 on, the mask the next layer attends with
+        # inference with fused attention: one mask for all heads, broadcast, not copied per head
+        shared_masks = all(type(layer.cross_attn) is FusedMultiheadAttention
+                           for layer in self.transformer_decoder.layers)
         num_layers = self.num_transformer_decoder_layers
         for i in range(num_layers + 1):  # stage 0: the initial queries
             if i > 0:
@@ -144,20 +147,25 @@ class CTVISHead(Mask2FormerHead):
                         mask_pred, attn_sizes[level], mode='bilinear', align_corners=False))
             else:
                 attn_mask = self._attention_mask(
-                    torch.einsum('bqc,bchw->bqhw', mask_embed, attn_features[level]))
+                    torch.einsum('bqc,bchw->bqhw', mask_embed, attn_features[level]),
+                    per_head=not shared_masks)
         return cls_pred_list, mask_pred_list, self.reid_embed(decoder_out), decoder_out
 
-    def _attention_mask(self, mask_logits: Tensor) -> Tensor:
+    def _attention_mask(self, mask_logits: Tensor, per_head: bool = True) -> Tensor:
         """Mask2Former's cross-attention mask from mask logits (B, Q, h, w).
 
         Returns:
-            Tensor: (B * num_heads, Q, h * w) bool, True where a query does not attend (mask
-            probability below 0.5); a query whose mask hides everything attends everywhere.
-            The same values as mmdet's head, thresholded before the per-head copies and with a
-            boolean ``all`` instead of an integer sum, which cost a tenth of a CPU frame.
+            Tensor: (B * num_heads, Q, h * w) bool, or with ``per_head`` False (B, 1, Q, h * w)
+            shared by the heads (for :class:`FusedMultiheadAttention`), True where a query does
+            not attend (mask probability below 0.5); a query whose mask hides everything attends
+            everywhere. The same values as mmdet's head, thresholded before the per-head copies
+            and with a boolean ``all`` instead of an integer sum, which cost a tenth of a CPU
+            frame.
         """
         hidden = (mask_logits.flatten(2).sigmoid() < 0.5).detach()
         hidden = hidden & ~hidden.all(-1, keepdim=True)
+        if not per_head:
+            return hidden[:, None]
         batch_size, num_queries, num_pixels = hidden.shape
         return hidden[:, None].expand(batch_size, self.num_heads, num_queries,
                                       num_pixels).reshape(-1, num_queries, num_pixels)

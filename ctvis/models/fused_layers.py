@@ -58,7 +58,9 @@ class FusedMultiheadAttention(MultiheadAttention):
 
     The same computation as ``nn.MultiheadAttention`` (equal to float rounding), including its
     masks: a boolean ``attn_mask`` is True where a query may not attend, a float one is added to
-    the logits; (num_queries, num_keys) or (bs * num_heads, num_queries, num_keys).
+    the logits; (num_queries, num_keys), (bs * num_heads, num_queries, num_keys), or also
+    (bs, 1, num_queries, num_keys) for a mask shared by the heads (expanded per head for mmcv's
+    forward; the fused path broadcasts it, which spares the per-head copies).
     """
 
     @staticmethod
@@ -79,6 +81,10 @@ class FusedMultiheadAttention(MultiheadAttention):
         attn = self.attn
         if (self.training or key_padding_mask is not None
                 or not uses_onednn(query, attn.in_proj_weight)):
+            if attn_mask is not None and attn_mask.dim() == 4:  # shared by the heads
+                batch_size, _, num_queries, num_keys = attn_mask.shape
+                attn_mask = attn_mask.expand(batch_size, attn.num_heads, num_queries,
+                                             num_keys).reshape(-1, num_queries, num_keys)
             return super().forward(query, key, value, identity, query_pos, key_pos, attn_mask,
                                    key_padding_mask, **kwargs)
         key = query if key is None else key

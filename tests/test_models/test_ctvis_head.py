@@ -1,7 +1,10 @@
 """CTVISHead decoding: the training forward is mmdet's, the inference path its final stage."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks.transformer import MultiheadAttention
 
 from conftest import build_tiny_model
 from mmdet.models.dense_heads import Mask2FormerHead
@@ -57,6 +60,10 @@ def test_attention_mask_thresholds_probability_half_and_frees_fully_hidden_queri
     # the smallest negative logits whose probability rounds to 0.5 are attended, as in mmdet
     tiny = torch.tensor([[[[-1e-9, -1.0]]]])
     assert head._attention_mask(tiny)[0, 0].tolist() == [False, True]
+    # one mask shared by the heads (the fused attention's form): the same values
+    shared = head._attention_mask(logits, per_head=False)
+    assert shared.shape == (1, 1, 2, 4)
+    assert torch.equal(shared.expand(1, head.num_heads, 2, 4).reshape(-1, 2, 4), mask)
 
 
 def test_resizing_commutes_with_the_mask_product():
@@ -68,3 +75,16 @@ def test_resizing_commutes_with_the_mask_product():
     small = torch.einsum('bqc,bchw->bqhw', embed,
                          F.interpolate(feats, (9, 13), mode='bilinear', align_corners=False))
     assert torch.allclose(full, small, atol=1e-12)
+
+
+def test_predict_final_with_mmcvs_attention_modules(eval_model):
+    """Decoder layers left as mmcv's MultiheadAttention get per-head masks (no shared ones)."""
+    head = copy.deepcopy(eval_model.track_head)
+    for layer in head.transformer_decoder.layers:
+        layer.cross_attn.__class__ = MultiheadAttention
+    feats = features(eval_model, 3)
+    with torch.no_grad():
+        cls, mask, embeds = head.predict_final(feats)
+        expected = eval_model.track_head.predict_final(feats)
+    for ours, theirs in zip((cls, mask, embeds), expected):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

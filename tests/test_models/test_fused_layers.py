@@ -53,7 +53,16 @@ def masks(batch=2, queries=5, keys=7, seed=0):
         'per head (bool)': hidden,
         'shared (bool)': hidden[0],
         'per head (float)': torch.randn(batch * 4, queries, keys, generator=gen),
+        'shared by the heads (bool, 4-d)': hidden.view(batch, 4, queries, keys)[:, :1],
     }
+
+
+def per_head(mask):
+    """The mask as mmcv's MultiheadAttention takes it."""
+    if mask is None or mask.dim() < 4:
+        return mask
+    batch, _, queries, keys = mask.shape
+    return mask.expand(batch, 4, queries, keys).reshape(-1, queries, keys)
 
 
 @torch.no_grad()
@@ -69,9 +78,10 @@ def test_cross_attention_equals_mmcvs(mask, bias):
     with OpCounter() as counter:
         output = attention(**kwargs)
     assert counter.calls[ONEDNN_OP] == 4  # q, k, v and output (+ identity) projections
-    expected = MultiheadAttention.forward(attention, **kwargs)
+    expected = MultiheadAttention.forward(attention,
+                                          **{**kwargs, 'attn_mask': per_head(kwargs['attn_mask'])})
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
-    if mask == 'per head (bool)':  # the mask matters: ignoring it gives another result
+    if mask != 'none':  # the mask matters: ignoring it gives another result
         unmasked = MultiheadAttention.forward(attention, **{**kwargs, 'attn_mask': None})
         assert not torch.allclose(output, unmasked, atol=1e-3)
 
@@ -106,6 +116,10 @@ def test_training_gradients_and_padding_masks_take_mmcvs_forward():
         with torch.no_grad():
             attention(**kwargs, key_padding_mask=torch.zeros(2, 7, dtype=torch.bool))
     assert counter.calls[ONEDNN_OP] == 0
+    shared = masks()['shared by the heads (bool, 4-d)']  # expanded per head for mmcv's forward
+    torch.testing.assert_close(attention(**kwargs, attn_mask=shared),
+                               MultiheadAttention.forward(attention, **kwargs,
+                                                          attn_mask=per_head(shared)))
 
 
 def test_only_supported_modules_are_retyped():
