@@ -49,6 +49,12 @@ def fold_batch_norm(conv: nn.Conv2d, norm: _BatchNorm) -> Tuple[Tensor, Tensor]:
     return conv.weight * scale.view(-1, 1, 1, 1), bias
 
 
+def version(tensor: Tensor) -> int:
+    """The tensor's in-place update count; 0 for an inference tensor, which has none (it can
+    only be changed in place inside ``torch.inference_mode``)."""
+    return 0 if tensor.is_inference() else tensor._version
+
+
 def folded(conv: nn.Conv2d, norm: _BatchNorm,
            memory_format: torch.memory_format = torch.contiguous_format) -> Tuple[Tensor, Tensor]:
     """:func:`fold_batch_norm`, with the weight in ``memory_format`` (oneDNN converts a weight
@@ -57,7 +63,7 @@ def folded(conv: nn.Conv2d, norm: _BatchNorm,
     new address)."""
     sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean,
                norm.running_var)
-    key = tuple(None if t is None else (t.data_ptr(), t._version) for t in sources)
+    key = tuple(None if t is None else (t.data_ptr(), version(t)) for t in sources)
     cache = conv.__dict__.setdefault('_folded_batch_norm', {})  # not a parameter or buffer
     cached = cache.get(memory_format)
     if cached is None or cached[0] != key:

@@ -180,3 +180,18 @@ def test_fold_batch_norm_equals_conv_then_norm(conv_bias, affine):
     weight, bias = fused_resnet.fold_batch_norm(conv, norm)
     torch.testing.assert_close(torch.nn.functional.conv2d(x, weight, bias, padding=1),
                                norm(conv(x)), atol=1e-5, rtol=1e-5)
+
+
+def test_a_model_built_in_inference_mode_runs_fused():
+    """Its parameters are inference tensors, which have no version counter."""
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        ours = FusedResNet(depth=18, base_channels=8)
+        torch.manual_seed(0)
+        theirs = ResNet(depth=18, base_channels=8)
+        ours.eval(), theirs.eval()
+        x = torch.randn(1, 3, 32, 48)
+        with OpRecorder() as recorder:
+            outputs = ours(x)
+        assert recorder.calls[CONV_OP] > 0
+        assert_close_outputs(outputs, theirs(x))
