@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from typing import List
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctvis  # noqa: F401
 from ctvis.datasets.synthetic.annotations import random_ytvis_set
@@ -26,6 +28,23 @@ TESTS = osp.join(REPO, 'tests')
 PARITY = osp.join(REPO, 'tests', 'data', 'parity')
 # Time allowed to a process group that should form at once on 127.0.0.1
 GLOO_PROBE_TIMEOUT_S = 120
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the operators that reach the dispatcher, by name without overload
+    (``ctvis::ms_deform_attn``, ``mkldnn::_linear_pointwise``); ``inputs`` keeps the arguments of
+    the operators named in ``keep``."""
+
+    def __init__(self, keep=()):
+        super().__init__()
+        self.calls, self.keep, self.inputs = Counter(), set(keep), []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.name().split('.')[0]
+        self.calls[name] += 1
+        if name in self.keep:
+            self.inputs.append((func, args))
+        return func(*args, **(kwargs or {}))
 
 
 def load_module(path: str, name: str):

@@ -1,30 +1,18 @@
 """Fused inference of mmcv's transformer bricks (ctvis.models.fused_layers) against mmcv's own
 forward, and their use in the CTVIS head."""
 import warnings
-from collections import Counter
 
 import pytest
 import torch
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from conftest import build_tiny_model
+from conftest import OpCounter, build_tiny_model
 import ctvis.models.fused_layers as fused_layers
 from ctvis.models.fused_layers import (FusedFFN, FusedMultiheadAttention,
                                        fuse_transformer_layers)
 from ctvis.ops.onednn import onednn_fusion_available
 
 ONEDNN_OP = 'mkldnn::_linear_pointwise'
-
-
-class OpCounter(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls[func.name().split('.')[0]] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def build_attention(bias=True, batch_first=True, seed=0, **kwargs):

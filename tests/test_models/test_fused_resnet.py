@@ -1,12 +1,10 @@
 """FusedResNet: mmdet's ResNet with batch norm folded and ReLU / residual add fused in CPU
 inference; the same parameters and, to float rounding, the same outputs."""
-from collections import Counter
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctvis.models.fused_resnet as fused_resnet
+from conftest import OpCounter
 from ctvis.models import FusedResNet
 from ctvis.models.fused_resnet import FusedBasicBlock, FusedBottleneck
 from mmdet.models.backbones import ResNet
@@ -14,22 +12,6 @@ from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
 from mmdet.registry import MODELS
 
 CONV_OP = 'mkldnn::_convolution_pointwise'
-
-
-class OpRecorder(TorchDispatchMode):
-    """Counts operators by name; keeps the inputs of oneDNN's fused convolutions."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls, self.conv_inputs, self.conv_weights = Counter(), [], []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.name().split('.')[0]
-        self.calls[name] += 1
-        if name == CONV_OP:
-            self.conv_inputs.append(args[0])
-            self.conv_weights.append(args[2] if func._overloadname == 'binary' else args[1])
-        return func(*args, **(kwargs or {}))
 
 
 def build_pair(seed=0, **cfg):
@@ -84,7 +66,7 @@ def test_same_parameters_initialisation_and_retyped_blocks():
 def test_inference_equals_mmdets_resnet_without_batch_norm_passes(cfg):
     ours, theirs = build_pair(**cfg)
     x = torch.randn(2, 3, 45, 70)
-    with OpRecorder() as recorder:
+    with OpCounter(keep=[CONV_OP]) as recorder:
         outputs = ours(x)
     assert recorder.calls['aten::native_batch_norm'] == (3 if cfg.get('deep_stem') else 0)
     assert recorder.calls['aten::add_'] + recorder.calls['aten::relu_'] == (
@@ -98,7 +80,7 @@ def test_training_and_gradients_run_mmdets_forward_bit_for_bit():
     x = torch.randn(2, 3, 32, 48)
     for mode in (True, False):
         ours.train(mode), theirs.train(mode)
-        with OpRecorder() as recorder:
+        with OpCounter(keep=[CONV_OP]) as recorder:
             outputs = ours(x)  # gradients recorded (the weights require them)
         assert recorder.calls[CONV_OP] == 0
         assert all(torch.equal(a, b) for a, b in zip(outputs, theirs(x)))
@@ -134,15 +116,17 @@ def test_channels_last_from_the_threshold_on(monkeypatch):
     ours, theirs = build_pair()
     for height, channels_last in ((40, True), (39, False)):
         x = torch.randn(1, 3, height, 48)
-        with OpRecorder() as recorder:
+        with OpCounter(keep=[CONV_OP]) as recorder:
             outputs = ours(x)
-        stem_input = recorder.conv_inputs[0]
+        stem_input = recorder.inputs[0][1][0]
+        weights = [args[2] if func._overloadname == 'binary' else args[1]
+                   for func, args in recorder.inputs]
         assert stem_input.is_contiguous(memory_format=torch.channels_last) == channels_last
         assert stem_input.is_contiguous() != channels_last
         # folded weights cached in the input's layout (else converted on every call)
         layout = torch.channels_last if channels_last else torch.contiguous_format
-        assert all(w.is_contiguous(memory_format=layout) for w in recorder.conv_weights)
-        assert any(not w.is_contiguous() for w in recorder.conv_weights) == channels_last
+        assert all(w.is_contiguous(memory_format=layout) for w in weights)
+        assert any(not w.is_contiguous() for w in weights) == channels_last
         assert_close_outputs(outputs, theirs(x), channels_last)
 
 
@@ -191,7 +175,7 @@ def test_a_model_built_in_inference_mode_runs_fused():
         theirs = ResNet(depth=18, base_channels=8)
         ours.eval(), theirs.eval()
         x = torch.randn(1, 3, 32, 48)
-        with OpRecorder() as recorder:
+        with OpCounter(keep=[CONV_OP]) as recorder:
             outputs = ours(x)
         assert recorder.calls[CONV_OP] > 0
         assert_close_outputs(outputs, theirs(x))

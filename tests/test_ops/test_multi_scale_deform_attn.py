@@ -6,17 +6,15 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import FFN
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctvis.ops.multi_scale_deform_attn as msda
-from conftest import build_tiny_model, tiny_model_cfg
+from conftest import OpCounter, build_tiny_model, tiny_model_cfg
 from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
 from ctvis.models.fused_layers import FusedFFN
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
@@ -288,18 +286,6 @@ def test_other_devices_take_mmcv_pytorch_path():
                                 weights.to('meta'))
     assert output.device.type == 'meta' and output.shape == (2, 9, 15)
     assert counter.calls[OP] == 0 and counter.calls['aten::grid_sampler_2d'] == 3
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the operators that reach the dispatcher, by name (``ctvis::ms_deform_attn``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls[func.name().split('.')[0]] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def pixel_decoder_cfg(type_: str, num_layers: int = 2) -> dict:

@@ -3,31 +3,18 @@ otherwise, the same results (to float rounding)."""
 import os
 import subprocess
 import sys
-from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import ctvis.ops.onednn as onednn
+from conftest import OpCounter
 from ctvis.ops.onednn import (conv2d, linear, onednn_fusion_available, onednn_fusion_flags,
                                     uses_onednn)
 
 ONEDNN_OP = 'mkldnn::_linear_pointwise'
 CONV_OP = 'mkldnn::_convolution_pointwise'
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the operators that reach the dispatcher, by name without overload."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.calls[func.name().split('.')[0]] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def make(shape=(2, 7, 33), out_features=19, dtype=torch.float32, seed=0):
