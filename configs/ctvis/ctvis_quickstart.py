@@ -19,7 +19,10 @@ max_iters = 3000
 model = dict(
     backbone=dict(
         depth=18, base_channels=32, norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=False, init_cfg=None),
+        norm_eval=False, init_cfg=None,
+        # channels-last maps, also in training: this narrow ResNet's convolutions are faster
+        # there on the CPU (training step 261 -> 246 ms, inference at every size measured)
+        channels_last=True),
     track_head=dict(
         in_channels=[32, 64, 128, 256],
         feat_channels=channels,

@@ -139,10 +139,17 @@ class FusedResNet(ResNet):
     Blocks are retyped in place after the parent built them (no new random draws); blocks with
     plugins, DCN or other norms keep mmdet's forward, as does everything in training, on other
     devices, with gradients or under ``torch.compile``.
+
+    Args:
+        channels_last (bool, optional): On the CPU, run on channels-last maps (and return
+            channels-last features): True always, also in training; False never; None (default)
+            in the fused inference from :data:`CHANNELS_LAST_MIN_PIXELS` input pixels on.
+        *args, **kwargs: mmdet's ``ResNet`` arguments.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, channels_last: Optional[bool] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.channels_last = channels_last
         fused_types = {BasicBlock: FusedBasicBlock, Bottleneck: FusedBottleneck}
         for block in self.modules():
             fused = fused_types.get(type(block))
@@ -150,15 +157,19 @@ class FusedResNet(ResNet):
                 block.__class__ = fused
 
     def forward(self, x: Tensor) -> tuple:
-        if (self.training or self.deep_stem or not foldable(self.conv1, self.norm1)
-                or not uses_onednn(x, self.conv1.weight)):
-            return super().forward(x)
-        if x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS:
+        fused = (not self.training and not self.deep_stem and foldable(self.conv1, self.norm1)
+                 and uses_onednn(x, self.conv1.weight))
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = fused and x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS
+        if channels_last and x.device.type == 'cpu':
             x = x.contiguous(memory_format=torch.channels_last)
+        if not fused:
+            return super().forward(x)
         x = self.maxpool(conv_bn(x, self.conv1, self.norm1, relu=True))
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             x = getattr(self, layer_name)(x)
             if i in self.out_indices:
-                outs.append(x)  # channels-last from the threshold on
+                outs.append(x)
         return tuple(outs)
