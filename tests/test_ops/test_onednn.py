@@ -183,3 +183,19 @@ def test_conv_with_a_broadcast_residual_or_in_float64_takes_torchs_path():
     with OpCounter() as counter:
         conv2d(x.double(), weight.double(), None, (1, 1), (1, 1), (1, 1))
     assert counter.calls[CONV_OP] == 0
+
+
+def test_a_changed_private_op_turns_the_fusion_off(monkeypatch):
+    """The probe calls every form used: a schema change in torch takes torch's path."""
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Changed:
+        def __call__(self, *args):
+            return real(*args)
+
+        def binary(self, *args):
+            raise TypeError('_linear_pointwise() expected at most 4 argument(s)')
+
+    assert onednn.onednn_fusion_available.__wrapped__()
+    monkeypatch.setattr(torch.ops.mkldnn, '_linear_pointwise', Changed())
+    assert not onednn.onednn_fusion_available.__wrapped__()
