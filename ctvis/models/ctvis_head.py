@@ -19,7 +19,7 @@ from mmdet.models.task_modules.samplers import MaskPseudoSampler
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
-from .fused_layers import FusedMultiheadAttention, fuse_transformer_layers
+from .fused_layers import FusedMultiheadAttention, fuse_transformer_layers, per_head_mask
 
 
 def build_mlp(channels: int, num_layers: int) -> nn.Module:
@@ -163,12 +163,8 @@ class CTVISHead(Mask2FormerHead):
             frame.
         """
         hidden = (mask_logits.flatten(2).sigmoid() < 0.5).detach()
-        hidden = hidden & ~hidden.all(-1, keepdim=True)
-        if not per_head:
-            return hidden[:, None]
-        batch_size, num_queries, num_pixels = hidden.shape
-        return hidden[:, None].expand(batch_size, self.num_heads, num_queries,
-                                      num_pixels).reshape(-1, num_queries, num_pixels)
+        shared = (hidden & ~hidden.all(-1, keepdim=True))[:, None]
+        return per_head_mask(shared, self.num_heads) if per_head else shared
 
     def _get_targets_single(self, cls_score: Tensor, mask_pred: Tensor,
                             gt_instances: InstanceData, img_meta: dict) -> Tuple[Tensor]:

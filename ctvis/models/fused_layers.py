@@ -82,9 +82,7 @@ class FusedMultiheadAttention(MultiheadAttention):
         if (self.training or key_padding_mask is not None
                 or not uses_onednn(query, attn.in_proj_weight)):
             if attn_mask is not None and attn_mask.dim() == 4:  # shared by the heads
-                batch_size, _, num_queries, num_keys = attn_mask.shape
-                attn_mask = attn_mask.expand(batch_size, attn.num_heads, num_queries,
-                                             num_keys).reshape(-1, num_queries, num_keys)
+                attn_mask = per_head_mask(attn_mask, attn.num_heads)
             return super().forward(query, key, value, identity, query_pos, key_pos, attn_mask,
                                    key_padding_mask, **kwargs)
         key = query if key is None else key
@@ -111,6 +109,14 @@ class FusedMultiheadAttention(MultiheadAttention):
                                              split_heads(value, 2), attn_mask=attn_mask)
         out = out.transpose(1, 2).reshape(batch_size, num_queries, embed_dims)
         return linear(out, attn.out_proj.weight, attn.out_proj.bias, residual=identity)
+
+
+def per_head_mask(mask: Tensor, num_heads: int) -> Tensor:
+    """A (bs, 1, num_queries, num_keys) mask shared by the heads as ``nn.MultiheadAttention``
+    takes it: (bs * num_heads, num_queries, num_keys)."""
+    batch_size, _, num_queries, num_keys = mask.shape
+    return mask.expand(batch_size, num_heads, num_queries, num_keys).reshape(
+        -1, num_queries, num_keys)
 
 
 def fuse_transformer_layers(module: nn.Module) -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from mmdet.models.backbones import ResNet
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck
@@ -38,15 +39,11 @@ def foldable(conv: nn.Module, norm: nn.Module) -> bool:
 
 
 def fold_batch_norm(conv: nn.Conv2d, norm: _BatchNorm) -> Tuple[Tensor, Tensor]:
-    """Weight and bias of the convolution that computes ``norm(conv(x))`` in inference."""
-    scale = torch.rsqrt(norm.running_var + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight
-    bias = -norm.running_mean if conv.bias is None else conv.bias - norm.running_mean
-    bias = bias * scale
-    if norm.bias is not None:
-        bias = bias + norm.bias
-    return conv.weight * scale.view(-1, 1, 1, 1), bias
+    """Weight and bias of the convolution that computes ``norm(conv(x))`` in inference (torch's
+    ``fuse_conv_bn_weights``, as plain tensors)."""
+    weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean,
+                                        norm.running_var, norm.eps, norm.weight, norm.bias)
+    return weight.detach(), bias.detach()
 
 
 def version(tensor: Tensor) -> int:
