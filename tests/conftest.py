@@ -55,12 +55,12 @@ def load_module(path: str, name: str):
     return module
 
 
-
 @pytest.fixture(scope='session')
 def benchmark():
     """tools/analysis_tools/benchmark_online_inference.py as a module."""
     return load_module(osp.join(REPO, 'tools', 'analysis_tools',
                                 'benchmark_online_inference.py'), 'benchmark_online_inference')
+
 
 def pythonpath_for(test_file: str) -> str:
     """PYTHONPATH for a subprocess that imports a test module (``custom_imports`` of a test
