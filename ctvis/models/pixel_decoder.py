@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention,
                                               MultiScaleDeformableAttnFunction)
 from mmcv.utils import IS_CUDA_AVAILABLE, IS_MLU_AVAILABLE
+from mmengine.model import ModuleList
 from torch import Tensor
 
 from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
 from ..ops import extension_available, ms_deform_attn
 from ..ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
-from ..ops.onednn import linear
+from ..ops.onednn import linear, needs_grad
 from .fused_layers import fuse_transformer_layers
 
 
@@ -123,10 +124,9 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
         (``ms_deform_attn_from_offsets``): for CPU tensors, reference points (x, y), no gradient
         needed (that op has no backward) and the extension built. Otherwise they are computed
         here, with autograd, and sampled by the device's op."""
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (value, reference_points, offsets, logits))
         return (value.device.type == 'cpu' and reference_points.shape[-1] == 2
-                and not needs_grad and extension_available())
+                and not needs_grad(value, reference_points, offsets, logits)
+                and extension_available())
 
     def sampling_locations(self, reference_points: Tensor, offsets: Tensor,
                            spatial_shapes: Tensor) -> Tensor:
@@ -166,10 +166,20 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
 
     Like the official decoder, it always runs in float32, also under mixed precision (autocast
     off, inputs cast to float): deformable attention is not trained in half precision there.
+
+    More than one level below the encoder's (e.g. a backbone's stride-2 stem map for stride-2
+    mask features) works here: mmdet builds the FPN's lateral and output convolutions from the
+    lowest resolution down but indexes them by level from the highest, which gives a level
+    another level's convolutions (a shape error, or silently swapped weights when the channel
+    counts agree); this decoder stores them by level. With one such level (Mask2Former's
+    configs) the two orders are the same.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # by level, highest resolution first (mmdet appends them lowest resolution first)
+        self.lateral_convs = ModuleList(reversed(list(self.lateral_convs)))
+        self.output_convs = ModuleList(reversed(list(self.output_convs)))
         for layer in self.encoder.layers:
             attention: nn.Module = layer.self_attn
             if type(attention) is not MultiScaleDeformableAttention:

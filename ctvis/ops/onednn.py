@@ -71,15 +71,19 @@ def onednn_fusion_available() -> bool:
     return all(bool((result == expected).all()) for result, expected in results)
 
 
+def needs_grad(*tensors: Optional[Tensor]) -> bool:
+    """Whether autograd would record an op on these tensors (``None`` entries ignored)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def uses_onednn(*tensors: Optional[Tensor]) -> bool:
     """Whether :func:`linear` / :func:`conv2d` run oneDNN's fused op for these operands (input
     first, then the parameters)."""
     if torch.compiler.is_compiling():  # the compiler fuses by itself
         return False
     operands = [t for t in tensors if t is not None]
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in operands)
     return (all(t.device.type == 'cpu' and t.dtype == torch.float32 for t in operands)
-            and not needs_grad and _enabled and torch.backends.mkldnn.enabled
+            and not needs_grad(*operands) and _enabled and torch.backends.mkldnn.enabled
             and onednn_fusion_available())
 
 

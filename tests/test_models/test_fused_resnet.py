@@ -20,7 +20,8 @@ def build_pair(seed=0, **cfg):
     torch.manual_seed(seed)
     ours = MODELS.build(dict(type='FusedResNet', **cfg))
     torch.manual_seed(seed)
-    cfg.pop('channels_last', None)  # ctvis' argument
+    for ctvis_argument in ('channels_last', 'stem_out'):
+        cfg.pop(ctvis_argument, None)
     theirs = MODELS.build(dict(type='ResNet', **cfg))
     gen = torch.Generator().manual_seed(seed + 1)
     for module in ours.modules():
@@ -201,3 +202,18 @@ def test_channels_last_argument_overrides_the_threshold(monkeypatch, channels_la
     with torch.no_grad(), OpCounter(keep=[CONV_OP]) as recorder:
         ours(x)
     assert recorder.inputs[0][1][0].is_contiguous() != channels_last
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_stem_out_returns_the_stride_2_stem_map_first(training):
+    ours, theirs = build_pair(norm_eval=False, stem_out=True)
+    ours.train(training), theirs.train(training)
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        outputs = ours(x)
+        stem = theirs.relu(theirs.norm1(theirs.conv1(x)))  # before the max pooling
+        expected = theirs(x)
+    assert len(outputs) == 5 and outputs[0].shape == (2, 8, 16, 24)
+    torch.testing.assert_close(outputs[0], stem, atol=1e-5, rtol=1e-5)
+    assert_close_outputs(outputs[1:], expected)
+    assert len(FusedResNet(depth=18, base_channels=8)(x)) == 4  # off by default

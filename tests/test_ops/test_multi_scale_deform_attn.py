@@ -360,6 +360,32 @@ def test_pixel_decoder_forward_is_mmdets_bit_for_bit(batch, size):
         assert torch.equal(level, expected)
 
 
+def test_pixel_decoder_with_two_levels_below_the_encoder_keeps_each_levels_convolutions():
+    """A stride-2 level under the stride-4 one (FusedResNet's stem_out): each FPN convolution
+    takes its own level's channels, the mask features come at stride 2 and every level trains;
+    mmdet's decoder hands the levels each other's convolutions."""
+    channels, strides = [8, 16, 32, 64, 128], [2, 4, 8, 16, 32]
+    cfg = pixel_decoder_cfg('FusedMSDeformAttnPixelDecoder')
+    cfg.update(in_channels=channels, strides=strides)
+    torch.manual_seed(0)
+    decoder = MODELS.build(cfg)
+    decoder.init_weights()
+    assert [conv.conv.in_channels for conv in decoder.lateral_convs] == channels[:2]
+    feats = [torch.randn(1, c, 64 // s, 96 // s, requires_grad=True)
+             for c, s in zip(channels, strides)]
+    mask_feature, multi_scale = decoder.train()(feats)
+    assert mask_feature.shape == (1, 32, 32, 48)
+    assert [tuple(level.shape[-2:]) for level in multi_scale] == [(2, 3), (4, 6), (8, 12)]
+    (mask_feature.square().mean() + sum(level.mean() for level in multi_scale)).backward()
+    assert all(feat.grad is not None and feat.grad.abs().sum() > 0 for feat in feats)
+    with torch.no_grad():
+        inference_mask, _ = decoder.eval()(feats)
+    torch.testing.assert_close(inference_mask, mask_feature.detach(), atol=1e-5, rtol=1e-5)
+    cfg.type = 'MSDeformAttnPixelDecoder'
+    with pytest.raises(RuntimeError):
+        MODELS.build(cfg)(feats)
+
+
 def test_encoder_ffns_are_retyped_and_train_as_mmcvs():
     decoder = build_decoder('FusedMSDeformAttnPixelDecoder')
     assert all(type(layer.ffn) is FusedFFN for layer in decoder.encoder.layers)
