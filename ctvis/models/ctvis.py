@@ -86,8 +86,9 @@ class CTVIS(BaseMOTModel):
             frames (Tensor): Normalised, padded frames (B, 3, H, W).
 
         Returns:
-            tuple[Tensor, Tensor, Tensor]: Class logits (B, Q, C + 1), stride-4 mask logits
-            (B, Q, H/4, W/4) and re-id embeddings (B, Q, E).
+            tuple[Tensor, Tensor, Tensor]: Class logits (B, Q, C + 1), mask logits at the
+            stride of the highest-resolution feature (B, Q, H/4, W/4 with Mask2Former's
+            backbones) and re-id embeddings (B, Q, E).
         """
         if self._compiled_network is None:
             return self._network(frames)

@@ -71,7 +71,7 @@ class CTVISHead(Mask2FormerHead):
                 - cls_pred_list (list[Tensor]): Per decoder stage (initial queries + every layer),
                   class logits (B, Q, C + 1).
                 - mask_pred_list (list[Tensor]): Per stage, mask logits (B, Q, H_0, W_0) at the
-                  stride of the highest-resolution feature (4).
+                  stride of the highest-resolution feature (4, or 2 with a stem level).
                 - reid_embeds (Tensor): Final-layer re-id embeddings (B, Q, E).
                 - queries (Tensor): Final-layer normalised query features (B, Q, C).
         """

@@ -6,7 +6,7 @@ element-wise: three passes over every feature map, about a third of the backbone
 (docs/benchmarks.md). Folded into the convolution's weight and bias, with the ReLU and the add in
 oneDNN's epilogue, a block is three convolutions. The folded weights are cached per convolution
 and recomputed when any of the tensors they come from changes (a loaded checkpoint, a training
-step). Training, and any module this does not cover, runs mmdet's forward.
+step). Training, and any module this does not cover, computes as mmdet's forward.
 """
 from typing import List, Optional, Tuple
 
@@ -134,8 +134,9 @@ class FusedResNet(ResNet):
     residual blocks and stem run folded and fused in CPU inference (see the module's docstring).
 
     Blocks are retyped in place after the parent built them (no new random draws); blocks with
-    plugins, DCN or other norms keep mmdet's forward, as does everything in training, on other
-    devices, with gradients or under ``torch.compile``.
+    plugins, DCN or other norms keep mmdet's forward; in training, on other devices, with
+    gradients or under ``torch.compile`` the network computes as mmdet's forward (the stem is
+    written out here so that ``stem_out`` can return it).
 
     Args:
         channels_last (bool, optional): On the CPU, run on channels-last maps (and return

@@ -68,7 +68,7 @@ def mask_nms(masks: Tensor, iou_thr: float) -> Tensor:
 
 def resize_mask_logits(mask_logits: Tensor, pad_shape: Tuple[int, int],
                        img_shape: Tuple[int, int], ori_shape: Tuple[int, int]) -> Tensor:
-    """Bring stride-4 mask logits back to the original image.
+    """Bring mask logits (stride 4, or 2 with a stem level) back to the original image.
 
     Upsample to the padded network input, crop the padding, then resize to the original size
     (both bilinear), as the reference implementation does.

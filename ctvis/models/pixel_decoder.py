@@ -199,7 +199,8 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
         all-False one, which costs a masked copy of the value in every encoder layer).
 
         Args:
-            feats (list[Tensor]): Backbone features, (bs, c_i, h_i, w_i) from stride 4 up.
+            feats (list[Tensor]): Backbone features, (bs, c_i, h_i, w_i), highest resolution
+                first (stride 4, or 2 with a stem level).
 
         Returns:
             tuple: ``mask_feature`` (bs, C, h_0, w_0) and the multi-scale features fed to the
