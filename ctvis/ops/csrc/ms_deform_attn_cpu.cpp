@@ -196,6 +196,14 @@ bool use_avx2() {
 #endif
 }
 
+// The kernel `name` for scalar_t (inside AT_DISPATCH): its AVX2 build where use_avx2(), else
+// the generic one.
+#ifdef CTVIS_AVX2_KERNELS
+#define CTVIS_KERNEL(name) (use_avx2() ? &avx2::name<scalar_t> : &generic::name<scalar_t>)
+#else
+#define CTVIS_KERNEL(name) (&generic::name<scalar_t>)
+#endif
+
 at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                   const at::Tensor& level_start_index,
                                   const at::Tensor& sampling_locations,
@@ -207,12 +215,9 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value, const at::Tensor& spa
                    attn = attention_weights.contiguous();
   at::Tensor output = at::empty({s.batch, s.queries, s.heads * s.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward", [&] {
-    auto* kernel = &generic::forward_kernel<scalar_t>;
-#ifdef CTVIS_AVX2_KERNELS
-    if (use_avx2()) kernel = &avx2::forward_kernel<scalar_t>;
-#endif
-    kernel(v.const_data_ptr<scalar_t>(), levels, loc.const_data_ptr<scalar_t>(),
-           attn.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), s);
+    CTVIS_KERNEL(forward_kernel)(v.const_data_ptr<scalar_t>(), levels,
+                                 loc.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
+                                 output.mutable_data_ptr<scalar_t>(), s);
   });
   return output;
 }
@@ -228,13 +233,10 @@ at::Tensor ms_deform_attn_from_offsets(const at::Tensor& value, const at::Tensor
                    offs = offsets.contiguous(), lgts = logits.contiguous();
   at::Tensor output = at::empty({s.batch, s.queries, s.heads * s.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_from_offsets", [&] {
-    auto* kernel = &generic::forward_from_offsets_kernel<scalar_t>;
-#ifdef CTVIS_AVX2_KERNELS
-    if (use_avx2()) kernel = &avx2::forward_from_offsets_kernel<scalar_t>;
-#endif
-    kernel(v.const_data_ptr<scalar_t>(), levels, points.const_data_ptr<scalar_t>(),
-           offs.const_data_ptr<scalar_t>(), lgts.const_data_ptr<scalar_t>(),
-           output.mutable_data_ptr<scalar_t>(), s);
+    CTVIS_KERNEL(forward_from_offsets_kernel)(
+        v.const_data_ptr<scalar_t>(), levels, points.const_data_ptr<scalar_t>(),
+        offs.const_data_ptr<scalar_t>(), lgts.const_data_ptr<scalar_t>(),
+        output.mutable_data_ptr<scalar_t>(), s);
   });
   return output;
 }
@@ -259,14 +261,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward(
   at::Tensor grad_locations = at::empty(loc.sizes(), value.options());
   at::Tensor grad_weights = at::empty(attn.sizes(), value.options());
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward", [&] {
-    auto* kernel = &generic::backward_kernel<scalar_t>;
-#ifdef CTVIS_AVX2_KERNELS
-    if (use_avx2()) kernel = &avx2::backward_kernel<scalar_t>;
-#endif
-    kernel(go.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(), levels,
-           loc.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
-           grad_value.mutable_data_ptr<scalar_t>(), grad_locations.mutable_data_ptr<scalar_t>(),
-           grad_weights.mutable_data_ptr<scalar_t>(), s);
+    CTVIS_KERNEL(backward_kernel)(
+        go.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(), levels,
+        loc.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
+        grad_value.mutable_data_ptr<scalar_t>(), grad_locations.mutable_data_ptr<scalar_t>(),
+        grad_weights.mutable_data_ptr<scalar_t>(), s);
   });
   return {grad_value, grad_locations, grad_weights};
 }
