@@ -13,7 +13,9 @@ from mmengine.structures import InstanceData
 from mmdet.registry import MODELS
 from mmdet.structures import TrackDataSample
 
+from .utils.checkpoint import weights_problem
 from .utils.checkpoint_loaders import safe_checkpoint_loading
+from .utils.tool_config import read_config
 
 _GREY_TO_BGR = 'cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)'
 _BGRA_TO_BGR = 'cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)'
@@ -113,15 +115,32 @@ class OnlineVideoSegmenter:
     def from_config(cls, config: Union[str, Config], checkpoint: Optional[str] = None,
                     device: str = 'cpu', compile: bool = False) -> 'OnlineVideoSegmenter':
         """Build the model of ``config``, load ``checkpoint`` (safely) and wrap it (``compile``:
-        as in the constructor)."""
-        cfg = Config.fromfile(config) if isinstance(config, str) else config
+        as in the constructor).
+
+        Raises:
+            ValueError: the config has invalid syntax or lacks ``model`` or
+                ``test_dataloader.dataset.pipeline``; the checkpoint cannot give the model all its
+                weights (:func:`ctvis.utils.weights_problem`); ``device`` cannot be used.
+        """
+        cfg = read_config(config) if isinstance(config, str) else config
+        name = config if isinstance(config, str) else 'the config'
+        pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline')
+        if 'model' not in cfg or pipeline is None:
+            raise ValueError(f'{name}: needs model and test_dataloader.dataset.pipeline (a CTVIS '
+                             'test config), has ' + (', '.join(cfg.keys()) or 'nothing'))
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         model = MODELS.build(cfg.model)
         if checkpoint is not None:
             with safe_checkpoint_loading():  # no code from the file runs; URLs too
-                load_checkpoint(model, checkpoint, map_location='cpu')
-        model.to(device)
-        segmenter = cls(model, cfg.test_dataloader.dataset.pipeline, compile=compile)
+                problem = weights_problem(model, load_checkpoint(model, checkpoint,
+                                                                 map_location='cpu'))
+            if problem is not None:
+                raise ValueError(f'{checkpoint}: {problem}')
+        try:
+            model.to(device)
+        except (AssertionError, RuntimeError) as error:  # torch: no CUDA, bad ordinal ...
+            raise ValueError(f'device {device!r} cannot be used: {error}') from None
+        segmenter = cls(model, pipeline, compile=compile)
         classes = cfg.test_dataloader.dataset.get('metainfo', {}).get('classes')
         segmenter.class_names = tuple(classes) if classes else None
         return segmenter

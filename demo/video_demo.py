@@ -62,7 +62,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--compile', action='store_true',
                         help='run the per-frame network through torch.compile (the first frame '
                         'compiles it)')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error(f'--max-frames must be at least 1, got {args.max_frames}')
+    if args.fps is not None and not 0 < args.fps < math.inf:  # NaN fails too
+        parser.error(f'--fps must be a positive number, got {args.fps}')
+    if not math.isfinite(args.score_thr):
+        parser.error(f'--score-thr must be a finite number, got {args.score_thr}')
+    return args
 
 
 def prepare_outputs(paths: Sequence[Optional[str]]) -> None:

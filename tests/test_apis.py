@@ -124,6 +124,48 @@ def test_from_config_loads_a_runner_checkpoint_and_refuses_code(tmp_path, monkey
     assert CheckpointLoader._schemes == schemes
 
 
+def test_from_config_refuses_other_weights_and_non_test_configs(tmp_path):
+    """A checkpoint that cannot give the model all its weights (another config's, an
+    unconverted detectron2 file) would leave them random with only a log warning; a config
+    without a model or test pipeline, or with invalid syntax, would fail deep in mmengine."""
+    import torch
+    from mmengine.config import Config
+
+    from conftest import tiny_model_cfg
+
+    cfg = Config(dict(model=tiny_model_cfg(),
+                      test_dataloader=dict(dataset=dict(pipeline=TEST_PIPELINE))))
+    weights = build_tiny_model(seed=1).state_dict()
+    counters = [key for key in weights if key.endswith('num_batches_tracked')]
+    assert counters  # torch's batch norm fills them in: a checkpoint without them fits
+    no_counters = tmp_path / 'no_counters.pth'
+    torch.save({key: value for key, value in weights.items() if key not in counters},
+               no_counters)
+    OnlineVideoSegmenter.from_config(cfg, str(no_counters))
+    wider = tmp_path / 'wider.pth'
+    torch.save(dict(state_dict=dict(weights, **{'backbone.conv1.weight': torch.zeros(1)})), wider)
+    with pytest.raises(ValueError, match=rf'^{wider}: the weights do not fit the model: 1 have '
+                       r'another shape \(checkpoint vs model, e.g. backbone.conv1.weight: '
+                       r'\(1,\) vs \(16, 3, 7, 7\)\)'):
+        OnlineVideoSegmenter.from_config(cfg, str(wider))
+    detectron2 = tmp_path / 'model_final.pth'
+    torch.save(dict(model={'sem_seg_head.predictor.query_embed.weight': torch.zeros(2)}),
+               detectron2)
+    with pytest.raises(ValueError, match=rf"^{detectron2}: the weights do not fit the model: "
+                       rf"{len(weights) - len(counters)} of the model's {len(weights)} weights "
+                       r"are not in it "
+                       r'.* holds 1 entries \(e.g. model\).* must be converted first'):
+        OnlineVideoSegmenter.from_config(cfg, str(detectron2))
+
+    with pytest.raises(ValueError, match=r'^the config: needs model and '
+                       r'test_dataloader.dataset.pipeline \(a CTVIS test config\), has model'):
+        OnlineVideoSegmenter.from_config(Config(dict(model=tiny_model_cfg())))
+    broken = tmp_path / 'broken.py'
+    broken.write_text('model = dict(\n')
+    with pytest.raises(ValueError, match=rf"^{broken}, line 1: invalid Python syntax"):
+        OnlineVideoSegmenter.from_config(str(broken))
+
+
 def test_compile_is_off_by_default_and_compiles_the_network_when_asked(monkeypatch):
     """``compile=True`` (constructor and from_config) hands the model to
     ``CTVIS.compile_detector``; without it nothing is compiled. tests/test_models/test_compile.py

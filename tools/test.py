@@ -15,6 +15,7 @@ import sys
 from typing import List, Sequence
 
 from mmengine.config import Config, ConfigDict
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
@@ -24,7 +25,7 @@ from ctvis.evaluation import YTVISMetric
 from ctvis.datasets.ytvis_format import load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
-                         tune_malloc)
+                         tune_malloc, weights_problem)
 
 YTVIS_METRIC_TYPES = ('YTVISMetric', 'ctvis.YTVISMetric', 'mmdet.YTVISMetric', YTVISMetric)
 
@@ -136,6 +137,23 @@ def check_ground_truth(dataset, metrics: Sequence) -> None:
                 'before inference; nothing was run).')
 
 
+class CheckpointFitsModel(Hook):
+    """Refuse the checkpoint, before its weights are loaded, when it cannot give the model all of
+    them (:func:`ctvis.utils.weights_problem`): mmengine would load it with only a warning and
+    evaluate a partly random model."""
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        problem = weights_problem(model, checkpoint)
+        if problem is not None:
+            raise ConfigError(f'{self.checkpoint}: {problem} (nothing was run)')
+
+
 def compile_detector(model, config_path: str) -> None:
     """Compile the per-frame network of the runner's model (unwrapped from DDP and the like)."""
     model = model.module if is_model_wrapper(model) else model
@@ -164,6 +182,7 @@ def _test(args: argparse.Namespace) -> None:
         runner = build_runner(cfg)
         loop = runner.test_loop  # builds the dataset and the metrics, nothing runs yet
         check_ground_truth(loop.dataloader.dataset, loop.evaluator.metrics)
+        runner.register_hook(CheckpointFitsModel(args.checkpoint))
         if args.show_dir is not None:
             runner.register_hook(VideoMaskVisualizationHook(args.show_dir, args.show_score_thr))
         if args.compile:

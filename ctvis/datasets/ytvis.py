@@ -23,7 +23,7 @@ frames by it); ``file_name`` is the frame's path as written in the JSON.
 import math
 import os
 import os.path as osp
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import pycocotools.mask as mask_util
 from mmengine.logging import print_log
@@ -99,6 +99,22 @@ def _mask_to_coco_rle(mask: Any, height: int, width: int) -> dict:
     return mask
 
 
+def decoded_image_size(path: str) -> Tuple[int, int]:
+    """(H, W) of an image as OpenCV (and so mmcv's ``LoadImageFromFile``) decodes it, read from
+    the header only: the stored size, transposed when the EXIF orientation rotates it.
+
+    Raises:
+        OSError: the file cannot be opened or is not an image (e.g. empty).
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except (SyntaxError, ValueError) as error:  # what PIL raises for some corrupt headers
+        raise OSError(str(error)) from error
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
 def read_annotation_json(ann_file: str, owner: str) -> dict:
     """Load an annotation JSON whose top level is an object; errors name the file."""
     if not ann_file:
@@ -130,7 +146,9 @@ class YTVISDataset(BaseVideoDataset):
             None.
         check_frames (bool): Check that every referenced frame exists (one ``os.listdir`` per
             frame folder) and that each video's first frame has the video's size (one image
-            header read per video). Defaults to True.
+            header read per video); then, the first time a video is loaded, that all its frames
+            are images of that size (one header read per frame, once per process). Defaults to
+            True.
         **kwargs: Arguments of :class:`mmengine.dataset.BaseDataset` (``ann_file``,
             ``data_root``, ``data_prefix=dict(img_path=...)``, ``pipeline``, ``test_mode``,
             ``filter_cfg=dict(filter_empty_gt=True)`` ...). ``test_mode=True`` accepts JSONs
@@ -156,6 +174,7 @@ class YTVISDataset(BaseVideoDataset):
             metainfo['classes'] = version_classes
         self.dataset_version = dataset_version
         self.check_frames = check_frames
+        self._checked_videos: set = set()  # indices whose frames _check_video_frames passed
         super().__init__(metainfo=metainfo, **kwargs)
 
     # ------------------------------------------------------------------ loading
@@ -183,6 +202,9 @@ class YTVISDataset(BaseVideoDataset):
             self._check_frames(videos)
 
         data_list = list(videos.values())
+        if not data_list:
+            raise YTVISFormatError(f"{self.ann_file}: 'videos' is empty; the dataset has "
+                                   'nothing to load')
         num_frames = sum(video['video_length'] for video in data_list)
         print_log(
             f'{type(self).__name__}: {self.ann_file}: {len(data_list)} videos, {num_frames} '
@@ -356,19 +378,40 @@ class YTVISDataset(BaseVideoDataset):
                         f"{self.ann_file}: video id={video['video_id']}, frame "
                         f"{frame['frame_id']}: {frame['img_path']} does not exist"
                         + (' (folder missing)' if listing is None else ''))
-            first = video['images'][0]
-            try:
-                with Image.open(first['img_path']) as image:
-                    width, height = image.size  # reads the header only
-            except (OSError, SyntaxError) as error:
-                raise YTVISFormatError(
-                    f"{self.ann_file}: video id={video['video_id']}, frame 0: cannot read "
-                    f"{first['img_path']}: {error}") from error
-            if (height, width) != (first['height'], first['width']):
-                raise YTVISFormatError(
-                    f"{self.ann_file}: video id={video['video_id']}: frame 0 "
-                    f"({first['img_path']}) is {height}x{width} (HxW) but the file says "
-                    f"{first['height']}x{first['width']}")
+            self._check_frame_size(video['images'][0])
+
+    def _check_frame_size(self, frame: dict) -> None:
+        """Raise :class:`YTVISFormatError` unless the frame's file is an image that decodes to
+        the frame's ``height`` x ``width`` (read from its header)."""
+        where = f"{self.ann_file}: video id={frame['video_id']}"
+        try:
+            height, width = decoded_image_size(frame['img_path'])
+        except OSError as error:
+            raise YTVISFormatError(f"{where}, frame {frame['frame_id']}: cannot read "
+                                   f"{frame['img_path']}: {error}") from error
+        if (height, width) != (frame['height'], frame['width']):
+            raise YTVISFormatError(
+                f"{where}: frame {frame['frame_id']} ({frame['img_path']}) is {height}x{width} "
+                f"(HxW) but the file says {frame['height']}x{frame['width']}")
+
+    def _check_video_frames(self, video_index: int) -> None:
+        """Check the size of every frame of a video (:meth:`_check_frame_size`) the first time
+        it is loaded in this process: the masks are decoded at the video's size, so a frame of
+        another size would be misaligned with them (or fail deep in the pipeline)."""
+        if video_index in self._checked_videos:
+            return
+        img_prefix = self.data_prefix.get('img_path', '') or ''
+        if '://' not in img_prefix:
+            for frame in self.get_data_info(video_index)['images']:
+                self._check_frame_size(frame)
+        self._checked_videos.add(video_index)
+
+    def prepare_data(self, idx: Union[int, Tuple[int, int]]) -> Any:
+        """mmdet's video ``prepare_data`` (``idx``: a video index or (video, frame) indices),
+        after :meth:`_check_video_frames` when ``check_frames``."""
+        if self.check_frames:
+            self._check_video_frames(idx[0] if isinstance(idx, tuple) else idx)
+        return super().prepare_data(idx)
 
     # ---------------------------------------------------------------- filtering
     def filter_data(self) -> List[dict]:
@@ -393,6 +436,11 @@ class YTVISDataset(BaseVideoDataset):
                 num_empty += 1
             else:
                 kept.append(video)
+        if not kept:
+            raise YTVISFormatError(
+                f'{self.ann_file}: filter_cfg={self.filter_cfg} dropped all '
+                f'{len(self.data_list)} videos ({num_empty} without annotations, {num_small} '
+                f'smaller than {min_size} px); nothing is left to train on')
         print_log(
             f'{type(self).__name__}: {self.ann_file}: kept {len(kept)} of {len(self.data_list)} '
             f'videos (dropped {num_empty} without annotations, {num_small} smaller than '

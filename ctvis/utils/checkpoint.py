@@ -384,6 +384,48 @@ def checkpoint_problem(path: str) -> Optional[str]:
     return None
 
 
+def weights_problem(model: torch.nn.Module, checkpoint: Any) -> Optional[str]:
+    """Why a loaded checkpoint cannot give ``model`` all its weights, or None.
+
+    mmengine loads weights with ``strict=False``: the model's parameters and buffers that the
+    checkpoint lacks, or holds with another shape, keep their random initialisation, with only a
+    warning in the log. For inference that is a wrong model (a checkpoint of another config, an
+    unconverted detectron2 file), so callers refuse it. Keys the model does not have are allowed,
+    and so are missing batch-norm ``num_batches_tracked`` counters.
+
+    Args:
+        model (torch.nn.Module): The model (unwrapped from DDP and the like).
+        checkpoint: What was loaded from the file: a state dict, or a dict with ``state_dict``
+            (``module.`` prefixes are dropped, as mmengine does).
+    """
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        return f'it holds a {type(checkpoint).__name__}, not a state dict'
+    state = {re.sub(r'^module\.', '', str(key)): value for key, value in state.items()}
+    expected = model.state_dict()
+    # torch's batch norm fills in a missing step counter itself (older checkpoints lack it)
+    missing = [key for key in expected
+               if key not in state and not key.endswith('.num_batches_tracked')]
+    mismatched = [f'{key}: {tuple(state[key].shape)} vs {tuple(value.shape)}'
+                  for key, value in expected.items()
+                  if key in state and hasattr(state[key], 'shape')
+                  and tuple(state[key].shape) != tuple(value.shape)]
+    if not missing and not mismatched:
+        return None
+    problems = []
+    if missing:
+        problems.append(f'{len(missing)} of the model\'s {len(expected)} weights are not in it '
+                        f'(e.g. {", ".join(missing[:3])})')
+    if mismatched:
+        problems.append(f'{len(mismatched)} have another shape (checkpoint vs model, e.g. '
+                        f'{"; ".join(mismatched[:3])})')
+    held = ', '.join(map(str, list(state)[:3])) or 'nothing'
+    return (f'the weights do not fit the model: {" and ".join(problems)}; they would keep their '
+            f'random initialisation. The checkpoint holds {len(state)} entries (e.g. {held}): '
+            'is it for another config? An official detectron2 checkpoint must be converted '
+            'first (tools/model_converters/ctvis_d2_to_mmdet.py)')
+
+
 def safe_torch_load(f: Union[str, os.PathLike, BinaryIO], map_location: MapLocation = None) -> Any:
     """:func:`safe_load_file` for a path or a binary stream (a stream is trusted only by its
     ``name``; an in-memory one never)."""

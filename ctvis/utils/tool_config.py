@@ -169,6 +169,25 @@ def _stale_copies(node: Any, old: Any, new: Any, skip: Set[str], prefix: str = '
     return found
 
 
+def read_config(config_path: str) -> Config:
+    """``Config.fromfile``, with a Python syntax error reported as a ConfigError that names the
+    file and the line (mmengine parses the source without its name, so the bare SyntaxError
+    says ``File "<unknown>"``)."""
+    try:
+        return Config.fromfile(config_path)
+    except SyntaxError as error:
+        where = f'{config_path}, line {error.lineno}'
+        if config_path.endswith('.py'):
+            try:
+                with open(config_path, encoding='utf-8') as f:
+                    ast.parse(f.read(), filename=config_path)
+                where = f'{config_path}: in a config it inherits (_base_), line {error.lineno}'
+            except SyntaxError:
+                pass
+        raise ConfigError(f'{where}: invalid Python syntax: {error.msg}'
+                          + (f': {error.text.strip()}' if error.text else '')) from None
+
+
 def _read_with_variables(config_path: str, variables: Dict[str, Any]) -> Config:
     """Re-read a Python config with its parse-time ``variables`` overridden (see
     :func:`_variables_forced`).
@@ -238,14 +257,15 @@ def load_tool_config(config_path: str,
     computed from it follows; keys that still hold the old value afterwards are refused.
 
     Raises:
-        ConfigError: the file does not exist or is not a ``.py``/``.json``/``.yaml`` config, an
-            override key is wrong, or a variable override cannot reach every key built from it.
+        ConfigError: the file does not exist or is not a ``.py``/``.json``/``.yaml`` config, its
+            Python syntax is invalid, an override key is wrong, or a variable override cannot
+            reach every key built from it.
     """
     if not osp.isfile(config_path):
         raise ConfigError(f'{config_path}: config file not found')
     if not config_path.endswith(('.py', '.json', '.yaml', '.yml')):
         raise ConfigError(f'{config_path}: not a config file (.py, .json or .yaml expected)')
-    cfg = Config.fromfile(config_path)
+    cfg = read_config(config_path)
     if cfg_options:
         variables = _parse_time_variables(cfg, cfg_options)
         if variables:

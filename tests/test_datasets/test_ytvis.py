@@ -228,6 +228,9 @@ def test_filter_empty_gt_drops_whole_videos_and_logs_the_count(tmp_path, log_rec
     assert len(kept) == 3
     small = build(root, dataset_version='2021', filter_cfg=dict(min_size=18))
     assert [v['video_id'] for v in videos(small)] == [1, 2]
+    with pytest.raises(YTVISFormatError, match=r"train.json: filter_cfg=.* dropped all 3 videos "
+                       r'\(0 without annotations, 3 smaller than 100 px\)'):
+        build(root, dataset_version='2021', filter_cfg=dict(min_size=100))
 
 
 def test_absent_polygons_and_orphan_boxes_are_counted(tmp_path, log_records):
@@ -282,6 +285,15 @@ def _overwrite(path: str, text: str) -> None:
         f.write(text)
 
 
+def _save_rotated(path: str, height: int, width: int) -> None:
+    """Store a height x width JPEG whose EXIF orientation turns it by 90 degrees: OpenCV (and so
+    mmcv's LoadImageFromFile) decodes it as width x height."""
+    from PIL import Image
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new('RGB', (width, height)).save(path, exif=exif)
+
+
 def counts_string(runs: List[int]) -> str:
     """pycocotools' compressed counts string of run lengths (its rleToString)."""
     size = [1, sum(runs)]
@@ -317,6 +329,12 @@ BAD_INPUTS = {
                               "videos[0] (id 1): 'length' 5 but 4 file_names"),
     'video bad size': (_set('videos.0.height', 0), YTVISFormatError,
                        "videos[0] (id 1): 'height' must be a positive integer, got 0"),
+    'no videos': (lambda raw, root: raw.update(videos=[], annotations=[]), YTVISFormatError,
+                  "'videos' is empty; the dataset has nothing to load"),
+    'exif rotated frame': (lambda raw, root: _save_rotated(
+        osp.join(root, 'JPEGImages', 'vid_b', '00000.jpg'), 20, 28), YTVISFormatError,
+                           'video id=2: frame 0 ({root}/JPEGImages/vid_b/00000.jpg) is 28x20 '
+                           '(HxW) but the file says 20x28'),
     'duplicated video id': (_set('videos.1.id', 1), YTVISFormatError,
                             'duplicate video ids [1]'),
     'duplicated annotation id': (_set('annotations.1.id', 11), YTVISFormatError,
@@ -416,6 +434,40 @@ def test_bad_input_raises_naming_file_and_entry(tmp_path, case):
     assert message.startswith(f'{path}: '), message
     assert fragment.format(root=root) in message, message
     assert isinstance(error.value, ValueError)
+
+
+FRAME_FILE_PROBLEMS = {
+    # how frame 2 of video 1 (24x32) is broken, and the problem the error names
+    'other size': (lambda path: cv2.imwrite(path, np.zeros((12, 16, 3), np.uint8)),
+                   'video id=1: frame 2 ({path}) is 12x16 (HxW) but the file says 24x32'),
+    'empty file': (lambda path: _overwrite(path, ''),
+                   'video id=1, frame 2: cannot read {path}: cannot identify image file'),
+    'not an image': (lambda path: _overwrite(path, 'text'),
+                     'video id=1, frame 2: cannot read {path}: cannot identify image file'),
+    'exif rotated': (lambda path: _save_rotated(path, 24, 32),
+                     'video id=1: frame 2 ({path}) is 32x24 (HxW) but the file says 24x32'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(FRAME_FILE_PROBLEMS))
+@pytest.mark.parametrize('test_mode', [False, True])
+def test_every_frame_is_checked_when_its_video_is_first_loaded(tmp_path, case, test_mode):
+    """Frames after the first are checked when their video is loaded (training clips, or the
+    first frame the test sampler asks for), before the pipeline decodes masks at the video's
+    size: a frame of another size would otherwise be misaligned with them or fail deep in mmcv."""
+    root = str(tmp_path)
+    path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
+    dataset = build(root, dataset_version='2021', test_mode=test_mode)
+    frame = osp.join(root, 'JPEGImages', 'vid_a', '00002.jpg')
+    break_frame, fragment = FRAME_FILE_PROBLEMS[case]
+    break_frame(frame)
+    assert dataset[1] is not None  # video 2 is intact
+    with pytest.raises(YTVISFormatError) as error:
+        dataset.prepare_data((0, 0) if test_mode else 0)
+    message = str(error.value)
+    assert message.startswith(f'{path}: ') and fragment.format(path=frame) in message, message
+    assert len(build(root, dataset_version='2021', check_frames=False,
+                     test_mode=test_mode).prepare_data((0, 0) if test_mode else 0))
 
 
 def test_missing_annotation_file_and_unknown_version(tmp_path):

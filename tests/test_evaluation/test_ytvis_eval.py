@@ -254,6 +254,10 @@ def test_malformed_ground_truth_is_rejected():
     gt['annotations'][0]['areas'] = gt['annotations'][0]['areas'][:-1]
     with pytest.raises(YTVISFormatError, match=r"annotations\[0\].*'areas'"):
         YTVISEvaluator(gt, gt_name='gt.json')
+    gt, results = random_ytvis_set()  # an infinite area would put the track in no area range
+    gt['annotations'][0]['areas'] = [a and float('inf') for a in gt['annotations'][0]['areas']]
+    with pytest.raises(YTVISFormatError, match=r"annotations\[0\].*'areas' must list one finite"):
+        YTVISEvaluator(gt, gt_name='gt.json')
     # An uncompressed RLE of the wrong length, among the annotation's other
     # uncompressed ones (checked all at once).
     gt, results = random_ytvis_set()
@@ -381,6 +385,17 @@ def test_eval_tool_prints_table_and_writes_json(gt_file, tmp_path):
     assert f'{bad}: results[1]' in done.stderr
 
 
+def test_eval_tool_refuses_a_nan_tracking_threshold(capsys):
+    """A NaN threshold keeps no prediction (every comparison is false): identity metrics of 0
+    that look measured."""
+    tool = load_module(EVAL_TOOL, 'eval_ytvis')
+    with pytest.raises(SystemExit) as exit_info:
+        tool.parse_args(['gt.json', 'results.json', '--tracking-metrics',
+                         '--tracking-score-thr', 'nan'])
+    assert exit_info.value.code == 2
+    assert '--tracking-score-thr must be a finite number, got nan' in capsys.readouterr().err
+
+
 def test_benchmark_tool_agrees_with_ytvoseval():
     benchmark = BENCHMARK
     gt, results = benchmark.make_synthetic_ytvis(num_videos=4, height=72,
@@ -463,6 +478,19 @@ def test_error_breakdown_names_switches_and_what_association_costs(tmp_path,
     results_path.write_text(json.dumps(results))
     assert tool.main([str(gt_path), str(results_path)]) == 1
     assert f'{results_path}: results[1]' in capsys.readouterr().err
+
+    # An IoU threshold outside [0, 1) (or NaN) would count every or no frame as covered
+    for threshold in ('1.5', '-0.1', 'nan'):
+        with pytest.raises(SystemExit):
+            tool.parse_args([str(gt_path), str(results_path), '--iou-thr', threshold])
+        assert f'--iou-thr must be in [0, 1), got {float(threshold)}' in capsys.readouterr().err
+    # Without any ground-truth instance the AP is undefined: n/a (and -1 in the JSON), not -100
+    empty = dict(gt, annotations=[])
+    gt_path.write_text(json.dumps(empty))
+    results_path.write_text(json.dumps(crossing_case()[1]))
+    assert tool.main([str(gt_path), str(results_path), '--json', str(out)]) == 0
+    assert 'AP as is: n/a\n' in capsys.readouterr().out
+    assert json.loads(out.read_text())['AP'] == -1
 
 
 def single_frame_case(objects, predictions):

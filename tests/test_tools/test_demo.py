@@ -115,6 +115,22 @@ def test_cli_refuses_before_loading_the_model(tmp_path, run_demo):
     assert status == 2 and str(missing) in err
 
 
+@pytest.mark.parametrize('option, value, message', [
+    ('--max-frames', '0', '--max-frames must be at least 1, got 0'),  # 0 ran the whole video
+    ('--max-frames', '-2', '--max-frames must be at least 1, got -2'),  # -2 ran one frame
+    ('--fps', '0', '--fps must be a positive number, got 0.0'),  # 0 took the input's rate
+    ('--fps', '-5', '--fps must be a positive number, got -5.0'),
+    ('--score-thr', 'nan', '--score-thr must be a finite number, got nan'),  # drew nothing
+])
+def test_cli_refuses_option_values_it_would_misread(tmp_path, run_demo, capsys, option, value,
+                                                    message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo(tmp_path, CONFIG, tmp_path / 'missing.pth', '--out', tmp_path / 'x.mp4',
+                 option, value)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_cli_writes_every_frame_it_reports_and_the_json_into_new_folders(
         tmp_path, checkpoint, toy_frames, run_demo):
     write_frames(tmp_path / 'video', toy_frames)

@@ -304,6 +304,17 @@ def test_work_dir_precedence_and_option_errors(tmp_path):
             [CONFIG, '--cfg-options', 'optim_wrapper.optimiser.lr=0.1']))
     with pytest.raises(train.ConfigError, match=r'nope\.py: config file not found'):
         train.configure_training(train.parse_args([str(tmp_path / 'nope.py')]))
+    # mmengine parses configs without their name: its SyntaxError says File "<unknown>"
+    broken = tmp_path / 'broken.py'
+    broken.write_text("model = dict(type='X',\n")
+    with pytest.raises(train.ConfigError, match=rf"{broken}, line 1: invalid Python syntax: "
+                       r"'\(' was never closed: model = dict\(type='X',"):
+        train.configure_training(train.parse_args([str(broken)]))
+    child = tmp_path / 'child.py'
+    child.write_text("_base_ = ['./broken.py']\n")
+    with pytest.raises(train.ConfigError, match=rf'{child}: in a config it inherits \(_base_\), '
+                       'line 1: invalid Python syntax'):
+        train.configure_training(train.parse_args([str(child)]))
     if not torch.cuda.is_available():
         with pytest.raises(train.ConfigError, match='--amp needs a CUDA GPU'):
             train.configure_training(train.parse_args([CONFIG, '--amp']))
@@ -478,6 +489,35 @@ def test_test_py_checks_the_ground_truth_before_inference(trained, toy_data, tmp
     message = str(exit_info.value.code)
     assert message.startswith('test.py: error: ') and str(gt) in message
     assert re.search(expected, message), message
+    assert not out.exists()
+
+
+def test_test_py_refuses_a_checkpoint_that_does_not_fit_the_model(trained, toy_data, tmp_path,
+                                                                  monkeypatch):
+    """mmengine loads weights with strict=False: a checkpoint of another model (here: one
+    parameter of another name and one of another shape) would be evaluated with random weights
+    and only a warning. test.py stops before the inference, naming the file."""
+    from mmengine.runner import TestLoop
+    test = load_tool('test')
+    monkeypatch.setattr(TestLoop, 'run', lambda loop: pytest.fail('the inference started'))
+    state = torch.load(osp.join(trained['work_dir'], 'iter_4.pth'), weights_only=False)
+    state = state['state_dict']
+    first, second = list(state)[:2]
+    state['renamed'] = state.pop(first)
+    state[second] = torch.zeros(7)
+    checkpoint = tmp_path / 'other_model.pth'
+    torch.save(dict(state_dict=state), checkpoint)
+    run_name = f'fit_check_{uuid.uuid4().hex}'
+    out = tmp_path / 'out.json'
+    with pytest.raises(SystemExit) as exit_info:
+        test.main([CONFIG, str(checkpoint), '--work-dir', str(tmp_path / 'work'), '--out',
+                   str(out), '--cfg-options', *data_options(toy_data),
+                   f'+experiment_name={run_name}', f'visualizer.name={run_name}'])
+    message = str(exit_info.value.code)
+    assert message.startswith(f'test.py: error: {checkpoint}: the weights do not fit the model: '
+                              f'1 of the model\'s {len(state)} weights are not in it '
+                              f'(e.g. {first}) and 1 have another shape (checkpoint vs model, '
+                              f'e.g. {second}: (7,) vs '), message
     assert not out.exists()
 
 

@@ -19,6 +19,7 @@ with exit status 1.
 """
 import argparse
 import json
+import math
 import os.path as osp
 import sys
 from typing import Dict, List, Optional
@@ -59,6 +60,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tracking_score_thr is not None and not args.tracking_metrics:
         parser.error('--tracking-score-thr needs --tracking-metrics')
+    if args.tracking_score_thr is not None and not math.isfinite(args.tracking_score_thr):
+        parser.error(f'--tracking-score-thr must be a finite number, got '
+                     f'{args.tracking_score_thr}')
     return args
 
 

@@ -54,7 +54,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--iou-thr', type=float, default=0.5,
                         help='frame mask IoU above which a result covers an instance')
     parser.add_argument('--json', metavar='OUT_JSON', help='also write the breakdown here')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.iou_thr < 1:  # NaN fails too
+        parser.error(f'--iou-thr must be in [0, 1), got {args.iou_thr}')
+    return args
+
+
+def _percent(value: float) -> float:
+    """A fraction in percent; undefined (-1, e.g. the AP without any ground truth) stays -1."""
+    return value * 100 if value >= 0 else -1.0
+
+
+def _shown(value: float) -> str:
+    return f'{value:.2f}' if value >= 0 else 'n/a'
 
 
 def frame_ious(gt_rles: List[Optional[dict]], dt_rles: List[Optional[dict]]) -> np.ndarray:
@@ -170,8 +182,7 @@ def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
     evaluator = YTVISEvaluator(gt, gt_name)  # the ground truth parsed (and checked) once
     ap = evaluator.evaluate(results, results_name=results_name)['AP']  # checks the results
     tracking = TrackingEvaluator(gt, gt_name, evaluator).evaluate(results, results_name)
-    identity = {name: tracking[name] * 100 if tracking[name] >= 0 else -1.0
-                for name in ('HOTA', 'DetA', 'AssA', 'IDF1')}
+    identity = {name: _percent(tracking[name]) for name in ('HOTA', 'DetA', 'AssA', 'IDF1')}
     identity['IDSW'] = tracking['IDSW']
     instances, tracks = defaultdict(list), defaultdict(list)
     for annotation in gt['annotations']:
@@ -188,9 +199,10 @@ def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
     return dict(frames=counts['frames'], covered_any=counts['covered_any'],
                 covered_main=counts['covered_main'],
                 switches={cause: counts[cause] for cause in SWITCH_CAUSES},
-                AP=ap * 100,
-                AP_perfect_association=evaluator.evaluate(per_instance + leftover)['AP'] * 100,
-                AP_one_track_per_instance=evaluator.evaluate(per_instance)['AP'] * 100,
+                AP=_percent(ap),
+                AP_perfect_association=_percent(
+                    evaluator.evaluate(per_instance + leftover)['AP']),
+                AP_one_track_per_instance=_percent(evaluator.evaluate(per_instance)['AP']),
                 identity=identity)
 
 
@@ -206,14 +218,14 @@ def report(result: Dict, iou_thr: float) -> str:
         f'covered by the instance\'s main result: {result["covered_main"]} '
         f'({100 * result["covered_main"] / frames:.1f}%)',
         f'identity switches: {sum(switches.values())} ({causes})',
-        f'AP as is: {result["AP"]:.2f}',
+        f'AP as is: {_shown(result["AP"])}',
         f'AP with the same masks re-associated by ground-truth identity: '
-        f'{result["AP_perfect_association"]:.2f}',
+        f'{_shown(result["AP_perfect_association"])}',
         f'  and without the other tracks (one track per instance): '
-        f'{result["AP_one_track_per_instance"]:.2f}',
-        f'identity metrics (trackeval, class averages): HOTA {identity["HOTA"]:.2f} '
-        f'(DetA {identity["DetA"]:.2f}, AssA {identity["AssA"]:.2f}), '
-        f'IDF1 {identity["IDF1"]:.2f}, ID switches {identity["IDSW"]}',
+        f'{_shown(result["AP_one_track_per_instance"])}',
+        f'identity metrics (trackeval, class averages): HOTA {_shown(identity["HOTA"])} '
+        f'(DetA {_shown(identity["DetA"])}, AssA {_shown(identity["AssA"])}), '
+        f'IDF1 {_shown(identity["IDF1"])}, ID switches {identity["IDSW"]}',
     ])
 
 

@@ -4,6 +4,7 @@ The raw JSON (``videos``, ``annotations`` with per-frame ``segmentations`` and `
 ``categories``) becomes arrays (:class:`GroundTruth`); every malformed entry raises
 :class:`~.loading.YTVISFormatError` naming the file, the annotation (and frame) and the problem.
 """
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -53,9 +54,10 @@ def parse_ground_truth(gt: dict, name: str) -> GroundTruth:
         areas = annotation.get('areas')
         length = int(videos.length[video_position])
         if (not isinstance(areas, list) or len(areas) != length or not all(
-                a is None or (type(a) in (int, float) or is_real(a)) and a >= 0 for a in areas)):
-            raise YTVISFormatError(f"{describe(index, -1)}: 'areas' must list one non-negative "
-                                   f'number or null per frame ({length} frames)')
+                a is None or (type(a) in (int, float) or is_real(a)) and 0 <= a < math.inf
+                for a in areas)):
+            raise YTVISFormatError(f"{describe(index, -1)}: 'areas' must list one finite "
+                                   f'non-negative number or null per frame ({length} frames)')
         collector.add_track(index, video_position, annotation.get('segmentations'), True, describe)
         # ytvoseval: the mean of the truthy per-frame areas, else 0.
         nonzero_areas = [a for a in areas if a]
