@@ -28,15 +28,17 @@ from typing import Iterator, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from mmengine.utils import ProgressBar
-from PIL import Image
 
 import ctvis  # noqa: F401  (registration)
 from ctvis.apis import OnlineVideoSegmenter
+from ctvis.datasets.ytvis import decoded_image_size
 from ctvis.engine import draw_tracks
 from ctvis.models import VideoPrediction
 from ctvis.utils import tune_malloc
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+# containers OpenCV's VideoWriter writes with the mp4v codec, chosen by the extension
+VIDEO_OUTPUT_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv')
 
 
 class InputError(RuntimeError):
@@ -63,6 +65,9 @@ def parse_args() -> argparse.Namespace:
                         help='run the per-frame network through torch.compile (the first frame '
                         'compiles it)')
     args = parser.parse_args()
+    if osp.splitext(args.out)[1].lower() not in VIDEO_OUTPUT_EXTENSIONS:
+        parser.error(f'--out {args.out}: the output video needs one of the extensions '
+                     f'{", ".join(VIDEO_OUTPUT_EXTENSIONS)} (its container)')
     if args.max_frames is not None and args.max_frames < 1:
         parser.error(f'--max-frames must be at least 1, got {args.max_frames}')
     if args.fps is not None and not 0 < args.fps < math.inf:  # NaN fails too
@@ -91,12 +96,9 @@ def prepare_outputs(paths: Sequence[Optional[str]]) -> None:
 def stored_image_size(path: str) -> Tuple[int, int]:
     """(H, W) of an image as ``cv2.imread`` returns it, read from the header only."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            orientation = image.getexif().get(0x0112, 1)  # EXIF orientation, applied by OpenCV
-    except (OSError, SyntaxError, ValueError) as e:
+        return decoded_image_size(path)
+    except OSError as e:
         raise InputError(f'{path}: not a readable image ({e})') from e
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def check_folder_frame_sizes(paths: Sequence[str]) -> Tuple[int, int]:

@@ -121,6 +121,9 @@ def test_cli_refuses_before_loading_the_model(tmp_path, run_demo):
     ('--fps', '0', '--fps must be a positive number, got 0.0'),  # 0 took the input's rate
     ('--fps', '-5', '--fps must be a positive number, got -5.0'),
     ('--score-thr', 'nan', '--score-thr must be a finite number, got nan'),  # drew nothing
+    # refused only after the model had run a frame
+    ('--out', 'demo', '--out demo: the output video needs one of the extensions .mp4'),
+    ('--out', 'demo.txt', '--out demo.txt: the output video needs one of the extensions'),
 ])
 def test_cli_refuses_option_values_it_would_misread(tmp_path, run_demo, capsys, option, value,
                                                     message):
