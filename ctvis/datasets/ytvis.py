@@ -99,19 +99,37 @@ def _mask_to_coco_rle(mask: Any, height: int, width: int) -> dict:
     return mask
 
 
+# How far from a JPEG file's end its end-of-image marker may lie (data appended after it).
+JPEG_TAIL_BYTES = 64 * 1024
+
+
 def decoded_image_size(path: str) -> Tuple[int, int]:
     """(H, W) of an image as OpenCV (and so mmcv's ``LoadImageFromFile``) decodes it, read from
     the header only: the stored size, transposed when the EXIF orientation rotates it.
 
+    A JPEG must also end (within :data:`JPEG_TAIL_BYTES`) with its end-of-image marker: libjpeg
+    decodes a file cut short (an interrupted download or extraction) with the missing rows
+    filled in grey and only a warning on stderr.
+
     Raises:
-        OSError: the file cannot be opened or is not an image (e.g. empty).
+        OSError: the file cannot be opened, is not an image (e.g. empty) or is a JPEG cut short.
     """
     try:
         with Image.open(path) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)
+            is_jpeg = image.format == 'JPEG'
     except (SyntaxError, ValueError) as error:  # what PIL raises for some corrupt headers
         raise OSError(str(error)) from error
+    if is_jpeg:
+        with open(path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - JPEG_TAIL_BYTES))
+            # in the compressed data 0xFF is always followed by 0x00 or a restart marker, so
+            # 0xFFD9 is the end-of-image marker
+            if b'\xff\xd9' not in f.read():
+                raise OSError('the JPEG is cut short (no end-of-image marker): the frame would '
+                              'decode with its missing rows in grey')
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 

@@ -446,7 +446,44 @@ FRAME_FILE_PROBLEMS = {
                      'video id=1, frame 2: cannot read {path}: cannot identify image file'),
     'exif rotated': (lambda path: _save_rotated(path, 24, 32),
                      'video id=1: frame 2 ({path}) is 32x24 (HxW) but the file says 24x32'),
+    'cut short': (lambda path: _cut(path, 0.6),
+                  'video id=1, frame 2: cannot read {path}: the JPEG is cut short'),
 }
+
+
+def _cut(path: str, keep: float) -> None:
+    """Keep the first ``keep`` of the file's bytes (a download or extraction interrupted)."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:int(len(data) * keep)])
+
+
+def test_a_jpeg_cut_short_is_refused_and_appended_data_is_not(tmp_path):
+    """libjpeg decodes a JPEG without its end-of-image marker with grey rows and a warning;
+    data appended after the marker (up to JPEG_TAIL_BYTES) is harmless."""
+    from ctvis.datasets.ytvis import JPEG_TAIL_BYTES, decoded_image_size
+    path = str(tmp_path / 'frame.jpg')
+    noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    cv2.imwrite(path, noise)
+    with open(path, 'rb') as f:
+        intact = f.read()
+    assert intact.endswith(b'\xff\xd9') and decoded_image_size(path) == (48, 64)
+    for appended, ok in ((JPEG_TAIL_BYTES - 2, True), (JPEG_TAIL_BYTES - 1, False)):
+        with open(path, 'wb') as f:
+            f.write(intact + b'\0' * appended)
+        if ok:
+            assert decoded_image_size(path) == (48, 64)
+        else:
+            with pytest.raises(OSError, match='the JPEG is cut short'):
+                decoded_image_size(path)
+    with open(path, 'wb') as f:
+        f.write(intact[:-2])  # all but the marker: libjpeg decodes it in full, with a warning
+    with pytest.raises(OSError, match='the JPEG is cut short'):
+        decoded_image_size(path)
+    png = str(tmp_path / 'frame.png')  # the marker rule is for JPEGs only
+    cv2.imwrite(png, noise)
+    assert decoded_image_size(png) == (48, 64)
 
 
 @pytest.mark.parametrize('case', sorted(FRAME_FILE_PROBLEMS))
