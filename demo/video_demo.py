@@ -39,6 +39,7 @@ from ctvis.utils import tune_malloc
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 # containers OpenCV's VideoWriter writes with the mp4v codec, chosen by the extension
 VIDEO_OUTPUT_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv')
+MAX_DISPLAY_SIDE = 4096  # upscaling for display stops here (the encoder refuses huge frames)
 
 
 class InputError(RuntimeError):
@@ -167,8 +168,12 @@ def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
 
 
 def display_scale(height: int, width: int, min_side: int) -> int:
-    """The smallest whole factor that brings the short side of a frame to ``min_side``."""
-    return max(1, math.ceil(min_side / min(height, width))) if min_side > 0 else 1
+    """The smallest whole factor that brings the short side of a frame to ``min_side``, but no
+    larger than keeps the long side within :data:`MAX_DISPLAY_SIDE` (very thin frames)."""
+    if min_side <= 0:
+        return 1
+    return max(1, min(math.ceil(min_side / min(height, width)),
+                      MAX_DISPLAY_SIDE // max(height, width)))
 
 
 def video_results_json(video, class_names: Optional[Sequence[str]]) -> list:
@@ -214,7 +219,9 @@ def main() -> int:
                 writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*'mp4v'),
                                          args.fps or input_fps, size)
                 if not writer.isOpened():
-                    raise InputError(f'{args.out}: cannot open the output video for writing')
+                    raise InputError(f'{args.out}: cannot open the output video for writing '
+                                     f'({size[0]}x{size[1]} frames at {args.fps or input_fps} '
+                                     'fps, mp4v codec)')
             writer.write(draw_tracks(frame, tracks, segmenter.class_names, args.score_thr,
                                      scale))
             num_frames += 1

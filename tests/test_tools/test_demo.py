@@ -158,3 +158,7 @@ def test_display_scale_upscales_small_frames_by_a_whole_factor():
     assert demo.display_scale(479, 640, 480) == 2
     assert demo.display_scale(480, 640, 480) == 1
     assert demo.display_scale(96, 128, 0) == 1
+    # a thin frame stops where its long side reaches MAX_DISPLAY_SIDE (4096)
+    assert demo.display_scale(2, 200, 480) == 20
+    assert demo.display_scale(2, 2048, 480) == 2 and demo.display_scale(2, 2049, 480) == 1
+    assert demo.display_scale(2, 5000, 480) == 1
