@@ -1,5 +1,6 @@
 """The ablation driver (tools/analysis_tools/ablation.py): end to end in --quick mode on tiny data,
 and its aggregation (mean +- std over seeds) and resumability (a finished step is not re-run)."""
+import glob
 import json
 import os
 import os.path as osp
@@ -44,6 +45,12 @@ def test_quick_mode_end_to_end_then_resumes_without_rerunning(tmp_path, capsys):
         assert run['cpu_s'] > 0 and run['wall_s'] > 0
     assert set(result['runs'][0]['times']) == {'train', 'test', 'eval'}
     assert set(result['runs'][1]['times']) == {'test', 'eval'}  # tests the first row's model
+    # the model of docs/ablation.md's figures: stride-4 masks, whatever the quickstart's
+    from mmengine.config import Config
+    trained, = glob.glob(str(out / '**' / 'train' / 'ctvis_quickstart.py'), recursive=True)
+    model = Config.fromfile(trained).model
+    assert model.backbone.stem_out is False and model.track_head.in_channels == [32, 64, 128, 256]
+    assert model.track_head.pixel_decoder.strides == [4, 8, 16, 32]
     summary = result['summary']['association']
     assert set(summary) == {'ctvis_memory_noise', 'no_tracking'}
     assert summary['no_tracking']['AP']['n'] == 1
