@@ -376,10 +376,9 @@ class YTVISDataset(BaseVideoDataset):
 
         Cost: one ``os.listdir`` per frame folder and one image-header read per video.
         """
-        img_prefix = self.data_prefix.get('img_path', '') or ''
-        if '://' in img_prefix:
-            print_log(f'{type(self).__name__}: frames under {img_prefix} are remote; '
-                      'skipped the frame check', logger='current')
+        if self._frames_are_remote():
+            print_log(f"{type(self).__name__}: frames under {self.data_prefix['img_path']} are "
+                      'remote; skipped the frame check', logger='current')
             return
         listings: Dict[str, Optional[set]] = {}
         for video in videos.values():
@@ -398,6 +397,10 @@ class YTVISDataset(BaseVideoDataset):
                         + (' (folder missing)' if listing is None else ''))
             self._check_frame_size(video['images'][0])
 
+    def _frames_are_remote(self) -> bool:
+        """Whether the frames' prefix is a URI (no local files to check)."""
+        return '://' in (self.data_prefix.get('img_path', '') or '')
+
     def _check_frame_size(self, frame: dict) -> None:
         """Raise :class:`YTVISFormatError` unless the frame's file is an image that decodes to
         the frame's ``height`` x ``width`` (read from its header)."""
@@ -413,14 +416,14 @@ class YTVISDataset(BaseVideoDataset):
                 f"(HxW) but the file says {frame['height']}x{frame['width']}")
 
     def _check_video_frames(self, video_index: int) -> None:
-        """Check the size of every frame of a video (:meth:`_check_frame_size`) the first time
-        it is loaded in this process: the masks are decoded at the video's size, so a frame of
-        another size would be misaligned with them (or fail deep in the pipeline)."""
+        """Check the size of every frame of a video after the first (:meth:`_check_frames`
+        checked that one at load time) the first time it is loaded in this process: the masks are
+        decoded at the video's size, so a frame of another size would be misaligned with them (or
+        fail deep in the pipeline)."""
         if video_index in self._checked_videos:
             return
-        img_prefix = self.data_prefix.get('img_path', '') or ''
-        if '://' not in img_prefix:
-            for frame in self.get_data_info(video_index)['images']:
+        if not self._frames_are_remote():
+            for frame in self.get_data_info(video_index)['images'][1:]:
                 self._check_frame_size(frame)
         self._checked_videos.add(video_index)
 
