@@ -180,6 +180,7 @@ def test_optimizer_follows_the_official_rules(built):
         assert cfg.optim_wrapper.type == 'OptimWrapper'
         assert (cfg.val_cfg.type, cfg.test_cfg.type) == ('ValLoop', 'TestLoop')
         assert 'fp16' not in cfg.val_cfg and 'fp16' not in cfg.test_cfg
+        assert optimizer.defaults['fused']  # one kernel for the whole update on the CPU
         return
     assert optimizer.defaults['eps'] == 1e-8 and optimizer.defaults['betas'] == (0.9, 0.999)
     assert type(optim_wrapper) is OptimWrapper  # AMP falls back to fp32 without CUDA

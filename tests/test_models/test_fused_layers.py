@@ -1,15 +1,17 @@
 """Fused inference of mmcv's transformer bricks (ctvis.models.fused_layers) against mmcv's own
-forward, and their use in the CTVIS head."""
+forward, and their use in the CTVIS head; the group norm's channels-last backward against
+torch's."""
 import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 
 from conftest import OpCounter, build_tiny_model
 import ctvis.models.fused_layers as fused_layers
-from ctvis.models.fused_layers import (FusedFFN, FusedMultiheadAttention,
-                                       fuse_transformer_layers)
+from ctvis.models.fused_layers import (FusedFFN, FusedGroupNorm, FusedMultiheadAttention,
+                                       fuse_group_norms, fuse_transformer_layers)
 from ctvis.ops.onednn import onednn_fusion_available
 
 ONEDNN_OP = 'mkldnn::_linear_pointwise'
@@ -152,3 +154,92 @@ def test_ffn_runs_in_chunks_of_rows_beyond_the_chunk_size(monkeypatch, rows, chu
     assert counter.calls['aten::cat'] == 0
     torch.testing.assert_close(broadcast, FFN.forward(ffn, x, identity=identity[:, :1]),
                                atol=1e-5, rtol=1e-5)
+
+
+def group_norm_pair(groups, channels, affine=True, dtype=torch.float32):
+    """An ``nn.GroupNorm`` with non-trivial affine parameters and a retyped copy of it."""
+    torch.manual_seed(0)
+    reference = nn.GroupNorm(groups, channels, affine=affine).to(dtype)
+    if affine:
+        with torch.no_grad():
+            reference.weight.uniform_(0.5, 1.5)
+            reference.bias.uniform_(-1, 1)
+    fused = nn.GroupNorm(groups, channels, affine=affine).to(dtype)
+    fused.load_state_dict(reference.state_dict())
+    fuse_group_norms(fused)
+    return reference, fused
+
+
+def forward_backward(norm, x, grad):
+    x = x.clone().requires_grad_()
+    out = norm(x)
+    with OpCounter() as counter:
+        out.backward(grad)
+    params = [p.grad for p in norm.parameters()]
+    return out, x.grad, params, counter.calls['aten::native_group_norm_backward']
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('shape, groups, affine', [
+    ((3, 64, 10, 12), 32, True),  # 2 channels per group, as the pixel decoder's
+    ((2, 4, 7, 3), 1, True),  # one group
+    ((2, 6, 5, 4), 6, False),  # one channel per group, no affine parameters
+    ((1, 4, 1, 5), 2, True),  # a one-row map
+    ((2, 8, 3, 3), 2, True),  # the largest group that takes this backward
+])
+def test_group_norm_channels_last_backward_equals_torchs(dtype, shape, groups, affine):
+    reference, fused = group_norm_pair(groups, shape[1], affine, dtype)
+    gen = torch.Generator().manual_seed(1)
+    # an offset mean: the backward must not lose the centring
+    x = (torch.randn(shape, generator=gen, dtype=dtype) * 3 + 5).contiguous(
+        memory_format=torch.channels_last)
+    grad = torch.randn(shape, generator=gen, dtype=dtype)
+    out, grad_x, grad_params, native_backward = forward_backward(fused, x, grad)
+    ref_out, ref_grad_x, ref_grad_params, _ = forward_backward(reference, x, grad)
+    assert native_backward == 0  # the channels-last backward ran
+    assert torch.equal(out, ref_out)  # torch's forward
+    assert grad_x.is_contiguous(memory_format=torch.channels_last)
+    tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(grad_x, ref_grad_x, **tol)
+    for grad_param, ref_grad_param in zip(grad_params, ref_grad_params):
+        torch.testing.assert_close(grad_param, ref_grad_param, **tol)
+
+
+def test_group_norm_channels_last_backward_passes_gradcheck():
+    _, fused = group_norm_pair(2, 4, dtype=torch.float64)
+    weight, bias = (p.detach().clone().requires_grad_() for p in fused.parameters())
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: fused_layers._ChannelsLastGroupNorm.apply(x, w, b, 2, 1e-5),
+        (x, weight, bias))
+
+
+def test_group_norm_takes_torchs_kernel_elsewhere(monkeypatch):
+    _, fused = group_norm_pair(2, 4)
+
+    def refuse(*args):
+        raise AssertionError('the channels-last backward ran')
+
+    channels_last = torch.randn(2, 4, 3, 5).contiguous(memory_format=torch.channels_last)
+    assert forward_backward(fused, channels_last, torch.ones(2, 4, 3, 5))[3] == 0
+    monkeypatch.setattr(fused_layers._ChannelsLastGroupNorm, 'apply', refuse)
+    for x in (torch.randn(2, 4, 3, 5),  # contiguous
+              torch.randn(2, 4, 1, 1),  # contiguous in both layouts
+              torch.randn(2, 4, 6)):  # 3-d
+        assert forward_backward(fused, x, torch.ones_like(x))[3] == 1
+    _, larger_groups = group_norm_pair(2, 2 * (fused_layers.GROUP_NORM_MAX_GROUP_SIZE + 1))
+    x = torch.randn(2, larger_groups.num_channels, 3, 5).contiguous(
+        memory_format=torch.channels_last)
+    assert forward_backward(larger_groups, x, torch.ones_like(x))[3] == 1
+    with torch.no_grad():
+        torch.testing.assert_close(fused(channels_last), nn.GroupNorm.forward(fused, channels_last))
+
+
+def test_pixel_decoder_group_norms_are_retyped_keeping_their_state():
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        pixel_decoder = build_tiny_model().track_head.pixel_decoder
+    norms = [m for m in pixel_decoder.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(type(m) is FusedGroupNorm for m in norms)
+    assert all(set(vars(m)) == set(vars(nn.GroupNorm(2, 4))) for m in norms)  # no new state

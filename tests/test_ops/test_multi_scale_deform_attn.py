@@ -16,6 +16,7 @@ from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 import ctvis.ops.multi_scale_deform_attn as msda
 from conftest import OpCounter, build_tiny_model, tiny_model_cfg
 from ctvis.models import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
+from ctvis.models.pixel_decoder import softmax_last_dim
 from ctvis.models.fused_layers import FusedFFN
 from ctvis.ops import ms_deform_attn, multi_scale_deformable_attn_cpu
 from ctvis.ops.multi_scale_deform_attn import ms_deform_attn_from_offsets
@@ -438,6 +439,23 @@ def test_pixel_decoder_runs_in_float32_under_autocast():
     torch.testing.assert_close(mask_feature, expected_mask, atol=0.05, rtol=0.05)
     for level, expected in zip(multi_scale, expected_multi):
         torch.testing.assert_close(level, expected, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize('shape', [(2, 5, 4, 12), (3, 1), (4, 17), (0, 12)])
+def test_softmax_last_dim_equals_torchs_on_another_dimension(shape):
+    """The training path's attention weights: a softmax over the last dimension, computed over
+    dimension -2 of an unsqueezed view on the CPU (torch's is slow over short last dimensions)."""
+    logits = (torch.randn(shape) * 5).requires_grad_()
+    grad = torch.randn(shape)
+    with OpCounter(keep=['aten::_softmax']) as counter:
+        weights = softmax_last_dim(logits)
+    (func, args), = counter.inputs
+    assert args[1] in (-2, len(shape) - 1)  # not the last dimension of its input
+    torch.testing.assert_close(weights, logits.softmax(-1), atol=1e-6, rtol=1e-5)
+    assert weights.is_contiguous()
+    (expected_grad, ) = torch.autograd.grad(logits.softmax(-1), logits, grad)
+    (actual_grad, ) = torch.autograd.grad(weights, logits, grad)
+    torch.testing.assert_close(actual_grad, expected_grad, atol=1e-6, rtol=1e-5)
 
 
 def test_attention_with_boxes_and_sequence_first_layout():
