@@ -22,7 +22,7 @@ from mmengine.model import is_model_wrapper
 import ctvis  # noqa: F401  (registration)
 from ctvis.engine import VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
-from ctvis.datasets.ytvis_format import load_long_video_ids
+from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
                          tune_malloc, weights_problem)
@@ -191,7 +191,7 @@ def _test(args: argparse.Namespace) -> None:
 
     try:
         run_and_release_process_group(test)
-    except ConfigError as error:
+    except (ConfigError, YTVISFormatError) as error:  # the latter: a frame found bad when loaded
         sys.exit(f'test.py: error: {error}')
 
 

@@ -17,6 +17,7 @@ import torch
 from mmengine.logging import print_log
 
 import ctvis  # noqa: F401  (registration)
+from ctvis.datasets import YTVISFormatError
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
                          tune_malloc)
@@ -148,7 +149,10 @@ def main(argv=None) -> None:
             sys.exit(f'train.py: error: {error}')
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
-        run_and_release_process_group(lambda: build_runner(cfg).train())
+        try:
+            run_and_release_process_group(lambda: build_runner(cfg).train())
+        except YTVISFormatError as error:  # a frame found bad when its video was first loaded
+            sys.exit(f'train.py: error: {error}')
 
 
 if __name__ == '__main__':

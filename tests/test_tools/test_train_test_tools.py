@@ -521,6 +521,29 @@ def test_test_py_refuses_a_checkpoint_that_does_not_fit_the_model(trained, toy_d
     assert not out.exists()
 
 
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_a_frame_found_bad_during_the_run_ends_the_tool_with_a_clear_message(
+        tool, trained, toy_data, tmp_path, monkeypatch):
+    """YTVISDataset checks a video's frames when the video is first loaded, so a bad frame can
+    surface mid-run: the tool ends with the dataset's message (naming the file), no traceback."""
+    from ctvis.datasets import YTVISFormatError
+    problem = (f'{toy_data}/annotations.json: video id=2: frame 3 (JPEGImages/v2/00003.jpg) is '
+               '10x10 (HxW) but the file says 32x32')
+
+    def bad_frame(self, idx):
+        raise YTVISFormatError(problem)
+
+    monkeypatch.setattr(ToolsTestVideos, 'prepare_data', bad_frame)
+    run_name = f'bad_frame_{uuid.uuid4().hex}'
+    options = ['--cfg-options', *data_options(toy_data), f'+experiment_name={run_name}',
+               f'visualizer.name={run_name}']
+    work_dir = ['--work-dir', str(tmp_path / 'work')]
+    checkpoint = [osp.join(trained['work_dir'], 'iter_4.pth')] if tool == 'test' else []
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool(tool).main([CONFIG, *checkpoint, *work_dir, *options])
+    assert str(exit_info.value.code) == f'{tool}.py: error: {problem}'
+
+
 def test_out_is_written_before_the_evaluation(trained, toy_data, tmp_path, monkeypatch):
     """An error while evaluating (here: the evaluator raises) keeps the results file."""
     out = tmp_path / 'out.json'
