@@ -196,11 +196,12 @@ class FusedGroupNorm(nn.GroupNorm):
     groups of a few channels (the quickstart pixel decoder's 64 channels in 32 groups, training
     batches of 20 frames): :data:`GROUP_NORM_MAX_GROUP_SIZE`. The forward is torch's (the same
     values); the backward equals torch's to float rounding. Elsewhere (CUDA, contiguous maps,
-    larger groups, no gradient) this is ``nn.GroupNorm``.
+    larger groups, half precision, no gradient) this is ``nn.GroupNorm``.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         if (x.device.type == 'cpu' and x.dim() == 4 and torch.is_grad_enabled()
+                and x.dtype in (torch.float32, torch.float64)
                 and self.num_channels // self.num_groups <= GROUP_NORM_MAX_GROUP_SIZE
                 and x.is_contiguous(memory_format=torch.channels_last)
                 and not x.is_contiguous()):

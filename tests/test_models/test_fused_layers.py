@@ -228,6 +228,9 @@ def test_group_norm_takes_torchs_kernel_elsewhere(monkeypatch):
               torch.randn(2, 4, 1, 1),  # contiguous in both layouts
               torch.randn(2, 4, 6)):  # 3-d
         assert forward_backward(fused, x, torch.ones_like(x))[3] == 1
+    _, half_norm = group_norm_pair(2, 4, dtype=torch.bfloat16)
+    half = channels_last.to(torch.bfloat16)  # torch's kernel accumulates in float
+    assert forward_backward(half_norm, half, torch.ones_like(half))[3] == 1
     _, larger_groups = group_norm_pair(2, 2 * (fused_layers.GROUP_NORM_MAX_GROUP_SIZE + 1))
     x = torch.randn(2, larger_groups.num_channels, 3, 5).contiguous(
         memory_format=torch.channels_last)
