@@ -7,7 +7,8 @@
 # keeps the many low-score queries of this small model as spurious tracks: 42.0 -> 45.0 AP).
 # Masks at stride 2 (the stem's map as a fifth decoder level): on 96x128 frames stride-4 masks
 # cap mask quality; two seeds (1 thread), validation AP 44.3 -> 47.7, held-out splits 44.7 ->
-# 50.0, for 1.15-1.35x per iteration; tools/quickstart.sh (2 threads): 46.76 (docs/benchmarks.md).
+# 50.0, for 1.15-1.35x per iteration; over four seeds 48.2 and 49.5; tools/quickstart.sh
+# (2 threads): 46.76 (docs/benchmarks.md).
 _base_ = ['../_base_/models/ctvis_r50.py', '../_base_/default_runtime.py']
 
 data_root = 'data/toy_vis/'
