@@ -11,7 +11,6 @@ Distributed: tools/dist_test.sh (on a machine without CUDA too, see :mod:`ctvis.
 """
 import argparse
 import os
-import sys
 from typing import List, Sequence
 
 from mmengine.config import Config, ConfigDict
@@ -22,7 +21,7 @@ from mmengine.model import is_model_wrapper
 import ctvis  # noqa: F401  (registration)
 from ctvis.engine import VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
-from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
+from ctvis.datasets.ytvis_format import load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
                          tune_malloc, weights_problem)
@@ -165,16 +164,13 @@ def compile_detector(model, config_path: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    with tool_run():
+    with tool_run('test.py'):
         _test(args)
 
 
 def _test(args: argparse.Namespace) -> None:
     """:func:`main` inside :func:`ctvis.utils.tool_run`."""
-    try:
-        cfg = configure_testing(args)
-    except ConfigError as error:
-        sys.exit(f'test.py: error: {error}')
+    cfg = configure_testing(args)
     from mmdet.utils import setup_cache_size_limit_of_dynamo
     setup_cache_size_limit_of_dynamo()
 
@@ -189,10 +185,7 @@ def _test(args: argparse.Namespace) -> None:
             compile_detector(runner.model, args.config)
         runner.test()
 
-    try:
-        run_and_release_process_group(test)
-    except (ConfigError, YTVISFormatError) as error:  # the latter: a frame found bad when loaded
-        sys.exit(f'test.py: error: {error}')
+    run_and_release_process_group(test)
 
 
 if __name__ == '__main__':

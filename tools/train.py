@@ -10,14 +10,12 @@ import glob
 import logging
 import os.path as osp
 import re
-import sys
 from typing import List, Optional
 
 import torch
 from mmengine.logging import print_log
 
 import ctvis  # noqa: F401  (registration)
-from ctvis.datasets import YTVISFormatError
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
                          tune_malloc)
@@ -142,17 +140,11 @@ def configure_training(args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    with tool_run():
-        try:
-            cfg = configure_training(args)
-        except ConfigError as error:
-            sys.exit(f'train.py: error: {error}')
+    with tool_run('train.py'):
+        cfg = configure_training(args)
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
-        try:
-            run_and_release_process_group(lambda: build_runner(cfg).train())
-        except YTVISFormatError as error:  # a frame found bad when its video was first loaded
-            sys.exit(f'train.py: error: {error}')
+        run_and_release_process_group(lambda: build_runner(cfg).train())
 
 
 if __name__ == '__main__':

@@ -120,7 +120,7 @@ NOISE_SCRIPT = textwrap.dedent("""
     filters = list(warnings.filters)
     MMLogger.get_instance('noise_check', logger_name='noise_check').addFilter(
         KnownLogNoiseFilter())  # as build_runner does for the Runner's logger
-    with tool_run():
+    with tool_run('test.py'):
         Config.fromfile(sys.argv[1])                      # pkg_resources import + reload
         with autocast(device_type='cuda', enabled=False):  # torch.get_autocast_gpu_dtype()
             pass
