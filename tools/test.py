@@ -21,7 +21,7 @@ from mmengine.model import is_model_wrapper
 import ctvis  # noqa: F401  (registration)
 from ctvis.engine import VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
-from ctvis.datasets.ytvis_format import load_long_video_ids
+from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
                          tune_malloc, weights_problem)
@@ -164,7 +164,7 @@ def compile_detector(model, config_path: str) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    with tool_run('test.py'):
+    with tool_run('test.py', reported=(YTVISFormatError, )):
         _test(args)
 
 

@@ -16,6 +16,7 @@ import torch
 from mmengine.logging import print_log
 
 import ctvis  # noqa: F401  (registration)
+from ctvis.datasets import YTVISFormatError
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
                          tune_malloc)
@@ -140,7 +141,7 @@ def configure_training(args: argparse.Namespace):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    with tool_run('train.py'):
+    with tool_run('train.py', reported=(YTVISFormatError, )):
         cfg = configure_training(args)
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()

@@ -15,7 +15,6 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
 
-from ..datasets.ytvis_format import YTVISFormatError
 from .checkpoint_loaders import safe_checkpoint_loading
 from .distributed import choose_dist_backend, init_cpu_process_group, use_cpu_model_wrapper
 from .known_noise import KnownLogNoiseFilter, known_noise_filtered
@@ -306,20 +305,21 @@ def build_runner(cfg: Config) -> Runner:
 
 
 @contextlib.contextmanager
-def tool_run(prog: str) -> Iterator[None]:
+def tool_run(prog: str, reported: Tuple[type, ...] = ()) -> Iterator[None]:
     """What tools/train.py and tools/test.py set up for their whole run, undone on exit.
 
     Checkpoints load safely (:func:`~ctvis.utils.checkpoint_loaders.safe_checkpoint_loading`) and
     the stack's known deprecation warnings are silenced
     (:func:`~ctvis.utils.known_noise.known_noise_filtered`). ``import ctvis`` does neither.
-    A :class:`ConfigError` or a ``YTVISFormatError`` (an unusable config; a bad annotation file,
-    or a frame found bad when its video is first loaded mid-run) ends the tool with
-    ``'<prog>: error: <message>'``, not a traceback: their messages name the file and the problem.
+    A :class:`ConfigError`, or an error of the ``reported`` types (the tools pass the dataset's
+    ``YTVISFormatError``: a bad annotation file, or a frame found bad when its video is first
+    loaded mid-run), ends the tool with ``'<prog>: error: <message>'``, not a traceback: their
+    messages name the file and the problem.
     """
     with known_noise_filtered(), safe_checkpoint_loading():
         try:
             yield
-        except (ConfigError, YTVISFormatError) as error:
+        except (ConfigError, *reported) as error:
             sys.exit(f'{prog}: error: {error}')
 
 
