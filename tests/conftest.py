@@ -3,6 +3,7 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import signal
 import socket
 import subprocess
 import sys
@@ -122,12 +123,26 @@ def loopback_gloo() -> None:
                     + ' | '.join(failures))
 
 
+def run_process_group(args: list, cwd: str, env: dict,
+                      timeout: int) -> subprocess.CompletedProcess:
+    """``subprocess.run`` that, on a timeout, kills every process the command started (a
+    launcher's workers too, which ``subprocess.run`` would leave running), then raises."""
+    with subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
 def run_in_repo(args: list, data_root: str, timeout: int = 300,
                 **env: str) -> subprocess.CompletedProcess:
     """Run a tool from the repository root on the toy data at ``data_root`` ($CTVIS_TOY_DATA)."""
     environment = loopback_env(CTVIS_TOY_DATA=data_root + '/', **env)
-    return subprocess.run(args, cwd=REPO, env=environment, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_process_group(args, REPO, environment, timeout)
 
 
 # The toy set the tool tests train and evaluate on (read-only: tests copy what they edit)

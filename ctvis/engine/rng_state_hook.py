@@ -9,12 +9,12 @@ iterations of the quickstart). :class:`RNGStateHook` closes that gap.
 """
 import logging
 import random
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_dist_info
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 
@@ -33,6 +33,29 @@ def capture_rng_states() -> Dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states['cuda'] = torch.cuda.get_rng_state_all()
     return states
+
+
+def checkpoint_due(runner, by_epoch: bool) -> bool:
+    """Whether a ``CheckpointHook`` of ``runner`` saves at the end of the current training
+    iteration (``by_epoch=False``) or epoch (``by_epoch=True``), by that hook's own rule."""
+    for hook in runner.hooks:
+        if not isinstance(hook, CheckpointHook) or hook.by_epoch != by_epoch:
+            continue
+        if by_epoch:
+            due = (hook.every_n_epochs(runner, hook.interval, hook.save_begin)
+                   or (hook.save_last and hook.is_last_train_epoch(runner)))
+        else:
+            due = (hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
+                   or (hook.save_last and hook.is_last_train_iter(runner)))
+        if due:
+            return True
+    return False
+
+
+def gather_rng_states(states: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every rank's ``states``, indexed by rank: a collective, so every rank must call it."""
+    _, world_size = get_dist_info()
+    return all_gather_object(states) if world_size > 1 else [states]
 
 
 def restore_rng_states(states: Dict[str, Any]) -> None:
@@ -93,6 +116,11 @@ class RNGStateHook(Hook):
     With ``randomness=dict(seed=..., deterministic=True)`` a run killed after a checkpoint and
     resumed ends with the same weights, bit for bit, as a run that was never interrupted.
     A checkpoint saved with another number of ranks restores nothing (warning).
+
+    In a distributed run the states are gathered from every rank at the end of each iteration
+    (epoch) a ``CheckpointHook`` saves at, by that hook's rule, and at the start of each
+    validation (for ``save_best``): mmengine writes checkpoints on rank 0 alone, so a collective
+    while saving would pair with whatever the other ranks do next and deadlock the run.
     """
     priority = 'VERY_HIGH'
 
@@ -101,12 +129,41 @@ class RNGStateHook(Hook):
         self._sampler_seed: Optional[int] = None
         self._pending_epoch: Optional[Dict[str, Any]] = None  # restored at the next epoch
         self._before_val: Optional[Dict[str, Any]] = None
+        self._before_val_gathered: Optional[List[Dict[str, Any]]] = None
+        # every rank's states for the checkpoint due now, keyed by (epoch, iteration)
+        self._gathered: Optional[Tuple[Tuple[int, int], List[Dict[str, Any]]]] = None
+
+    def _gather_if_checkpoint_due(self, runner, by_epoch: bool) -> None:
+        # Runs on every rank (before CheckpointHook, which has a lower priority); the
+        # checkpoint itself is written by rank 0 alone (mmengine's save_checkpoint is
+        # master-only), so the collective cannot happen there.
+        if checkpoint_due(runner, by_epoch):
+            self._gathered = ((runner.epoch, runner.iter), gather_rng_states(capture_rng_states()))
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
+        self._gather_if_checkpoint_due(runner, by_epoch=False)
+
+    def after_train_epoch(self, runner) -> None:
+        self._gather_if_checkpoint_due(runner, by_epoch=True)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        # A checkpoint saved during validation (save_best) keeps the training states.
-        states = self._before_val if self._before_val is not None else capture_rng_states()
-        _, world_size = get_dist_info()
-        checkpoint[CHECKPOINT_KEY] = (all_gather_object(states) if world_size > 1 else [states])
+        if self._before_val is not None:  # saved during validation (save_best): training states
+            states = self._before_val_gathered
+        else:
+            key, states = self._gathered if self._gathered is not None else (None, None)
+            self._gathered = None
+            if key != (runner.epoch, runner.iter):
+                states = None
+        if states is None and get_dist_info()[1] == 1:
+            states = [capture_rng_states()]
+        if states is None:
+            print_log('RNGStateHook: a checkpoint saved outside the CheckpointHook schedule of a '
+                      'distributed run holds no generator states (gathering them needs every '
+                      'rank); a resume from it will not continue the run exactly',
+                      logger='current', level=logging.WARNING)
+        else:
+            checkpoint[CHECKPOINT_KEY] = states
         checkpoint[SAMPLER_SEED_KEY] = getattr(runner.train_dataloader.sampler, 'seed', None)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
@@ -154,8 +211,9 @@ class RNGStateHook(Hook):
 
     def before_val(self, runner) -> None:
         self._before_val = capture_rng_states()
+        self._before_val_gathered = gather_rng_states(self._before_val)  # every rank is here
 
     def after_val(self, runner) -> None:
         if self._before_val is not None:
             restore_rng_states(self._before_val)
-            self._before_val = None
+            self._before_val = self._before_val_gathered = None

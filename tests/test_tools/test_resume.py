@@ -13,19 +13,20 @@ import random
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.evaluator import BaseMetric
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 from conftest import REPO, loopback_env, pythonpath_for
-from ctvis.engine.rng_state_hook import CHECKPOINT_KEY, RNGStateHook
+from ctvis.engine.rng_state_hook import CHECKPOINT_KEY, RNGStateHook, checkpoint_due
 from ctvis.utils import safe_checkpoint_loading, safe_load_file
 from mmdet.registry import HOOKS
 
@@ -152,6 +153,24 @@ def test_resumed_run_equals_the_uninterrupted_one_in_process(tmp_path):
     # the control: the same interruption without the hook does not continue the run
     without = interrupted_and_resumed(str(tmp_path / 'without'), 'rng_without', with_hook=False)
     assert not all(torch.equal(without[key], value) for key, value in expected.items())
+
+
+def test_states_are_gathered_exactly_when_the_checkpoint_hook_saves():
+    """The ranks gather their states where mmengine's CheckpointHook saves (it saves on rank 0
+    only, so the gather cannot happen inside the save): its interval, save_begin and save_last,
+    by iteration and by epoch, and not for the other kind of loop."""
+    def due(hook, by_epoch, **position):
+        runner = SimpleNamespace(hooks=[hook], max_iters=10, max_epochs=5, **position)
+        return checkpoint_due(runner, by_epoch)
+
+    by_iter = CheckpointHook(interval=3, by_epoch=False, save_last=True)
+    assert [i + 1 for i in range(10) if due(by_iter, False, iter=i, epoch=0)] == [3, 6, 9, 10]
+    assert not any(due(by_iter, True, iter=i, epoch=0) for i in range(10))
+    late = CheckpointHook(interval=2, by_epoch=False, save_begin=5, save_last=False)
+    assert [i + 1 for i in range(10) if due(late, False, iter=i, epoch=0)] == [5, 7, 9]
+    by_epoch = CheckpointHook(interval=2, by_epoch=True, save_last=False)
+    assert [e + 1 for e in range(5) if due(by_epoch, True, iter=0, epoch=e)] == [2, 4]
+    assert not any(due(by_epoch, False, iter=i, epoch=1) for i in range(10))
 
 
 def test_loading_weights_only_restores_no_generator_state(tmp_path):

@@ -31,7 +31,8 @@ from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 
 from ctvis.datasets.synthetic import write_square_videos
-from conftest import REPO, TESTS, free_port, load_module, loopback_env, pythonpath_for
+from conftest import (REPO, TESTS, free_port, load_module, loopback_env, pythonpath_for,
+                      run_process_group)
 from ctvis.evaluation import YTVISMetric
 from ctvis.models import VideoPrediction
 from mmdet.registry import DATASETS, HOOKS, MODELS
@@ -165,8 +166,7 @@ def data_options(root: str) -> list:
 
 def run_tool(args: list, cwd: str, timeout: int = 120, **env) -> subprocess.CompletedProcess:
     environment = loopback_env(PYTHONPATH=pythonpath_for(__file__), **env)
-    return subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_process_group(args, cwd, environment, timeout)
 
 
 @contextlib.contextmanager
@@ -358,6 +358,48 @@ def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_
     assert markers[0]['checksum'] == markers[1]['checksum']  # DDP kept the replicas in sync
     if not torch.cuda.is_available():
         assert "backend='gloo'" in (work_dir / 'toy_vis_tools.py').read_text()
+
+
+def test_dist_train_saves_generator_states_mid_run_and_validates(toy_data, tmp_path,
+                                                                 loopback_gloo):
+    """2 CPU processes with RNGStateHook, a checkpoint and a validation at iterations 2 and 4.
+
+    mmengine writes checkpoints on rank 0 alone: the hook once gathered the ranks' generator
+    states while saving, rank 1 paired that gather with the metric's and the run deadlocked.
+    A resume from the mid-run checkpoint ends with the uninterrupted run's weights.
+    """
+    config = tmp_path / 'toy_vis_tools_rng.py'
+    config.write_text('\n'.join([
+        f'_base_ = [{CONFIG!r}]',
+        "custom_hooks = [dict(type='ToolsTestRankMarker'), dict(type='RNGStateHook')]",
+        'val_dataloader = {{_base_.test_dataloader}}',
+        'val_evaluator = {{_base_.test_evaluator}}',
+        "val_cfg = dict(type='ValLoop')",
+        'train_cfg = dict(val_interval=2)', '']))
+    options = [*data_options(toy_data), f'val_dataloader.dataset.data_root={toy_data}',
+               f'val_evaluator.ann_file={osp.join(toy_data, "annotations.json")}']
+    runs = {}
+    for name, resume in (('uninterrupted', []), ('resumed', ['--resume'])):
+        work_dir = tmp_path / name
+        work_dir.mkdir()
+        if resume:
+            shutil.copy(tmp_path / 'uninterrupted' / 'iter_2.pth', work_dir / 'iter_2.pth')
+            (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_2.pth'))
+        result = run_tool(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
+                           str(work_dir), *resume, '--cfg-options', *options], cwd=REPO,
+                          timeout=180, PORT=str(free_port()))
+        log = result.stdout + result.stderr
+        assert result.returncode == 0, log[-4000:]
+        runs[name] = [json.loads((work_dir / f'finished_rank{rank}.json').read_text())
+                      for rank in (0, 1)]
+    log_of_first = (tmp_path / 'uninterrupted').rglob('*.log')
+    assert sum(open(path).read().count('youtube_vis/AP:') for path in log_of_first) == 2
+    from ctvis.utils import safe_load_file
+    checkpoint = safe_load_file(str(tmp_path / 'uninterrupted' / 'iter_2.pth'))
+    assert len(checkpoint['rng_states']) == 2  # one set per rank
+    checksums = {name: {m['checksum'] for m in markers} for name, markers in runs.items()}
+    assert len(checksums['uninterrupted']) == 1
+    assert checksums['resumed'] == checksums['uninterrupted']
 
 
 # ----------------------------------------------------------------------------------------------
