@@ -3,6 +3,7 @@ overrides and launchers the same way, and set up their run the same way (:func:`
 import argparse
 import ast
 import contextlib
+import copy
 import difflib
 import inspect
 import os
@@ -145,6 +146,25 @@ def _parse_time_variables(cfg: Config, options: Dict[str, Any]) -> Dict[str, Any
     }
 
 
+def _edited_variables(cfg: Config, options: Dict[str, Any]) -> Dict[str, Any]:
+    """New values of the top-level config variables that dotted ``--cfg-options`` edit inside
+    (``train_pipeline.0.frame_range=8``), as plain literals.
+
+    Why: such a variable (a pipeline, a list of strides) is copied into the Runner's settings
+    when the config is read, so editing only the variable would leave the run unchanged.
+    """
+    edited: Dict[str, Config] = {}
+    for key, value in options.items():
+        root = key.split('.')[0]
+        if ('.' not in key or key.startswith('+') or root in RUNNER_KEYS or root not in cfg
+                or _missing_key(cfg, key) is not None):  # a wrong key: apply_cfg_options says so
+            continue
+        if root not in edited:
+            edited[root] = Config({root: copy.deepcopy(cfg[root])})
+        edited[root].merge_from_dict({key: value})
+    return {root: variable.to_dict()[root] for root, variable in edited.items()}
+
+
 def _stale_copies(node: Any, old: Any, new: Any, skip: Set[str], prefix: str = '') -> List[str]:
     """``key=value`` of the dotted keys (except ``skip``) under ``node`` whose value still holds
     ``old`` and not ``new``: a string that starts with it, or a list or tuple equal to it."""
@@ -253,9 +273,10 @@ def load_tool_config(config_path: str,
     :mod:`ctvis.utils.distributed`) and sets ``work_dir``: ``work_dir`` argument > the config's
     ``work_dir`` > ``./work_dirs/<config name>``.
 
-    An override of a top-level variable of a Python config (``data_root=...``, ``classes=...``)
-    re-reads the config with that variable replaced where the config assigns it, so every value
-    computed from it follows; keys that still hold the old value afterwards are refused.
+    An override of a top-level variable of a Python config (``data_root=...``, ``classes=...``,
+    or a key inside one: ``train_pipeline.0.frame_range=8``) re-reads the config with that
+    variable replaced where the config assigns it, so every value computed from it follows; keys
+    that still hold the old value afterwards are refused.
 
     Raises:
         ConfigError: the file does not exist or is not a ``.py``/``.json``/``.yaml`` config, its
@@ -268,7 +289,8 @@ def load_tool_config(config_path: str,
         raise ConfigError(f'{config_path}: not a config file (.py, .json or .yaml expected)')
     cfg = read_config(config_path)
     if cfg_options:
-        variables = _parse_time_variables(cfg, cfg_options)
+        variables = {**_parse_time_variables(cfg, cfg_options),
+                     **_edited_variables(cfg, cfg_options)}
         if variables:
             defaults, cfg = cfg, _read_with_variables(config_path, variables)
         apply_cfg_options(cfg, cfg_options, config_path)

@@ -97,6 +97,25 @@ def test_data_root_and_classes_overrides_reach_every_use(small_toy_root, tmp_pat
     assert cfg.val_evaluator.ann_file == 'data/toy_vis/valid.json'
 
 
+def test_an_edit_inside_a_config_variable_reaches_its_copies(small_toy_root, monkeypatch):
+    """``train_pipeline.0.frame_range=2`` edits a variable that the config copied into the
+    training dataloader when it was read: the config is re-read with the edited variable, so the
+    run uses it (merging into the variable alone left the run unchanged, silently)."""
+    monkeypatch.setenv('CTVIS_TOY_DATA', small_toy_root + '/')
+    train = load_module(osp.join(REPO, 'tools', 'train.py'), 'ctvis_tool_train_e2e')
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--cfg-options', 'train_pipeline.0.frame_range=2',
+         'train_pipeline.1.transforms.2.prob=0.0']))
+    sampling, broadcaster = cfg.train_dataloader.dataset.pipeline[:2]
+    assert (sampling.type, sampling.frame_range, sampling.num_frames) == ('VideoClipSample', 2, 3)
+    assert broadcaster.transforms[2] == dict(type='RandomFlip', prob=0.0)
+    assert cfg.train_pipeline[0].frame_range == 2
+    with pytest.raises(train.ConfigError, match=r"'frame_rnage' is not in 'train_pipeline\.0' "
+                       r"\(did you mean 'frame_range'\?\)"):
+        train.configure_training(train.parse_args(
+            [CONFIG, '--cfg-options', 'train_pipeline.0.frame_rnage=2']))
+
+
 def test_two_process_test_covers_every_video_once(trained, small_toy_root, tmp_path, loopback_gloo):
     out = tmp_path / 'results.json'
     result = run_in_repo(['bash', 'tools/dist_test.sh', CONFIG, trained['checkpoint'], '2',
