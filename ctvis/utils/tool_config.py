@@ -146,9 +146,11 @@ def _parse_time_variables(cfg: Config, options: Dict[str, Any]) -> Dict[str, Any
     }
 
 
-def _edited_variables(cfg: Config, options: Dict[str, Any]) -> Dict[str, Any]:
+def _edited_variables(cfg: Config, options: Dict[str, Any],
+                      overridden: Dict[str, Any]) -> Dict[str, Any]:
     """New values of the top-level config variables that dotted ``--cfg-options`` edit inside
-    (``train_pipeline.0.frame_range=8``), as plain literals.
+    (``train_pipeline.0.frame_range=8``), as plain literals; an edit applies to the variable's
+    ``overridden`` value where an option also sets the whole variable.
 
     Why: such a variable (a pipeline, a list of strides) is copied into the Runner's settings
     when the config is read, so editing only the variable would leave the run unchanged.
@@ -160,7 +162,7 @@ def _edited_variables(cfg: Config, options: Dict[str, Any]) -> Dict[str, Any]:
                 or _missing_key(cfg, key) is not None):  # a wrong key: apply_cfg_options says so
             continue
         if root not in edited:
-            edited[root] = Config({root: copy.deepcopy(cfg[root])})
+            edited[root] = Config({root: copy.deepcopy(overridden.get(root, cfg[root]))})
         edited[root].merge_from_dict({key: value})
     return {root: variable.to_dict()[root] for root, variable in edited.items()}
 
@@ -289,8 +291,8 @@ def load_tool_config(config_path: str,
         raise ConfigError(f'{config_path}: not a config file (.py, .json or .yaml expected)')
     cfg = read_config(config_path)
     if cfg_options:
-        variables = {**_parse_time_variables(cfg, cfg_options),
-                     **_edited_variables(cfg, cfg_options)}
+        variables = _parse_time_variables(cfg, cfg_options)
+        variables.update(_edited_variables(cfg, cfg_options, variables))
         if variables:
             defaults, cfg = cfg, _read_with_variables(config_path, variables)
         apply_cfg_options(cfg, cfg_options, config_path)
