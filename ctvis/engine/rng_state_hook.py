@@ -128,8 +128,7 @@ class RNGStateHook(Hook):
         self._saved: Optional[List[Dict[str, Any]]] = None  # every rank's, from a checkpoint
         self._sampler_seed: Optional[int] = None
         self._pending_epoch: Optional[Dict[str, Any]] = None  # restored at the next epoch
-        self._before_val: Optional[Dict[str, Any]] = None
-        self._before_val_gathered: Optional[List[Dict[str, Any]]] = None
+        self._before_val: Optional[List[Dict[str, Any]]] = None  # every rank's, in validation
         # every rank's states for the checkpoint due now, keyed by (epoch, iteration)
         self._gathered: Optional[Tuple[Tuple[int, int], List[Dict[str, Any]]]] = None
 
@@ -148,15 +147,15 @@ class RNGStateHook(Hook):
         self._gather_if_checkpoint_due(runner, by_epoch=True)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        gathered, self._gathered = self._gathered, None
         if self._before_val is not None:  # saved during validation (save_best): training states
-            states = self._before_val_gathered
-        else:
-            key, states = self._gathered if self._gathered is not None else (None, None)
-            self._gathered = None
-            if key != (runner.epoch, runner.iter):
-                states = None
-        if states is None and get_dist_info()[1] == 1:
+            states = self._before_val
+        elif gathered is not None and gathered[0] == (runner.epoch, runner.iter):
+            states = gathered[1]
+        elif get_dist_info()[1] == 1:
             states = [capture_rng_states()]
+        else:
+            states = None
         if states is None:
             print_log('RNGStateHook: a checkpoint saved outside the CheckpointHook schedule of a '
                       'distributed run holds no generator states (gathering them needs every '
@@ -210,10 +209,10 @@ class RNGStateHook(Hook):
             restore_rng_states(states)
 
     def before_val(self, runner) -> None:
-        self._before_val = capture_rng_states()
-        self._before_val_gathered = gather_rng_states(self._before_val)  # every rank is here
+        self._before_val = gather_rng_states(capture_rng_states())  # every rank is here
 
     def after_val(self, runner) -> None:
         if self._before_val is not None:
-            restore_rng_states(self._before_val)
-            self._before_val = self._before_val_gathered = None
+            rank, _ = get_dist_info()
+            restore_rng_states(self._before_val[rank])
+            self._before_val = None
