@@ -34,7 +34,7 @@ from ctvis.apis import OnlineVideoSegmenter
 from ctvis.datasets.ytvis import decoded_image_size
 from ctvis.engine import draw_tracks
 from ctvis.models import VideoPrediction
-from ctvis.utils import tune_malloc
+from ctvis.utils import known_noise_filtered, tune_malloc
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 # containers OpenCV's VideoWriter writes with the mp4v codec, chosen by the extension
@@ -253,4 +253,5 @@ def main() -> int:
 
 if __name__ == '__main__':
     print(tune_malloc(), file=sys.stderr)  # this process only, never on import
-    sys.exit(main())
+    with known_noise_filtered():  # the stack's deprecation noise, as in tools/test.py
+        sys.exit(main())

@@ -152,6 +152,7 @@ def test_video_demo_renders_and_rejects_bad_input(trained, small_toy_root, tmp_p
                           str(tmp_path / 'demo.json'), '--score-thr', '0'], small_toy_root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'frames/s' in result.stdout
+    assert 'Warning' not in result.stderr, result.stderr  # the stack's noise is silenced
     capture = cv2.VideoCapture(str(out))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     ok, frame = capture.read()
