@@ -347,10 +347,27 @@ def tool_run(prog: str, reported: Tuple[type, ...] = ()) -> Iterator[None]:
             sys.exit(f'{prog}: error: {error}')
 
 
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` that reports an option it cannot parse as a usage error naming
+    the option, instead of its traceback (no ``=``: ValueError; unbalanced brackets:
+    AssertionError; a comma inside ``dict(...)``: RecursionError)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for value in values:
+            if '=' not in value:
+                parser.error(f'{option_string}: {value!r} is not KEY=VALUE')
+            try:
+                super().__call__(parser, namespace, [value], option_string)
+            except (AssertionError, RecursionError, ValueError):
+                parser.error(f'{option_string}: cannot parse {value!r}: a value is a number, a '
+                             'string, a list [a,b] or a tuple (a,b) with balanced brackets; '
+                             'dicts are not parsed, set their keys one by one (key.sub=value)')
+
+
 def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Add the arguments every tool shares (``--cfg-options``, ``--launcher``, ``--local-rank``,
     as in mmdet's tools), parse the command line and export ``LOCAL_RANK`` for the launcher."""
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config keys, key=value (nested keys with dots, lists as '
                         'key="[a,b]"); keys must exist unless prefixed with "+"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],

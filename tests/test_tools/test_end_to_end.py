@@ -116,6 +116,24 @@ def test_an_edit_inside_a_config_variable_reaches_its_copies(small_toy_root, mon
             [CONFIG, '--cfg-options', 'train_pipeline.0.frame_rnage=2']))
 
 
+@pytest.mark.parametrize('option, message', [
+    ('frame_range', "'frame_range' is not KEY=VALUE"),
+    ('a=[(1,2)', "cannot parse 'a=[(1,2)'"),
+    ("train_pipeline=[dict(type='X',num_frames=3)]", 'dicts are not parsed'),
+])
+def test_an_unparsable_cfg_option_is_a_usage_error(option, message, capsys):
+    """mmengine's parser raised ValueError, AssertionError or RecursionError (a comma inside
+    ``dict(...)``) with a traceback; the tools stop with the option named instead."""
+    train = load_module(osp.join(REPO, 'tools', 'train.py'), 'ctvis_tool_train_e2e')
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args([CONFIG, '--cfg-options', 'a=1', option])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert 'error: --cfg-options: ' in error and message in error and 'Traceback' not in error
+    assert train.parse_args([CONFIG, '--cfg-options', 'a=1', 'b=[1,(2,3)]']).cfg_options == {
+        'a': 1, 'b': [1, (2, 3)]}
+
+
 def test_two_process_test_covers_every_video_once(trained, small_toy_root, tmp_path, loopback_gloo):
     out = tmp_path / 'results.json'
     result = run_in_repo(['bash', 'tools/dist_test.sh', CONFIG, trained['checkpoint'], '2',
