@@ -347,21 +347,54 @@ def tool_run(prog: str, reported: Tuple[type, ...] = ()) -> Iterator[None]:
             sys.exit(f'{prog}: error: {error}')
 
 
+def _python_value(node: ast.expr) -> Any:
+    """The value of a ``--cfg-options`` value written with dicts (``[dict(type=A),{'b': 1}]``).
+
+    Numbers, strings, lists, tuples, ``{...}`` and ``dict(key=value, ...)``; a bare word is read
+    as mmengine's ``DictAction`` reads it (``True``/``False`` in any case, ``None``, else a
+    string). Anything else (calls, operators) is refused: values are data, never code.
+    """
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return DictAction._parse_int_float_bool(node.id)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and isinstance(
+            node.operand, ast.Constant) and isinstance(node.operand.value, (int, float)):
+        return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+    if isinstance(node, (ast.List, ast.Tuple)):
+        values = [_python_value(element) for element in node.elts]
+        return values if isinstance(node, ast.List) else tuple(values)
+    if isinstance(node, ast.Dict) and None not in node.keys:
+        return {_python_value(k): _python_value(v) for k, v in zip(node.keys, node.values)}
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict'
+            and not node.args and all(keyword.arg for keyword in node.keywords)):
+        return {keyword.arg: _python_value(keyword.value) for keyword in node.keywords}
+    raise ValueError(f'{ast.unparse(node)!r} is not a value')
+
+
 class CfgOptionsAction(DictAction):
-    """mmengine's ``DictAction`` that reports an option it cannot parse as a usage error naming
-    the option, instead of its traceback (no ``=``: ValueError; unbalanced brackets:
-    AssertionError; a comma inside ``dict(...)``: RecursionError)."""
+    """mmengine's ``DictAction``, plus values with dicts (``vis_backends=[dict(type=A),
+    dict(type=B)]``, which ``DictAction`` keeps as strings or fails on), and an option it cannot
+    parse reported as a usage error naming it instead of a traceback."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        for value in values:
-            if '=' not in value:
-                parser.error(f'{option_string}: {value!r} is not KEY=VALUE')
+        options = dict(getattr(namespace, self.dest, None) or {})
+        for option in values:
+            key, equals, text = option.partition('=')
+            if not equals:
+                parser.error(f'{option_string}: {option!r} is not KEY=VALUE')
             try:
-                super().__call__(parser, namespace, [value], option_string)
-            except (AssertionError, RecursionError, ValueError):
-                parser.error(f'{option_string}: cannot parse {value!r}: a value is a number, a '
-                             'string, a list [a,b] or a tuple (a,b) with balanced brackets; '
-                             'dicts are not parsed, set their keys one by one (key.sub=value)')
+                if 'dict(' in text or '{' in text:
+                    options[key] = _python_value(ast.parse(text.strip(), mode='eval').body)
+                else:
+                    options[key] = self._parse_iterable(text)
+            except (AssertionError, RecursionError, SyntaxError, ValueError) as error:
+                detail = f' ({error})' if isinstance(error, ValueError) else ''
+                parser.error(f'{option_string}: cannot parse {option!r}{detail}: a value is a '
+                             'number, a string, a list [a,b], a tuple (a,b) or a dict(k=v) / '
+                             "{'k': v}, with balanced brackets; inside a dict, quote every "
+                             "string that is not a single word")
+        setattr(namespace, self.dest, options)
 
 
 def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
