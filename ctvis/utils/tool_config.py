@@ -157,13 +157,14 @@ def _edited_variables(cfg: Config, options: Dict[str, Any],
     """
     edited: Dict[str, Config] = {}
     for key, value in options.items():
-        root = key.split('.')[0]
-        if ('.' not in key or key.startswith('+') or root in RUNNER_KEYS or root not in cfg
-                or _missing_key(cfg, key) is not None):  # a wrong key: apply_cfg_options says so
-            continue
+        plain = key.lstrip('+')  # '+': a new key inside the variable, on purpose
+        root = plain.split('.')[0]
+        if ('.' not in plain or root in RUNNER_KEYS or root not in cfg
+                or plain == key and _missing_key(cfg, key) is not None):
+            continue  # a wrong key: apply_cfg_options says so
         if root not in edited:
             edited[root] = Config({root: copy.deepcopy(overridden.get(root, cfg[root]))})
-        edited[root].merge_from_dict({key: value})
+        edited[root].merge_from_dict({plain: value})
     return {root: variable.to_dict()[root] for root, variable in edited.items()}
 
 
@@ -295,7 +296,13 @@ def load_tool_config(config_path: str,
         variables.update(_edited_variables(cfg, cfg_options, variables))
         if variables:
             defaults, cfg = cfg, _read_with_variables(config_path, variables)
-        apply_cfg_options(cfg, cfg_options, config_path)
+        # what the re-read set is not merged again: with a whole list and a key inside it,
+        # mmengine's merge fails ('list' object has no attribute 'setdefault')
+        apply_cfg_options(cfg, {
+            key: value for key, value in cfg_options.items()
+            if key.lstrip('+').split('.')[0] not in variables
+            or not key.startswith('+') and _missing_key(cfg, key) is not None
+        }, config_path)
         if variables:
             _refuse_stale_copies(cfg, cfg_options, variables, defaults, config_path)
     if cfg.get('custom_imports'):

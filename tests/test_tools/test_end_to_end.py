@@ -114,6 +114,21 @@ def test_an_edit_inside_a_config_variable_reaches_its_copies(small_toy_root, mon
                        r"\(did you mean 'frame_range'\?\)"):
         train.configure_training(train.parse_args(
             [CONFIG, '--cfg-options', 'train_pipeline.0.frame_rnage=2']))
+    # the whole variable and a key inside it (mmengine's merge of both failed)
+    whole = '[dict(type=VideoClipSample,num_frames=3),dict(type=PackTrackInputs)]'
+    for inner in ('train_pipeline.0.frame_range=3', '+train_pipeline.0.frame_range=3'):
+        cfg = train.configure_training(train.parse_args(
+            [CONFIG, '--cfg-options', f'train_pipeline={whole}', inner]))
+        assert cfg.train_dataloader.dataset.pipeline == [
+            dict(type='VideoClipSample', num_frames=3, frame_range=3),
+            dict(type='PackTrackInputs')], inner
+    cfg = train.configure_training(train.parse_args(  # a new key inside, on purpose
+        [CONFIG, '--cfg-options', '+train_pipeline.0.extra=1']))
+    assert cfg.train_dataloader.dataset.pipeline[0].extra == 1
+    with pytest.raises(train.ConfigError, match=r"'frame_rnage' is not in 'train_pipeline\.0'"):
+        train.configure_training(train.parse_args(
+            [CONFIG, '--cfg-options', f'train_pipeline={whole}',
+             'train_pipeline.0.frame_rnage=3']))
 
 
 @pytest.mark.parametrize('option, message', [
