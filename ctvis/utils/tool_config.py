@@ -391,10 +391,7 @@ class CfgOptionsAction(DictAction):
             if not equals:
                 parser.error(f'{option_string}: {option!r} is not KEY=VALUE')
             try:
-                if 'dict(' in text or '{' in text:
-                    options[key] = _python_value(ast.parse(text.strip(), mode='eval').body)
-                else:
-                    options[key] = self._parse_iterable(text)
+                options[key] = self._parse_value(text)
             except (AssertionError, RecursionError, SyntaxError, ValueError) as error:
                 detail = f' ({error})' if isinstance(error, ValueError) else ''
                 parser.error(f'{option_string}: cannot parse {option!r}{detail}: a value is a '
@@ -402,6 +399,29 @@ class CfgOptionsAction(DictAction):
                              "{'k': v}, with balanced brackets; inside a dict, quote every "
                              "string that is not a single word")
         setattr(namespace, self.dest, options)
+
+    @classmethod
+    def _parse_value(cls, text: str) -> Any:
+        """Python syntax when the value holds a dict, else ``DictAction``'s reading (a string
+        with braces such as ``{}.jpg`` stays a string)."""
+        python_error = None
+        if 'dict(' in text or '{' in text:
+            try:
+                return _python_value(ast.parse(text.strip(), mode='eval').body)
+            except (SyntaxError, ValueError) as error:
+                python_error = error
+        value = cls._parse_iterable(text)
+        if python_error is not None and _holds_dict_text(value):
+            raise python_error
+        return value
+
+
+def _holds_dict_text(value: Any) -> bool:
+    """Whether a parsed value holds a string written as a dict (``dict(...)`` or ``{...}``)."""
+    if isinstance(value, (list, tuple)):
+        return any(_holds_dict_text(element) for element in value)
+    text = value.strip() if isinstance(value, str) else ''
+    return text.startswith('dict(') or text.startswith('{') and text.endswith('}')
 
 
 def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:

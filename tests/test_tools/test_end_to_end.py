@@ -138,6 +138,7 @@ def test_an_edit_inside_a_config_variable_reaches_its_copies(small_toy_root, mon
     ('a=dict(path=/data/x)', 'quote every string'),
     ('a=dict(n=len([1]))', "'len([1])' is not a value"),
     ('a=dict(**b)', "'dict(**b)' is not a value"),
+    ('a=[{x},2]', "'{x}' is not a value"),
 ])
 def test_an_unparsable_cfg_option_is_a_usage_error(option, message, capsys):
     """mmengine's parser raised ValueError, AssertionError or RecursionError (a comma inside
@@ -157,13 +158,13 @@ def test_cfg_option_values_with_dicts(small_toy_root, monkeypatch):
     monkeypatch.setenv('CTVIS_TOY_DATA', small_toy_root + '/')
     train = load_module(osp.join(REPO, 'tools', 'train.py'), 'ctvis_tool_train_e2e')
     args = train.parse_args([
-        CONFIG, '--cfg-options', 'a=1', 'b=[1,(2,-3.5),x,true,None]',
+        CONFIG, '--cfg-options', 'a=1', 'b=[1,(2,-3.5),x,true,None]', 'd={}.jpg',
         "c={'k': [dict(type=X,n=-2,flag=false,none=None)], 'p': '/data/x y/'}",
         "vis_backends=[dict(type='LocalVisBackend'),dict(type=LocalVisBackend,save_dir=v)]"])
     options = dict(args.cfg_options)
     assert options.pop('vis_backends') == [dict(type='LocalVisBackend'),
                                            dict(type='LocalVisBackend', save_dir='v')]
-    assert options == {'a': 1, 'b': [1, (2, -3.5), 'x', True, None],
+    assert options == {'a': 1, 'b': [1, (2, -3.5), 'x', True, None], 'd': '{}.jpg',
                        'c': {'k': [dict(type='X', n=-2, flag=False, none=None)], 'p': '/data/x y/'}}
     cfg = train.configure_training(train.parse_args([
         CONFIG, '--cfg-options',
