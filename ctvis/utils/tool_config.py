@@ -429,7 +429,8 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
     as in mmdet's tools), parse the command line and export ``LOCAL_RANK`` for the launcher."""
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config keys, key=value (nested keys with dots, lists as '
-                        'key="[a,b]"); keys must exist unless prefixed with "+"')
+                        'key="[a,b]", dicts as key="dict(k=v)"); keys must exist unless '
+                        'prefixed with "+"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torchrun sets LOCAL_RANK; torch.distributed.launch passes --local-rank instead.
