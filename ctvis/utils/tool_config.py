@@ -159,12 +159,14 @@ def _edited_variables(cfg: Config, options: Dict[str, Any],
     for key, value in options.items():
         plain = key.lstrip('+')  # '+': a new key inside the variable, on purpose
         root = plain.split('.')[0]
-        if ('.' not in plain or root in RUNNER_KEYS or root not in cfg
-                or plain == key and _missing_key(cfg, key) is not None):
+        if '.' not in plain or root in RUNNER_KEYS or root not in cfg:
+            continue
+        variable = edited.get(root) or Config(
+            {root: copy.deepcopy(overridden.get(root, cfg[root]))})
+        if plain == key and _missing_key(variable, key) is not None:
             continue  # a wrong key: apply_cfg_options says so
-        if root not in edited:
-            edited[root] = Config({root: copy.deepcopy(overridden.get(root, cfg[root]))})
-        edited[root].merge_from_dict({plain: value})
+        edited[root] = variable
+        variable.merge_from_dict({plain: value})
     return {root: variable.to_dict()[root] for root, variable in edited.items()}
 
 

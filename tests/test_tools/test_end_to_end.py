@@ -116,12 +116,18 @@ def test_an_edit_inside_a_config_variable_reaches_its_copies(small_toy_root, mon
             [CONFIG, '--cfg-options', 'train_pipeline.0.frame_rnage=2']))
     # the whole variable and a key inside it (mmengine's merge of both failed)
     whole = '[dict(type=VideoClipSample,num_frames=3),dict(type=PackTrackInputs)]'
-    for inner in ('train_pipeline.0.frame_range=3', '+train_pipeline.0.frame_range=3'):
-        cfg = train.configure_training(train.parse_args(
-            [CONFIG, '--cfg-options', f'train_pipeline={whole}', inner]))
-        assert cfg.train_dataloader.dataset.pipeline == [
-            dict(type='VideoClipSample', num_frames=3, frame_range=3),
-            dict(type='PackTrackInputs')], inner
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--cfg-options', f'train_pipeline={whole}', '+train_pipeline.0.frame_range=3']))
+    assert cfg.train_dataloader.dataset.pipeline == [
+        dict(type='VideoClipSample', num_frames=3, frame_range=3), dict(type='PackTrackInputs')]
+    with pytest.raises(train.ConfigError, match=r"'frame_range' is not in 'train_pipeline\.0'.*"
+                       r"write '\+train_pipeline\.0\.frame_range=\.\.\.'"):  # not in the new value
+        train.configure_training(train.parse_args(
+            [CONFIG, '--cfg-options', f'train_pipeline={whole}', 'train_pipeline.0.frame_range=3']))
+    cfg = train.configure_training(train.parse_args(  # a key only the whole value has
+        [CONFIG, '--cfg-options', 'train_pipeline=[dict(type=VideoClipSample,num_frames=3,x=1)]',
+         'train_pipeline.0.x=2']))
+    assert cfg.train_dataloader.dataset.pipeline[0].x == 2
     cfg = train.configure_training(train.parse_args(  # a new key inside, on purpose
         [CONFIG, '--cfg-options', '+train_pipeline.0.extra=1']))
     assert cfg.train_dataloader.dataset.pipeline[0].extra == 1
