@@ -147,15 +147,17 @@ def _parse_time_variables(cfg: Config, options: Dict[str, Any]) -> Dict[str, Any
 
 
 def _edited_variables(cfg: Config, options: Dict[str, Any],
-                      overridden: Dict[str, Any]) -> Dict[str, Any]:
+                      overridden: Dict[str, Any]) -> Tuple[Dict[str, Any], Set[str]]:
     """New values of the top-level config variables that dotted ``--cfg-options`` edit inside
-    (``train_pipeline.0.frame_range=8``), as plain literals; an edit applies to the variable's
-    ``overridden`` value where an option also sets the whole variable.
+    (``train_pipeline.0.frame_range=8``), as plain literals, and the options applied to them; an
+    edit applies to the variable's ``overridden`` value where an option also sets the whole
+    variable.
 
     Why: such a variable (a pipeline, a list of strides) is copied into the Runner's settings
     when the config is read, so editing only the variable would leave the run unchanged.
     """
     edited: Dict[str, Config] = {}
+    applied: Set[str] = set()
     for key, value in options.items():
         plain = key.lstrip('+')  # '+': a new key inside the variable, on purpose
         root = plain.split('.')[0]
@@ -167,7 +169,8 @@ def _edited_variables(cfg: Config, options: Dict[str, Any],
             continue  # a wrong key: apply_cfg_options says so
         edited[root] = variable
         variable.merge_from_dict({plain: value})
-    return {root: variable.to_dict()[root] for root, variable in edited.items()}
+        applied.add(key)
+    return {root: variable.to_dict()[root] for root, variable in edited.items()}, applied
 
 
 def _stale_copies(node: Any, old: Any, new: Any, skip: Set[str], prefix: str = '') -> List[str]:
@@ -294,17 +297,15 @@ def load_tool_config(config_path: str,
         raise ConfigError(f'{config_path}: not a config file (.py, .json or .yaml expected)')
     cfg = read_config(config_path)
     if cfg_options:
-        variables = _parse_time_variables(cfg, cfg_options)
-        variables.update(_edited_variables(cfg, cfg_options, variables))
+        whole = _parse_time_variables(cfg, cfg_options)
+        edited, applied_inside = _edited_variables(cfg, cfg_options, whole)
+        variables = {**whole, **edited}
         if variables:
             defaults, cfg = cfg, _read_with_variables(config_path, variables)
-        # what the re-read set is not merged again: with a whole list and a key inside it,
+        # what the re-read applied is not merged again: with a whole list and a key inside it,
         # mmengine's merge fails ('list' object has no attribute 'setdefault')
-        apply_cfg_options(cfg, {
-            key: value for key, value in cfg_options.items()
-            if key.lstrip('+').split('.')[0] not in variables
-            or not key.startswith('+') and _missing_key(cfg, key) is not None
-        }, config_path)
+        apply_cfg_options(cfg, {key: value for key, value in cfg_options.items()
+                                if key not in whole and key not in applied_inside}, config_path)
         if variables:
             _refuse_stale_copies(cfg, cfg_options, variables, defaults, config_path)
     if cfg.get('custom_imports'):
