@@ -162,6 +162,13 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                          f'{tuple(reference_points.shape)}')
 
 
+class NoOutputConv(nn.Identity):
+    """The place of a level's output convolution when it has none: the sum passes on as is.
+    ``conv`` is None so that mmdet's ``init_weights``, which initialises
+    ``output_convs[i].conv`` of every level, leaves it alone (and draws no random numbers)."""
+    conv = None
+
+
 @MODELS.register_module()
 class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     """mmdet's ``MSDeformAttnPixelDecoder`` whose encoder attention is
@@ -183,13 +190,24 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     another level's convolutions (a shape error, or silently swapped weights when the channel
     counts agree); this decoder stores them by level. With one such level (Mask2Former's
     configs) the two orders are the same.
+
+    Args:
+        finest_output_conv (bool): Whether the highest-resolution level gets mmdet's 3x3 output
+            convolution (with its norm and activation). Without it that level's features are
+            its lateral projection plus the upsampled coarser level, and only the 1x1 mask
+            projection follows: for a stride-2 level the 3x3 convolution is a fifth of a CPU
+            training step of the quickstart (docs/benchmarks.md). Default True (mmdet's
+            decoder).
+        *args, **kwargs: :class:`MSDeformAttnPixelDecoder`'s arguments.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, finest_output_conv: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # by level, highest resolution first (mmdet appends them lowest resolution first)
         self.lateral_convs = ModuleList(reversed(list(self.lateral_convs)))
         self.output_convs = ModuleList(reversed(list(self.output_convs)))
+        if not finest_output_conv:
+            self.output_convs[0] = NoOutputConv()
         for layer in self.encoder.layers:
             attention: nn.Module = layer.self_attn
             if type(attention) is not MultiScaleDeformableAttention:

@@ -387,6 +387,39 @@ def test_pixel_decoder_with_two_levels_below_the_encoder_keeps_each_levels_convo
         MODELS.build(cfg)(feats)
 
 
+def test_pixel_decoder_without_the_finest_output_conv():
+    """finest_output_conv=False: the stride-2 level's features are its lateral projection plus
+    the upsampled stride-4 level, straight into the mask projection; every other parameter as
+    with the convolution."""
+    channels, strides = [8, 16, 32, 64, 128], [2, 4, 8, 16, 32]
+    cfg = pixel_decoder_cfg('FusedMSDeformAttnPixelDecoder')
+    cfg.update(in_channels=channels, strides=strides)
+    decoders = {}
+    for with_conv in (True, False):
+        torch.manual_seed(0)
+        decoders[with_conv] = MODELS.build(dict(cfg, finest_output_conv=with_conv))
+        decoders[with_conv].init_weights()
+    full, plain = decoders[True].state_dict(), decoders[False].state_dict()
+    assert [key for key in full if key not in plain] == [
+        'output_convs.0.conv.weight', 'output_convs.0.gn.weight', 'output_convs.0.gn.bias']
+    assert all(plain[key].shape == full[key].shape for key in plain)
+    decoder = decoders[False].train()
+    feats = [torch.randn(2, c, 64 // s, 96 // s, requires_grad=True)
+             for c, s in zip(channels, strides)]
+    mask_feature, multi_scale = decoder(feats)
+    lateral = decoder.lateral_convs[0](feats[0])
+    expected = decoder.mask_feature(lateral + F.interpolate(
+        decoder.output_convs[1](decoder.lateral_convs[1](feats[1]) + F.interpolate(
+            multi_scale[-1], size=(16, 24), mode='bilinear', align_corners=False)),
+        size=(32, 48), mode='bilinear', align_corners=False))
+    torch.testing.assert_close(mask_feature, expected, atol=1e-6, rtol=1e-5)
+    mask_feature.square().mean().backward()
+    assert feats[0].grad.abs().sum() > 0
+    with torch.no_grad():
+        inference_mask, _ = decoder.eval()(feats)
+    torch.testing.assert_close(inference_mask, mask_feature.detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_encoder_ffns_are_retyped_and_train_as_mmcvs():
     decoder = build_decoder('FusedMSDeformAttnPixelDecoder')
     assert all(type(layer.ffn) is FusedFFN for layer in decoder.encoder.layers)
