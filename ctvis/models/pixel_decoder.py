@@ -162,6 +162,20 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                          f'{tuple(reference_points.shape)}')
 
 
+class SeparableConv2d(nn.Sequential):
+    """A depthwise convolution of ``conv``'s kernel, stride and padding, then a pointwise 1x1
+    one to its output channels (the bias, if ``conv`` has one, on the latter). Both keep
+    torch's initialisation: mmdet's ``init_weights`` initialises ``output_convs[i].conv`` by
+    its ``weight``, which a sequence has not."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        channels = conv.in_channels
+        super().__init__(
+            nn.Conv2d(channels, channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, groups=channels, bias=False),
+            nn.Conv2d(channels, conv.out_channels, 1, bias=conv.bias is not None))
+
+
 class NoOutputConv(nn.Identity):
     """The place of a level's output convolution when it has none: the sum passes on as is.
     ``conv`` is None so that mmdet's ``init_weights``, which initialises
@@ -192,22 +206,21 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
     configs) the two orders are the same.
 
     Args:
-        finest_output_conv (bool): Whether the highest-resolution level gets mmdet's 3x3 output
-            convolution (with its norm and activation). Without it that level's features are
-            its lateral projection plus the upsampled coarser level, and only the 1x1 mask
-            projection follows: for a stride-2 level the 3x3 convolution is a fifth of a CPU
-            training step of the quickstart (docs/benchmarks.md). Default True (mmdet's
-            decoder).
+        finest_output_conv (str, optional): The output convolution of the highest-resolution
+            level, which for a stride-2 level is a fifth of a CPU training step of the
+            quickstart (docs/benchmarks.md): ``'dense'`` (mmdet's 3x3 convolution, the
+            default), ``'separable'`` (a depthwise 3x3 then a pointwise 1x1 convolution, about
+            a seventh of the products, the same norm and activation after), or None (no
+            convolution: the level's lateral projection plus the upsampled coarser level go
+            straight into the 1x1 mask projection).
         *args, **kwargs: :class:`MSDeformAttnPixelDecoder`'s arguments.
     """
 
-    def __init__(self, *args, finest_output_conv: bool = True, **kwargs) -> None:
+    def __init__(self, *args, finest_output_conv: Optional[str] = 'dense', **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # by level, highest resolution first (mmdet appends them lowest resolution first)
         self.lateral_convs = ModuleList(reversed(list(self.lateral_convs)))
         self.output_convs = ModuleList(reversed(list(self.output_convs)))
-        if not finest_output_conv:
-            self.output_convs[0] = NoOutputConv()
         for layer in self.encoder.layers:
             attention: nn.Module = layer.self_attn
             if type(attention) is not MultiScaleDeformableAttention:
@@ -217,6 +230,13 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             attention.__class__ = FusedMultiScaleDeformableAttention
         fuse_transformer_layers(self.encoder)
         fuse_group_norms(self)
+        if finest_output_conv == 'separable':
+            self.output_convs[0].conv = SeparableConv2d(self.output_convs[0].conv)
+        elif finest_output_conv is None:
+            self.output_convs[0] = NoOutputConv()
+        elif finest_output_conv != 'dense':
+            raise ValueError("finest_output_conv must be 'dense', 'separable' or None, got "
+                             f'{finest_output_conv!r}')
 
     def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         """Per-pixel embeddings and multi-scale features, in float32 whatever the autocast state.

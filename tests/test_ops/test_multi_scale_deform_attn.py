@@ -387,37 +387,52 @@ def test_pixel_decoder_with_two_levels_below_the_encoder_keeps_each_levels_convo
         MODELS.build(cfg)(feats)
 
 
-def test_pixel_decoder_without_the_finest_output_conv():
-    """finest_output_conv=False: the stride-2 level's features are its lateral projection plus
-    the upsampled stride-4 level, straight into the mask projection; every other parameter as
-    with the convolution."""
+@pytest.mark.parametrize('finest_output_conv', ['separable', None])
+def test_pixel_decoder_finest_output_conv(finest_output_conv):
+    """The stride-2 level's output convolution as a depthwise 3x3 then a pointwise 1x1 one,
+    or none (the lateral projection plus the upsampled stride-4 level straight into the mask
+    projection); the other levels keep mmdet's 3x3 convolution and every other parameter."""
     channels, strides = [8, 16, 32, 64, 128], [2, 4, 8, 16, 32]
     cfg = pixel_decoder_cfg('FusedMSDeformAttnPixelDecoder')
     cfg.update(in_channels=channels, strides=strides)
-    decoders = {}
-    for with_conv in (True, False):
-        torch.manual_seed(0)
-        decoders[with_conv] = MODELS.build(dict(cfg, finest_output_conv=with_conv))
-        decoders[with_conv].init_weights()
-    full, plain = decoders[True].state_dict(), decoders[False].state_dict()
-    assert [key for key in full if key not in plain] == [
-        'output_convs.0.conv.weight', 'output_convs.0.gn.weight', 'output_convs.0.gn.bias']
-    assert all(plain[key].shape == full[key].shape for key in plain)
-    decoder = decoders[False].train()
+    dense = MODELS.build(cfg).state_dict()
+    torch.manual_seed(0)
+    decoder = MODELS.build(dict(cfg, finest_output_conv=finest_output_conv))
+    decoder.init_weights()
+    state = decoder.state_dict()
+    replaced = ['output_convs.0.conv.weight']
+    if finest_output_conv is None:
+        replaced += ['output_convs.0.gn.weight', 'output_convs.0.gn.bias']
+    assert [key for key in dense if key not in state] == replaced
+    assert all(state[key].shape == dense[key].shape for key in dense if key in state)
+    assert type(decoder.output_convs[1].conv) is torch.nn.Conv2d
+    decoder.train()
     feats = [torch.randn(2, c, 64 // s, 96 // s, requires_grad=True)
              for c, s in zip(channels, strides)]
     mask_feature, multi_scale = decoder(feats)
-    lateral = decoder.lateral_convs[0](feats[0])
-    expected = decoder.mask_feature(lateral + F.interpolate(
-        decoder.output_convs[1](decoder.lateral_convs[1](feats[1]) + F.interpolate(
-            multi_scale[-1], size=(16, 24), mode='bilinear', align_corners=False)),
-        size=(32, 48), mode='bilinear', align_corners=False))
-    torch.testing.assert_close(mask_feature, expected, atol=1e-6, rtol=1e-5)
+    stride_4 = decoder.output_convs[1](decoder.lateral_convs[1](feats[1]) + F.interpolate(
+        multi_scale[-1], size=(16, 24), mode='bilinear', align_corners=False))
+    stride_2 = decoder.lateral_convs[0](feats[0]) + F.interpolate(
+        stride_4, size=(32, 48), mode='bilinear', align_corners=False)
+    if finest_output_conv == 'separable':
+        depthwise, pointwise = decoder.output_convs[0].conv
+        assert depthwise.weight.shape == (32, 1, 3, 3) and pointwise.weight.shape == (32, 32, 1, 1)
+        stride_2 = F.relu(decoder.output_convs[0].gn(
+            F.conv2d(F.conv2d(stride_2, depthwise.weight, padding=1, groups=32),
+                     pointwise.weight)))
+    torch.testing.assert_close(mask_feature, decoder.mask_feature(stride_2), atol=1e-6,
+                               rtol=1e-5)
     mask_feature.square().mean().backward()
     assert feats[0].grad.abs().sum() > 0
     with torch.no_grad():
         inference_mask, _ = decoder.eval()(feats)
     torch.testing.assert_close(inference_mask, mask_feature.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_pixel_decoder_refuses_an_unknown_finest_output_conv():
+    with pytest.raises(ValueError, match="'dense', 'separable' or None, got 'none'"):
+        MODELS.build(dict(pixel_decoder_cfg('FusedMSDeformAttnPixelDecoder'),
+                          finest_output_conv='none'))
 
 
 def test_encoder_ffns_are_retyped_and_train_as_mmcvs():
