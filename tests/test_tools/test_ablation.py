@@ -51,6 +51,7 @@ def test_quick_mode_end_to_end_then_resumes_without_rerunning(tmp_path, capsys):
     model = Config.fromfile(trained).model
     assert model.backbone.stem_out is False and model.track_head.in_channels == [32, 64, 128, 256]
     assert model.track_head.pixel_decoder.strides == [4, 8, 16, 32]
+    assert model.track_head.pixel_decoder.finest_output_conv == 'dense'
     summary = result['summary']['association']
     assert set(summary) == {'ctvis_memory_noise', 'no_tracking'}
     assert summary['no_tracking']['AP']['n'] == 1
