@@ -209,8 +209,8 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
         finest_output_conv (str, optional): The output convolution of the highest-resolution
             level, which for a stride-2 level is a fifth of a CPU training step of the
             quickstart (docs/benchmarks.md): ``'dense'`` (mmdet's 3x3 convolution, the
-            default), ``'separable'`` (a depthwise 3x3 then a pointwise 1x1 convolution, about
-            a seventh of the products, the same norm and activation after), or None (no
+            default), ``'separable'`` (a depthwise 3x3 then a pointwise 1x1 convolution, an
+            eighth of the products at 64 channels, the same norm and activation after), or None (no
             convolution: the level's lateral projection plus the upsampled coarser level go
             straight into the 1x1 mask projection).
         *args, **kwargs: :class:`MSDeformAttnPixelDecoder`'s arguments.
