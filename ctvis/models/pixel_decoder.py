@@ -210,9 +210,9 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             level, which for a stride-2 level is a fifth of a CPU training step of the
             quickstart (docs/benchmarks.md): ``'dense'`` (mmdet's 3x3 convolution, the
             default), ``'separable'`` (a depthwise 3x3 then a pointwise 1x1 convolution, an
-            eighth of the products at 64 channels, the same norm and activation after), or None (no
-            convolution: the level's lateral projection plus the upsampled coarser level go
-            straight into the 1x1 mask projection).
+            eighth of the products at 64 channels, the same norm and activation after), or
+            None (no convolution: the level's lateral projection plus the upsampled coarser
+            level go straight into the 1x1 mask projection).
         *args, **kwargs: :class:`MSDeformAttnPixelDecoder`'s arguments.
     """
 

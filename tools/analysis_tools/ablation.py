@@ -49,7 +49,8 @@ MINVIS_CONFIG = 'projects/minvis/configs/minvis_quickstart.py'
 METRICS = ('AP', 'AP50', 'HOTA', 'AssA', 'IDF1', 'IDSW')  # the table's columns
 COUNT_METRICS = ('IDSW',)  # counts, not percent
 # docs/ablation.md was measured with the quickstart model's stride-4 masks, before the quickstart
-# moved to stride 2; the ablation keeps them, so that its figures reproduce
+# moved to stride 2 (and dropped that level's output convolution); the ablation keeps them, with
+# mmdet's output convolution, so that its figures reproduce
 STRIDE_4_MASKS = ('model.backbone.stem_out=False', 'model.track_head.in_channels=[32,64,128,256]',
                   'model.track_head.pixel_decoder.strides=[4,8,16,32]',
                   'model.track_head.pixel_decoder.finest_output_conv=dense')
