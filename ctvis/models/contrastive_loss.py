@@ -41,6 +41,12 @@ class ConsistentContrastiveLoss(nn.Module):
     plus ``mean((cos(a, k) - y_k)^2)`` over the positive (y=1) and negatives (y=0) (weight
     ``aux_loss_weight``), both averaged over the items of the batch.
 
+    Cross-clip negatives (``cross_clip_negatives``, not in the paper or the released code): the
+    queries matched to instances at frame t-1 of the batch's other clips join every anchor's
+    negatives. Within one clip an instance usually keeps its query from frame to frame, so the
+    within-clip items are met by an embedding that says which query it came from; another clip's
+    instance on the same query is a negative that only the object's appearance can tell apart.
+
     With ``negatives='prev_queries'`` and no noise, the items are those of the released code
     except two points (docs/method.md): an instance first seen at t >= 1 always gets its future
     positive (the released ``exist_after`` check drops some), and the fusion looks at the last
@@ -54,11 +60,13 @@ class ConsistentContrastiveLoss(nn.Module):
         max_cache (int): Raw embeddings the fusion looks at (same as the tracker's).
         loss_weight (float): Weight of the log-sum-exp term.
         aux_loss_weight (float): Weight of the cosine term.
+        cross_clip_negatives (bool): Add the other clips' matched queries to the negatives.
     """
 
     def __init__(self, negatives: str = 'memory', noise_prob: float = 0.05,
                  memory_positive_prob: float = 0.5, max_cache: int = 10,
-                 loss_weight: float = 2.0, aux_loss_weight: float = 3.0) -> None:
+                 loss_weight: float = 2.0, aux_loss_weight: float = 3.0,
+                 cross_clip_negatives: bool = False) -> None:
         super().__init__()
         if negatives not in ('memory', 'prev_queries'):
             raise ValueError(f"negatives must be 'memory' or 'prev_queries', got {negatives!r}")
@@ -70,14 +78,18 @@ class ConsistentContrastiveLoss(nn.Module):
         self.max_cache = max_cache
         self.loss_weight = loss_weight
         self.aux_loss_weight = aux_loss_weight
+        self.cross_clip_negatives = cross_clip_negatives
 
-    def build_items(self, embeds: Tensor, slot_queries: Tensor) -> List[ContrastiveItem]:
+    def build_items(self, embeds: Tensor, slot_queries: Tensor,
+                    extra_negatives: Optional[Sequence[Tensor]] = None) -> List[ContrastiveItem]:
         """Build the contrastive items of one clip.
 
         Args:
             embeds (Tensor): Re-id embeddings of the clip's frames, shape (T, Q, E).
             slot_queries (Tensor): For every frame and instance slot, the query matched to that
                 instance, or -1 where the instance is absent, shape (T, S).
+            extra_negatives (Sequence[Tensor], optional): Per frame t, embeddings (K_t, E) that
+                join the negatives of the anchors at frame t + 1.
 
         Returns:
             list[ContrastiveItem]: The items, in frame then slot order.
@@ -96,7 +108,11 @@ class ConsistentContrastiveLoss(nn.Module):
         prev_memory: List[Optional[Tensor]] = [None] * num_slots
         for t in range(num_frames):
             if t > 0:
-                items.extend(self._frame_items(embeds, slot_queries, observed, prev_memory, t))
+                frame_items = self._frame_items(embeds, slot_queries, observed, prev_memory, t)
+                if extra_negatives is not None and t - 1 < len(extra_negatives):
+                    frame_items = [item._replace(negatives=torch.cat(
+                        [item.negatives, extra_negatives[t - 1]])) for item in frame_items]
+                items.extend(frame_items)
             for i, q in enumerate(slot_queries[t]):
                 if q >= 0:
                     memories[i].update(embeds[t, q], t)
@@ -136,6 +152,20 @@ class ConsistentContrastiveLoss(nn.Module):
             items.append(ContrastiveItem(embeds[t, q], positive, negatives))
         return items
 
+    @staticmethod
+    def _cross_clip_negatives(clip_embeds: Sequence[Tensor],
+                              clip_slot_queries: Sequence[Tensor]) -> List[List[Tensor]]:
+        """Per clip and frame t, the matched queries of the other clips' frame t, (K_t, E)."""
+        matched = [[embeds[t, slots[t][slots[t] >= 0]] for t in range(embeds.shape[0])]
+                   for embeds, slots in zip(clip_embeds, clip_slot_queries)]
+        extra = []
+        for c, embeds in enumerate(clip_embeds):
+            extra.append([
+                torch.cat([embeds.new_zeros(0, embeds.shape[-1])] +
+                          [frames[t] for d, frames in enumerate(matched) if d != c
+                           and t < len(frames)]) for t in range(embeds.shape[0])])
+        return extra
+
     def item_losses(self, item: ContrastiveItem) -> tuple:
         """The log-sum-exp and cosine terms of one item (two scalars)."""
         pos_sim = item.anchor @ item.positive
@@ -161,8 +191,10 @@ class ConsistentContrastiveLoss(nn.Module):
             dict[str, Tensor]: ``loss_reid`` and ``loss_aux_reid``; zero (still in the graph)
             when the batch has no item.
         """
-        items = [item for embeds, slots in zip(clip_embeds, clip_slot_queries)
-                 for item in self.build_items(embeds, slots)]
+        extra = (self._cross_clip_negatives(clip_embeds, clip_slot_queries)
+                 if self.cross_clip_negatives else [None] * len(clip_embeds))
+        items = [item for embeds, slots, negatives in zip(clip_embeds, clip_slot_queries, extra)
+                 for item in self.build_items(embeds, slots, negatives)]
         if not items:
             zero = sum(e.sum() for e in clip_embeds) * 0.0
             return dict(loss_reid=zero, loss_aux_reid=zero.clone())

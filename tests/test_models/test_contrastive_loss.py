@@ -457,6 +457,61 @@ def test_gradients_flow_through_the_fused_memory():
     assert embeds.grad[0, 0].abs().sum() > 0 and embeds.grad[1, 1].abs().sum() > 0
 
 
+def test_cross_clip_negatives():
+    """Off by default; on, an anchor at frame t also has as negatives the queries matched to
+    instances at frame t-1 of every other clip of the batch (in clip order), gradients included."""
+    gen = torch.Generator().manual_seed(0)
+    clips = [torch.randn(num_frames, 4, 8, generator=gen, dtype=torch.float64).requires_grad_()
+             for num_frames in (3, 3, 2, 1)]
+    slots = [torch.tensor([[0, 1], [2, -1], [3, 1]]),
+             torch.tensor([[3], [1], [0]]),
+             torch.tensor([[-1, 2], [0, 1]]),  # two frames: nothing from it at frame 2
+             torch.tensor([[2]])]  # one frame: no item of its own
+    options = dict(noise_prob=0.0, memory_positive_prob=1.0)
+    assert ConsistentContrastiveLoss().cross_clip_negatives is False
+    plain = ConsistentContrastiveLoss(**options)
+    crossed = ConsistentContrastiveLoss(cross_clip_negatives=True, **options)
+    extra = crossed._cross_clip_negatives(clips, slots)
+    expected = [  # per clip, per frame t: the other clips' matched queries of frame t
+        [torch.stack([clips[1][0, 3], clips[2][0, 2], clips[3][0, 2]]),
+         torch.stack([clips[1][1, 1], clips[2][1, 0], clips[2][1, 1]]),
+         torch.stack([clips[1][2, 0]])],
+        [torch.stack([clips[0][0, 0], clips[0][0, 1], clips[2][0, 2], clips[3][0, 2]]),
+         torch.stack([clips[0][1, 2], clips[2][1, 0], clips[2][1, 1]]),
+         torch.stack([clips[0][2, 3], clips[0][2, 1]])],
+        [torch.stack([clips[0][0, 0], clips[0][0, 1], clips[1][0, 3], clips[3][0, 2]]),
+         torch.stack([clips[0][1, 2], clips[1][1, 1]])],
+        [torch.stack([clips[0][0, 0], clips[0][0, 1], clips[1][0, 3], clips[2][0, 2]])],
+    ]
+    for mine, theirs in zip(extra, expected, strict=True):
+        assert len(mine) == len(theirs)
+        for got, want in zip(mine, theirs):
+            assert torch.equal(got, want)
+    reid = aux = 0.0
+    num_items = 0
+    for c, (embeds, clip_slots) in enumerate(zip(clips, slots)):
+        base = plain.build_items(embeds, clip_slots)
+        more = crossed.build_items(embeds, clip_slots, extra[c])
+        assert len(base) == len(more)
+        frames = [t for t in range(1, len(clip_slots)) for q in clip_slots[t].tolist() if q >= 0]
+        for item, wider, t in zip(base, more, frames):
+            assert torch.equal(wider.anchor, item.anchor)
+            assert torch.equal(wider.positive, item.positive)
+            assert torch.equal(wider.negatives, torch.cat([item.negatives, extra[c][t - 1]]))
+            embed_loss, aux_loss = crossed.item_losses(wider)
+            reid, aux, num_items = reid + embed_loss, aux + aux_loss, num_items + 1
+    out = crossed(clips, slots)
+    torch.testing.assert_close(out['loss_reid'], 2.0 * reid / num_items, rtol=1e-12, atol=0)
+    torch.testing.assert_close(out['loss_aux_reid'], 3.0 * aux / num_items, rtol=1e-12, atol=0)
+    assert out['loss_reid'] > plain(clips, slots)['loss_reid']
+    out['loss_reid'].backward()
+    # the one-frame clip's query is only ever another clip's negative
+    assert clips[3].grad[0, 2].abs().sum() > 0
+    clips[3].grad = None
+    plain(clips, slots)['loss_reid'].backward()
+    assert clips[3].grad is None
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match='negatives'):
         ConsistentContrastiveLoss(negatives='queries')
