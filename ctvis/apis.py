@@ -161,7 +161,8 @@ class OnlineVideoSegmenter:
 
         Returns:
             InstanceData: The tracks present in the frame: ``instances_id`` (N,), ``labels`` (N,),
-            ``scores`` (N,) of this frame's detection, ``masks``: N RLE dicts at frame size.
+            ``scores`` (N,) of this frame's detection, ``queries`` (N,) the detector's query
+            each detection comes from, ``masks``: N RLE dicts at frame size.
 
         Raises:
             ValueError: For any other frame (float, uint16, NaN, empty, other channel counts,

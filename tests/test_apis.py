@@ -1,6 +1,7 @@
 """OnlineVideoSegmenter.step on a real tiny model: good frames tracked, bad ones refused clearly."""
 import numpy as np
 import pytest
+import torch
 
 from ctvis.apis import OnlineVideoSegmenter
 from conftest import build_tiny_model
@@ -25,7 +26,10 @@ def test_step_tracks_uint8_frames_and_finish_gives_the_video(segmenter):
     segmenter.reset()
     tracks = segmenter.step(frame(0))
     assert segmenter.frame_id == 1
-    assert len(tracks.masks) == len(tracks.instances_id) == len(tracks.scores)
+    assert len(tracks.masks) == len(tracks.instances_id) == len(tracks.scores) \
+        == len(tracks.queries)
+    assert tracks.queries.dtype == torch.long and len(set(tracks.queries.tolist())) == len(tracks)
+    assert all(0 <= q < segmenter.model.track_head.num_queries for q in tracks.queries.tolist())
     assert all(tuple(rle['size']) == SIZE for rle in tracks.masks)
     segmenter.step(frame(1)[:, :, ::-1])  # a channel-reversed (negative-stride) view works
     video = segmenter.finish()

@@ -233,7 +233,8 @@ class CTVIS(BaseMOTModel):
             embeds (Tensor): Re-id embeddings (Q, E).
 
         Returns:
-            InstanceData: The tracks present in this frame.
+            InstanceData: The tracks present in this frame, with the query each track's
+            detection comes from (``queries``).
         """
         queries, track_ids = self.tracker.track(meta['frame_id'], logits, mask_logits, embeds)
         masks = resize_mask_logits(mask_logits[queries], meta['batch_input_shape'],
@@ -242,7 +243,7 @@ class CTVIS(BaseMOTModel):
         scores, labels = logits[queries].softmax(-1)[:, :-1].max(-1)
         return InstanceData(
             instances_id=track_ids, labels=labels.cpu(), scores=scores.cpu(),
-            masks=self.tracker.video.last_masks(track_ids.tolist()))
+            queries=queries.cpu(), masks=self.tracker.video.last_masks(track_ids.tolist()))
 
     def video_result(self, meta: dict) -> TrackDataSample:
         """The video-level predictions of the video tracked so far (spec §4.3).
