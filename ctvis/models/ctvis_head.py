@@ -356,7 +356,9 @@ class CTVISHead(Mask2FormerHead):
                                                         batch_img_metas[b])[-1]
                     assigned[b, sampling.pos_inds] = sampling.pos_assigned_gt_inds
         else:
-            point_coords = cls_preds.new_zeros((len(cls_preds), self.num_points, 2))
+            # float32 as mmdet draws them, also under fp16 autocast (AMP on CUDA)
+            point_coords = torch.zeros((len(cls_preds), self.num_points, 2),
+                                       device=cls_preds.device)
             point_coords[with_gt] = torch.rand((len(with_gt), self.num_points, 2),
                                                device=cls_preds.device)
             assigned = self.hungarian_match(cls_preds, mask_preds, batch_gt_instances,

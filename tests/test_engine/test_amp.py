@@ -173,3 +173,17 @@ def test_matching_costs_are_float32_under_autocast():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         head._get_targets_single(cls_score, mask_pred, gt, dict(img_shape=(16, 16)))
     assert seen == [(torch.float32, torch.float32, False)]
+
+
+def test_training_loss_runs_under_fp16_autocast():
+    """What AMP does on CUDA (fp16 autocast around the loss), here on the CPU: the final layer's
+    matching for the contrastive loss once wrote float32 points into an fp16 tensor."""
+    model = build_tiny_model(seed=0)
+    data = model.data_preprocessor(pseudo_collate([square_clip(num_frames=3)]), True)
+    with torch.autocast('cpu', dtype=torch.float16):
+        losses = model.loss(data['inputs'], data['data_samples'])
+    assert torch.float16 in {loss.dtype for loss in losses.values()}  # autocast was on
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert model.track_head.query_feat.weight.grad.abs().sum() > 0
