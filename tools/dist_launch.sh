@@ -12,6 +12,15 @@ if [[ -z "${PYTHON:-}" ]]; then
     [[ -x "$ROOT/.venv/bin/python" ]] && PYTHON="$ROOT/.venv/bin/python"
 fi
 
+# with CUDA every process takes a GPU of its own: refuse more processes than visible GPUs here
+# (mmengine would fail in rank NPROC-1 with an IndexError) rather than in the ranks
+"$PYTHON" -c 'import sys, torch
+nproc, gpus = int(sys.argv[1]), torch.cuda.device_count() if torch.cuda.is_available() else 0
+if 0 < gpus < nproc:
+    sys.exit(f"dist_launch.sh: {nproc} processes per node, but {gpus} CUDA GPU(s) are visible "
+             f"here: start at most {gpus}, or hide the GPUs (CUDA_VISIBLE_DEVICES=) to run "
+             f"{nproc} processes on the CPU (gloo)")' "$NPROC"
+
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \

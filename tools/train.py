@@ -109,6 +109,14 @@ def configure_training(args: argparse.Namespace):
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
 
+    if cfg.get('randomness', {}).get('deterministic') and torch.cuda.is_available():
+        raise ConfigError(
+            'randomness.deterministic=True cannot train on CUDA: the mask losses sample the '
+            'mask logits with grid_sample, whose CUDA backward has no deterministic '
+            'implementation (torch refuses it at the first backward). Drop '
+            'randomness.deterministic (CUDA runs are then close, not bit-exact), or hide the '
+            'GPUs (CUDA_VISIBLE_DEVICES=) for a bit-exact run on the CPU.')
+
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise ConfigError(f'{args.config}: --auto-scale-lr needs '

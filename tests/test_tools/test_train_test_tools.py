@@ -323,6 +323,20 @@ def test_work_dir_precedence_and_option_errors(tmp_path):
         assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
 
 
+def test_deterministic_training_on_cuda_is_refused_up_front(monkeypatch):
+    """grid_sample's CUDA backward is not deterministic: say so before the run, not at its first
+    backward (what a CUDA machine reports is patched in)."""
+    train = load_tool('train')
+    deterministic = [CONFIG, '--cfg-options', '+randomness.deterministic=True']
+    assert train.configure_training(train.parse_args(deterministic)).randomness.deterministic
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    with pytest.raises(train.ConfigError, match='randomness.deterministic=True cannot train on '
+                       'CUDA: .* grid_sample'):
+        train.configure_training(train.parse_args(deterministic))
+    assert not train.configure_training(train.parse_args([CONFIG])).get('randomness', {}).get(
+        'deterministic')  # the default config trains on CUDA
+
+
 def test_bad_cfg_options_key_exits_with_a_clear_message(tmp_path):
     train = load_tool('train')
     with pytest.raises(SystemExit) as exit_info:
@@ -336,6 +350,29 @@ def test_bad_cfg_options_key_exits_with_a_clear_message(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # dist_train.sh
 # ----------------------------------------------------------------------------------------------
+
+def test_dist_launch_refuses_more_processes_than_gpus(tmp_path):
+    """One GPU per process with CUDA: 2 processes on a 1-GPU machine stop before any starts
+    (a machine with one GPU is faked by a sitecustomize module)."""
+    (tmp_path / 'sitecustomize.py').write_text(
+        'import torch\ntorch.cuda.is_available = lambda: True\n'
+        'torch.cuda.device_count = lambda: 1\n')
+    work_dir = tmp_path / 'work'
+    result = subprocess.run(
+        ['bash', 'tools/dist_train.sh', CONFIG, '2', '--work-dir', str(work_dir)], cwd=REPO,
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert result.returncode == 1
+    assert ('dist_launch.sh: 2 processes per node, but 1 CUDA GPU(s) are visible here: start at '
+            'most 1, or hide the GPUs (CUDA_VISIBLE_DEVICES=)') in result.stderr
+    assert 'torch.distributed.run' not in result.stderr and not work_dir.exists()
+    # as many processes as GPUs pass the check (and torchrun then fails on the missing tool)
+    result = subprocess.run(['bash', 'tools/dist_launch.sh', '1', str(tmp_path / 'no_tool.py')],
+                            cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+    assert result.returncode != 0 and 'no_tool.py' in result.stderr
+    assert 'dist_launch.sh:' not in result.stderr
+
 
 def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_path,
                                                          loopback_gloo):
