@@ -22,8 +22,8 @@ CHECKPOINT="$(cat "$WORK/last_checkpoint")"
 
 echo "[quickstart] 3/5 evaluating on the toy validation videos"
 "$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK/eval" --out "$WORK/results.json"
-echo "[quickstart] where it loses (coverage, identity switches, AP with perfect association)" \
-     "and its identity metrics (HOTA, DetA, AssA, IDF1, ID switches)"
+echo "[quickstart] where it loses (coverage, identity switches, merged look-alikes," \
+     "AP with perfect association) and its identity metrics (HOTA, DetA, AssA, IDF1, IDSW)"
 "$PY" tools/analysis_tools/vis_error_breakdown.py "$DATA/valid.json" "$WORK/results.json"
 
 echo "[quickstart] 4/5 no-tracking control (same detector, random identities every frame)"

@@ -5,6 +5,7 @@ import json
 import os.path as osp
 import subprocess
 import sys
+from collections import Counter
 from typing import List, Optional
 
 import numpy as np
@@ -467,6 +468,9 @@ def test_error_breakdown_names_switches_and_what_association_costs(tmp_path,
     assert result['AP'] < 50  # every track half right
     assert 50 < result['AP_perfect_association'] < 100  # the spurious track
     assert result['AP_one_track_per_instance'] == pytest.approx(100)
+    # 4 frames with both squares, 3 with the disc and both squares; in frame 2 the squares'
+    # ground-truth masks overlap by 12 of their 16 px, so either one's result covers both
+    assert result['merged'] == dict(same_class=(1, 4), other_class=(0, 6))
 
     gt_path, results_path = tmp_path / 'gt.json', tmp_path / 'results.json'
     gt_path.write_text(json.dumps(gt))
@@ -491,6 +495,25 @@ def test_error_breakdown_names_switches_and_what_association_costs(tmp_path,
     assert tool.main([str(gt_path), str(results_path), '--json', str(out)]) == 0
     assert 'AP as is: n/a\n' in capsys.readouterr().out
     assert json.loads(out.read_text())['AP'] == -1
+
+
+def test_error_breakdown_counts_instances_one_mask_merges():
+    """A result mask merges two instances when it covers at least 30 % of each; pairs are
+    counted per frame in which both are visible, same class and other classes apart."""
+    tool = load_module(BREAKDOWN_TOOL, 'vis_error_breakdown')
+    row = [rle_of(box_mask(1, 20, (0, 0, 10, 1))), rle_of(box_mask(1, 20, (10, 0, 20, 1))),
+           None]  # two instances of 10 px side by side; a third, absent from this frame
+    counts = Counter()
+    tool.count_merges([[rle] for rle in row], [[rle_of(box_mask(1, 20, (7, 0, 13, 1)))]],
+                      [1, 1, 2], counts)  # 3 px of each: exactly 30 %
+    assert counts == Counter(pairs_same_class=1, merged_same_class=1)
+    counts = Counter()
+    tool.count_merges([[rle] for rle in row], [[rle_of(box_mask(1, 20, (8, 0, 13, 1)))],
+                                               [None]], [1, 2, 2], counts)  # 2 px: 20 %
+    assert counts == Counter(pairs_other_class=1)
+    counts = Counter()
+    tool.count_merges([[rle] for rle in row], [], [1, 1, 1], counts)  # no results at all
+    assert counts == Counter(pairs_same_class=1)
 
 
 def single_frame_case(objects, predictions):

@@ -21,6 +21,11 @@ covers it. Printed:
 * the AP of those per-instance tracks alone: the gap to the previous one is what the spurious
   tracks (and the leftovers of switched tracks) cost, what remains below 100 is detection and
   segmentation;
+* merged instances: pairs of instances visible in one frame of which a single result mask covers
+  at least ``MERGE_FRACTION`` of each, for same-class and other-class pairs. A dot-product mask
+  head on translation-equivariant features tends to give look-alike instances one mask (on the
+  toy data: 37 % of same-class pairs, 0.2 % of other-class pairs; docs/benchmarks.md); such
+  merges break the identities that depend on them;
 * the identity metrics HOTA (DetA, AssA), IDF1 and ID switches, by trackeval
   (:mod:`ctvis.evaluation.tracking_metrics`: per category, class averages). Its switches are
   counted per category after CLEAR's one-to-one matching at IoU 0.5, so they differ from the
@@ -43,6 +48,7 @@ from ctvis.evaluation.tracking_metrics import TrackingEvaluator, segmentation_to
 from ctvis.evaluation.ytvis_eval import YTVISEvaluator
 
 NEAR_PX = 2  # boxes this close count as touching
+MERGE_FRACTION = 0.3  # a result mask covering this much of each of two instances merges them
 SWITCH_CAUSES = ('after_absence', 'near_same_class', 'near_other_class', 'other')
 
 
@@ -105,6 +111,30 @@ def switch_cause(instance: int, since: int, frame: int, present: np.ndarray, box
     return 'other'
 
 
+def count_merges(gt_rles: List[List[Optional[dict]]], dt_rles: List[List[Optional[dict]]],
+                 labels: List[int], counts: Counter) -> None:
+    """Count the pairs of instances visible in one frame (``pairs_same_class`` /
+    ``pairs_other_class``) and those a single result mask merges (``merged_same_class`` /
+    ``merged_other_class``): it covers at least :data:`MERGE_FRACTION` of each."""
+    for t in range(len(gt_rles[0]) if gt_rles else 0):
+        visible = [i for i, rles in enumerate(gt_rles) if rles[t] is not None]
+        if len(visible) < 2:
+            continue
+        covered = np.zeros((len(visible), 0), bool)  # (instance, result): covers the fraction
+        results = [rles[t] for rles in dt_rles if rles[t] is not None]
+        if results:
+            areas = mask_utils.area([gt_rles[i][t] for i in visible])
+            covered = np.array([[mask_utils.area(mask_utils.merge([gt_rles[i][t], rle], True))
+                                 >= MERGE_FRACTION * area for rle in results]
+                                for i, area in zip(visible, areas)])
+        for a in range(len(visible)):
+            for b in range(a + 1, len(visible)):
+                kind = ('same_class' if labels[visible[a]] == labels[visible[b]]
+                        else 'other_class')
+                counts['pairs_' + kind] += 1
+                counts['merged_' + kind] += bool((covered[a] & covered[b]).any())
+
+
 def analyse_video(video: dict, instances: List[dict], tracks: List[dict], iou_thr: float,
                   counts: Counter) -> Tuple[List[dict], List[dict]]:
     """Count coverage and switches of one video; return its masks re-associated by identity:
@@ -127,6 +157,7 @@ def analyse_video(video: dict, instances: List[dict], tracks: List[dict], iou_th
                 boxes[i, t] = mask_utils.toBbox(rle)
     labels = [a['category_id'] for a in instances]
 
+    count_merges(gt_rles, dt_rles, labels, counts)
     for i in range(len(instances)):
         counts['frames'] += int(present[i].sum())
         covering = np.where(ious[i].max(axis=1, initial=0) > iou_thr,
@@ -199,6 +230,8 @@ def breakdown(gt: Union[str, dict], results: Union[str, List[dict]],
     return dict(frames=counts['frames'], covered_any=counts['covered_any'],
                 covered_main=counts['covered_main'],
                 switches={cause: counts[cause] for cause in SWITCH_CAUSES},
+                merged={kind: (counts['merged_' + kind], counts['pairs_' + kind])
+                        for kind in ('same_class', 'other_class')},
                 AP=_percent(ap),
                 AP_perfect_association=_percent(
                     evaluator.evaluate(per_instance + leftover)['AP']),
@@ -218,6 +251,10 @@ def report(result: Dict, iou_thr: float) -> str:
         f'covered by the instance\'s main result: {result["covered_main"]} '
         f'({100 * result["covered_main"] / frames:.1f}%)',
         f'identity switches: {sum(switches.values())} ({causes})',
+        'instance pairs in one frame merged by one result mask (>= '
+        f'{100 * MERGE_FRACTION:.0f}% of each): ' + ', '.join(
+            f'{kind.replace("_", "-")} {merged} of {pairs} ({100 * merged / max(pairs, 1):.1f}%)'
+            for kind, (merged, pairs) in result['merged'].items()),
         f'AP as is: {_shown(result["AP"])}',
         f'AP with the same masks re-associated by ground-truth identity: '
         f'{_shown(result["AP_perfect_association"])}',
