@@ -1,8 +1,11 @@
-"""The online-inference benchmark's per-stage timer sees every stage of both models."""
+"""The online-inference benchmark: the per-stage timer sees every stage of both models; the
+streaming mode runs and refuses an unusable device clearly."""
+import os.path as osp
 
+import pytest
 import torch
 
-from conftest import build_tiny_model
+from conftest import REPO, build_tiny_model
 
 
 def test_stage_timer_times_every_ctvis_stage_including_the_heads_method(benchmark):
@@ -31,3 +34,22 @@ def test_frame_flops_count_the_sampling_of_the_inference_op(benchmark):
               torch.randn(bs, queries, heads, levels * points))
     flops = benchmark.frame_flops(torch.ops.ctvis.ms_deform_attn_from_offsets, *inputs)
     assert flops == 2 * 4 * (bs * queries * heads * levels * points) * channels
+
+
+def test_stream_reports_memory_and_an_unusable_device_is_a_clear_error(benchmark, monkeypatch,
+                                                                       capsys):
+    config = osp.join(REPO, 'configs', 'ctvis', 'ctvis_quickstart.py')  # random weights
+    monkeypatch.setattr('sys.argv', ['b', config, '--frames', '3', '--size', '32', '48',
+                                     '--report-every', '3'])
+    benchmark.stream(benchmark.parse_args())
+    out = capsys.readouterr().out
+    assert '3 frames in ' in out and 'RSS ' in out and 'CUDA' not in out
+    monkeypatch.setattr('sys.argv', ['b', config, '--frames', '1', '--device', 'cuda:7'])
+    with pytest.raises(SystemExit, match="benchmark_online_inference: error: device 'cuda:7' "
+                       'cannot be used'):
+        benchmark.stream(benchmark.parse_args())
+    monkeypatch.setattr('sys.argv', ['b', config, '--device', 'cuda', '--side-by-side'])
+    with pytest.raises(SystemExit):
+        benchmark.parse_args()
+    assert '--device: --side-by-side and --compare-compile measure the CPU' in (
+        capsys.readouterr().err)

@@ -98,6 +98,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--size', type=int, nargs=2, default=(96, 128), metavar=('H', 'W'))
     parser.add_argument('--report-every', type=int, default=100)
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--device', default='cpu',
+                        help='device of the streamed model (e.g. cuda; the default mode only)')
     parser.add_argument('--side-by-side', action='store_true',
                         help='time each stage of CTVIS and of mmdet\'s Mask2Former, alternating '
                         'frame by frame, against the compute floor')
@@ -115,6 +117,9 @@ def parse_args() -> argparse.Namespace:
     if args.side_by_side and (args.compile or args.compare_compile):
         parser.error('--side-by-side times the stages with module hooks, which a compiled '
                      'network does not run: use it without --compile / --compare-compile')
+    if args.device != 'cpu' and (args.side_by_side or args.compare_compile):
+        parser.error('--device: --side-by-side and --compare-compile measure the CPU (the '
+                     'compute floor, oneDNN); stream on another device without them')
     if args.frames is None:
         args.frames = 20 if args.side_by_side else 12 if args.compare_compile else 1000
     return args
@@ -131,8 +136,12 @@ def toy_frames(num_frames: int, size: Tuple[int, int]):
 
 def stream(args: argparse.Namespace) -> None:
     """Frames per second and memory over a long video."""
-    segmenter = OnlineVideoSegmenter.from_config(Config.fromfile(args.config), args.checkpoint,
-                                                 compile=args.compile)
+    try:
+        segmenter = OnlineVideoSegmenter.from_config(Config.fromfile(args.config),
+                                                     args.checkpoint, device=args.device,
+                                                     compile=args.compile)
+    except ValueError as error:  # an unusable device, a checkpoint that does not fit
+        raise SystemExit(f'benchmark_online_inference: error: {error}') from None
     print(f'{"frames":>7} {"fps":>7} {"RSS MiB":>8} {"memory tracks":>13} '
           f'{"output tracks":>13} {"RLE KiB":>8}')
     start = last = time.time()
@@ -148,9 +157,11 @@ def stream(args: argparse.Namespace) -> None:
                   f'{video.rle_bytes / 1024:>8.0f}')
             last = now
     result = segmenter.finish()
+    gpu = (f', peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB'
+           if args.device.startswith('cuda') else '')
     print(f'{args.frames} frames in {time.time() - start:.1f} s; video output: '
           f'{len(result[0].pred_track_instances)} predictions x {len(result)} frames; '
-          f'RSS {rss_mib():.0f} MiB')
+          f'RSS {rss_mib():.0f} MiB{gpu}')
 
 
 # ---------------------------------------------------------------------------------- compile
