@@ -131,6 +131,8 @@ def test_finished_steps_are_not_rerun_and_failures_name_the_log(tmp_path, monkey
 
     def fake_call(command, log_path, env):
         calls.append(osp.basename(log_path))
+        # one thread, and the CPU also where there is a GPU (deterministic trainings)
+        assert (env['OMP_NUM_THREADS'], env['CUDA_VISIBLE_DEVICES']) == ('1', '')
         if 'eval_ytvis.py' in command[1]:
             metrics = {m: 1.0 for m in ablation.METRICS}
             ablation.write_json(command[command.index('--json') + 1], metrics)

@@ -7,8 +7,8 @@ Hungarian tracker, projects/minvis) and the no-tracking control (the first row's
 tested by tools/test.py (``--out``), with the quickstart recipe shortened by ``--cfg-options``;
 each results file is scored by tools/analysis_tools/eval_ytvis.py ``--tracking-metrics``.
 
-Two jobs run at a time (``--jobs``), each on one thread (``OMP_NUM_THREADS=1``), so the two cores
-are both used and every run computes the same numbers on any machine. The user+sys CPU seconds
+Two jobs run at a time (``--jobs``), each on one thread (``OMP_NUM_THREADS=1``) and on the CPU (GPUs
+hidden), so the two cores are both used and every run computes the same numbers on any machine. The user+sys CPU seconds
 of every step are measured (``os.wait4``), so the time on two quiet cores can be estimated on a
 shared machine as (total CPU seconds) / 2.
 
@@ -254,7 +254,9 @@ class Ablation:
         self.log = log
         self._lock = threading.Lock()
         self.steps_run = 0  # steps this invocation ran (not skipped as done)
+        # CPU runs, deterministic (tools/train.py refuses deterministic training on CUDA)
         self.env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1',
+                        CUDA_VISIBLE_DEVICES='',
                         PYTHONPATH=os.pathsep.join(filter(None, [REPO,
                                                                  os.environ.get('PYTHONPATH')])))
 
