@@ -7,10 +7,10 @@ Hungarian tracker, projects/minvis) and the no-tracking control (the first row's
 tested by tools/test.py (``--out``), with the quickstart recipe shortened by ``--cfg-options``;
 each results file is scored by tools/analysis_tools/eval_ytvis.py ``--tracking-metrics``.
 
-Two jobs run at a time (``--jobs``), each on one thread (``OMP_NUM_THREADS=1``) and on the CPU (GPUs
-hidden), so the two cores are both used and every run computes the same numbers on any machine. The user+sys CPU seconds
-of every step are measured (``os.wait4``), so the time on two quiet cores can be estimated on a
-shared machine as (total CPU seconds) / 2.
+Two jobs run at a time (``--jobs``), each on one thread (``OMP_NUM_THREADS=1``) and on the CPU
+(GPUs hidden), so the two cores are both used and every run computes the same numbers on any
+machine. The user+sys CPU seconds of every step are measured (``os.wait4``), so the time on two
+quiet cores can be estimated on a shared machine as (total CPU seconds) / 2.
 
 Resumable: every step writes ``<step>.done.json`` (its times) on success and is skipped when that
 file exists, so an interrupted ablation continues where it stopped; a finished run has
