@@ -14,8 +14,10 @@ fi
 
 # with CUDA every process takes a GPU of its own: refuse more processes than visible GPUs here
 # (mmengine would fail in rank NPROC-1 with an IndexError) rather than in the ranks
+# (torchrun's own values, auto / gpu / cpu, pass unchecked)
 "$PYTHON" -c 'import sys, torch
-nproc, gpus = int(sys.argv[1]), torch.cuda.device_count() if torch.cuda.is_available() else 0
+nproc = int(sys.argv[1]) if sys.argv[1].isdigit() else 0
+gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
 if 0 < gpus < nproc:
     sys.exit(f"dist_launch.sh: {nproc} processes per node, but {gpus} CUDA GPU(s) are visible "
              f"here: start at most {gpus}, or hide the GPUs (CUDA_VISIBLE_DEVICES=) to run "

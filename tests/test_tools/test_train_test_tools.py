@@ -366,12 +366,15 @@ def test_dist_launch_refuses_more_processes_than_gpus(tmp_path):
     assert ('dist_launch.sh: 2 processes per node, but 1 CUDA GPU(s) are visible here: start at '
             'most 1, or hide the GPUs (CUDA_VISIBLE_DEVICES=)') in result.stderr
     assert 'torch.distributed.run' not in result.stderr and not work_dir.exists()
-    # as many processes as GPUs pass the check (and torchrun then fails on the missing tool)
-    result = subprocess.run(['bash', 'tools/dist_launch.sh', '1', str(tmp_path / 'no_tool.py')],
-                            cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env=dict(os.environ, PYTHONPATH=str(tmp_path)))
-    assert result.returncode != 0 and 'no_tool.py' in result.stderr
-    assert 'dist_launch.sh:' not in result.stderr
+    # as many processes as GPUs, or torchrun's 'auto', pass the check (and torchrun then fails
+    # on the missing tool)
+    for nproc in ('1', 'auto'):
+        result = subprocess.run(
+            ['bash', 'tools/dist_launch.sh', nproc, str(tmp_path / 'no_tool.py')], cwd=REPO,
+            capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, PYTHONPATH=str(tmp_path)))
+        assert result.returncode != 0 and 'no_tool.py' in result.stderr
+        assert 'dist_launch.sh:' not in result.stderr
 
 
 def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_path,
