@@ -24,7 +24,7 @@ covers it. Printed:
 * merged instances: pairs of instances visible in one frame of which a single result mask covers
   at least ``MERGE_FRACTION`` of each, for same-class and other-class pairs. A dot-product mask
   head on translation-equivariant features tends to give look-alike instances one mask (on the
-  toy data: 37 % of same-class pairs, 0.2 % of other-class pairs; docs/benchmarks.md); such
+  toy data: 37-42 % of same-class pairs, 0-0.5 % of other-class ones; docs/benchmarks.md); such
   merges break the identities that depend on them;
 * the identity metrics HOTA (DetA, AssA), IDF1 and ID switches, by trackeval
   (:mod:`ctvis.evaluation.tracking_metrics`: per category, class averages). Its switches are
