@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,6 +233,38 @@ def test_bad_inputs_are_clear_errors(change, message):
     inputs = change(*make_inputs(dtype=torch.float32))
     with pytest.raises(RuntimeError, match=message):
         torch.ops.ctvis.ms_deform_attn(*inputs)
+
+
+def test_error_messages_spell_out_numbers_shapes_dtypes_and_devices():
+    """The op formats its messages itself (no stream formatting, which crashed with some
+    toolchains): numbers, shapes, dtypes and devices come out as torch would print them."""
+    value, shapes, starts, locations, weights = make_inputs(dtype=torch.float32)
+    cases = [
+        ((value, shapes, starts, locations, weights[..., :-1]),
+         'ctvis::ms_deform_attn: attention_weights must be [2, 9, 3, 3, 4] (sampling_locations '
+         'without its last dimension), got [2, 9, 3, 3, 3]'),
+        ((value, shapes.int(), starts, locations, weights),
+         'ctvis::ms_deform_attn: spatial_shapes must be an int64 (num_levels, 2) tensor, '
+         'got Int[3, 2]'),
+        ((value, shapes, starts, locations.double(), weights),
+         "ctvis::ms_deform_attn: sampling_locations must have value's dtype Float, got Double"),
+        ((value, shapes, starts, locations, weights.to('meta')),
+         'ctvis::ms_deform_attn: expects CPU tensors, got attention_weights on meta'),
+        ((value, shapes, starts - 1, locations, weights),
+         'ctvis::ms_deform_attn: level_start_index[0] is -1 but the levels before it hold 0 keys'),
+    ]
+    for inputs, expected in cases:
+        with pytest.raises(RuntimeError) as error:
+            torch.ops.ctvis.ms_deform_attn.default.redispatch(
+                torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), *inputs)
+        assert str(error.value).splitlines()[0] == expected
+
+
+def test_op_sources_check_inputs_through_their_own_message_formatting():
+    csrc = Path(msda.__file__).parent / 'csrc'
+    for source in csrc.glob('*.cpp'):
+        calls = [line for line in source.read_text().splitlines() if 'TORCH_CHECK(' in line]
+        assert all('#define CTVIS_CHECK' in line for line in calls), (source.name, calls)
 
 
 def test_opcheck_fake_and_autograd_registrations():

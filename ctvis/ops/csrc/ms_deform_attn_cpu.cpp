@@ -38,11 +38,46 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace ctvis {
 namespace {
+
+// Error messages are put together here rather than by TORCH_CHECK's stream formatting: with
+// torch 2.11.0+cu130 and g++ 13.3, an extension's own `stream << int64_t` crashed the process
+// (SIGSEGV in the stream's number formatting) where it should have raised, for any extension,
+// not only this one; std::to_string does not go through streams.
+template <typename T>
+void append(std::string& out, const T& part) {
+  if constexpr (std::is_integral_v<T>) {
+    out += std::to_string(part);
+  } else if constexpr (std::is_same_v<T, c10::ScalarType>) {
+    out += c10::toString(part);
+  } else if constexpr (std::is_same_v<T, c10::Device>) {
+    out += part.str();
+  } else if constexpr (std::is_same_v<T, c10::IntArrayRef>) {
+    out += '[';
+    for (const auto i : c10::irange(part.size())) {
+      out += (i ? ", " : "") + std::to_string(part[i]);
+    }
+    out += ']';
+  } else {
+    out += part;
+  }
+}
+
+template <typename... Parts>
+std::string message(const Parts&... parts) {
+  std::string out;
+  (append(out, parts), ...);
+  return out;
+}
+
+// TORCH_CHECK with the message made by message().
+#define CTVIS_CHECK(cond, ...) TORCH_CHECK(cond, message(__VA_ARGS__))
 
 struct Level {
   int64_t h, w, start;
@@ -76,25 +111,25 @@ Shapes check_value_and_levels(const char* op, const at::Tensor& value,
                               const at::Tensor& level_start_index,
                               std::initializer_list<Named> per_sample) {
   for (const auto* t : {&value, &spatial_shapes, &level_start_index}) {
-    TORCH_CHECK(t->device().is_cpu(), op, ": expects CPU tensors, got one on ", t->device());
+    CTVIS_CHECK(t->device().is_cpu(), op, ": expects CPU tensors, got one on ", t->device());
   }
-  TORCH_CHECK(value.dim() == 4, op, ": value must be (bs, num_keys, num_heads, channels), got ",
+  CTVIS_CHECK(value.dim() == 4, op, ": value must be (bs, num_keys, num_heads, channels), got ",
               value.sizes());
-  TORCH_CHECK(value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble, op,
+  CTVIS_CHECK(value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble, op,
               ": value must be float32 or float64, got ", value.scalar_type());
   for (const Named& input : per_sample) {
-    TORCH_CHECK(input.tensor.device().is_cpu(), op, ": expects CPU tensors, got ", input.name,
+    CTVIS_CHECK(input.tensor.device().is_cpu(), op, ": expects CPU tensors, got ", input.name,
                 " on ", input.tensor.device());
-    TORCH_CHECK(input.tensor.scalar_type() == value.scalar_type(), op, ": ", input.name,
+    CTVIS_CHECK(input.tensor.scalar_type() == value.scalar_type(), op, ": ", input.name,
                 " must have value's dtype ", value.scalar_type(), ", got ",
                 input.tensor.scalar_type());
   }
-  TORCH_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2 &&
+  CTVIS_CHECK(spatial_shapes.dim() == 2 && spatial_shapes.size(1) == 2 &&
                   spatial_shapes.scalar_type() == at::kLong,
               op, ": spatial_shapes must be an int64 (num_levels, 2) tensor, got ",
               spatial_shapes.scalar_type(), spatial_shapes.sizes());
   const int64_t levels = spatial_shapes.size(0);
-  TORCH_CHECK(level_start_index.dim() == 1 && level_start_index.size(0) == levels &&
+  CTVIS_CHECK(level_start_index.dim() == 1 && level_start_index.size(0) == levels &&
                   level_start_index.scalar_type() == at::kLong,
               op, ": level_start_index must be an int64 (", levels, ",) tensor, got ",
               level_start_index.scalar_type(), level_start_index.sizes());
@@ -103,13 +138,13 @@ Shapes check_value_and_levels(const char* op, const at::Tensor& value,
                                        level_start_index.contiguous());
   for (const auto l : c10::irange(levels)) {
     const Level& level = levels_read[l];
-    TORCH_CHECK(level.h > 0 && level.w > 0, op, ": level ", l, " has an empty shape (", level.h,
+    CTVIS_CHECK(level.h > 0 && level.w > 0, op, ": level ", l, " has an empty shape (", level.h,
                 ", ", level.w, ")");
-    TORCH_CHECK(level.start == expected_start, op, ": level_start_index[", l, "] is ",
+    CTVIS_CHECK(level.start == expected_start, op, ": level_start_index[", l, "] is ",
                 level.start, " but the levels before it hold ", expected_start, " keys");
     expected_start += level.h * level.w;
   }
-  TORCH_CHECK(expected_start == value.size(1), op, ": spatial_shapes hold ", expected_start,
+  CTVIS_CHECK(expected_start == value.size(1), op, ": spatial_shapes hold ", expected_start,
               " keys but value has ", value.size(1));
   return Shapes{value.size(0), value.size(1), value.size(2), value.size(3), 0, levels, 0};
 }
@@ -118,7 +153,7 @@ Shapes check_value_and_levels(const char* op, const at::Tensor& value,
 // offsets) and reads num_queries and num_points from it.
 void read_sample_layout(const char* op, const Named& input, Shapes* s) {
   const at::Tensor& t = input.tensor;
-  TORCH_CHECK(t.dim() == 6 && t.size(0) == s->batch && t.size(2) == s->heads &&
+  CTVIS_CHECK(t.dim() == 6 && t.size(0) == s->batch && t.size(2) == s->heads &&
                   t.size(3) == s->levels && t.size(5) == 2,
               op, ": ", input.name, " must be (bs=", s->batch, ", num_queries, num_heads=",
               s->heads, ", num_levels=", s->levels, ", num_points, 2), got ", t.sizes());
@@ -136,7 +171,7 @@ Shapes check_inputs(const at::Tensor& value, const at::Tensor& spatial_shapes,
   Shapes s = check_value_and_levels(op, value, spatial_shapes, level_start_index,
                                     {locations, weights});
   read_sample_layout(op, locations, &s);
-  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5), op,
+  CTVIS_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5), op,
               ": attention_weights must be ", sampling_locations.sizes().slice(0, 5),
               " (sampling_locations without its last dimension), got ",
               attention_weights.sizes());
@@ -156,12 +191,12 @@ Shapes check_offset_inputs(const at::Tensor& value, const at::Tensor& spatial_sh
   Shapes s = check_value_and_levels(op, value, spatial_shapes, level_start_index,
                                     {points, offsets_, logits_});
   read_sample_layout(op, offsets_, &s);
-  TORCH_CHECK(reference_points.dim() == 4 && reference_points.size(0) == s.batch &&
+  CTVIS_CHECK(reference_points.dim() == 4 && reference_points.size(0) == s.batch &&
                   reference_points.size(1) == s.queries &&
                   reference_points.size(2) == s.levels && reference_points.size(3) == 2,
               op, ": reference_points must be (", s.batch, ", ", s.queries, ", ", s.levels,
               ", 2) points (x, y), got ", reference_points.sizes());
-  TORCH_CHECK(logits.dim() == 4 && logits.size(0) == s.batch && logits.size(1) == s.queries &&
+  CTVIS_CHECK(logits.dim() == 4 && logits.size(0) == s.batch && logits.size(1) == s.queries &&
                   logits.size(2) == s.heads && logits.size(3) == s.levels * s.points,
               op, ": logits must be (", s.batch, ", ", s.queries, ", ", s.heads, ", ",
               s.levels * s.points, ") (num_levels * num_points per head), got ", logits.sizes());
@@ -247,7 +282,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward(
     const at::Tensor& attention_weights) {
   const Shapes s = check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                                 attention_weights);
-  TORCH_CHECK(grad_output.dim() == 3 && grad_output.size(0) == s.batch &&
+  CTVIS_CHECK(grad_output.dim() == 3 && grad_output.size(0) == s.batch &&
                   grad_output.size(1) == s.queries &&
                   grad_output.size(2) == s.heads * s.channels &&
                   grad_output.scalar_type() == value.scalar_type(),
