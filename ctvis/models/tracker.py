@@ -6,7 +6,7 @@ how often each track was seen) and feeds a :class:`~ctvis.models.video_tracks.Vi
 video-level output. Every threshold, epsilon and tie follows the official arithmetic
 (docs/parity.md, "Tracker conventions").
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -81,12 +81,15 @@ class CTVISTracker(BaseVideoTracker):
         self.video = VideoTracks(self.num_classes, **self.suppression)
         self.num_tracks = 0
 
-    def select_candidates(self, logits: Tensor, mask_logits: Tensor) -> Tuple[Tensor, Tensor]:
+    def select_candidates(self, logits: Tensor, mask_logits: Optional[Tensor],
+                          mask_ious: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Score filter and mask NMS of one frame's queries.
 
         Args:
             logits (Tensor): Class logits, shape (Q, C + 1).
-            mask_logits (Tensor): Stride-4 mask logits, shape (Q, h, w).
+            mask_logits (Tensor, optional): Stride-4 mask logits, shape (Q, h, w).
+            mask_ious (Tensor, optional): Instead of ``mask_logits``: the queries' pairwise
+                :func:`mask_iou` of their binary masks (``sigmoid > 0.5``), shape (Q, Q).
 
         Returns:
             tuple[Tensor, Tensor]: Kept query indices in descending score order (N,) and their
@@ -98,8 +101,11 @@ class CTVISTracker(BaseVideoTracker):
         keep = order[scores[order] > self.score_thr]
         if len(keep) == 0:
             keep = order[:1]
-        binary = mask_logits[keep].sigmoid() > 0.5
-        kept = greedy_suppression(mask_iou(binary) > self.mask_nms_thr)  # mask NMS
+        if mask_ious is None:
+            ious = mask_iou(mask_logits[keep].sigmoid() > 0.5)
+        else:
+            ious = mask_ious[keep][:, keep]
+        kept = greedy_suppression(ious > self.mask_nms_thr)  # mask NMS
         keep = keep[kept]
         return keep, scores[keep]
 
@@ -139,22 +145,24 @@ class CTVISTracker(BaseVideoTracker):
                 matches.append(-1)
         return matches
 
-    def track(self, frame_id: int, logits: Tensor, mask_logits: Tensor,
-              embeds: Tensor) -> Tuple[Tensor, Tensor]:
+    def track(self, frame_id: int, logits: Tensor, mask_logits: Optional[Tensor],
+              embeds: Tensor, mask_ious: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Associate one frame's queries with the memory and update it.
 
         Args:
             frame_id (int): Index of the frame in the video; 0 resets the tracker.
             logits (Tensor): Class logits, shape (Q, C + 1).
-            mask_logits (Tensor): Stride-4 mask logits, shape (Q, h, w).
+            mask_logits (Tensor, optional): Stride-4 mask logits, shape (Q, h, w).
             embeds (Tensor): Re-id embeddings, shape (Q, E).
+            mask_ious (Tensor, optional): The queries' pairwise mask IoUs instead of
+                ``mask_logits`` (see :meth:`select_candidates`).
 
         Returns:
             tuple[Tensor, Tensor]: Query indices kept this frame (N,) and their track ids (N,).
         """
         if frame_id == 0:
             self.reset()
-        keep, det_scores = self.select_candidates(logits, mask_logits)
+        keep, det_scores = self.select_candidates(logits, mask_logits, mask_ious)
         det_embeds = embeds[keep]
         matches = [-1] * len(keep)
         if len(self.memory) > 0:

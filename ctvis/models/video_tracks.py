@@ -156,6 +156,25 @@ def _as_list(values: Any) -> list:
     return values.tolist() if hasattr(values, 'tolist') else list(values)
 
 
+def encode_detections(mask_logits: Tensor,
+                      with_rles: bool = True) -> Tuple[List[dict], Tensor, Tensor]:
+    """What the video-level output keeps of each detection: its binary mask (``logit > 0``) as
+    RLE, and the sums behind its mask score (sigmoid inside the mask, and the mask's area).
+
+    Args:
+        mask_logits (Tensor): Mask logits at original resolution, shape (N, H, W).
+        with_rles (bool): Encode the masks (no RLEs when False).
+
+    Returns:
+        tuple[list[dict], Tensor, Tensor]: RLEs, and the two sums, float64 (N,) on the CPU.
+    """
+    binary = mask_logits > 0
+    probs = mask_logits.sigmoid()
+    score_num = (probs * binary).flatten(1).sum(1).double().cpu()
+    score_den = binary.flatten(1).sum(1).double().cpu()
+    return (encode_masks(binary) if with_rles else []), score_num, score_den
+
+
 class _TrackRecord:
     """What the video-level output needs of one track, accumulated frame by frame."""
 
@@ -199,13 +218,26 @@ class VideoTracks:
             logits (Tensor): Class logits of those detections, shape (N, C + 1).
             mask_logits (Tensor): Their mask logits at original resolution, shape (N, H, W).
         """
+        rles, score_num, score_den = encode_detections(mask_logits, with_rles=len(track_ids) > 0)
+        self.add_encoded(frame_id, track_ids, logits, rles, score_num, score_den,
+                         tuple(mask_logits.shape[-2:]))
+
+    def add_encoded(self, frame_id: int, track_ids: Sequence[int], logits: Tensor,
+                    rles: Sequence[dict], score_num: Tensor, score_den: Tensor,
+                    ori_shape: Tuple[int, int]) -> None:
+        """Record one frame of detections already encoded by :func:`encode_detections`.
+
+        What :meth:`add_frame` does after encoding; tools that replay a tracker over cached
+        detections (tools/analysis_tools/tracker_sweep.py) call it directly.
+
+        Args:
+            frame_id, track_ids, logits: As in :meth:`add_frame`.
+            rles (Sequence[dict]): RLE mask of each detection, length N.
+            score_num, score_den (Tensor): Mask-score sums of each detection, float64 (N,).
+            ori_shape (tuple[int, int]): (H, W) of the video's frames.
+        """
         self.num_video_frames = frame_id + 1
-        self.ori_shape = tuple(mask_logits.shape[-2:])
-        binary = mask_logits > 0
-        probs = mask_logits.sigmoid()
-        score_num = (probs * binary).flatten(1).sum(1).double().cpu()
-        score_den = binary.flatten(1).sum(1).double().cpu()
-        rles = encode_masks(binary) if len(track_ids) else []
+        self.ori_shape = tuple(ori_shape)
         logits = logits.detach().float().cpu()
         for k, track_id in enumerate(track_ids):
             record = self.records.get(int(track_id))

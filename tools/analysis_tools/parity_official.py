@@ -73,13 +73,13 @@ class Recorder:
         self.frames: List[Dict] = []
         select, track = tracker.select_candidates, tracker.track
 
-        def record_select(logits, mask_logits):
-            keep, scores = select(logits, mask_logits)
+        def record_select(logits, mask_logits, mask_ious=None):
+            keep, scores = select(logits, mask_logits, mask_ious)
             self.frames[-1].update(cand_query=keep, cand_score=scores)
             return keep, scores
 
-        def record_track(frame_id, *args):
-            queries, ids = track(frame_id, *args)
+        def record_track(frame_id, *args, **kwargs):
+            queries, ids = track(frame_id, *args, **kwargs)
             bank = tracker.memory
             embed_dim = self.frames[-1]['embeds'].shape[-1]
             self.frames[-1].update(
