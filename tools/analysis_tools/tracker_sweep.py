@@ -320,7 +320,7 @@ def sweep_tracker(args: argparse.Namespace, tmp: str) -> List[Dict[str, Any]]:
         rows.append(dict(settings, **{m: metrics[m] for m in METRICS},
                          config=all(settings[k] == own[k] for k in settings)))
     print(format_table(rows, list(sweep)))
-    best = max(rows, key=lambda r: r['AP'])
+    best = max(rows, key=lambda r: (r['AP'], r['config']))  # on a tie, keep the config's
     options = ' '.join(f'model.{"test_cfg" if k in MODEL_KEYS else "tracker"}.{k}={v}'
                        for k, v in best.items() if k in sweep)
     if options:
