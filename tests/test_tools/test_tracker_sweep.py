@@ -120,9 +120,11 @@ def test_each_frames_best_query_is_cached_when_none_passes(sweep_case, tmp_path,
 def test_config_row_is_marked_and_a_broken_cache_is_refused(sweep_case, tmp_path, monkeypatch,
                                                             capsys):
     checkpoint, data = sweep_case[0], ['--work-dir', str(tmp_path), '--cfg-options', *sweep_case[1]]
-    rows = tool.main([CONFIG, checkpoint, '--set', 'score_thr=0.3,0.8', *data])
-    assert [(r['score_thr'], r['config']) for r in rows] == [(0.3, True), (0.8, False)]
-    assert '--cfg-options model.tracker.score_thr=' in capsys.readouterr().out
+    rows = tool.main([CONFIG, checkpoint, '--set', 'score_thr=0.8,0.3', *data])
+    assert [(r['score_thr'], r['config']) for r in rows] == [(0.8, False), (0.3, True)]
+    # untrained weights: AP 0 everywhere, and the tie goes to the config's setting
+    assert rows[0]['AP'] == rows[1]['AP'] == 0
+    assert 'best AP 0.00: --cfg-options model.tracker.score_thr=0.3\n' in capsys.readouterr().out
     # a cache that loses candidates the tracker used cannot pass the check against the test run
     record = tool.CandidateCache.record
 
