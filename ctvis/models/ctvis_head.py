@@ -44,20 +44,12 @@ class CTVISHead(Mask2FormerHead):
 
     Args:
         num_reid_layers (int): Linear layers of the re-id MLP (3 in CTVIS; 0 = identity).
-        position_aware_masks (bool): Not in CTVIS (False): add the decoder's sine positional
-            encoding to the cross-attention values and to the mask features. Mask2Former's values
-            and mask features carry no position, so a query that attends to one of two identical
-            objects learns nothing of where it is, and its mask, a dot product with features that
-            are the same on both, covers both. With the encoding in both, a query's output holds
-            the position it attended to and its mask can peak there. No parameters are added.
         **kwargs: Arguments of :class:`Mask2FormerHead`.
     """
 
-    def __init__(self, *args, num_reid_layers: int = 3, position_aware_masks: bool = False,
-                 **kwargs) -> None:
+    def __init__(self, *args, num_reid_layers: int = 3, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.reid_embed = build_mlp(self.decoder_embed_dims, num_reid_layers)
-        self.position_aware_masks = position_aware_masks
         fuse_transformer_layers(self.transformer_decoder)  # fused CPU inference, same parameters
 
     def init_weights(self) -> None:
@@ -109,16 +101,14 @@ class CTVISHead(Mask2FormerHead):
         """:meth:`forward`, or with ``all_stages`` False the final stage's predictions only."""
         batch_size = x[0].shape[0]
         mask_features, multi_scale_memorys = self.pixel_decoder(x)
-        if self.position_aware_masks:
-            mask_features = mask_features + self._sine_positions(mask_features)
         decoder_inputs, decoder_pos = [], []
         for i in range(self.num_transformer_feat_level):
             memory = multi_scale_memorys[i]
             decoder_input = self.decoder_input_projs[i](memory).flatten(2).permute(0, 2, 1)
             decoder_inputs.append(decoder_input + self.level_embed.weight[i].view(1, 1, -1))
-            decoder_pos.append(self._sine_positions(memory).flatten(2).permute(0, 2, 1))
-        decoder_values = [v + p for v, p in zip(decoder_inputs, decoder_pos)
-                          ] if self.position_aware_masks else decoder_inputs
+            no_padding = memory.new_zeros((batch_size, ) + memory.shape[-2:], dtype=torch.bool)
+            decoder_pos.append(
+                self.decoder_positional_encoding(no_padding).flatten(2).permute(0, 2, 1))
         attn_sizes = [memory.shape[-2:] for memory in multi_scale_memorys]
         # inference: the mask features at each attention-mask size, for the intermediate stages
         attn_features = None if all_stages else [
@@ -139,7 +129,7 @@ class CTVISHead(Mask2FormerHead):
                 query_feat = self.transformer_decoder.layers[i - 1](
                     query=query_feat,
                     key=decoder_inputs[level],
-                    value=decoder_values[level],
+                    value=decoder_inputs[level],
                     query_pos=query_embed,
                     key_pos=decoder_pos[level],
                     cross_attn_mask=attn_mask,
@@ -160,12 +150,6 @@ class CTVISHead(Mask2FormerHead):
                     torch.einsum('bqc,bchw->bqhw', mask_embed, attn_features[level]),
                     per_head=not shared_masks)
         return cls_pred_list, mask_pred_list, self.reid_embed(decoder_out), decoder_out
-
-    def _sine_positions(self, features: Tensor) -> Tensor:
-        """The decoder's sine positional encoding over the map of ``features`` (B, C, h, w)."""
-        no_padding = features.new_zeros((features.shape[0], ) + features.shape[-2:],
-                                        dtype=torch.bool)
-        return self.decoder_positional_encoding(no_padding)
 
     def _attention_mask(self, mask_logits: Tensor, per_head: bool = True) -> Tensor:
         """Mask2Former's cross-attention mask from mask logits (B, Q, h, w).

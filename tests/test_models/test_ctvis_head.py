@@ -88,31 +88,3 @@ def test_predict_final_with_mmcvs_attention_modules(eval_model):
         expected = eval_model.track_head.predict_final(feats)
     for ours, theirs in zip((cls, mask, embeds), expected):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
-
-
-def test_position_aware_masks_put_the_sine_encoding_into_values_and_mask_features(eval_model):
-    plain = eval_model.track_head
-    head = copy.deepcopy(plain)
-    head.position_aware_masks = True
-    assert head.state_dict().keys() == plain.state_dict().keys()  # no parameters added
-    feats = features(eval_model)
-    seen = []
-    hooks = [layer.register_forward_pre_hook(
-        lambda _, args, kwargs: seen.append((kwargs['key'], kwargs['value'], kwargs['key_pos'])),
-        with_kwargs=True) for layer in head.transformer_decoder.layers]
-    with torch.no_grad():
-        cls_list, mask_list, embeds, queries = head(feats, [])
-        cls, mask, final_embeds = head.predict_final(feats)
-        mask_features, _ = head.pixel_decoder(feats)
-        expected = torch.einsum('bqc,bchw->bqhw', head.mask_embed(queries),
-                                mask_features + head._sine_positions(mask_features))
-    for hook in hooks:
-        hook.remove()
-    assert len(seen) == 2 * head.num_transformer_decoder_layers  # forward, then predict_final
-    for key, value, key_pos in seen:
-        assert torch.equal(value, key + key_pos) and key_pos.abs().max() > 0.5
-    assert torch.allclose(mask_list[-1], expected, atol=1e-5)
-    assert torch.allclose(mask, mask_list[-1], atol=1e-4)
-    assert torch.allclose(cls, cls_list[-1], atol=1e-5)
-    with torch.no_grad():
-        assert not torch.allclose(plain(feats, [])[1][-1], mask_list[-1], atol=1e-2)
