@@ -44,10 +44,20 @@ def test_sweepable_keys_are_the_trackers_arguments():
     assert arguments['score_thr'] == 0.01 and arguments['frame_weight'] is True
     # a subclass taking **kwargs: its own arguments and its base's, with their defaults
     assert tool.tracker_arguments(RandomIdentityTracker) == dict(seed=0, **arguments)
-    tool.check_sweep(dict(score_thr=[0.1], max_per_video=[5]), CTVISTracker, 'c.py')
+    cfg = dict(type='CTVISTracker', num_classes=4, score_thr=0.3)
+    tool.check_sweep(dict(score_thr=[0.1, 1], frame_weight=[False], match_metric=['det2track'],
+                          max_per_video=[5, None]), cfg, CTVISTracker, 'c.py')
     with pytest.raises(ConfigError, match=r'c.py: --set score_threshold: not an argument of '
                        r'CTVISTracker nor a model key; sweepable: score_thr, '):
-        tool.check_sweep(dict(score_threshold=[0.1]), CTVISTracker, 'c.py')
+        tool.check_sweep(dict(score_threshold=[0.1]), cfg, CTVISTracker, 'c.py')
+    for key, value, default in [('score_thr', 'high', '0.01'), ('frame_weight', 1, 'True'),
+                                ('max_per_video', 'all', '1'), ('num_dead_frames', True, '20')]:
+        with pytest.raises(ConfigError, match=rf'--set {key}={value!r}: expected a value like '
+                           rf'the default {default}'):
+            tool.check_sweep({key: [value]}, cfg, CTVISTracker, 'c.py')
+    with pytest.raises(ConfigError, match=r"--set \{'match_metric': 'cosine'\}: CTVISTracker "
+                       r"refuses it: match_metric must be"):
+        tool.check_sweep(dict(match_metric=['bisoftmax', 'cosine']), cfg, CTVISTracker, 'c.py')
 
 
 @pytest.fixture(scope='module')

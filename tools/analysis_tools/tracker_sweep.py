@@ -246,14 +246,41 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
-def check_sweep(sweep: Dict[str, List[Any]], tracker_type: type, config_path: str) -> None:
-    """ConfigError unless every swept key is an argument of the tracker or a model key."""
-    allowed = list(tracker_arguments(tracker_type)) + list(MODEL_KEYS)
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether a swept value can stand where the argument's default does."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    return default is None or default is inspect.Parameter.empty or isinstance(
+        value, type(default))
+
+
+def check_sweep(sweep: Dict[str, List[Any]], tracker_cfg: dict, tracker_type: type,
+                config_path: str) -> None:
+    """ConfigError, before anything runs, unless every swept key is an argument of the tracker
+    (or ``max_per_video``), every value is of the kind of the argument's default, and the
+    tracker can be built with every setting."""
+    arguments = tracker_arguments(tracker_type)
+    allowed = list(arguments) + list(MODEL_KEYS)
     unknown = [key for key in sweep if key not in allowed]
     if unknown:
         raise ConfigError(f'{config_path}: --set {", ".join(unknown)}: not an argument of '
                           f'{tracker_type.__name__} nor a model key; sweepable: '
                           f'{", ".join(allowed)}')
+    for key, values in sweep.items():
+        default = arguments.get(key, 1)  # max_per_video: a number (or None)
+        for value in values:
+            if not (_same_kind(value, default) or (key in MODEL_KEYS and value is None)):
+                raise ConfigError(f'--set {key}={value!r}: expected a value like the default '
+                                  f'{default!r}')
+    for settings in settings_grid(sweep):
+        tracker = {k: v for k, v in settings.items() if k not in MODEL_KEYS}
+        try:
+            MODELS.build(dict(tracker_cfg, **tracker))
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f'--set {tracker}: {tracker_type.__name__} refuses it: '
+                              f'{error}') from None
 
 
 def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
@@ -273,7 +300,7 @@ def sweep_tracker(args: argparse.Namespace, tmp: str) -> List[Dict[str, Any]]:
     if tracker_type is None or not issubclass(tracker_type, CTVISTracker):
         raise ConfigError(f'{args.config}: the sweep replays a CTVISTracker (or a subclass); '
                           f'the model\'s tracker is {tracker_cfg.get("type")!r}')
-    check_sweep(sweep, tracker_type, args.config)
+    check_sweep(sweep, tracker_cfg, tracker_type, args.config)
     defaults = tracker_arguments(tracker_type)
     min_score_thr = min([tracker_cfg.get('score_thr', defaults['score_thr']),
                          *sweep.get('score_thr', [])])
