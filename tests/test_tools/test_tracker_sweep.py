@@ -28,6 +28,7 @@ def test_swept_values_and_grid():
     grid = tool.settings_grid(dict(a=[1, 2], b=['x', 'y', 'z']))
     assert grid[:4] == [dict(a=1, b='x'), dict(a=1, b='y'), dict(a=1, b='z'), dict(a=2, b='x')]
     assert len(grid) == 6
+    assert tool.settings_grid({}) == [{}]  # no --set: the config's own setting alone
     for bad, message in [('score_thr', 'expected KEY=VALUE'), ('score_thr=0.1,', 'empty value'),
                          ('=0.1', 'expected KEY=VALUE')]:
         with pytest.raises(ValueError, match=message):

@@ -130,9 +130,15 @@ def tracker_arguments(tracker_type: type) -> Dict[str, Any]:
 
 
 def settings_grid(sweep: Dict[str, List[Any]]) -> List[Dict[str, Any]]:
-    """Every combination of the swept values, the first key varying slowest."""
+    """Every combination of the swept values, the first key varying slowest (one empty setting
+    for an empty sweep)."""
     keys = list(sweep)
     return [dict(zip(keys, values)) for values in itertools.product(*sweep.values())]
+
+
+def tracker_overrides(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The part of a setting that goes to the tracker (all but :data:`MODEL_KEYS`)."""
+    return {key: value for key, value in settings.items() if key not in MODEL_KEYS}
 
 
 @dataclass
@@ -275,7 +281,7 @@ def check_sweep(sweep: Dict[str, List[Any]], tracker_cfg: dict, tracker_type: ty
                 raise ConfigError(f'--set {key}={value!r}: expected a value like the default '
                                   f'{default!r}')
     for settings in settings_grid(sweep):
-        tracker = {k: v for k, v in settings.items() if k not in MODEL_KEYS}
+        tracker = tracker_overrides(settings)
         try:
             MODELS.build(dict(tracker_cfg, **tracker))
         except (ValueError, TypeError) as error:
@@ -293,7 +299,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
 def sweep_tracker(args: argparse.Namespace, tmp: str) -> List[Dict[str, Any]]:
     """:func:`main` inside :func:`ctvis.utils.tool_run`; returns the table's rows."""
     test_tool = _load_test_tool()
-    sweep, args.out, table_path = args.sweep, osp.join(tmp, 'config_results.json'), args.out
+    sweep, table_path = args.sweep, args.out
+    args.out = osp.join(tmp, 'config_results.json')  # tools/test.py's --out: the check's reference
     cfg: Config = test_tool.configure_testing(args)
     tracker_cfg = ConfigDict(cfg.model.get('tracker') or {})
     tracker_type = MODELS.get(tracker_cfg.get('type', '')) if tracker_cfg else None
@@ -325,12 +332,12 @@ def sweep_tracker(args: argparse.Namespace, tmp: str) -> List[Dict[str, Any]]:
           f'{cache.num_bytes / 2 ** 20:.1f} MiB')
 
     def evaluate(settings: Dict[str, Any]) -> Tuple[List[dict], Dict[str, float]]:
-        tracker = dict(tracker_cfg, **{k: v for k, v in settings.items() if k not in MODEL_KEYS})
+        tracker = dict(tracker_cfg, **tracker_overrides(settings))
         max_per_video = settings.get('max_per_video', model.max_per_video)
         results = replay(cache.videos, tracker, max_per_video, evaluator.category_ids)
         return results, evaluator.evaluate(results)
 
-    own = {key: tracker_cfg.get(key, defaults.get(key)) for key in sweep if key not in MODEL_KEYS}
+    own = {key: tracker_cfg.get(key, defaults.get(key)) for key in tracker_overrides(sweep)}
     own.update({key: model.max_per_video for key in sweep if key in MODEL_KEYS})
     results, _ = evaluate({})
     with open(args.out) as f:
@@ -341,8 +348,7 @@ def sweep_tracker(args: argparse.Namespace, tmp: str) -> List[Dict[str, Any]]:
             'give the test run\'s results (the candidate cache misses something the tracker '
             'used); the sweep would not show what real runs give, so it stops here')
     rows = []
-    grid = settings_grid(sweep) if sweep else [{}]
-    for settings in grid:
+    for settings in settings_grid(sweep):
         _, metrics = evaluate(settings)
         rows.append(dict(settings, **{m: metrics[m] for m in METRICS},
                          config=all(settings[k] == own[k] for k in settings)))
