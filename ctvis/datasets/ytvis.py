@@ -162,11 +162,12 @@ class YTVISDataset(BaseVideoDataset):
         dataset_version (str, optional): '2019', '2021', '2022' or None. Defaults to None.
         metainfo (dict, optional): ``dict(classes=(...))`` fixes the class list. Defaults to
             None.
-        check_frames (bool): Check that every referenced frame exists (one ``os.listdir`` per
-            frame folder) and that each video's first frame has the video's size (one image
-            header read per video); then, the first time a video is loaded, that all its frames
-            are images of that size (one header read per frame, once per process). Defaults to
-            True.
+        check_frames (bool): Check that every referenced frame exists and is not empty (one
+            ``os.scandir`` per frame folder) and that each video's first frame has the video's
+            size (one image header read per video); then that all frames are images of that
+            size (one header read per frame): at load time in ``test_mode``, where a bad frame
+            found mid-run would cost the whole run's predictions, and otherwise the first time
+            a video is loaded (once per process). Defaults to True.
         **kwargs: Arguments of :class:`mmengine.dataset.BaseDataset` (``ann_file``,
             ``data_root``, ``data_prefix=dict(img_path=...)``, ``pipeline``, ``test_mode``,
             ``filter_cfg=dict(filter_empty_gt=True)`` ...). ``test_mode=True`` accepts JSONs
@@ -370,32 +371,38 @@ class YTVISDataset(BaseVideoDataset):
                 f'{num_bbox_without_mask} per-frame boxes that have no mask', logger='current')
 
     def _check_frames(self, videos: Dict[int, dict]) -> None:
-        """Raise :class:`MissingFrameError` for the first frame not found on disk, and
-        :class:`YTVISFormatError` when a video's first frame does not have the video's size
-        (e.g. frames downscaled after annotation; RLE masks would then not fit the images).
+        """Raise :class:`MissingFrameError` for the first frame not found on disk,
+        :class:`YTVISFormatError` for an empty frame file or when a video's first frame (in
+        ``test_mode`` every frame) does not have the video's size (e.g. frames downscaled after
+        annotation; RLE masks would then not fit the images).
 
-        Cost: one ``os.listdir`` per frame folder and one image-header read per video.
+        Cost: one ``os.scandir`` per frame folder and one image-header read per video (per frame
+        in ``test_mode``).
         """
         if self._frames_are_remote():
             print_log(f"{type(self).__name__}: frames under {self.data_prefix['img_path']} are "
                       'remote; skipped the frame check', logger='current')
             return
-        listings: Dict[str, Optional[set]] = {}
+        listings: Dict[str, Optional[Dict[str, os.DirEntry]]] = {}
         for video in videos.values():
             for frame in video['images']:
                 folder, name = osp.split(frame['img_path'])
                 if folder not in listings:
                     try:
-                        listings[folder] = set(os.listdir(folder or '.'))
+                        with os.scandir(folder or '.') as entries:
+                            listings[folder] = {entry.name: entry for entry in entries}
                     except (FileNotFoundError, NotADirectoryError):
                         listings[folder] = None
                 listing = listings[folder]
+                where = f"{self.ann_file}: video id={video['video_id']}, frame {frame['frame_id']}"
                 if listing is None or name not in listing:
                     raise MissingFrameError(
-                        f"{self.ann_file}: video id={video['video_id']}, frame "
-                        f"{frame['frame_id']}: {frame['img_path']} does not exist"
+                        f"{where}: {frame['img_path']} does not exist"
                         + (' (folder missing)' if listing is None else ''))
-            self._check_frame_size(video['images'][0])
+                if listing[name].stat().st_size == 0:
+                    raise YTVISFormatError(f"{where}: {frame['img_path']} is an empty file")
+            for frame in video['images'] if self.test_mode else video['images'][:1]:
+                self._check_frame_size(frame)
 
     def _frames_are_remote(self) -> bool:
         """Whether the frames' prefix is a URI (no local files to check)."""
@@ -417,22 +424,34 @@ class YTVISDataset(BaseVideoDataset):
 
     def _check_video_frames(self, video_index: int) -> None:
         """Check the size of every frame of a video after the first (:meth:`_check_frames`
-        checked that one at load time) the first time it is loaded in this process: the masks are
-        decoded at the video's size, so a frame of another size would be misaligned with them (or
-        fail deep in the pipeline)."""
+        checked that one at load time, and all of them in ``test_mode``) the first time it is
+        loaded in this process: the masks are decoded at the video's size, so a frame of another
+        size would be misaligned with them (or fail deep in the pipeline)."""
         if video_index in self._checked_videos:
             return
-        if not self._frames_are_remote():
+        if not self._frames_are_remote() and not self.test_mode:
             for frame in self.get_data_info(video_index)['images'][1:]:
                 self._check_frame_size(frame)
         self._checked_videos.add(video_index)
 
     def prepare_data(self, idx: Union[int, Tuple[int, int]]) -> Any:
         """mmdet's video ``prepare_data`` (``idx``: a video index or (video, frame) indices),
-        after :meth:`_check_video_frames` when ``check_frames``."""
+        after :meth:`_check_video_frames` when ``check_frames``.
+
+        A frame whose header reads but whose data does not decode (mmcv's loader asserts) raises
+        :class:`YTVISFormatError` naming the annotation file, the video and the frame file.
+        """
+        video_index = idx[0] if isinstance(idx, tuple) else idx
         if self.check_frames:
-            self._check_video_frames(idx[0] if isinstance(idx, tuple) else idx)
-        return super().prepare_data(idx)
+            self._check_video_frames(video_index)
+        try:
+            return super().prepare_data(idx)
+        except AssertionError as error:
+            if not str(error).startswith('failed to load image'):
+                raise
+            video_id = self.get_data_info(video_index)['video_id']
+            raise YTVISFormatError(f'{self.ann_file}: video id={video_id}: {error} (the file '
+                                   'is not a decodable image)') from error
 
     # ---------------------------------------------------------------- filtering
     def filter_data(self) -> List[dict]:

@@ -487,24 +487,76 @@ def test_a_jpeg_cut_short_is_refused_and_appended_data_is_not(tmp_path):
 
 
 @pytest.mark.parametrize('case', sorted(FRAME_FILE_PROBLEMS))
-@pytest.mark.parametrize('test_mode', [False, True])
-def test_every_frame_is_checked_when_its_video_is_first_loaded(tmp_path, case, test_mode):
-    """Frames after the first are checked when their video is loaded (training clips, or the
-    first frame the test sampler asks for), before the pipeline decodes masks at the video's
-    size: a frame of another size would otherwise be misaligned with them or fail deep in mmcv."""
+def test_every_frame_is_checked_when_its_video_is_first_loaded(tmp_path, case):
+    """In training, frames after the first are checked when their video is loaded, before the
+    pipeline decodes masks at the video's size: a frame of another size would otherwise be
+    misaligned with them or fail deep in mmcv."""
     root = str(tmp_path)
     path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
-    dataset = build(root, dataset_version='2021', test_mode=test_mode)
+    dataset = build(root, dataset_version='2021')
     frame = osp.join(root, 'JPEGImages', 'vid_a', '00002.jpg')
     break_frame, fragment = FRAME_FILE_PROBLEMS[case]
     break_frame(frame)
     assert dataset[1] is not None  # video 2 is intact
     with pytest.raises(YTVISFormatError) as error:
-        dataset.prepare_data((0, 0) if test_mode else 0)
+        dataset.prepare_data(0)
     message = str(error.value)
     assert message.startswith(f'{path}: ') and fragment.format(path=frame) in message, message
-    assert len(build(root, dataset_version='2021', check_frames=False,
-                     test_mode=test_mode).prepare_data((0, 0) if test_mode else 0))
+    assert len(build(root, dataset_version='2021', check_frames=False).prepare_data(0))
+
+
+@pytest.mark.parametrize('case', sorted(FRAME_FILE_PROBLEMS))
+def test_test_mode_checks_every_frame_at_load(tmp_path, case):
+    """A test run writes its predictions only at the end, so in ``test_mode`` every frame is
+    checked before the first one is inferred: a bad frame in the last video must not cost the
+    predictions of all the others."""
+    root = str(tmp_path)
+    path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
+    frame = osp.join(root, 'JPEGImages', 'vid_a', '00002.jpg')
+    break_frame, fragment = FRAME_FILE_PROBLEMS[case]
+    break_frame(frame)
+    if case == 'empty file':  # found by the folder listing, before any header is read
+        fragment = 'video id=1, frame 2: {path} is an empty file'
+    with pytest.raises(YTVISFormatError) as error:
+        build(root, dataset_version='2021', test_mode=True)
+    message = str(error.value)
+    assert message.startswith(f'{path}: ') and fragment.format(path=frame) in message, message
+    dataset = build(root, dataset_version='2021', test_mode=True, check_frames=False)
+    assert dataset.prepare_data((1, 0)) is not None
+
+
+def test_an_empty_frame_file_is_found_at_load_in_training_too(tmp_path):
+    root = str(tmp_path)
+    path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
+    frame = osp.join(root, 'JPEGImages', 'vid_b', '00001.jpg')
+    _overwrite(frame, '')
+    with pytest.raises(YTVISFormatError, match=re.escape(
+            f'{path}: video id=2, frame 1: {frame} is an empty file')):
+        build(root, dataset_version='2021')
+
+
+def test_a_frame_whose_data_does_not_decode_names_its_video(tmp_path):
+    """The header up to the frame size and the end-of-image marker intact, the rest (tables and
+    compressed data) garbage: OpenCV cannot decode it, and the error names the annotation file,
+    the video and the frame file."""
+    root = str(tmp_path)
+    path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
+    frame = osp.join(root, 'JPEGImages', 'vid_a', '00002.jpg')
+    with open(frame, 'rb') as f:
+        data = f.read()
+    start_of_frame = data.index(b'\xff\xc0')
+    header_end = start_of_frame + 2 + int.from_bytes(data[start_of_frame + 2:][:2], 'big')
+    garbage = np.random.default_rng(0).integers(0, 255, len(data) - header_end, np.uint8)
+    with open(frame, 'wb') as f:
+        f.write(data[:header_end] + garbage.tobytes() + b'\xff\xd9')
+    assert cv2.imread(frame) is None  # what mmcv's loader meets
+    load = [dict(type='TransformBroadcaster', transforms=[dict(type='LoadImageFromFile')])]
+    dataset = build(root, dataset_version='2021', test_mode=True, pipeline=load)
+    with pytest.raises(YTVISFormatError, match=re.escape(
+            f'{path}: video id=1: failed to load image: {frame} (the file is not a decodable '
+            'image)')):
+        dataset.prepare_data((0, 2))
+    assert dataset.prepare_data((0, 1))['img'][0].shape == (24, 32, 3)
 
 
 def test_missing_annotation_file_and_unknown_version(tmp_path):
