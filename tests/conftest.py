@@ -8,8 +8,10 @@ import os
 if os.environ.get('CTVIS_TESTS_SEE_CUDA') != '1':
     os.environ['CUDA_VISIBLE_DEVICES'] = ''
 
+import contextlib
 import importlib.util
 import json
+import logging
 import os.path as osp
 import signal
 import socket
@@ -17,11 +19,12 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from typing import List
+from typing import Iterator, List
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -54,6 +57,20 @@ class OpCounter(TorchDispatchMode):
         if name in self.keep:
             self.inputs.append((func, args))
         return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def logged_messages() -> Iterator[List[str]]:
+    """The messages logged to mmengine's current logger inside the block."""
+    messages: List[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 def load_module(path: str, name: str):

@@ -16,7 +16,7 @@ from ctvis.datasets.synthetic.annotations import box_mask, random_ytvis_set, rle
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis
 
-from conftest import REPO, jsonable, load_module
+from conftest import REPO, jsonable, load_module, logged_messages
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
 BENCHMARK_TOOL = osp.join(REPO, 'tools', 'analysis_tools',
                           'benchmark_ytvis_eval.py')
@@ -555,3 +555,19 @@ def test_matching_rules_equal_ytvoseval(objects, predictions):
     precision, recall, _ = YTVISEvaluator(gt).accumulate(results)
     np.testing.assert_array_equal(precision, reference.eval['precision'])
     np.testing.assert_array_equal(recall, reference.eval['recall'])
+
+
+def test_annotation_id_zero_is_scored_as_ytvoseval_and_warned_about():
+    """ytvoseval never counts a match with annotation id 0; the evaluator reproduces that and says
+    so, naming the file and the annotation (mutant caught: no warning)."""
+    gt, results = single_frame_case([(0, _box(0, 0, 4, 4), 0, 16.)], [(0.9, _box(0, 0, 4, 4))])
+    with logged_messages() as messages:
+        precision, _, _ = YTVISEvaluator(gt, 'gt.json').accumulate(results)
+    assert precision.max() <= 0  # the perfect prediction is no true positive
+    assert any(m.startswith('gt.json: annotations[0] (id 0): ytvoseval, and so this evaluator, '
+                            'which reproduces it, never counts a match with annotation id 0')
+               for m in messages), messages
+    gt['annotations'][0]['id'] = 1
+    with logged_messages() as messages:
+        precision, _, _ = YTVISEvaluator(gt, 'gt.json').accumulate(results)
+    assert precision.max() == pytest.approx(1) and not messages

@@ -4,11 +4,13 @@ The raw JSON (``videos``, ``annotations`` with per-frame ``segmentations`` and `
 ``categories``) becomes arrays (:class:`GroundTruth`); every malformed entry raises
 :class:`~.loading.YTVISFormatError` naming the file, the annotation (and frame) and the problem.
 """
+import logging
 import math
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from mmengine.logging import print_log
 
 from .loading import YTVISFormatError, is_real
 from .masks import MaskCollector, Tracks, entry_namer
@@ -65,6 +67,12 @@ def parse_ground_truth(gt: dict, name: str) -> GroundTruth:
         video[index], category[index] = video_position, category_position
         annotation_ids[index] = annotation['id']
     check_unique_ids(annotation_ids.tolist(), name, 'annotation')
+    if (annotation_ids == 0).any():
+        print_log(f'{describe(int(np.argmax(annotation_ids == 0)), -1)}: ytvoseval, and so '
+                  'this evaluator, which reproduces it, never counts a match with annotation '
+                  'id 0 as a true positive, so AP is lower than the predictions '
+                  'deserve; number the annotations from 1', logger='current',
+                  level=logging.WARNING)
     masks = collector.build(num, describe)
     # Converted once: every evaluation against this ground truth uses them.
     masks.build_canvases(np.flatnonzero(masks.area > 0))
