@@ -1,5 +1,7 @@
 """Frame-by-frame inference: feed a frame, get the tracks in it; finish to get the video result."""
 import copy
+import os.path as osp
+import weakref
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -13,7 +15,7 @@ from mmengine.structures import InstanceData
 from mmdet.registry import MODELS
 from mmdet.structures import TrackDataSample
 
-from .utils.checkpoint import weights_problem
+from .utils.checkpoint import checkpoint_problem, weights_problem
 from .utils.checkpoint_loaders import safe_checkpoint_loading
 from .utils.tool_config import read_config
 
@@ -93,6 +95,10 @@ class OnlineVideoSegmenter:
         ...     tracks = segmenter.step(frame)  # tracks.instances_id / labels / scores / masks
         >>> video = segmenter.finish()  # video-level top-k predictions (TrackDataSample)
 
+    The tracker's state lives on the model, so a model serves one segmenter (one stream) at a
+    time: wrapping a model that another live segmenter drives raises ``ValueError`` (two
+    interleaved streams would mix their tracks); build a model per stream.
+
     Args:
         model (torch.nn.Module): A built :class:`~ctvis.models.CTVIS` with its weights.
         test_pipeline (Sequence[dict]): The config's test pipeline (file loading is replaced
@@ -104,6 +110,12 @@ class OnlineVideoSegmenter:
 
     def __init__(self, model: torch.nn.Module, test_pipeline: Sequence[dict],
                  compile: bool = False) -> None:
+        owner = getattr(model, '_online_segmenter', lambda: None)()
+        if owner is not None:
+            raise ValueError('OnlineVideoSegmenter: this model already drives another live '
+                             'OnlineVideoSegmenter; the tracker state lives on the model, so two '
+                             'streams would mix their tracks: build one model per stream')
+        model._online_segmenter = weakref.ref(self)
         self.model = model.eval()
         if compile:
             self.model.compile_detector()
@@ -119,8 +131,10 @@ class OnlineVideoSegmenter:
 
         Raises:
             ValueError: the config has invalid syntax or lacks ``model`` or
-                ``test_dataloader.dataset.pipeline``; the checkpoint cannot give the model all its
-                weights (:func:`ctvis.utils.weights_problem`); ``device`` cannot be used.
+                ``test_dataloader.dataset.pipeline``; the checkpoint file is damaged
+                (:func:`ctvis.utils.checkpoint_problem`: a flipped byte would load silently) or
+                cannot give the model all its weights, finite ones
+                (:func:`ctvis.utils.weights_problem`); ``device`` cannot be used.
         """
         cfg = read_config(config) if isinstance(config, str) else config
         name = config if isinstance(config, str) else 'the config'
@@ -131,6 +145,11 @@ class OnlineVideoSegmenter:
         init_default_scope(cfg.get('default_scope', 'mmdet'))
         model = MODELS.build(cfg.model)
         if checkpoint is not None:
+            if osp.isdir(checkpoint):
+                raise ValueError(f'{checkpoint}: is a folder, not a checkpoint file')
+            problem = checkpoint_problem(checkpoint) if osp.isfile(checkpoint) else None
+            if problem is not None:
+                raise ValueError(f'{checkpoint}: {problem}')
             with safe_checkpoint_loading():  # no code from the file runs; URLs too
                 problem = weights_problem(model, load_checkpoint(model, checkpoint,
                                                                  map_location='cpu'))

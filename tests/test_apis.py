@@ -170,6 +170,52 @@ def test_from_config_refuses_other_weights_and_non_test_configs(tmp_path):
         OnlineVideoSegmenter.from_config(str(broken))
 
 
+def test_from_config_refuses_damaged_and_non_finite_checkpoints(tmp_path):
+    """A flipped byte inside a tensor loads silently in torch, and NaN weights (a diverged
+    training) run without an error: both would give garbage tracks, so both are refused naming
+    the file (mutants caught: no CRC check in from_config; no finiteness check)."""
+    from mmengine.config import Config
+
+    from conftest import tiny_model_cfg
+
+    cfg = Config(dict(model=tiny_model_cfg(),
+                      test_dataloader=dict(dataset=dict(pipeline=TEST_PIPELINE))))
+    weights = build_tiny_model(seed=1).state_dict()
+    flipped = tmp_path / 'flipped.pth'
+    torch.save(dict(state_dict=weights), flipped)
+    data = bytearray(flipped.read_bytes())
+    key = 'backbone.conv1.weight'
+    data[data.index(weights[key].flatten()[:4].numpy().tobytes())] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf'^{flipped}: the member .* fails its CRC check'):
+        OnlineVideoSegmenter.from_config(cfg, str(flipped))
+    diverged = tmp_path / 'diverged.pth'
+    nan_weight = weights[key].clone()
+    nan_weight[0, 0, 0, 0] = float('nan')
+    torch.save(dict(state_dict=dict(weights, **{key: nan_weight})), diverged)
+    with pytest.raises(ValueError, match=rf'^{diverged}: 1 of its weights are not finite \(NaN '
+                       rf'or inf, e.g. {key}\): the training that wrote it diverged'):
+        OnlineVideoSegmenter.from_config(cfg, str(diverged))
+    with pytest.raises(ValueError, match=rf'^{tmp_path}: is a folder, not a checkpoint file'):
+        OnlineVideoSegmenter.from_config(cfg, str(tmp_path))
+    intact = tmp_path / 'intact.pth'
+    torch.save(dict(state_dict=weights), intact)
+    assert OnlineVideoSegmenter.from_config(cfg, str(intact)).step(frame()) is not None
+
+
+def test_a_model_drives_one_live_segmenter_at_a_time():
+    """The tracker state lives on the model: two interleaved streams on one model would mix
+    their tracks, so a second live segmenter of the same model is refused."""
+    model = build_tiny_model()
+    first = OnlineVideoSegmenter(model, TEST_PIPELINE)
+    with pytest.raises(ValueError, match='this model already drives another live '
+                       'OnlineVideoSegmenter.* build one model per stream'):
+        OnlineVideoSegmenter(model, TEST_PIPELINE)
+    OnlineVideoSegmenter(build_tiny_model(), TEST_PIPELINE)  # another model is fine
+    del first
+    assert OnlineVideoSegmenter(model, TEST_PIPELINE).model is model  # free once it is gone
+
+
 def test_compile_is_off_by_default_and_compiles_the_network_when_asked(monkeypatch):
     """``compile=True`` (constructor and from_config) hands the model to
     ``CTVIS.compile_detector``; without it nothing is compiled. tests/test_models/test_compile.py

@@ -390,8 +390,10 @@ def weights_problem(model: torch.nn.Module, checkpoint: Any) -> Optional[str]:
     mmengine loads weights with ``strict=False``: the model's parameters and buffers that the
     checkpoint lacks, or holds with another shape, keep their random initialisation, with only a
     warning in the log. For inference that is a wrong model (a checkpoint of another config, an
-    unconverted detectron2 file), so callers refuse it. Keys the model does not have are allowed,
-    and so are missing batch-norm ``num_batches_tracked`` counters.
+    unconverted detectron2 file), so callers refuse it, as they refuse weights that are not
+    finite (a diverged training: the model would output garbage without an error). Keys the
+    model does not have are allowed, and so are missing batch-norm ``num_batches_tracked``
+    counters.
 
     Args:
         model (torch.nn.Module): The model (unwrapped from DDP and the like).
@@ -411,6 +413,13 @@ def weights_problem(model: torch.nn.Module, checkpoint: Any) -> Optional[str]:
                   if key in state and hasattr(state[key], 'shape')
                   and tuple(state[key].shape) != tuple(value.shape)]
     if not missing and not mismatched:
+        non_finite = [key for key in expected if key in state
+                      and torch.is_tensor(state[key]) and state[key].is_floating_point()
+                      and not bool(torch.isfinite(state[key]).all())]
+        if non_finite:
+            return (f'{len(non_finite)} of its weights are not finite (NaN or inf, e.g. '
+                    f'{", ".join(non_finite[:3])}): the training that wrote it diverged, or the '
+                    'file was damaged')
         return None
     problems = []
     if missing:
