@@ -3,7 +3,8 @@
 usage: video_demo.py INPUT CONFIG CHECKPOINT --out OUT.mp4 [--json OUT.json] [--score-thr 0.3]
                      [--device cpu] [--max-frames N] [--display-min-side 480] [--compile]
 
-INPUT is a video file, a folder of frames (sorted by name) or a camera index (0, 1, ...).
+INPUT is a video file, a folder of frames (in natural order of their names: 2.jpg before 10.jpg)
+or a camera index (0, 1, ...).
 Frames stream through the model one at a time: memory does not grow with the video's length.
 The frames of one video must share one size (the video-level masks have one size): a folder
 whose images differ in size is refused before the model runs, naming the first differing file.
@@ -11,8 +12,11 @@ The output video shows each track's mask, outline and a label (id, class, score)
 that stays with the track; labels are sized to the frame and placed so they do not cover each
 other, and a frame whose short side is below ``--display-min-side`` is upscaled by a whole factor
 for display (the JSON keeps the input's size). ``--json`` writes the video-level predictions in the
-YouTube-VIS results format. Output folders are created before the model runs. Ctrl-C (or
-``--max-frames``) stops early and still writes everything seen so far. ``--compile`` runs the
+YouTube-VIS results format. Output folders are created before the model runs; an output that is
+the input, the config, the checkpoint or the other output is refused. Ctrl-C (or
+``--max-frames``) stops early and still writes everything seen so far: the video and the JSON hold
+the same frames. A video whose decoding fails part way stops there (exit status 2), keeping the
+frames before it in step with the input. ``--compile`` runs the
 per-frame network through ``torch.compile`` (the first frame then takes the compile time; see
 docs/benchmarks.md for when it pays).
 """
@@ -21,9 +25,13 @@ import json
 import math
 import os
 import os.path as osp
+import re
+import signal
+import stat
 import sys
+import tempfile
 import time
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -78,11 +86,24 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def prepare_outputs(paths: Sequence[Optional[str]]) -> None:
-    """Create the folders of the output files before any work, or raise InputError."""
+def prepare_outputs(paths: Sequence[Optional[str]], inputs: Sequence[str] = ()) -> None:
+    """Create the folders of the output files before any work, or raise InputError: also for an
+    output that is one of ``inputs`` (writing it would destroy what is being read), the same
+    file as another output, an existing non-regular file (a device, a pipe) or in a folder where
+    no file can be created."""
+    written = {}
+    sources = {osp.realpath(path): path for path in inputs if path and osp.exists(path)}
     for path in paths:
         if not path:
             continue
+        real = osp.realpath(path)
+        if real in sources:
+            raise InputError(f'{path}: is also an input ({sources[real]}); writing it would '
+                             'destroy it')
+        if real in written:
+            raise InputError(f'{path}: is also the output {written[real]}; give each output its '
+                             'own file')
+        written[real] = path
         folder = osp.dirname(osp.abspath(path))
         try:
             os.makedirs(folder, exist_ok=True)
@@ -90,8 +111,32 @@ def prepare_outputs(paths: Sequence[Optional[str]]) -> None:
             raise InputError(f'{path}: cannot create its folder {folder}: {e.strerror}') from e
         if osp.isdir(path):
             raise InputError(f'{path}: is a folder, expected a file name')
-        if not os.access(folder, os.W_OK):
-            raise InputError(f'{path}: its folder {folder} is not writable')
+        if osp.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            raise InputError(f'{path}: exists and is not a regular file')
+        try:  # os.access says yes to root everywhere; creating a file is the real test
+            with tempfile.NamedTemporaryFile(dir=folder, prefix='.video_demo_'):
+                pass
+        except OSError as e:
+            raise InputError(f'{path}: its folder {folder} is not writable: {e.strerror}') from e
+
+
+def write_json_atomically(path: str, content: Union[list, dict]) -> None:
+    """Write ``content`` to a temporary file beside ``path``, then rename it into place: a
+    failed write (a full disk) leaves no truncated file behind."""
+    folder = osp.dirname(osp.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix='.video_demo_', suffix='.json')
+    try:
+        with os.fdopen(handle, 'w') as f:
+            json.dump(content, f)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def natural_key(name: str) -> List[Union[str, int]]:
+    """Sort key that orders the numbers inside names by value (frame_2 before frame_10)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
 
 
 def stored_image_size(path: str) -> Tuple[int, int]:
@@ -118,7 +163,8 @@ def check_folder_frame_sizes(paths: Sequence[str]) -> Tuple[int, int]:
 def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
     """Frames of a video file, image folder or camera, with their count (-1 if unknown) and fps."""
     if osp.isdir(source):
-        names = sorted(n for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS))
+        names = sorted((n for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS)),
+                       key=natural_key)
         if not names:
             raise InputError(f'{source}: the folder holds no image files')
         paths = [osp.join(source, name) for name in names]
@@ -156,15 +202,27 @@ def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
                 if not ok:
                     if index == 0:
                         raise InputError(f'{source}: no frame could be decoded')
-                    if 0 < count and index < count - 1:
-                        print(f'\nwarning: {source}: decoding stopped at frame {index} of '
-                              f'{count}; the rest of the file is unreadable', file=sys.stderr)
+                    if 0 < count and index < count:
+                        raise InputError(decoding_stopped(source, capture, index, count))
                     return
                 index += 1
                 yield frame
         finally:
             capture.release()
     return stream(), count, fps
+
+
+def decoding_stopped(source: str, capture: cv2.VideoCapture, index: int, count: int) -> str:
+    """Why a video's frames stop at ``index`` of ``count``: whether later frames decode (a few
+    reads further) decides what to advise. Skipping the broken frame would shift every later
+    frame's masks against the input's frame numbers, so the output stops there either way."""
+    resumes = any(capture.read()[0] for _ in range(8))
+    if resumes:
+        return (f'{source}: frame {index} of {count} cannot be decoded, frames after it can; the '
+                f'output stops at frame {index} to keep its frames in step with the input: '
+                're-encode the video (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) to run it whole')
+    return (f'{source}: decoding stopped at frame {index} of {count}; the rest of the file is '
+            'unreadable')
 
 
 def display_scale(height: int, width: int, min_side: int) -> int:
@@ -198,7 +256,7 @@ def video_results_json(video, class_names: Optional[Sequence[str]]) -> list:
 def main() -> int:
     args = parse_args()
     try:
-        prepare_outputs([args.out, args.json])
+        prepare_outputs([args.out, args.json], [args.input, args.config, args.checkpoint])
         frames, count, input_fps = open_frames(args.input)
         segmenter = OnlineVideoSegmenter.from_config(args.config, args.checkpoint, args.device,
                                                      compile=args.compile)
@@ -210,6 +268,15 @@ def main() -> int:
         total = min(total, args.max_frames) if total else args.max_frames
     progress = ProgressBar(total)  # 0: unknown length, shows the count and the speed
     writer, num_frames, start, error = None, 0, time.time(), None
+    # Ctrl-C stops between frames, so a frame is either tracked, drawn and written or not seen at
+    # all; a second Ctrl-C interrupts at once (the JSON is then cut to the written frames).
+    interrupted = []
+
+    def on_interrupt(signum, stack):
+        interrupted.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
     try:
         for frame in frames:
             tracks = segmenter.step(frame)
@@ -226,15 +293,18 @@ def main() -> int:
                                      scale))
             num_frames += 1
             progress.update()
-            if args.max_frames and num_frames >= args.max_frames:
+            if interrupted or args.max_frames and num_frames >= args.max_frames:
                 break
     except KeyboardInterrupt:
-        print('\nvideo_demo: interrupted, writing what was processed', file=sys.stderr)
+        interrupted.append(signal.SIGINT)
     except (InputError, ValueError) as e:  # ValueError: a frame the model cannot take
         error = e
     finally:
+        signal.signal(signal.SIGINT, previous_handler)
         if writer is not None:
             writer.release()
+    if interrupted:
+        print('\nvideo_demo: interrupted, writing what was processed', file=sys.stderr)
     elapsed = time.time() - start
     if num_frames == 0:
         print(f'\nvideo_demo: {error or "no frame was processed"}', file=sys.stderr)
@@ -242,8 +312,15 @@ def main() -> int:
     print(f'\n{num_frames} frames in {elapsed:.1f} s ({num_frames / elapsed:.2f} frames/s) '
           f'-> {args.out}')
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(video_results_json(segmenter.finish(), segmenter.class_names), f)
+        results = video_results_json(segmenter.finish(), segmenter.class_names)
+        for entry in results:  # a frame tracked but not written (interrupted inside it)
+            del entry['segmentations'][num_frames:]
+        try:
+            write_json_atomically(args.json, results)
+        except OSError as e:
+            print(f'video_demo: {args.json}: cannot write the predictions: {e.strerror or e}',
+                  file=sys.stderr)
+            return 2
         print(f'video-level predictions -> {args.json}')
     if error is not None:
         print(f'video_demo: stopped early: {error}', file=sys.stderr)

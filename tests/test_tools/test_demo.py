@@ -1,6 +1,9 @@
 """demo/video_demo.py: mixed-size folders, output folders, frame counts and readable labels."""
 import json
+import os
 import os.path as osp
+import re
+import signal
 import sys
 
 import cv2
@@ -162,3 +165,128 @@ def test_display_scale_upscales_small_frames_by_a_whole_factor():
     assert demo.display_scale(2, 200, 480) == 20
     assert demo.display_scale(2, 2048, 480) == 2 and demo.display_scale(2, 2049, 480) == 1
     assert demo.display_scale(2, 5000, 480) == 1
+
+
+# ------------------------------------------------------------------ outputs, order, interruption
+def test_outputs_that_would_destroy_an_input_or_each_other_are_refused(tmp_path):
+    video, config = tmp_path / 'in.mp4', tmp_path / 'cfg.py'
+    video.write_bytes(b'x')
+    config.write_text('')
+    inputs = [str(video), str(config), str(tmp_path / 'missing.pth')]
+    with pytest.raises(demo.InputError, match=f'^{video}: is also an input'):
+        demo.prepare_outputs([str(video), None], inputs)
+    link = tmp_path / 'link.json'
+    link.symlink_to(config)
+    with pytest.raises(demo.InputError, match=f'^{link}: is also an input \\({config}\\)'):
+        demo.prepare_outputs([str(tmp_path / 'out.mp4'), str(link)], inputs)
+    same = str(tmp_path / 'out.mp4')
+    with pytest.raises(demo.InputError, match=f'^{same}: is also the output {same}'):
+        demo.prepare_outputs([same, same], inputs)
+    fifo = tmp_path / 'pipe.json'
+    os.mkfifo(fifo)
+    with pytest.raises(demo.InputError, match=f'^{fifo}: exists and is not a regular file'):
+        demo.prepare_outputs([same, str(fifo)], inputs)
+    demo.prepare_outputs([same, str(tmp_path / 'out.json')], inputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cfg.py', 'in.mp4', 'link.json',
+                                                          'pipe.json']  # no probe left
+
+
+def test_folder_frames_run_in_natural_order(tmp_path):
+    """ffmpeg's %d.jpg names are not zero-padded: 10.png comes after 9.png, not after 1.png."""
+    frames = [np.full((8, 8, 3), 10 * t, np.uint8) for t in range(12)]
+    folder = tmp_path / 'video'
+    folder.mkdir()
+    for t, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f'{t}.png'), frame)
+    stream, count, _ = demo.open_frames(str(folder))
+    assert count == 12 and [int(f[0, 0, 0]) for f in stream] == [10 * t for t in range(12)]
+    assert sorted(['a10.png', 'a9.png', 'b1.png'], key=demo.natural_key) == [
+        'a9.png', 'a10.png', 'b1.png']
+
+
+class ScriptedCapture:
+    """A cv2.VideoCapture whose reads succeed or fail as scripted (True: a frame)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def isOpened(self):
+        return True
+
+    def get(self, prop):
+        return float(len(self.script)) if prop == cv2.CAP_PROP_FRAME_COUNT else 25.0
+
+    def read(self):
+        if not self.script:
+            return False, None
+        return (True, np.zeros((8, 8, 3), np.uint8)) if self.script.pop(0) else (False, None)
+
+    def release(self):
+        pass
+
+
+@pytest.mark.parametrize('script, message', [
+    ([True, True, False, True, True], 'frame 2 of 5 cannot be decoded, frames after it can; the '
+     'output stops at frame 2'),
+    ([True, True, False, False, False], 'decoding stopped at frame 2 of 5; the rest of the file '
+     'is unreadable'),
+])
+def test_a_video_that_stops_decoding_part_way_is_an_error(tmp_path, monkeypatch, script,
+                                                          message):
+    """The frames before the failure come out; the failure is an error, not a warning (the
+    output lacks frames the input has), saying whether later frames would decode."""
+    video = tmp_path / 'in.mp4'
+    video.write_bytes(b'x')
+    monkeypatch.setattr(demo.cv2, 'VideoCapture', lambda source: ScriptedCapture(script))
+    stream, count, _ = demo.open_frames(str(video))
+    assert count == 5 and next(stream) is not None and next(stream) is not None
+    with pytest.raises(demo.InputError, match=re.escape(f'{video}: {message}')):
+        next(stream)
+    stream, _, _ = demo.open_frames(str(video))
+    monkeypatch.setattr(demo.cv2, 'VideoCapture', lambda source: ScriptedCapture([True] * 3))
+    assert len(list(demo.open_frames(str(video))[0])) == 3  # a whole video ends quietly
+
+
+@pytest.mark.parametrize('hard', [False, True])
+def test_an_interrupted_run_writes_the_same_frames_to_the_video_and_the_json(
+        tmp_path, checkpoint, toy_frames, run_demo, monkeypatch, hard):
+    """Ctrl-C stops between frames; a second one interrupts inside a frame the tracker has
+    already recorded: the JSON is then cut to the frames the video holds."""
+    write_frames(tmp_path / 'video', toy_frames)
+    step = demo.OnlineVideoSegmenter.step
+
+    def step_then_interrupt(segmenter, frame):
+        tracks = step(segmenter, frame)
+        if segmenter.frame_id == 3:
+            if hard:
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+        return tracks
+
+    monkeypatch.setattr(demo.OnlineVideoSegmenter, 'step', step_then_interrupt)
+    out, results = tmp_path / 'demo.mp4', tmp_path / 'demo.json'
+    status, out_text, err = run_demo(tmp_path / 'video', CONFIG, checkpoint, '--out', out,
+                                     '--json', results, '--score-thr', '0')
+    written = 2 if hard else 3
+    assert status == 0 and 'interrupted, writing what was processed' in err
+    assert f'\n{written} frames in' in out_text
+    assert int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT)) == written
+    predictions = json.loads(results.read_text())
+    assert predictions and all(len(p['segmentations']) == written for p in predictions)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_json_that_cannot_be_written_is_an_error_and_leaves_no_file(
+        tmp_path, checkpoint, toy_frames, run_demo, monkeypatch):
+    write_frames(tmp_path / 'video', toy_frames[:2])
+
+    def disk_full(content, f):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(demo.json, 'dump', disk_full)
+    results = tmp_path / 'demo.json'
+    status, _, err = run_demo(tmp_path / 'video', CONFIG, checkpoint, '--out',
+                              tmp_path / 'demo.mp4', '--json', results)
+    assert status == 2
+    assert f'{results}: cannot write the predictions: No space left on device' in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['demo.mp4', 'video']
