@@ -14,17 +14,16 @@ import os
 from typing import List, Sequence
 
 from mmengine.config import Config, ConfigDict
-from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
 import ctvis  # noqa: F401  (registration)
-from ctvis.engine import VideoMaskVisualizationHook
+from ctvis.engine import CheckpointFitsModel, VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
-                         tune_malloc, weights_problem)
+                         tune_malloc)
 
 YTVIS_METRIC_TYPES = ('YTVISMetric', 'ctvis.YTVISMetric', 'mmdet.YTVISMetric', YTVISMetric)
 
@@ -134,23 +133,6 @@ def check_ground_truth(dataset, metrics: Sequence) -> None:
                 f'({_preview(not_in_dataset) or "none"}). '
                 'Point test_evaluator.ann_file at the ground truth of the same split (checked '
                 'before inference; nothing was run).')
-
-
-class CheckpointFitsModel(Hook):
-    """Refuse the checkpoint, before its weights are loaded, when it cannot give the model all of
-    them (:func:`ctvis.utils.weights_problem`): mmengine would load it with only a warning and
-    evaluate a partly random model."""
-
-    priority = 'VERY_HIGH'
-
-    def __init__(self, checkpoint: str) -> None:
-        self.checkpoint = checkpoint
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        problem = weights_problem(model, checkpoint)
-        if problem is not None:
-            raise ConfigError(f'{self.checkpoint}: {problem} (nothing was run)')
 
 
 def compile_detector(model, config_path: str) -> None:

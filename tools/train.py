@@ -17,6 +17,7 @@ from mmengine.logging import print_log
 
 import ctvis  # noqa: F401  (registration)
 from ctvis.datasets import YTVISFormatError
+from ctvis.engine import CheckpointFitsModel, ValidateResumedCheckpoint
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
                          tune_malloc)
@@ -35,8 +36,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint; without a path, from the latest '
                         'intact checkpoint in the work_dir (last_checkpoint, else the newest '
-                        'readable *.pth)')
+                        'readable iter_*.pth / epoch_*.pth)')
     return parse_tool_args(parser, argv)
+
+
+# mmengine's CheckpointHook names
+TRAINING_CHECKPOINT = re.compile(r'(iter|epoch)_\d+\.pth')
 
 
 def _warn(message: str) -> None:
@@ -57,8 +62,10 @@ def resume_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``--resume`` (without a path) continues from, or None to start afresh.
 
     The file ``last_checkpoint`` names it; when that record is empty or names a missing or
-    damaged file (a save cut short by ``kill -9``, a full disk), the newest intact ``*.pth`` of
-    the work_dir is used instead, with a warning naming what was skipped.
+    damaged file (a save cut short by ``kill -9``, a full disk), the newest intact training
+    checkpoint of the work_dir (``iter_N.pth`` / ``epoch_N.pth``, mmengine's names; other
+    ``.pth`` files there, such as pretrained weights, hold no training state) is used instead,
+    with a warning naming what was skipped.
 
     Raises:
         ConfigError: the work_dir holds checkpoints, but none is intact (nothing to resume,
@@ -77,7 +84,8 @@ def resume_checkpoint(work_dir: str) -> Optional[str]:
                   f'newest intact checkpoint in {work_dir}')
         else:
             candidates.append(recorded)
-    others = [path for path in glob.glob(osp.join(work_dir, '*.pth')) if osp.isfile(path)]
+    others = [path for path in glob.glob(osp.join(work_dir, '*.pth'))
+              if osp.isfile(path) and TRAINING_CHECKPOINT.fullmatch(osp.basename(path))]
     candidates += [path for path in _newest_first(others)
                    if not any(osp.samefile(path, seen) for seen in candidates)]
     broken = []
@@ -153,7 +161,19 @@ def main(argv=None) -> None:
         cfg = configure_training(args)
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()
-        run_and_release_process_group(lambda: build_runner(cfg).train())
+        run_and_release_process_group(lambda: build_training_runner(cfg).train())
+
+
+def build_training_runner(cfg):
+    """The runner; when resuming, with the checks that the checkpoint's weights fit the model
+    (else the optimizer state of other shapes is stepped) and that a validation due at the
+    resumed iteration runs (:mod:`ctvis.engine.checkpoint_hooks`)."""
+    runner = build_runner(cfg)
+    if cfg.get('resume'):
+        runner.register_hook(CheckpointFitsModel(cfg.get('load_from') or 'the resumed checkpoint',
+                                                 'nothing was trained'))
+        runner.register_hook(ValidateResumedCheckpoint())
+    return runner
 
 
 if __name__ == '__main__':

@@ -111,12 +111,13 @@ def noisy_runner(work_dir: str, name: str, hooks: list, **runner_args) -> Runner
         model=NoisyRegressor(), work_dir=work_dir, experiment_name=name,
         train_dataloader=loader, val_dataloader=loader, val_evaluator=[MeanSquaredError()],
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=6, val_interval=2),
         val_cfg=dict(type='ValLoop'),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=hooks, default_scope='mmdet',
-        **{'randomness': dict(seed=0), **runner_args})
+        **{'randomness': dict(seed=0),
+           'train_cfg': dict(type='IterBasedTrainLoop', max_iters=6, val_interval=2),
+           **runner_args})
 
 
 def interrupted_and_resumed(work_dir: str, name: str, with_hook: bool,
@@ -255,3 +256,56 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights_bit_for_bit(small_to
     assert expected.keys() == final.keys()
     different = [key for key, value in expected.items() if not torch.equal(final[key], value)]
     assert not different, f'{len(different)} of {len(expected)} tensors differ: {different[:5]}'
+
+
+# ----------------------------------------------------------------------------------------------
+# Resuming where a validation was due, or from weights of another model
+# ----------------------------------------------------------------------------------------------
+
+class ValidationLog(Hook):
+    def __init__(self) -> None:
+        self.iterations = []
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.iterations.append(runner.iter)
+
+
+@pytest.mark.parametrize('resume_at, val_interval, with_hook, validated', [
+    (4, 2, True, [4, 6]),  # killed during iteration 4's validation: it runs on resume
+    (4, 2, False, [6]),  # mmengine alone: iteration 4 is never validated
+    (6, 2, True, [6]),  # killed in the last validation: the run ends with its metrics
+    (6, 2, False, []),  # mmengine alone: exits with no metrics at all
+    (2, 4, True, [4, 6]),  # no validation due at iteration 2: none added
+    (6, 4, True, [6]),  # the last iteration is always validated, off the interval too
+])
+def test_a_validation_due_at_the_resumed_iteration_runs(tmp_path, resume_at, val_interval,
+                                                        with_hook, validated):
+    from ctvis.engine import ValidateResumedCheckpoint
+    noisy_runner(str(tmp_path / 'first'), 'val_first', []).train()
+    log = ValidationLog()
+    hooks = [log] + ([ValidateResumedCheckpoint()] if with_hook else [])
+    runner = noisy_runner(str(tmp_path / 'second'), 'val_second', hooks, resume=True,
+                          load_from=str(tmp_path / 'first' / f'iter_{resume_at}.pth'),
+                          train_cfg=dict(type='IterBasedTrainLoop', max_iters=6,
+                                         val_interval=val_interval))
+    runner.train()
+    assert log.iterations == validated
+
+
+def test_resuming_weights_that_do_not_fit_is_refused_before_any_iteration(tmp_path):
+    from ctvis.engine import CheckpointFitsModel
+    from ctvis.utils import ConfigError
+    noisy_runner(str(tmp_path / 'first'), 'fit_first', []).train()
+    checkpoint = safe_load_file(tmp_path / 'first' / 'iter_2.pth')
+    checkpoint['state_dict']['linear.weight'] = torch.zeros(1, 4)
+    path = str(tmp_path / 'other.pth')
+    torch.save(checkpoint, path)
+    log = ValidationLog()
+    runner = noisy_runner(str(tmp_path / 'second'), 'fit_second',
+                          [CheckpointFitsModel(path, 'nothing was trained'), log],
+                          resume=True, load_from=path)
+    with pytest.raises(ConfigError, match=rf'^{path}: the weights do not fit the model: 1 have '
+                       r'another shape .*linear.weight: \(1, 4\) vs \(1, 3\).*\(nothing was '
+                       r'trained\)$'):
+        runner.train()
+    assert runner.iter == 0 and log.iterations == []

@@ -251,6 +251,8 @@ def test_resume_without_a_path_falls_back_to_the_newest_intact_checkpoint(traine
 
     record.write_text(str(work_dir / 'iter_4.pth'))  # intact: used as recorded
     assert train.configure_training(args).load_from == str(work_dir / 'iter_4.pth')
+    # weights only (no training state), with a larger number: never a --resume candidate
+    shutil.copy(osp.join(trained['work_dir'], 'iter_4.pth'), work_dir / 'r18_coco_90000.pth')
     for content, why in ((str(work_dir / 'iter_6.pth'), 'cut short'), ('', 'is empty'),
                          (str(work_dir / 'iter_8.pth'), 'does not exist')):
         record.write_text(content)
@@ -272,6 +274,24 @@ def test_resume_without_a_path_falls_back_to_the_newest_intact_checkpoint(traine
     with pytest.raises(test.ConfigError, match=r'iter_6\.pth: not a readable checkpoint \(a zip '
                        r'\(torch\) checkpoint without the directory at its end: it was cut short'):
         test.configure_testing(test.parse_args([CONFIG, str(work_dir / 'iter_6.pth')]))
+
+
+def test_resume_refuses_weights_of_another_model_before_training(trained, toy_data, tmp_path):
+    """mmengine resumes a checkpoint whose weights do not fit with a log line, then steps an
+    optimizer state of the old shapes (the fused AdamW grew the memory until the kernel killed
+    the process): refused before any iteration, naming the file and the shapes."""
+    from ctvis.utils import safe_load_file
+    checkpoint = safe_load_file(osp.join(trained['work_dir'], 'iter_2.pth'))
+    checkpoint['state_dict']['pixel_logit.weight'] = torch.zeros(1, 4, 1, 1)
+    other = str(tmp_path / 'other_model.pth')
+    torch.save(checkpoint, other)
+    result = run_tool([PYTHON, 'tools/train.py', CONFIG, '--work-dir', str(tmp_path / 'work'),
+                       '--resume', other, '--cfg-options', *data_options(toy_data)], cwd=REPO)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and 'Iter(train)' not in output, output[-3000:]
+    assert (f'{other}: the weights do not fit the model: 1 have another shape (checkpoint vs '
+            'model, e.g. pixel_logit.weight: (1, 4, 1, 1) vs (1, 3, 1, 1))') in output
+    assert '(nothing was trained)' in output
 
 
 def test_top_level_variables_without_a_config_variable_are_refused():

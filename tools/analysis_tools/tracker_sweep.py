@@ -42,6 +42,7 @@ from torch import Tensor
 
 import ctvis  # noqa: F401  (registration)
 from ctvis.datasets.ytvis_format import YTVISFormatError
+from ctvis.engine import CheckpointFitsModel
 from ctvis.evaluation import YTVISMetric
 from ctvis.models import CTVISTracker, mask_iou, resize_mask_logits
 from ctvis.models.video_tracks import encode_detections
@@ -321,7 +322,7 @@ def sweep_tracker(args: argparse.Namespace, tmp: str) -> List[Dict[str, Any]]:
                           'test_evaluator on annotated videos; '
                           + ('there is no such metric' if metric is None else
                              f'{metric.ann_file} has no annotations'))
-    runner.register_hook(test_tool.CheckpointFitsModel(args.checkpoint))
+    runner.register_hook(CheckpointFitsModel(args.checkpoint))
     model = unwrap(runner.model)
     cache = CandidateCache(model, min_score_thr)
     runner.test()
