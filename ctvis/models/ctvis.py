@@ -72,8 +72,18 @@ class CTVIS(BaseMOTModel):
             raise TypeError(f'CTVIS: the tracker config builds a {type(self.tracker).__name__}, '
                             'which is not a ctvis.models.BaseVideoTracker')
         self.test_cfg = dict(test_cfg or {})
-        self.max_per_video = self.test_cfg.get('max_per_video', self.track_head.num_classes)
+        unknown = sorted(set(self.test_cfg) - {'max_per_video', 'chunk_size'})
+        if unknown:
+            raise ValueError(f'CTVIS: test_cfg has unknown keys {unknown}; it takes max_per_video '
+                             'and chunk_size')
+        max_per_video = self.test_cfg.get('max_per_video')  # None: the number of classes
+        self.max_per_video = self.track_head.num_classes if max_per_video is None else max_per_video
         self.chunk_size = self.test_cfg.get('chunk_size', 5)
+        for name in ('max_per_video', 'chunk_size'):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f'CTVIS: test_cfg.{name} must be a whole number >= 1, got '
+                                 f'{value!r}')
         self._compiled_network: Optional[Callable] = None  # see compile_detector
 
     # ----------------------------------------------------------------------------------- common

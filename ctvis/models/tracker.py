@@ -6,6 +6,8 @@ how often each track was seen) and feeds a :class:`~ctvis.models.video_tracks.Vi
 video-level output. Every threshold, epsilon and tie follows the official arithmetic
 (docs/parity.md, "Tracker conventions").
 """
+import math
+import numbers
 from typing import List, Optional, Tuple
 
 import torch
@@ -35,6 +37,22 @@ def bisoftmax_scores(det_embeds: Tensor, track_embeds: Tensor) -> Tensor:
     return (sim.softmax(dim=1) + sim.softmax(dim=0)) / 2
 
 
+def check_settings(owner: str, counts: dict, thresholds: dict, flags: dict) -> None:
+    """ValueError naming the setting unless each count ``(value, minimum)`` is a whole number of
+    at least its minimum, each threshold a finite real number and each flag a bool: a string or
+    NaN would otherwise pass the config and fail (or filter everything) at the first frame."""
+    for name, (value, minimum) in counts.items():
+        if type(value) is not int or value < minimum:
+            raise ValueError(f'{owner}: {name} must be a whole number >= {minimum}, got {value!r}')
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or \
+                not math.isfinite(value):
+            raise ValueError(f'{owner}: {name} must be a finite number, got {value!r}')
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f'{owner}: {name} must be True or False, got {value!r}')
+
+
 @MODELS.register_module()
 class CTVISTracker(BaseVideoTracker):
     """Parameter-free memory tracker of CTVIS (spec §4.2).
@@ -62,6 +80,12 @@ class CTVISTracker(BaseVideoTracker):
         if match_metric not in ('bisoftmax', 'det2track', 'track2det'):
             raise ValueError(f"match_metric must be 'bisoftmax', 'det2track' or 'track2det', "
                              f'got {match_metric!r}')
+        check_settings(type(self).__name__, dict(
+            num_classes=(num_classes, 1), max_cache=(max_cache, 1),
+            num_dead_frames=(num_dead_frames, 0), noise_frame_num=(noise_frame_num, 0),
+            none_frame_num=(none_frame_num, 0), suppress_frame_num=(suppress_frame_num, 0)),
+            dict(score_thr=score_thr, init_score_thr=init_score_thr, mask_nms_thr=mask_nms_thr,
+                 match_score_thr=match_score_thr), dict(frame_weight=frame_weight))
         self.num_classes = num_classes
         self.score_thr = score_thr
         self.init_score_thr = init_score_thr

@@ -1,4 +1,6 @@
 """The CTVIS model: head outputs, losses, online predict (contrastive items: test_contrastive)."""
+import re
+
 import pycocotools.mask as mask_util
 import pytest
 import torch
@@ -185,3 +187,21 @@ def test_video_tracks_report_the_size_of_their_recorded_masks():
     assert video.rle_bytes == 2 * len(rles[0]['counts']) + len(rles[1]['counts'])
     video.add_frame(2, [0], torch.zeros(1, 3), masks[:1])  # track 1: 1 detection, gone: suppressed
     assert video.track_ids == [0] and video.rle_bytes == 3 * len(rles[0]['counts'])
+
+
+@pytest.mark.parametrize('test_cfg, message', [
+    (dict(max_per_vid=5), "test_cfg has unknown keys ['max_per_vid']; it takes max_per_video "
+                          'and chunk_size'),
+    (dict(max_per_video=0), 'test_cfg.max_per_video must be a whole number >= 1, got 0'),
+    (dict(chunk_size=2.0), 'test_cfg.chunk_size must be a whole number >= 1, got 2.0'),
+])
+def test_test_cfg_typos_and_unusable_values_are_refused(test_cfg, message):
+    """A misspelled key kept the default silently; max_per_video=0 became the number of
+    classes."""
+    cfg = tiny_model_cfg()
+    cfg.test_cfg = test_cfg
+    init_default_scope('mmdet')
+    with pytest.raises(ValueError, match=re.escape(f'CTVIS: {message}')):
+        MODELS.build(cfg)
+    cfg.test_cfg = dict(max_per_video=None)  # the number of classes
+    assert MODELS.build(cfg).max_per_video == 3

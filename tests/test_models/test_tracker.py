@@ -6,6 +6,7 @@ Each convention test names the rule it pins; it fails when the rule is flipped (
 the epsilon dropped, a stable sort for the official one), as docs/parity.md lists.
 """
 import json
+import re
 import os.path as osp
 
 import numpy as np
@@ -445,3 +446,22 @@ def test_the_rules_transcription_reproduces_the_official_reference():
         np.testing.assert_array_equal(rules[key], ref[key], err_msg=key)
     for key in ('cand_score', 'bank_embeds', 'track_logits'):
         np.testing.assert_allclose(rules[key], ref[key], atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize('setting, message', [
+    (dict(score_thr='high'), "score_thr must be a finite number, got 'high'"),
+    (dict(match_score_thr=float('nan')), 'match_score_thr must be a finite number, got nan'),
+    (dict(mask_nms_thr=True), 'mask_nms_thr must be a finite number, got True'),
+    (dict(max_cache=0), 'max_cache must be a whole number >= 1, got 0'),
+    (dict(max_cache=2.5), 'max_cache must be a whole number >= 1, got 2.5'),
+    (dict(num_dead_frames=-1), 'num_dead_frames must be a whole number >= 0, got -1'),
+    (dict(num_classes=0), 'num_classes must be a whole number >= 1, got 0'),
+    (dict(frame_weight=1), 'frame_weight must be True or False, got 1'),
+])
+def test_unusable_settings_are_refused_when_the_tracker_is_built(setting, message):
+    """A string threshold passed the config and failed at the first validation frame; NaN
+    filtered every detection; a cache of 0 or 2.5 failed or acted as 3 (mutants caught: each
+    check removed)."""
+    with pytest.raises(ValueError, match=re.escape(f'CTVISTracker: {message}')):
+        CTVISTracker(**{'num_classes': 3, **setting})
+    CTVISTracker(num_classes=3, score_thr=0, max_cache=1, num_dead_frames=0, frame_weight=False)

@@ -59,6 +59,15 @@ def test_sweepable_keys_are_the_trackers_arguments():
     with pytest.raises(ConfigError, match=r"--set \{'match_metric': 'cosine'\}: CTVISTracker "
                        r"refuses it: match_metric must be"):
         tool.check_sweep(dict(match_metric=['bisoftmax', 'cosine']), cfg, CTVISTracker, 'c.py')
+    # values of the right kind out of range: refused before the network runs (they passed, and
+    # the replay crashed after the whole network pass)
+    with pytest.raises(ConfigError, match=r"--set \{'max_cache': 0\}: CTVISTracker refuses it: "
+                       r'CTVISTracker: max_cache must be a whole number >= 1, got 0'):
+        tool.check_sweep(dict(max_cache=[10, 0]), cfg, CTVISTracker, 'c.py')
+    for value in (0, -1):
+        with pytest.raises(ConfigError, match=rf'--set max_per_video={value}: must be a whole '
+                           r'number >= 1'):
+            tool.check_sweep(dict(max_per_video=[value]), cfg, CTVISTracker, 'c.py')
 
 
 @pytest.fixture(scope='module')

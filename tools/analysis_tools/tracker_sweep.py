@@ -281,6 +281,9 @@ def check_sweep(sweep: Dict[str, List[Any]], tracker_cfg: dict, tracker_type: ty
             if not (_same_kind(value, default) or (key in MODEL_KEYS and value is None)):
                 raise ConfigError(f'--set {key}={value!r}: expected a value like the default '
                                   f'{default!r}')
+            if key in MODEL_KEYS and value is not None and (type(value) is not int or value < 1):
+                raise ConfigError(f'--set {key}={value!r}: must be a whole number >= 1 (or None: '
+                                  'the number of classes)')
     for settings in settings_grid(sweep):
         tracker = tracker_overrides(settings)
         try:
