@@ -351,8 +351,8 @@ class YTVISEvaluator:
         long_mask = None
         if long_video_ids is not None:
             long_mask = np.zeros(len(self._gt.videos.ids), bool)
-            for video_id in long_video_ids:
-                position = self._gt.videos.index.get(int(video_id))
+            for video_id in load_long_video_ids(long_video_ids, 'long_video_ids'):
+                position = self._gt.videos.index.get(video_id)
                 if position is None:
                     raise YTVISFormatError(f'long video id {video_id} is not a video of '
                                            f'{self.gt_name}')

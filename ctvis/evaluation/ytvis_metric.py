@@ -14,10 +14,12 @@ ground-truth masks), optionally with the identity metrics of
 :mod:`ctvis.evaluation.tracking_metrics` (HOTA, IDF1, ...), or writes the submission files.
 """
 import json
+import math
 import os
 import os.path as osp
 import zipfile
 from collections import Counter
+from numbers import Real
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from mmengine.dist import (all_gather_object, broadcast_object_list,
@@ -142,7 +144,15 @@ class YTVISMetric(BaseMetric):
         self.ann_file = ann_file
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
-        self.long_video_ids = long_video_ids
+        if tracking_score_thr is not None and (
+                isinstance(tracking_score_thr, bool) or not isinstance(tracking_score_thr, Real)
+                or not math.isfinite(tracking_score_thr)):
+            raise ValueError('YTVISMetric: tracking_score_thr must be a finite number or None, '
+                             f'got {tracking_score_thr!r}')
+        # checked now (a file is read), not after the whole inference
+        self.long_video_ids = None if long_video_ids is None else load_long_video_ids(
+            long_video_ids, None if isinstance(long_video_ids, (str, os.PathLike))
+            else 'YTVISMetric: long_video_ids')
         self.tracking_metrics = tracking_metrics
         self.tracking_score_thr = tracking_score_thr
         self.results_file = results_file
@@ -247,10 +257,7 @@ class YTVISMetric(BaseMetric):
         if self.format_only:
             evaluator.check_results(predictions, source)
         else:
-            long_video_ids = self.long_video_ids
-            if isinstance(long_video_ids, (str, os.PathLike)):
-                long_video_ids = load_long_video_ids(long_video_ids)
-            metrics = evaluator.evaluate(predictions, long_video_ids, source)
+            metrics = evaluator.evaluate(predictions, self.long_video_ids, source)
             logger.info('YouTube-VIS evaluation (percent):\n' +
                         metrics_table(metrics))
             if self.tracking_metrics:

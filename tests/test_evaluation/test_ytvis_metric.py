@@ -12,6 +12,7 @@ from mmengine.logging import MMLogger
 from conftest import track_samples
 from mmdet.registry import METRICS
 from ctvis.evaluation import YTVISMetric
+from ctvis.datasets.ytvis_format import YTVISFormatError
 from ctvis.evaluation.ytvis_eval import evaluate_ytvis
 
 
@@ -91,3 +92,30 @@ def test_metric_format_only_writes_submission(gt_file, tmp_path):
         YTVISMetric(ann_file=path, format_only=True)
 
 
+
+
+def test_unusable_settings_are_refused_before_any_inference(gt_file):
+    """A NaN tracking threshold filtered every prediction (HOTA 0, no error); bad long video ids
+    failed only after the whole inference, or read 1.7 as video 1."""
+    with pytest.raises(ValueError, match='tracking_score_thr must be a finite number or None, '
+                       'got nan'):
+        YTVISMetric(ann_file=gt_file, tracking_metrics=True, tracking_score_thr=float('nan'))
+    for ids, entry in (([1, 'x'], "entry 1 is not a video id: 'x'"),
+                       ([1.7], 'entry 0 is not a video id: 1.7')):
+        with pytest.raises(YTVISFormatError, match=f'YTVISMetric: long_video_ids: {entry}'):
+            YTVISMetric(ann_file=gt_file, long_video_ids=ids)
+    assert YTVISMetric(ann_file=gt_file, long_video_ids=(1, )).long_video_ids == [1]
+
+
+def test_ids_beyond_int64_are_format_errors(tmp_path):
+    """They crashed with an OverflowError naming no file."""
+    from ctvis.datasets.synthetic.annotations import random_ytvis_set
+    gt, _ = random_ytvis_set()
+    gt['annotations'][0]['id'] = 2**70
+    path = tmp_path / 'gt.json'
+    path.write_text(json.dumps(gt))
+    with pytest.raises(YTVISFormatError, match=rf"{path}: annotations\[0\] must be a dict with "
+                       r"an integer \(64-bit\) 'id'"):
+        evaluate_ytvis(str(path), [])
+    gt['annotations'][0]['id'] = 2**63 - 1  # the largest that fits
+    evaluate_ytvis(gt, [])

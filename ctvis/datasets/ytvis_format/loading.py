@@ -101,10 +101,15 @@ def load_long_video_ids(source: Union[str, 'os.PathLike[str]', Iterable[int]],
     return ids
 
 
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
 def is_int(value: Any) -> bool:
+    """An integer (not a bool) that fits int64, as the parsed arrays hold ids and sizes."""
     # (type() first: the ABC check costs more, and runs per entry)
-    return type(value) is int or (isinstance(value, numbers.Integral)
-                                  and not isinstance(value, bool))
+    return ((type(value) is int or (isinstance(value, numbers.Integral)
+                                    and not isinstance(value, bool)))
+            and INT64_MIN <= value <= INT64_MAX)
 
 
 def is_real(value: Any) -> bool:

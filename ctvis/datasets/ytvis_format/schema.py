@@ -51,7 +51,8 @@ def parse_videos(gt: dict, name: str) -> Videos:
             raise YTVISFormatError(f'{where}: must be a dict')
         video_id, height, width = (video.get('id'), video.get('height'), video.get('width'))
         if not is_int(video_id):
-            raise YTVISFormatError(f"{where}: 'id' must be an integer")
+            raise YTVISFormatError(f"{where}: 'id' must be an integer (64-bit), got "
+                                   f'{video_id!r}')
         for key, value in (('height', height), ('width', width)):
             if not is_int(value) or value <= 0:
                 raise YTVISFormatError(f"{where} (id {video_id}): '{key}' must be a positive "
@@ -89,7 +90,8 @@ def parse_categories(gt: dict, name: str) -> np.ndarray:
     ids = []
     for index, category in enumerate(categories):
         if not isinstance(category, dict) or not is_int(category.get('id')):
-            raise YTVISFormatError(f"{name}: categories[{index}] needs an integer 'id'")
+            raise YTVISFormatError(f"{name}: categories[{index}] needs an integer (64-bit) "
+                                   "'id'")
         ids.append(int(category['id']))
     check_unique_ids(ids, name, 'category')
     return np.asarray(sorted(ids), np.int64)
@@ -116,7 +118,7 @@ def check_annotation(annotation: Any, index: int, name: str, videos: Videos,
     """
     if not isinstance(annotation, dict) or not is_int(annotation.get('id')):
         raise YTVISFormatError(f"{name}: annotations[{index}] must be a dict with an integer "
-                               f"'id', got {str(annotation)[:200]}")
+                               f"(64-bit) 'id', got {str(annotation)[:200]}")
     where = f"{name}: annotations[{index}] (id {annotation['id']})"
     video_id, category_id = annotation.get('video_id'), annotation.get('category_id')
     video = videos.index.get(int(video_id)) if is_int(video_id) else None
