@@ -31,7 +31,8 @@ from mmengine.logging import print_log
 
 from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
-from .ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, read_annotation_json
+from .ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, check_filter_cfg,
+                    read_annotation_json)
 from .ytvis_format import YTVISFormatError
 
 # ----------------------------------------------------------------------------- category maps
@@ -315,6 +316,7 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
     def filter_data(self) -> List[dict]:
         """Drop images smaller than ``filter_cfg['min_size']`` (images without target annotations
         are already dropped while loading)."""
+        check_filter_cfg(self.filter_cfg, f'{type(self).__name__} ({self.ann_file})')
         min_size = (self.filter_cfg or {}).get('min_size', 0)
         if self.test_mode or not min_size:
             return self.data_list

@@ -133,6 +133,18 @@ def decoded_image_size(path: str) -> Tuple[int, int]:
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
+# filter_cfg keys the video datasets understand (filter_empty_gt is implied for pseudo-videos)
+FILTER_CFG_KEYS = ('filter_empty_gt', 'min_size')
+
+
+def check_filter_cfg(filter_cfg: Optional[dict], owner: str) -> None:
+    """ValueError for a ``filter_cfg`` key no dataset reads: a misspelled one filtered nothing."""
+    unknown = sorted(set(filter_cfg or {}) - set(FILTER_CFG_KEYS))
+    if unknown:
+        raise ValueError(f'{owner}: filter_cfg has unknown keys {unknown}; it takes '
+                         f'{", ".join(FILTER_CFG_KEYS)}')
+
+
 def read_annotation_json(ann_file: str, owner: str) -> dict:
     """Load an annotation JSON whose top level is an object; errors name the file."""
     if not ann_file:
@@ -461,6 +473,7 @@ class YTVISDataset(BaseVideoDataset):
         ``min_size=N`` drops videos whose shorter side is below N pixels. Test mode and
         ``filter_cfg=None`` keep everything. The number of dropped videos is logged.
         """
+        check_filter_cfg(self.filter_cfg, f'{type(self).__name__} ({self.ann_file})')
         if self.test_mode or not self.filter_cfg:
             return self.data_list
         filter_empty_gt = self.filter_cfg.get('filter_empty_gt', False)

@@ -47,7 +47,15 @@ class CTVISHead(Mask2FormerHead):
         **kwargs: Arguments of :class:`Mask2FormerHead`.
     """
 
+    # the train_cfg keys mmdet's Mask2FormerHead reads; any other one would be ignored
+    TRAIN_CFG_KEYS = ('assigner', 'sampler', 'num_points', 'oversample_ratio',
+                      'importance_sample_ratio')
+
     def __init__(self, *args, num_reid_layers: int = 3, **kwargs) -> None:
+        unknown = sorted(set(kwargs.get('train_cfg') or {}) - set(self.TRAIN_CFG_KEYS))
+        if unknown:
+            raise ValueError(f'{type(self).__name__}: train_cfg has unknown keys {unknown}; it '
+                             f'takes {", ".join(self.TRAIN_CFG_KEYS)}')
         super().__init__(*args, **kwargs)
         self.reid_embed = build_mlp(self.decoder_embed_dims, num_reid_layers)
         fuse_transformer_layers(self.transformer_decoder)  # fused CPU inference, same parameters

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from mmengine.config import Config, DictAction
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 from mmengine.utils import import_modules_from_strings
@@ -335,7 +336,24 @@ def build_runner(cfg: Config) -> Runner:
     else:
         runner = Runner.from_cfg(cfg)
     runner.logger.addFilter(KnownLogNoiseFilter())
+    check_checkpoint_hooks(runner)
     return runner
+
+
+def check_checkpoint_hooks(runner: Runner) -> None:
+    """ConfigError for a CheckpointHook argument that it does not know: mmengine keeps any such
+    keyword and passes it to the first save, so a typo (``intervall=``) failed only there, after
+    the iterations before it."""
+    for hook in runner.hooks:
+        if isinstance(hook, CheckpointHook) and getattr(hook, 'args', None):
+            known = [name for name in inspect.signature(CheckpointHook).parameters
+                     if name != 'kwargs']
+            problems = []
+            for name in sorted(hook.args):
+                close = difflib.get_close_matches(name, known, n=1)
+                problems.append(name + (f' (did you mean {close[0]}?)' if close else ''))
+            raise ConfigError(f'default_hooks.checkpoint: unknown arguments {", ".join(problems)}; '
+                              f'CheckpointHook takes {", ".join(known)}')
 
 
 @contextlib.contextmanager

@@ -152,6 +152,11 @@ def test_coco_dataset_keeps_mapped_annotations(tmp_path):
     assert _labels(dataset) == {1: [(10, 0, 0)], 2: [(17, motorbike, 0)],
                                 4: [(14, sedan, 0), (15, 0, 1)]}
 
+    with pytest.raises(ValueError, match=r"CocoPseudoVideoDataset \(.*\): filter_cfg has unknown "
+                       r"keys \['min_sz'\]"):
+        CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, pipeline=[],
+                               filter_cfg=dict(min_sz=8))
+
     ytvis21 = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, pipeline=[])
     person, bird = YTVIS_2021_CLASSES.index('person'), YTVIS_2021_CLASSES.index('bird')
     assert _labels(ytvis21)[1] == [(10, person, 0), (11, bird, 0)]

@@ -231,6 +231,13 @@ def test_filter_empty_gt_drops_whole_videos_and_logs_the_count(tmp_path, log_rec
     with pytest.raises(YTVISFormatError, match=r"train.json: filter_cfg=.* dropped all 3 videos "
                        r'\(0 without annotations, 3 smaller than 100 px\)'):
         build(root, dataset_version='2021', filter_cfg=dict(min_size=100))
+    # a misspelled key filtered nothing, silently (mutant caught: no key check)
+    for mode in (False, True):
+        with pytest.raises(ValueError, match=re.escape(
+                f"YTVISDataset ({root}/train.json): filter_cfg has unknown keys ['filter_empty']; "
+                'it takes filter_empty_gt, min_size')):
+            build(root, dataset_version='2021', filter_cfg=dict(filter_empty=True),
+                  test_mode=mode)
 
 
 def test_absent_polygons_and_orphan_boxes_are_counted(tmp_path, log_records):

@@ -88,3 +88,17 @@ def test_predict_final_with_mmcvs_attention_modules(eval_model):
         expected = eval_model.track_head.predict_final(feats)
     for ours, theirs in zip((cls, mask, embeds), expected):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_a_misspelled_train_cfg_key_is_refused():
+    """mmdet's head reads its train_cfg keys with defaults: num_point=... left 12544 points."""
+    from mmengine.registry import init_default_scope
+
+    from conftest import tiny_model_cfg
+    from mmdet.registry import MODELS
+    head = tiny_model_cfg().track_head
+    head.train_cfg['num_point'] = 64
+    init_default_scope('mmdet')
+    with pytest.raises(ValueError, match=r"CTVISHead: train_cfg has unknown keys \['num_point'\]; "
+                       'it takes assigner, sampler, num_points'):
+        MODELS.build(head)

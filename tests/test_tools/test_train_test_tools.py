@@ -294,6 +294,18 @@ def test_resume_refuses_weights_of_another_model_before_training(trained, toy_da
     assert '(nothing was trained)' in output
 
 
+def test_a_checkpoint_hook_typo_is_refused_before_training(toy_data, tmp_path):
+    """mmengine's CheckpointHook keeps unknown keywords for its first save: the run failed there,
+    after every iteration before it."""
+    train = load_tool('train')
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--work-dir', str(tmp_path), '--cfg-options', *data_options(toy_data),
+         '+default_hooks.checkpoint.intervall=2']))
+    with pytest.raises(train.ConfigError, match=r'default_hooks.checkpoint: unknown arguments '
+                       r'intervall \(did you mean interval\?\); CheckpointHook takes interval'):
+        train.build_training_runner(cfg)
+
+
 def test_top_level_variables_without_a_config_variable_are_refused():
     """This config has no ``classes`` variable (its dataset class fixes them): a clear error."""
     train = load_tool('train')
