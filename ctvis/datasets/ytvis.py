@@ -33,6 +33,7 @@ from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
 from .ytvis_format import (MaskCollector, MissingFrameError, Videos, YTVISFormatError, entry_namer,
                            load_json_file)
+from .ytvis_format.rle import polygons_problem
 from .ytvis_format.schema import (check_annotation, check_unique_ids, parse_categories,
                                   parse_videos)
 
@@ -59,23 +60,6 @@ YTVIS_CLASSES_BY_VERSION = {
     '2021': YTVIS_2021_CLASSES,
     '2022': YTVIS_2021_CLASSES,
 }
-
-def _polygons_problem(polygons: list) -> Optional[str]:
-    """Why a polygon list is unusable, or None if it is fine (an empty list is handled
-    by the caller)."""
-    for polygon in polygons:
-        if not isinstance(polygon, list):
-            return f'polygon is a {type(polygon).__name__}, expected a list of coordinates'
-        if len(polygon) < 6 or len(polygon) % 2:
-            return f'polygon has {len(polygon)} coordinates, expected an even number >= 6'
-        try:
-            total = sum(polygon)
-        except TypeError:
-            return 'polygon coordinates contain non-numbers'
-        if not math.isfinite(total):
-            return 'polygon coordinates are not finite'
-    return None
-
 
 def _bbox_problem(bbox: Any) -> Optional[str]:
     """Why an ``[x, y, w, h]`` box is unusable, or None if it is fine."""
@@ -351,7 +335,7 @@ class YTVISDataset(BaseVideoDataset):
                     num_bbox_without_mask += bbox is not None
                     continue
                 if isinstance(segmentation, list):
-                    problem = _polygons_problem(segmentation)
+                    problem = polygons_problem(segmentation)
                     if problem:
                         raise YTVISFormatError(f'{at}: {problem}')
                 elif not isinstance(segmentation, dict):

@@ -3,6 +3,7 @@ run it (eval_ytvis.py, benchmark_ytvis_eval.py, vis_error_breakdown.py)."""
 import copy
 import json
 import os.path as osp
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -571,3 +572,19 @@ def test_annotation_id_zero_is_scored_as_ytvoseval_and_warned_about():
     with logged_messages() as messages:
         precision, _, _ = YTVISEvaluator(gt, 'gt.json').accumulate(results)
     assert precision.max() == pytest.approx(1) and not messages
+
+
+@pytest.mark.parametrize('polygon, problem', [
+    ([0, 0, 4, 4], 'polygon has 4 coordinates, expected an even number >= 6'),  # read as a box
+    ([0, 0, 4, 4, 'x', 2], 'polygon coordinates contain non-numbers'),
+    ([0, 0, 4, 4, float('inf'), 2], 'polygon coordinates are not finite'),
+])
+def test_unusable_ground_truth_polygons_are_named(polygon, problem):
+    """The dataset and the evaluator share the polygon rules; pycocotools read a 4-number polygon
+    as a box, or failed with its internals ("Argument 'bb' has incorrect type")."""
+    gt, _ = single_frame_case([(1, _box(0, 0, 4, 4), 0, 16.)], [])
+    gt['annotations'][0]['segmentations'] = [[polygon]]
+    with pytest.raises(YTVISFormatError, match=re.escape(problem)):
+        YTVISEvaluator(gt, 'gt.json')
+    gt['annotations'][0]['segmentations'] = [[[0, 0, 4, 0, 4, 4]]]
+    YTVISEvaluator(gt, 'gt.json')

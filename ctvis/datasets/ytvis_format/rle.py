@@ -14,6 +14,7 @@ A failing mask is reported through a ``fail(index, problem)`` callback, so that 
 the file, the entry and the frame.
 """
 import array
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, Union
 
@@ -59,13 +60,27 @@ def encode_counts(values: np.ndarray) -> Tuple[bytes, int, np.ndarray]:
     return out.tobytes(), stride, lengths
 
 
+def polygons_problem(polygons: list) -> Optional[str]:
+    """Why a polygon list is unusable, or None if it is fine (an empty list is handled
+    by the caller)."""
+    for polygon in polygons:
+        if not isinstance(polygon, list):
+            return f'polygon is a {type(polygon).__name__}, expected a list of coordinates'
+        if len(polygon) < 6 or len(polygon) % 2:
+            return f'polygon has {len(polygon)} coordinates, expected an even number >= 6'
+        if not all(is_real(x) for x in polygon):
+            return 'polygon coordinates contain non-numbers'
+        if not math.isfinite(sum(polygon)):
+            return 'polygon coordinates are not finite'
+    return None
+
+
 def polygons_to_string(polygons: list, height: int, width: int, where: str) -> bytes:
-    """Rasterise a polygon segmentation as ytvoseval does (YTVIS.annToRLE)."""
-    if not all(
-            isinstance(p, list) and len(p) >= 4 and len(p) % 2 == 0 and all(is_real(x) for x in p)
-            for p in polygons):
-        raise YTVISFormatError(f'{where}: a polygon segmentation must be a list of '
-                               '[x1, y1, x2, y2, ...] lists of numbers')
+    """Rasterise a polygon segmentation as ytvoseval does (YTVIS.annToRLE); fewer than 3 points
+    are refused (pycocotools would read a 4-number polygon as a box)."""
+    problem = polygons_problem(polygons)
+    if problem:
+        raise YTVISFormatError(f'{where}: {problem}')
     try:
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     except Exception as error:
