@@ -32,7 +32,8 @@ from mmengine.logging import print_log
 from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
 from .ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, check_filter_cfg,
-                    read_annotation_json)
+                    check_frame_files, read_annotation_json)
+from .ytvis_format.rle import polygons_problem
 from .ytvis_format import YTVISFormatError
 
 # ----------------------------------------------------------------------------- category maps
@@ -144,6 +145,9 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
             and skis for YTVIS, and bird for YTVIS 2021). Needs ``target`` and no
             ``category_map``. Defaults to False (the official maps).
         metainfo (dict, optional): With ``target``, its classes must equal the target's.
+        check_frames (bool): Check at load time that every kept image exists and is not an empty
+            file (one ``os.scandir`` per image folder), naming the first that fails; a missing
+            image otherwise failed only when a batch drew it. Defaults to True.
         **kwargs: Arguments of :class:`mmengine.dataset.BaseDataset` (``ann_file``,
             ``data_root``, ``data_prefix=dict(img_path=...)``, ``pipeline`` ...).
     """
@@ -154,8 +158,10 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
                  category_map: Optional[Mapping[str, str]] = None,
                  drop_ambiguous_categories: bool = False,
                  metainfo: Optional[dict] = None,
+                 check_frames: bool = True,
                  **kwargs) -> None:
         name = type(self).__name__
+        self.check_frames = check_frames
         metainfo = dict(metainfo or {})
         if drop_ambiguous_categories and (target is None or category_map is not None):
             raise ValueError(f'{name}: drop_ambiguous_categories edits the official map of a '
@@ -232,6 +238,12 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
         print_log(
             f'{type(self).__name__}: {self.ann_file}: kept {len(data_list)} of {len(images)} '
             f'images as pseudo-videos; skipped {dict(skipped)}', logger='current')
+        if not data_list:
+            raise YTVISFormatError(
+                f'{self.ann_file}: no image has an annotation of the target classes (of '
+                f'{len(images)} images; skipped {dict(skipped)}): nothing to train on')
+        if self.check_frames:
+            check_frame_files(data_list, self.ann_file)
         return data_list
 
     def _read_json(self) -> dict:
@@ -307,6 +319,11 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
         if not isinstance(segmentation, (list, dict)):
             raise YTVISFormatError(f'{where}: segmentation must be polygons or an RLE dict, '
                                      f'got {type(segmentation).__name__}')
+        if isinstance(segmentation, list):  # polygons of fewer than 3 points cover nothing
+            segmentation = [p for p in segmentation if not isinstance(p, list) or len(p) >= 6]
+            problem = polygons_problem(segmentation)
+            if problem:
+                raise YTVISFormatError(f'{where}: {problem}')
         x, y, w, h = bbox
         if w < 1 or h < 1 or ann.get('area', 1) <= 0 or not segmentation:
             return None

@@ -23,7 +23,7 @@ frames by it); ``file_name`` is the frame's path as written in the JSON.
 import math
 import os
 import os.path as osp
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import pycocotools.mask as mask_util
 from mmengine.logging import print_log
@@ -127,6 +127,29 @@ def check_filter_cfg(filter_cfg: Optional[dict], owner: str) -> None:
     if unknown:
         raise ValueError(f'{owner}: filter_cfg has unknown keys {unknown}; it takes '
                          f'{", ".join(FILTER_CFG_KEYS)}')
+
+
+def check_frame_files(videos: Iterable[dict], ann_file: str) -> None:
+    """Raise :class:`MissingFrameError` for the first frame of ``videos`` (mmdet's video format)
+    not found on disk, :class:`YTVISFormatError` for an empty frame file; one ``os.scandir`` per
+    frame folder."""
+    listings: Dict[str, Optional[Dict[str, os.DirEntry]]] = {}
+    for video in videos:
+        for frame in video['images']:
+            folder, name = osp.split(frame['img_path'])
+            if folder not in listings:
+                try:
+                    with os.scandir(folder or '.') as entries:
+                        listings[folder] = {entry.name: entry for entry in entries}
+                except (FileNotFoundError, NotADirectoryError):
+                    listings[folder] = None
+            listing = listings[folder]
+            where = f"{ann_file}: video id={video['video_id']}, frame {frame['frame_id']}"
+            if listing is None or name not in listing:
+                raise MissingFrameError(f"{where}: {frame['img_path']} does not exist"
+                                        + (' (folder missing)' if listing is None else ''))
+            if listing[name].stat().st_size == 0:
+                raise YTVISFormatError(f"{where}: {frame['img_path']} is an empty file")
 
 
 def read_annotation_json(ann_file: str, owner: str) -> dict:
@@ -379,24 +402,8 @@ class YTVISDataset(BaseVideoDataset):
             print_log(f"{type(self).__name__}: frames under {self.data_prefix['img_path']} are "
                       'remote; skipped the frame check', logger='current')
             return
-        listings: Dict[str, Optional[Dict[str, os.DirEntry]]] = {}
+        check_frame_files(videos.values(), self.ann_file)
         for video in videos.values():
-            for frame in video['images']:
-                folder, name = osp.split(frame['img_path'])
-                if folder not in listings:
-                    try:
-                        with os.scandir(folder or '.') as entries:
-                            listings[folder] = {entry.name: entry for entry in entries}
-                    except (FileNotFoundError, NotADirectoryError):
-                        listings[folder] = None
-                listing = listings[folder]
-                where = f"{self.ann_file}: video id={video['video_id']}, frame {frame['frame_id']}"
-                if listing is None or name not in listing:
-                    raise MissingFrameError(
-                        f"{where}: {frame['img_path']} does not exist"
-                        + (' (folder missing)' if listing is None else ''))
-                if listing[name].stat().st_size == 0:
-                    raise YTVISFormatError(f"{where}: {frame['img_path']} is an empty file")
             for frame in video['images'] if self.test_mode else video['images'][:1]:
                 self._check_frame_size(frame)
 

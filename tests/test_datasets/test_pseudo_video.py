@@ -2,6 +2,7 @@
 dataset-ratio sampler used for joint training."""
 import json
 import os.path as osp
+import re
 from collections import Counter
 
 import cv2
@@ -21,7 +22,7 @@ from ctvis.datasets.pseudo_video_transform import PseudoVideoFromImage
 from ctvis.datasets.samplers import DatasetRatioSampler
 from ctvis.datasets.synthetic.toy import TOY_CLASSES, make_toy_vis
 from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, YTVISDataset
-from ctvis.datasets.ytvis_format import YTVISFormatError
+from ctvis.datasets.ytvis_format import MissingFrameError, YTVISFormatError
 from mmdet.datasets import CocoDataset
 from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
@@ -137,7 +138,7 @@ def _labels(dataset) -> dict:
 
 def test_coco_dataset_keeps_mapped_annotations(tmp_path):
     ann_file = _write_coco(tmp_path)
-    dataset = CocoPseudoVideoDataset(target='ytvis19', ann_file=ann_file,
+    dataset = CocoPseudoVideoDataset(check_frames=False, target='ytvis19', ann_file=ann_file,
                                      data_prefix=dict(img_path='/images'), pipeline=[])
     assert dataset.metainfo['classes'] == YTVIS_2019_CLASSES
     first = dataset.get_data_info(0)
@@ -154,16 +155,17 @@ def test_coco_dataset_keeps_mapped_annotations(tmp_path):
 
     with pytest.raises(ValueError, match=r"CocoPseudoVideoDataset \(.*\): filter_cfg has unknown "
                        r"keys \['min_sz'\]"):
-        CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, pipeline=[],
+        CocoPseudoVideoDataset(check_frames=False, target='ytvis21', ann_file=ann_file, pipeline=[],
                                filter_cfg=dict(min_sz=8))
 
-    ytvis21 = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, pipeline=[])
+    ytvis21 = CocoPseudoVideoDataset(check_frames=False, target='ytvis21', ann_file=ann_file,
+                                     pipeline=[])
     person, bird = YTVIS_2021_CLASSES.index('person'), YTVIS_2021_CLASSES.index('bird')
     assert _labels(ytvis21)[1] == [(10, person, 0), (11, bird, 0)]
     assert _labels(ytvis21)[2] == [(17, YTVIS_2021_CLASSES.index('motorbike'), 0)]
 
     vehicle = OVIS_CLASSES.index('Vehical')
-    ovis = CocoPseudoVideoDataset(target='ovis', ann_file=ann_file, pipeline=[])
+    ovis = CocoPseudoVideoDataset(check_frames=False, target='ovis', ann_file=ann_file, pipeline=[])
     assert _labels(ovis) == {1: [(10, 0, 0), (18, vehicle, 0)],
                              2: [(17, OVIS_CLASSES.index('Bicycle'), 0)],
                              4: [(14, vehicle, 0), (15, 0, 1)]}
@@ -171,26 +173,29 @@ def test_coco_dataset_keeps_mapped_annotations(tmp_path):
 
 def test_coco_dataset_can_drop_the_ambiguous_categories(tmp_path):
     ann_file = _write_coco(tmp_path)
-    ytvis19 = CocoPseudoVideoDataset(target='ytvis19', drop_ambiguous_categories=True,
+    ytvis19 = CocoPseudoVideoDataset(check_frames=False, target='ytvis19',
+                                     drop_ambiguous_categories=True,
                                      ann_file=ann_file, pipeline=[])
     assert ytvis19.category_map == {k: v for k, v in COCO_TO_YTVIS19.items()
                                     if k not in ('bicycle', 'skis')}
     assert sorted(_labels(ytvis19)) == [1, 4]  # image 2 had only the bicycle
-    ytvis21 = CocoPseudoVideoDataset(target='ytvis21', drop_ambiguous_categories=True,
+    ytvis21 = CocoPseudoVideoDataset(check_frames=False, target='ytvis21',
+                                     drop_ambiguous_categories=True,
                                      ann_file=ann_file, pipeline=[])
     assert len(ytvis21.category_map) == 20 and 'bird' not in ytvis21.category_map
     assert _labels(ytvis21)[1] == [(10, YTVIS_2021_CLASSES.index('person'), 0)]
-    ovis = CocoPseudoVideoDataset(target='ovis', drop_ambiguous_categories=True,
+    ovis = CocoPseudoVideoDataset(check_frames=False, target='ovis', drop_ambiguous_categories=True,
                                   ann_file=ann_file, pipeline=[])
     assert ovis.category_map == COCO_TO_OVIS
     for kwargs in (dict(category_map={'car': 'car'}, metainfo=dict(classes=('car', ))),
                    dict(target='ytvis21', category_map={'car': 'car'})):
         with pytest.raises(ValueError, match='drop_ambiguous_categories edits the official map'):
-            CocoPseudoVideoDataset(drop_ambiguous_categories=True, ann_file=ann_file, **kwargs)
+            CocoPseudoVideoDataset(check_frames=False, drop_ambiguous_categories=True,
+                                   ann_file=ann_file, **kwargs)
 
 
 def test_coco_dataset_with_an_explicit_map(tmp_path):
-    dataset = CocoPseudoVideoDataset(category_map={'bird': 'b', 'mouse': 'm'},
+    dataset = CocoPseudoVideoDataset(check_frames=False, category_map={'bird': 'b', 'mouse': 'm'},
                                      metainfo=dict(classes=('m', 'b')),
                                      ann_file=_write_coco(tmp_path), pipeline=[])
     assert [(d['video_id'], [i['bbox_label'] for i in d['images'][0]['instances']])
@@ -221,6 +226,12 @@ def test_coco_dataset_errors_name_the_file(tmp_path):
                'bad_box.json'), 'bbox must be 4 finite numbers'),
         (write(dict(good, categories=[dict(id=1, name='toaster')], annotations=[]),
                'no_mapped.json'), 'none of the mapped COCO categories'),
+        (write(dict(good, annotations=[dict(good['annotations'][0], segmentation=[[1, 2, 'x',
+                                                                                  4, 5, 6]])]),
+               'bad_polygon.json'), 'annotation id=10: polygon coordinates contain non-numbers'),
+        # nothing to train on: failed as "need at least one array to concatenate"
+        (write(dict(good, annotations=[a for a in good['annotations'] if a['category_id'] == 74]),
+               'only_mice.json'), 'no image has an annotation of the target classes'),
     ]
     for path, message in cases:
         with pytest.raises(YTVISFormatError, match=message) as error:
@@ -232,6 +243,31 @@ def test_coco_dataset_errors_name_the_file(tmp_path):
         CocoPseudoVideoDataset(target='ovis', category_map={'car': 'sedan'}, ann_file=ann_file)
     with pytest.raises(ValueError, match='give target'):
         CocoPseudoVideoDataset(category_map={'car': 'sedan'}, ann_file=ann_file)
+
+
+def test_coco_images_are_checked_and_degenerate_polygons_dropped_at_load(tmp_path):
+    """A missing image failed when a batch drew it; a 2-point polygon became an instance with an
+    empty mask, so its image trained as pure background."""
+    ann_file = _write_coco(tmp_path, with_images=True)
+    prefix = dict(img_path=str(tmp_path))
+    dataset = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, data_prefix=prefix,
+                                     pipeline=[])
+    assert sorted(_labels(dataset)) == [1, 2, 4]
+    (tmp_path / '002.png').unlink()
+    with pytest.raises(MissingFrameError, match=re.escape(
+            f'{ann_file}: video id=2, frame 0: {tmp_path}/002.png does not exist')):
+        CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, data_prefix=prefix,
+                               pipeline=[])
+    with open(ann_file) as f:
+        coco = json.load(f)
+    for ann in coco['annotations']:
+        if ann['id'] == 17:  # image 2's only target annotation
+            ann['segmentation'] = [[30, 30, 50, 50]]
+    with open(ann_file, 'w') as f:
+        json.dump(coco, f)
+    dataset = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, data_prefix=prefix,
+                                     pipeline=[])
+    assert sorted(_labels(dataset)) == [1, 4]  # image 2 left without a target annotation
 
 
 # ----------------------------------------------------------------------------- transform
