@@ -4,10 +4,7 @@ The config (tests/data/configs/toy_vis_tools.py) uses the toy model, dataset and
 below; the tools import this module through the config's ``custom_imports`` (the tests put
 tests/ on PYTHONPATH), so the tools run exactly as they would on a real config.
 """
-import contextlib
-import io
 import json
-import logging
 import os
 import os.path as osp
 import re
@@ -31,8 +28,8 @@ from mmengine.model import BaseModel
 from mmengine.structures import InstanceData
 
 from ctvis.datasets.synthetic import write_square_videos
-from conftest import (REPO, TESTS, free_port, load_module, loopback_env, pythonpath_for,
-                      run_process_group)
+from conftest import (REPO, TESTS, free_port, load_module, logged_messages, loopback_env,
+                      pythonpath_for, run_process_group)
 from ctvis.evaluation import YTVISMetric
 from ctvis.models import VideoPrediction
 from mmdet.registry import DATASETS, HOOKS, MODELS
@@ -169,20 +166,6 @@ def run_tool(args: list, cwd: str, timeout: int = 120, **env) -> subprocess.Comp
     return run_process_group(args, cwd, environment, timeout)
 
 
-@contextlib.contextmanager
-def capture_log():
-    """The text mmengine's current logger writes while the block runs."""
-    from mmengine.logging import MMLogger
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        logger.removeHandler(handler)
-
-
 def load_tool(name: str):
     """Import tools/<name>.py as a module (to call its functions in-process)."""
     return load_module(osp.join(REPO, 'tools', f'{name}.py'), f'ctvis_tool_{name}')
@@ -256,11 +239,12 @@ def test_resume_without_a_path_falls_back_to_the_newest_intact_checkpoint(traine
     for content, why in ((str(work_dir / 'iter_6.pth'), 'cut short'), ('', 'is empty'),
                          (str(work_dir / 'iter_8.pth'), 'does not exist')):
         record.write_text(content)
-        with capture_log() as log:
+        with logged_messages() as messages:
             cfg = train.configure_training(args)
+        log = '\n'.join(messages)
         assert cfg.resume is True and cfg.load_from == str(work_dir / 'iter_4.pth'), why
-        assert why in log.getvalue()
-        assert f'skipping {work_dir / "iter_6.pth"}: not a readable checkpoint' in log.getvalue()
+        assert why in log
+        assert f'skipping {work_dir / "iter_6.pth"}: not a readable checkpoint' in log
 
     (work_dir / 'iter_4.pth').write_bytes(b'')
     (work_dir / 'iter_2.pth').write_bytes(b'')
