@@ -102,6 +102,19 @@ def resume_checkpoint(work_dir: str) -> Optional[str]:
     return None
 
 
+def check_schedule(cfg, config_path: str) -> None:
+    """ConfigError unless the training loop's lengths and intervals are whole numbers >= 1:
+    mmengine trained nothing and exited 0 on max_iters=-3, divided by zero after the first
+    iteration on val_interval=0, and named no setting for a string."""
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_iters', 'max_epochs', 'val_interval', 'val_begin'):
+        value = train_cfg.get(key)
+        minimum = 0 if key == 'val_begin' else 1
+        if value is not None and (type(value) is not int or value < minimum):
+            raise ConfigError(f'{config_path}: train_cfg.{key} must be a whole number >= '
+                              f'{minimum}, got {value!r}')
+
+
 def configure_training(args: argparse.Namespace):
     """The config with the command line applied; ConfigError for anything unusable."""
     cfg = load_tool_config(args.config, args.cfg_options, args.launcher, args.work_dir)
@@ -124,6 +137,8 @@ def configure_training(args: argparse.Namespace):
             'implementation (torch refuses it at the first backward). Drop '
             'randomness.deterministic (CUDA runs are then close, not bit-exact), or hide the '
             'GPUs (CUDA_VISIBLE_DEVICES=) for a bit-exact run on the CPU.')
+
+    check_schedule(cfg, args.config)
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):

@@ -290,6 +290,19 @@ def test_a_checkpoint_hook_typo_is_refused_before_training(toy_data, tmp_path):
         train.build_training_runner(cfg)
 
 
+@pytest.mark.parametrize('option, message', [
+    ('train_cfg.max_iters=-3', 'train_cfg.max_iters must be a whole number >= 1, got -3'),
+    ('train_cfg.val_interval=0', 'train_cfg.val_interval must be a whole number >= 1, got 0'),
+    ('train_cfg.max_iters=abc', "train_cfg.max_iters must be a whole number >= 1, got 'abc'"),
+])
+def test_unusable_schedules_are_refused(option, message):
+    """max_iters=-3 trained nothing and exited 0; val_interval=0 divided by zero after the first
+    iteration."""
+    train = load_tool('train')
+    with pytest.raises(train.ConfigError, match=re.escape(message)):
+        train.configure_training(train.parse_args([CONFIG, '--cfg-options', option]))
+
+
 def test_top_level_variables_without_a_config_variable_are_refused():
     """This config has no ``classes`` variable (its dataset class fixes them): a clear error."""
     train = load_tool('train')
