@@ -55,6 +55,7 @@ from trackeval.eval import eval_sequence
 from trackeval.metrics import CLEAR, HOTA, Identity
 
 from ..datasets.ytvis_format import PathOrDict, PathOrList, YTVISFormatError, load_source
+from ..datasets.ytvis_format.rle import without_empty_runs
 from .ytvis_eval import YTVISEvaluator, metrics_table
 
 __all__ = [
@@ -92,6 +93,10 @@ def segmentation_to_rle(segmentation: Any, height: int,
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
         rle = segmentation
+    counts = rle['counts']
+    counts = counts.encode('ascii') if isinstance(counts, str) else counts
+    # pycocotools' IoU walk would stop at empty runs after the first
+    rle = dict(rle, counts=without_empty_runs(counts, height * width))
     return rle if mask_utils.area(rle) > 0 else None
 
 

@@ -7,7 +7,7 @@ decodes every string as pycocotools' ``rleFrString`` does (5-bit chunks, the con
 pycocotools reads the same runs, every run is >= 0 and they cover ``height * width`` pixels
 exactly (ctvis/ops/csrc/rle_check.cpp states the rules and why).
 
-It runs in ctvis' C++ extension, ``ctvis.ops._C.check_rle_strings`` (about 4 ns a character, the
+It runs in ctvis' C++ extension, ``ctvis.ops._C.check_rle_runs`` (about 4 ns a character, the
 speed of pycocotools' own decoding; docs/benchmarks.md). A plain CPython function rather than a
 torch op: it reads bytes, not tensors, needs no autograd, tracing or device dispatch, and the
 buffer protocol gives it the strings and numpy's arrays without a copy. Where the extension is
@@ -40,8 +40,8 @@ _BATCH_CHARS = 1 << 20  # characters per numpy batch of the fallback (bounds its
 
 try:
     from . import _C
-    _check_rle_strings = getattr(_C, 'check_rle_strings', None)
-    _missing = None if _check_rle_strings else 'an older build without check_rle_strings'
+    _check_rle_strings = getattr(_C, 'check_rle_runs', None)  # the binding with 7 fields
+    _missing = None if _check_rle_strings else 'an older build without check_rle_runs'
 except ImportError as error:  # not built: ``pip install -e .`` builds it
     _check_rle_strings, _missing = None, str(error)
 _warned_fallback = False
@@ -54,7 +54,9 @@ class RLECheck(NamedTuple):
 
     ``problem`` is :data:`OK` or a problem code (see the constants), ``where`` and ``value``
     locate it; for a string that passes, ``area`` is its number of foreground pixels (the sum of
-    the odd runs), ``first`` its first run length and ``first_end`` the offset after it.
+    the odd runs), ``first`` its first run length, ``first_end`` the offset after it and
+    ``empty_runs`` how many runs after the first have length 0 (pycocotools' IoU walk over two
+    RLEs stops where both reach one: such strings are re-encoded before it sees them).
     """
     problem: np.ndarray
     where: np.ndarray
@@ -62,6 +64,7 @@ class RLECheck(NamedTuple):
     area: np.ndarray
     first: np.ndarray
     first_end: np.ndarray
+    empty_runs: np.ndarray
 
 
 def rle_check_compiled() -> bool:
@@ -86,7 +89,7 @@ def check_rle_strings(chars: Bytes, ends: np.ndarray, pixels: np.ndarray) -> RLE
     if _check_rle_strings is None:
         _warn_fallback_once()
         return check_rle_strings_numpy(chars, ends, pixels)
-    out = np.empty((6, len(ends)), np.int64)
+    out = np.empty((len(RLECheck._fields), len(ends)), np.int64)
     _check_rle_strings(chars, ends, pixels, out)
     return RLECheck(*out)
 
@@ -114,7 +117,7 @@ def check_rle_strings_numpy(chars: Bytes, ends: np.ndarray, pixels: np.ndarray) 
                          f'({len(chars)} characters)')
     if (pixels < 0).any():
         raise ValueError('check_rle_strings: pixels must not be negative')
-    out = np.zeros((6, n), np.int64)
+    out = np.zeros((len(RLECheck._fields), n), np.int64)
     begin = 0
     while begin < n:
         start = int(ends[begin - 1]) if begin else 0
@@ -126,7 +129,7 @@ def check_rle_strings_numpy(chars: Bytes, ends: np.ndarray, pixels: np.ndarray) 
 
 
 def _check_batch(chars: np.ndarray, ends: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """int64 (6, n) the fields of :class:`RLECheck` for strings back to back in ``chars``.
+    """int64 (7, n) the fields of :class:`RLECheck` for strings back to back in ``chars``.
 
     Every number of every string is decoded at once. Each problem is an event at the offset of
     the character where the C++ loop finds it, and a string reports its first event (by offset,
@@ -135,7 +138,7 @@ def _check_batch(chars: np.ndarray, ends: np.ndarray, pixels: np.ndarray) -> np.
     is never reported; int64 sums wrap, so differences of cumulative sums stay exact.
     """
     n = len(ends)
-    out = np.zeros((6, n), np.int64)
+    out = np.zeros((len(RLECheck._fields), n), np.int64)
     lengths = np.diff(ends, prepend=0)
     starts = ends - lengths
     out[0, lengths == 0] = EMPTY
@@ -215,4 +218,5 @@ def _check_batch(chars: np.ndarray, ends: np.ndarray, pixels: np.ndarray) -> np.
         np.searchsorted(first_of_string, first_fine)]
     out[4, fine] = run[first_fine]
     out[5, fine] = end_offset[first_fine] + 1
+    out[6, fine] = np.bincount(string[(run == 0) & ~first_run], minlength=n)[fine]
     return out

@@ -588,3 +588,47 @@ def test_unusable_ground_truth_polygons_are_named(polygon, problem):
         YTVISEvaluator(gt, 'gt.json')
     gt['annotations'][0]['segmentations'] = [[[0, 0, 4, 0, 4, 4]]]
     YTVISEvaluator(gt, 'gt.json')
+
+
+def test_identical_masks_with_empty_runs_score_as_identical():
+    """pycocotools' IoU walk stops where both RLEs reach an empty run: two identical masks
+    written with one (compressed or not) scored IoU 0, AP 0 and HOTA 70 for perfect predictions.
+    Such masks are re-encoded canonically first (mutants caught: no re-encoding in the AP path,
+    none in the identity metrics' path)."""
+    from ctvis.evaluation.tracking_metrics import evaluate_tracking
+    gt, _ = random_ytvis_set()
+    for annotation in gt['annotations']:
+        annotation['id'] += 1  # ytvoseval: a match with id 0 never counts
+        annotation['iscrowd'] = 0
+        video = next(v for v in gt['videos'] if v['id'] == annotation['video_id'])
+        h, w = video['height'], video['width']
+        segmentations = []
+        for segmentation in annotation['segmentations']:
+            if segmentation is None:
+                segmentations.append(None)
+                continue
+            if isinstance(segmentation, list) or isinstance(segmentation['counts'], list):
+                segmentation = mask_utils.merge(mask_utils.frPyObjects(
+                    segmentation if isinstance(segmentation, list) else [segmentation], h, w))
+            column = mask_utils.decode(dict(segmentation, size=[h, w])).ravel(order='F')
+            edges = np.concatenate([[0], np.flatnonzero(np.diff(column)) + 1, [len(column)]])
+            runs = ([0] if column[0] else []) + np.diff(edges).tolist()
+            if runs[0] < 2:
+                segmentations.append(dict(size=[h, w], counts=runs))
+                continue
+            # the first background run split in two: the walk stops before any foreground
+            runs = [runs[0] // 2, 0, runs[0] - runs[0] // 2] + runs[1:]
+            compressed = mask_utils.frPyObjects(dict(size=[h, w], counts=runs), h, w)['counts']
+            segmentations.append(dict(size=[h, w], counts=compressed.decode()))
+        annotation['segmentations'] = segmentations
+        annotation['areas'] = [None if s is None else float(mask_utils.area(
+            mask_utils.frPyObjects(s, *s['size']) if isinstance(s['counts'], list) else s))
+            for s in segmentations]
+    assert any(isinstance(s, dict) and isinstance(s['counts'], str)
+               for a in gt['annotations'] for s in a['segmentations'])
+    results = [dict(video_id=a['video_id'], category_id=a['category_id'], score=0.9,
+                    segmentations=a['segmentations']) for a in gt['annotations']]
+    metrics = evaluate_ytvis(gt, results)
+    assert metrics['AP'] == pytest.approx(1) and metrics['AR10'] == pytest.approx(1)
+    tracking = evaluate_tracking(gt, results)
+    assert tracking['HOTA'] == pytest.approx(1) and tracking['IDF1'] == pytest.approx(1)

@@ -18,6 +18,7 @@ from ctvis.ops.rle_check import (BAD_CHARACTER, BEYOND_FRAME, EMPTY, NEGATIVE_RU
                                  check_rle_strings_numpy)
 
 Result = Tuple[int, int, int, int, int, int]  # problem, where, value, area, first, first_end
+EMPTY_RUNS = 6  # the field after them: runs of length 0 after the first
 
 
 def encode_runs(runs: Sequence[int]) -> str:
@@ -36,10 +37,10 @@ def encode_runs(runs: Sequence[int]) -> str:
     return ''.join(chars)
 
 
-def decode_python(s: bytes, pixels: int) -> Result:
+def decode_python(s: bytes, pixels: int) -> Tuple[int, ...]:
     """The specification, one character at a time: pycocotools' rleFrString and the checks."""
     if not s:
-        return EMPTY, 0, 0, 0, 0, 0
+        return EMPTY, 0, 0, 0, 0, 0, 0
     runs: List[int] = []
     total = area = first = first_end = offset = 0
     while offset < len(s):
@@ -47,9 +48,9 @@ def decode_python(s: bytes, pixels: int) -> Result:
         while True:
             character = s[offset]
             if not 48 <= character <= 111:
-                return BAD_CHARACTER, offset, character, 0, 0, 0
+                return BAD_CHARACTER, offset, character, 0, 0, 0, 0
             if chunks == 7:
-                return TOO_MANY_CHUNKS, len(runs), 0, 0, 0, 0
+                return TOO_MANY_CHUNKS, len(runs), 0, 0, 0, 0, 0
             code = character - 48
             number |= (code & 0x1f) << (5 * chunks)
             offset += 1
@@ -57,29 +58,29 @@ def decode_python(s: bytes, pixels: int) -> Result:
             if not code & 0x20:
                 break
             if offset == len(s):
-                return TRUNCATED, len(runs), 0, 0, 0, 0
+                return TRUNCATED, len(runs), 0, 0, 0, 0, 0
         if code & 0x10:
             if chunks == 7:
-                return WIDE_NEGATIVE, len(runs), 0, 0, 0, 0
+                return WIDE_NEGATIVE, len(runs), 0, 0, 0, 0, 0
             number -= 1 << (5 * chunks)
         index = len(runs)
         run = number + runs[index - 2] if index > 2 else number
         if run < 0:
-            return NEGATIVE_RUN, index, run, 0, 0, 0
+            return NEGATIVE_RUN, index, run, 0, 0, 0, 0
         total += run
         if total > pixels:
-            return BEYOND_FRAME, index, total, 0, 0, 0
+            return BEYOND_FRAME, index, total, 0, 0, 0, 0
         area += run if index % 2 else 0
         if index == 0:
             first, first_end = run, offset
         runs.append(run)
     if total != pixels:
-        return SHORT, len(runs), total, 0, 0, 0
-    return OK, 0, 0, area, first, first_end
+        return SHORT, len(runs), total, 0, 0, 0, 0
+    return OK, 0, 0, area, first, first_end, sum(run == 0 for run in runs[1:])
 
 
 def check_all(strings: Sequence[bytes], pixels: Sequence[int]) -> List[np.ndarray]:
-    """int64 (n, 6) results of the C++ check, the numpy check and the Python decoder."""
+    """int64 (n, 7) results of the C++ check, the numpy check and the Python decoder."""
     assert rle_check.rle_check_compiled(), 'ctvis.ops._C is not built (pip install -e .)'
     strings = [s.encode() if isinstance(s, str) else s for s in strings]
     chars, ends = b''.join(strings), np.cumsum([len(s) for s in strings], dtype=np.int64)
@@ -87,15 +88,17 @@ def check_all(strings: Sequence[bytes], pixels: Sequence[int]) -> List[np.ndarra
     return [np.array(check_rle_strings(chars, ends, pixels)).T,
             np.array(check_rle_strings_numpy(chars, ends, pixels)).T,
             np.array([decode_python(s, p) for s, p in zip(strings, pixels.tolist())],
-                     np.int64).reshape(-1, 6)]
+                     np.int64).reshape(-1, 7)]
 
 
-def check_one(s, pixels: int) -> Result:
-    """The result of one string, the same in all three implementations."""
+def check_one(s, pixels: int, empty_runs: int = 0) -> Result:
+    """The first six fields of one string's result, the same in all three implementations, whose
+    count of empty runs after the first is ``empty_runs``."""
     compiled, numpy_path, python = check_all([s], [pixels])
     np.testing.assert_array_equal(compiled, python)
     np.testing.assert_array_equal(numpy_path, python)
-    return tuple(python[0].tolist())
+    assert python[0, EMPTY_RUNS] == empty_runs
+    return tuple(python[0, :EMPTY_RUNS].tolist())
 
 
 def random_masks(rng: np.random.RandomState, num: int) -> Tuple[List[bytes], List[np.ndarray]]:
@@ -127,9 +130,9 @@ def test_negative_run_anywhere(position):
     runs[-1] += 1 + 3  # still 36 pixels in all
     assert sum(runs) == 36
     assert check_one(encode_runs(runs), 36)[:3] == (NEGATIVE_RUN, position, -1)
-    runs[position] = 0  # empty runs are fine anywhere, the first one too
+    runs[position] = 0  # empty runs are fine anywhere, the first one too (but counted after it)
     runs[-1] -= 1
-    problem, _, _, area, first, _ = check_one(encode_runs(runs), 36)
+    problem, _, _, area, first, _ = check_one(encode_runs(runs), 36, empty_runs=position > 0)
     assert (problem, area, first) == (OK, sum(runs[1::2]), runs[0])
 
 
@@ -152,7 +155,7 @@ def test_totals_at_the_frame_size():
     assert check_one(encode_runs([20]), 20) == (OK, 0, 0, 0, 20, 2)  # 20 takes 2 chunks
     assert check_one(encode_runs([0, 20]), 20) == (OK, 0, 0, 20, 0, 1)
     assert check_one(encode_runs([21]), 20) == (BEYOND_FRAME, 0, 21, 0, 0, 0)
-    assert check_one(encode_runs([20, 0, 0]), 20) == (OK, 0, 0, 0, 20, 2)
+    assert check_one(encode_runs([20, 0, 0]), 20, empty_runs=2) == (OK, 0, 0, 0, 20, 2)
     assert check_one(encode_runs([20, 0, 1]), 20) == (BEYOND_FRAME, 2, 21, 0, 0, 0)
 
 
@@ -205,7 +208,7 @@ def test_numbers_of_seven_chunks_against_pycocotools():
     assert check_one(s, pixels)[:2] == (WIDE_NEGATIVE, 3)
     # 6 chunks hold differences down to -2**29, which pycocotools reads right.
     runs = [0, 2**29, 3, 0, pixels - 2**29 - 3]
-    assert check_one(encode_runs(runs), pixels)[:4] == (OK, 0, 0, 2**29)
+    assert check_one(encode_runs(runs), pixels, empty_runs=1)[:4] == (OK, 0, 0, 2**29)
     assert mask_utils.area({'size': size, 'counts': encode_runs(runs).encode()}) == 2**29
 
 
@@ -218,7 +221,8 @@ def test_valid_masks_are_accepted_with_pycocotools_area():
     areas = [int(mask_utils.area({'size': list(m.shape), 'counts': s}))
              for s, m in zip(strings, masks)]
     assert python[:, 3].tolist() == areas == [int(m.sum()) for m in masks]
-    for s, m, (first, first_end) in zip(strings, masks, python[:, 4:].tolist()):
+    assert not python[:, 6].any()  # pycocotools' encode writes no empty run after the first
+    for s, m, (first, first_end) in zip(strings, masks, python[:, 4:6].tolist()):
         column = m.ravel(order='F')  # RLEs are column-major
         assert first == (int(np.argmax(column)) if column.any() else len(column))
         assert first_end == len(encode_runs([first]))
@@ -288,7 +292,7 @@ def test_bad_arguments(check):
         check(b'0000', [5], [1])
     with pytest.raises(ValueError, match='negative'):
         check(b'0000', [4], [-1])
-    assert np.array(check(b'', [], [])).shape == (6, 0)
+    assert np.array(check(b'', [], [])).shape == (7, 0)
 
 
 def test_evaluator_on_the_numpy_fallback(monkeypatch):

@@ -200,8 +200,32 @@ def check_compressed_counts(strings: List[Union[str, bytes]], frame_hw: np.ndarr
         index = int(failing[0])
         fail(index, compressed_problem(*(int(field[index]) for field in checked[:3]),
                                        int(frame_hw[index])))
+    with_empty_runs = np.flatnonzero(checked.empty_runs)
+    if len(with_empty_runs):  # rare (pycocotools never writes them): re-encode, check again
+        strings = list(strings)
+        for index in with_empty_runs.tolist():
+            counts = strings[index]
+            strings[index] = canonical_string(
+                counts.encode('ascii') if type(counts) is str else counts, int(frame_hw[index]))
+        return check_compressed_counts(strings, frame_hw, fail)
     return checked.area, StringSource(joined, ends - lengths, ends, checked.first,
                                       checked.first_end)
+
+
+def without_empty_runs(counts: bytes, num_pixels: int) -> bytes:
+    """``counts`` (a checked compressed string), or :func:`canonical_string` of it where it has
+    empty runs after the first."""
+    checked = rle_check.check_rle_strings(counts, np.array([len(counts)]), np.array([num_pixels]))
+    return canonical_string(counts, num_pixels) if checked.empty_runs[0] else counts
+
+
+def canonical_string(counts: bytes, num_pixels: int) -> bytes:
+    """The string pycocotools' ``encode`` writes for the mask of checked ``counts``: empty runs
+    after the first merged into their neighbours. pycocotools' IoU walk over two RLEs stops where
+    both reach an empty run, so two identical masks written with one would score IoU 0. RLE runs
+    are column-major, so the mask's shape is irrelevant: decoded as one column."""
+    column = mask_utils.decode({'size': [num_pixels, 1], 'counts': counts})
+    return mask_utils.encode(np.asfortranarray(column))['counts']
 
 
 def check_uncompressed_counts(run_lists: List[list], frame_hw: np.ndarray,

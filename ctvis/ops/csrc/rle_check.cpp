@@ -35,14 +35,14 @@ constexpr int kSignBit = 0x10;   // in the last chunk: the number is negative
 constexpr int kMaxChunks = 7;    // enough for any uint32 run length or difference
 
 RleCheck fail(RleProblem problem, int64_t where, int64_t value = 0) {
-  return RleCheck{problem, where, value, 0, 0, 0};
+  return RleCheck{problem, where, value, 0, 0, 0, 0};
 }
 
 }  // namespace
 
 RleCheck check_rle_string(const uint8_t* chars, int64_t length, int64_t pixels) {
   if (length == 0) return fail(kRleEmpty, 0);
-  RleCheck result{kRleOk, 0, 0, 0, 0, 0};
+  RleCheck result{kRleOk, 0, 0, 0, 0, 0, 0};
   int64_t run_before_last = 0, last_run = 0;  // runs i - 2 and i - 1
   int64_t total = 0, run_index = 0, offset = 0;
   while (offset < length) {
@@ -71,6 +71,7 @@ RleCheck check_rle_string(const uint8_t* chars, int64_t length, int64_t pixels) 
     total += run;
     if (total > pixels) return fail(kRleBeyondFrame, run_index, total);
     if (run_index & 1) result.area += run;
+    if (run == 0 && run_index > 0) ++result.empty_runs;
     if (run_index == 0) {
       result.first = run;
       result.first_end = offset;
@@ -86,7 +87,7 @@ RleCheck check_rle_string(const uint8_t* chars, int64_t length, int64_t pixels) 
 namespace {
 
 // Fields of the `out` array, one row of n each.
-constexpr int kOutFields = 6;
+constexpr int kOutFields = 7;
 
 int64_t read_int64(const Py_buffer& buffer, Py_ssize_t index) {
   int64_t value;
@@ -153,7 +154,7 @@ PyObject* check_rle_strings(PyObject* /*self*/, PyObject* args) {
     const int64_t end = read_int64(b.ends, i);
     const RleCheck r = check_rle_string(chars + start, end - start, read_int64(b.pixels, i));
     const int64_t fields[kOutFields] = {r.problem, r.where, r.value, r.area, r.first,
-                                        r.first_end};
+                                        r.first_end, r.empty_runs};
     for (int field = 0; field < kOutFields; ++field) {
       std::memcpy(out + (field * n + i) * sizeof(int64_t), &fields[field], sizeof(int64_t));
     }

@@ -26,12 +26,13 @@ struct RleCheck {
   int64_t area;       // sum of the odd runs (the foreground pixels)
   int64_t first;      // the first run length
   int64_t first_end;  // offset in the string after the first run length
+  int64_t empty_runs;  // runs of length 0 after the first (pycocotools' IoU walk stops at one)
 };
 
 // Check one string against a frame of `pixels` pixels (height * width).
 RleCheck check_rle_string(const uint8_t* chars, int64_t length, int64_t pixels);
 
-// ctvis.ops._C.check_rle_strings(chars, ends, pixels, out): the Python binding (module.cpp).
+// ctvis.ops._C.check_rle_runs(chars, ends, pixels, out): the Python binding (module.cpp).
 PyObject* check_rle_strings(PyObject* self, PyObject* args);
 
 }  // namespace ctvis
