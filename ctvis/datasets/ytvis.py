@@ -83,17 +83,21 @@ def _mask_to_coco_rle(mask: Any, height: int, width: int) -> dict:
     return mask
 
 
-# How far from a JPEG file's end its end-of-image marker may lie (data appended after it).
+# The end of a JPEG read first when looking for its end-of-image marker; the whole file is read
+# only when the marker is not there (data appended after it, e.g. a motion photo's video).
 JPEG_TAIL_BYTES = 64 * 1024
+JPEG_EOI, JPEG_SOS = b'\xff\xd9', b'\xff\xda'
 
 
 def decoded_image_size(path: str) -> Tuple[int, int]:
     """(H, W) of an image as OpenCV (and so mmcv's ``LoadImageFromFile``) decodes it, read from
     the header only: the stored size, transposed when the EXIF orientation rotates it.
 
-    A JPEG must also end (within :data:`JPEG_TAIL_BYTES`) with its end-of-image marker: libjpeg
+    A JPEG must also hold its end-of-image marker after the start of its first scan: libjpeg
     decodes a file cut short (an interrupted download or extraction) with the missing rows
-    filled in grey and only a warning on stderr.
+    filled in grey and only a warning on stderr. (In the compressed data 0xFF is always followed
+    by 0x00 or a restart marker, so 0xFFD9 there is the marker; before the scan, table bytes can
+    hold it by chance.)
 
     Raises:
         OSError: the file cannot be opened, is not an image (e.g. empty) or is a JPEG cut short.
@@ -105,16 +109,47 @@ def decoded_image_size(path: str) -> Tuple[int, int]:
             is_jpeg = image.format == 'JPEG'
     except (SyntaxError, ValueError) as error:  # what PIL raises for some corrupt headers
         raise OSError(str(error)) from error
-    if is_jpeg:
-        with open(path, 'rb') as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - JPEG_TAIL_BYTES))
-            # in the compressed data 0xFF is always followed by 0x00 or a restart marker, so
-            # 0xFFD9 is the end-of-image marker
-            if b'\xff\xd9' not in f.read():
-                raise OSError('the JPEG is cut short (no end-of-image marker): the frame would '
-                              'decode with its missing rows in grey')
+    if is_jpeg and not _jpeg_has_end_marker(path):
+        raise OSError('the JPEG is cut short (no end-of-image marker after its first scan): the '
+                      'frame would decode with its missing rows in grey')
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def _jpeg_has_end_marker(path: str) -> bool:
+    """Whether a JPEG holds its end-of-image marker after the start of its first scan."""
+    with open(path, 'rb') as f:
+        scan = _jpeg_first_scan(f)
+        if scan is None:
+            return False
+        size = f.seek(0, os.SEEK_END)
+        tail_start = max(scan, size - JPEG_TAIL_BYTES)
+        f.seek(tail_start)
+        if JPEG_EOI in f.read():
+            return True
+        if tail_start == scan:
+            return False
+        f.seek(scan)  # the marker may lie before the tail: data appended after it
+        return JPEG_EOI in f.read()
+
+
+def _jpeg_first_scan(f) -> Optional[int]:
+    """Offset of a JPEG's first start-of-scan marker, walking the header's segments (each a
+    marker and a 2-byte length), or None if the file ends (or breaks) before it."""
+    offset = 2  # after the start-of-image marker
+    while True:
+        f.seek(offset)
+        marker = f.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF:
+            return None
+        if marker[:2] == JPEG_SOS:
+            return offset
+        if marker[1] == 0xFF:  # a fill byte before the marker
+            offset += 1
+            continue
+        if 0xD0 <= marker[1] <= 0xD7 or marker[1] == 0x01:  # markers without a length
+            offset += 2
+            continue
+        offset += 2 + int.from_bytes(marker[2:], 'big')
 
 
 # filter_cfg keys the video datasets understand (filter_empty_gt is implied for pseudo-videos)

@@ -467,8 +467,9 @@ def _cut(path: str, keep: float) -> None:
 
 
 def test_a_jpeg_cut_short_is_refused_and_appended_data_is_not(tmp_path):
-    """libjpeg decodes a JPEG without its end-of-image marker with grey rows and a warning;
-    data appended after the marker (up to JPEG_TAIL_BYTES) is harmless."""
+    """libjpeg decodes a JPEG without its end-of-image marker with grey rows and a warning; data
+    appended after the marker is harmless, however long (a motion photo appends a video); a
+    0xFFD9 in the tables before the first scan is no marker."""
     from ctvis.datasets.ytvis import JPEG_TAIL_BYTES, decoded_image_size
     path = str(tmp_path / 'frame.jpg')
     noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
@@ -476,18 +477,28 @@ def test_a_jpeg_cut_short_is_refused_and_appended_data_is_not(tmp_path):
     with open(path, 'rb') as f:
         intact = f.read()
     assert intact.endswith(b'\xff\xd9') and decoded_image_size(path) == (48, 64)
-    for appended, ok in ((JPEG_TAIL_BYTES - 2, True), (JPEG_TAIL_BYTES - 1, False)):
+    for appended in (JPEG_TAIL_BYTES - 2, JPEG_TAIL_BYTES - 1, 3 * JPEG_TAIL_BYTES):
         with open(path, 'wb') as f:
             f.write(intact + b'\0' * appended)
-        if ok:
-            assert decoded_image_size(path) == (48, 64)
-        else:
-            with pytest.raises(OSError, match='the JPEG is cut short'):
-                decoded_image_size(path)
+        assert decoded_image_size(path) == (48, 64), appended  # was refused beyond 64 KiB
+    for cut in (intact[:-2], intact[:len(intact) // 2]):  # all but the marker; half the file
+        with open(path, 'wb') as f:
+            f.write(cut)
+        with pytest.raises(OSError, match='the JPEG is cut short'):
+            decoded_image_size(path)
+    # a quantisation table holding 0xFF 0xD9, the file cut inside its first scan: refused (the
+    # marker was looked for anywhere in the last 64 KiB)
+    table = bytearray(intact)
+    quantisation = table.index(b'\xff\xdb')
+    table[quantisation + 5:quantisation + 7] = b'\xff\xd9'
+    scan = table.index(b'\xff\xda')
     with open(path, 'wb') as f:
-        f.write(intact[:-2])  # all but the marker: libjpeg decodes it in full, with a warning
+        f.write(bytes(table[:scan + 40]))
     with pytest.raises(OSError, match='the JPEG is cut short'):
         decoded_image_size(path)
+    with open(path, 'wb') as f:  # fill bytes (0xFF) may precede any marker
+        f.write(intact[:2] + b'\xff\xff' + intact[2:])
+    assert decoded_image_size(path) == (48, 64) and cv2.imread(path).shape == (48, 64, 3)
     png = str(tmp_path / 'frame.png')  # the marker rule is for JPEGs only
     cv2.imwrite(png, noise)
     assert decoded_image_size(png) == (48, 64)
@@ -543,19 +554,18 @@ def test_an_empty_frame_file_is_found_at_load_in_training_too(tmp_path):
 
 
 def test_a_frame_whose_data_does_not_decode_names_its_video(tmp_path):
-    """The header up to the frame size and the end-of-image marker intact, the rest (tables and
-    compressed data) garbage: OpenCV cannot decode it, and the error names the annotation file,
-    the video and the frame file."""
+    """Every marker in place, the Huffman tables garbage: the header reads, OpenCV cannot decode
+    it, and the error names the annotation file, the video and the frame file."""
     root = str(tmp_path)
     path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
     frame = osp.join(root, 'JPEGImages', 'vid_a', '00002.jpg')
     with open(frame, 'rb') as f:
-        data = f.read()
-    start_of_frame = data.index(b'\xff\xc0')
-    header_end = start_of_frame + 2 + int.from_bytes(data[start_of_frame + 2:][:2], 'big')
-    garbage = np.random.default_rng(0).integers(0, 255, len(data) - header_end, np.uint8)
+        data = bytearray(f.read())
+    table = data.index(b'\xff\xc4')  # the first Huffman table segment: keep its length
+    length = int.from_bytes(data[table + 2:table + 4], 'big')
+    data[table + 5:table + 2 + length] = b'\xff' * (length - 3)
     with open(frame, 'wb') as f:
-        f.write(data[:header_end] + garbage.tobytes() + b'\xff\xd9')
+        f.write(bytes(data))
     assert cv2.imread(frame) is None  # what mmcv's loader meets
     load = [dict(type='TransformBroadcaster', transforms=[dict(type='LoadImageFromFile')])]
     dataset = build(root, dataset_version='2021', test_mode=True, pipeline=load)
