@@ -21,6 +21,7 @@ per-frame network through ``torch.compile`` (the first frame then takes the comp
 docs/benchmarks.md for when it pays).
 """
 import argparse
+import itertools
 import json
 import math
 import os
@@ -212,6 +213,31 @@ def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
     return stream(), count, fps
 
 
+def open_writer(path: str, size: Tuple[int, int], fps: float) -> cv2.VideoWriter:
+    """The mp4v writer of the output video, (width, height) frames; InputError saying what the
+    encoder refuses (MPEG-4 takes sides up to 8191 pixels, and a limited frame-rate range)."""
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), fps, size)
+    if not writer.isOpened():
+        raise InputError(f'{path}: the video encoder (mp4v) refuses {size[0]}x{size[1]} frames '
+                         f'at {fps:g} fps; try --fps between 1 and 1000 and, for very large '
+                         'frames, --display-min-side 0')
+    return writer
+
+
+def check_writer(path: str, size: Tuple[int, int], fps: float) -> None:
+    """:func:`open_writer` on a scratch file beside ``path``, so that settings the encoder refuses
+    fail before the model is built."""
+    folder, extension = osp.dirname(osp.abspath(path)), osp.splitext(path)[1]
+    handle, scratch = tempfile.mkstemp(dir=folder, prefix='.video_demo_', suffix=extension)
+    os.close(handle)
+    try:
+        open_writer(scratch, size, fps).release()
+    except InputError as error:
+        raise InputError(str(error).replace(scratch, path)) from None
+    finally:
+        os.unlink(scratch)
+
+
 def decoding_stopped(source: str, capture: cv2.VideoCapture, index: int, count: int) -> str:
     """Why a video's frames stop at ``index`` of ``count``: whether later frames decode (a few
     reads further) decides what to advise. Skipping the broken frame would shift every later
@@ -258,6 +284,11 @@ def main() -> int:
     try:
         prepare_outputs([args.out, args.json], [args.input, args.config, args.checkpoint])
         frames, count, input_fps = open_frames(args.input)
+        first = next(frames)  # the output's size and the encoder's check, before the model
+        frames = itertools.chain([first], frames)
+        scale = display_scale(*first.shape[:2], args.display_min_side)
+        size = (first.shape[1] * scale, first.shape[0] * scale)
+        check_writer(args.out, size, args.fps or input_fps)
         segmenter = OnlineVideoSegmenter.from_config(args.config, args.checkpoint, args.device,
                                                      compile=args.compile)
     except (InputError, FileNotFoundError, ValueError) as e:
@@ -281,14 +312,7 @@ def main() -> int:
         for frame in frames:
             tracks = segmenter.step(frame)
             if writer is None:
-                scale = display_scale(*frame.shape[:2], args.display_min_side)
-                size = (frame.shape[1] * scale, frame.shape[0] * scale)
-                writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*'mp4v'),
-                                         args.fps or input_fps, size)
-                if not writer.isOpened():
-                    raise InputError(f'{args.out}: cannot open the output video for writing '
-                                     f'({size[0]}x{size[1]} frames at {args.fps or input_fps} '
-                                     'fps, mp4v codec)')
+                writer = open_writer(args.out, size, args.fps or input_fps)
             writer.write(draw_tracks(frame, tracks, segmenter.class_names, args.score_thr,
                                      scale))
             num_frames += 1

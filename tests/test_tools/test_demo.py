@@ -112,8 +112,16 @@ def test_cli_refuses_before_loading_the_model(tmp_path, run_demo):
     status, _, err = run_demo(tmp_path / 'mixed', CONFIG, missing, '--out', tmp_path / 'x.mp4',
                               '--json', blocker / 'x.json')
     assert status == 2 and f'{blocker}/x.json: cannot create its folder' in err
-    # Only then the model: the missing checkpoint is the error once the inputs are sound
+    # settings the video encoder refuses (they failed after the model had run the first frame)
     write_frames(tmp_path / 'same', frames[:1])
+    for option in (['--fps', '1e9'], ['--fps', '0.001']):
+        status, _, err = run_demo(tmp_path / 'same', CONFIG, missing, '--out', tmp_path / 'x.mp4',
+                                  *option)
+        assert status == 2 and str(missing) not in err
+        assert (f'{tmp_path / "x.mp4"}: the video encoder (mp4v) refuses 600x480 frames at '
+                f'{float(option[1]):g} fps') in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file', 'mixed', 'same']
+    # Only then the model: the missing checkpoint is the error once the inputs are sound
     status, _, err = run_demo(tmp_path / 'same', CONFIG, missing, '--out', tmp_path / 'x.mp4')
     assert status == 2 and str(missing) in err
 
