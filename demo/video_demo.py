@@ -3,8 +3,8 @@
 usage: video_demo.py INPUT CONFIG CHECKPOINT --out OUT.mp4 [--json OUT.json] [--score-thr 0.3]
                      [--device cpu] [--max-frames N] [--display-min-side 480] [--compile]
 
-INPUT is a video file, a folder of frames (in natural order of their names: 2.jpg before 10.jpg)
-or a camera index (0, 1, ...).
+INPUT is a video file, a folder of frames (in natural order of their names: 2.jpg before 10.jpg;
+hidden files skipped) or a camera index (0, 1, ...).
 Frames stream through the model one at a time: memory does not grow with the video's length.
 The frames of one video must share one size (the video-level masks have one size): a folder
 whose images differ in size is refused before the model runs, naming the first differing file.
@@ -164,7 +164,9 @@ def check_folder_frame_sizes(paths: Sequence[str]) -> Tuple[int, int]:
 def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
     """Frames of a video file, image folder or camera, with their count (-1 if unknown) and fps."""
     if osp.isdir(source):
-        names = sorted((n for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS)),
+        # hidden files are no frames (macOS writes ._NAME metadata files beside copied ones)
+        names = sorted((n for n in os.listdir(source)
+                        if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith('.')),
                        key=natural_key)
         if not names:
             raise InputError(f'{source}: the folder holds no image files')

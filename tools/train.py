@@ -6,6 +6,7 @@ stack's known deprecation noise (:func:`ctvis.utils.tool_run`). Distributed: too
 (on a machine without CUDA too, see :mod:`ctvis.utils.distributed`).
 """
 import argparse
+import difflib
 import glob
 import logging
 import os.path as osp
@@ -115,6 +116,30 @@ def check_schedule(cfg, config_path: str) -> None:
                               f'{minimum}, got {value!r}')
 
 
+# the paramwise_cfg keys mmengine's DefaultOptimWrapperConstructor reads (ctvis's own constructor
+# checks its keys itself)
+DEFAULT_PARAMWISE_KEYS = ('bias_decay_mult', 'bias_lr_mult', 'bypass_duplicate', 'custom_keys',
+                          'dcn_offset_lr_mult', 'dwconv_decay_mult', 'flat_decay_mult',
+                          'norm_decay_mult')
+
+
+def check_paramwise_cfg(cfg, config_path: str) -> None:
+    """ConfigError for a paramwise_cfg key mmengine's default constructor would ignore
+    (``norm_decay_mul`` left the norms' weight decay on, silently)."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('constructor', 'DefaultOptimWrapperConstructor') not in (
+            'DefaultOptimWrapperConstructor', 'mmengine.DefaultOptimWrapperConstructor'):
+        return
+    unknown = sorted(set(wrapper.get('paramwise_cfg') or {}) - set(DEFAULT_PARAMWISE_KEYS))
+    if unknown:
+        hints = [name + (f' (did you mean {close[0]}?)' if close else '') for name, close in
+                 ((name, difflib.get_close_matches(name, DEFAULT_PARAMWISE_KEYS, n=1))
+                  for name in unknown)]
+        raise ConfigError(f'{config_path}: optim_wrapper.paramwise_cfg has unknown keys '
+                          f'{", ".join(hints)}; mmengine\'s DefaultOptimWrapperConstructor takes '
+                          f'{", ".join(DEFAULT_PARAMWISE_KEYS)}')
+
+
 def configure_training(args: argparse.Namespace):
     """The config with the command line applied; ConfigError for anything unusable."""
     cfg = load_tool_config(args.config, args.cfg_options, args.launcher, args.work_dir)
@@ -139,6 +164,7 @@ def configure_training(args: argparse.Namespace):
             'GPUs (CUDA_VISIBLE_DEVICES=) for a bit-exact run on the CPU.')
 
     check_schedule(cfg, args.config)
+    check_paramwise_cfg(cfg, args.config)
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):

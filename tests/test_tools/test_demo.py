@@ -208,6 +208,8 @@ def test_folder_frames_run_in_natural_order(tmp_path):
         cv2.imwrite(str(folder / f'{t}.png'), frame)
     stream, count, _ = demo.open_frames(str(folder))
     assert count == 12 and [int(f[0, 0, 0]) for f in stream] == [10 * t for t in range(12)]
+    (folder / '._3.png').write_bytes(b'\0\5\26\7 AppleDouble')  # macOS metadata: skipped
+    assert len(list(demo.open_frames(str(folder))[0])) == 12
     assert sorted(['a10.png', 'a9.png', 'b1.png'], key=demo.natural_key) == [
         'a9.png', 'a10.png', 'b1.png']
 

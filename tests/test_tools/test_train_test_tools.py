@@ -294,10 +294,12 @@ def test_a_checkpoint_hook_typo_is_refused_before_training(toy_data, tmp_path):
     ('train_cfg.max_iters=-3', 'train_cfg.max_iters must be a whole number >= 1, got -3'),
     ('train_cfg.val_interval=0', 'train_cfg.val_interval must be a whole number >= 1, got 0'),
     ('train_cfg.max_iters=abc', "train_cfg.max_iters must be a whole number >= 1, got 'abc'"),
+    ('+optim_wrapper.paramwise_cfg.norm_decay_mul=0.0', 'optim_wrapper.paramwise_cfg has '
+     'unknown keys norm_decay_mul (did you mean norm_decay_mult?)'),
 ])
 def test_unusable_schedules_are_refused(option, message):
     """max_iters=-3 trained nothing and exited 0; val_interval=0 divided by zero after the first
-    iteration."""
+    iteration; a misspelled paramwise_cfg key left the norms' weight decay on."""
     train = load_tool('train')
     with pytest.raises(train.ConfigError, match=re.escape(message)):
         train.configure_training(train.parse_args([CONFIG, '--cfg-options', option]))
