@@ -14,8 +14,12 @@ fi
 
 # with CUDA every process takes a GPU of its own: refuse more processes than visible GPUs here
 # (mmengine would fail in rank NPROC-1 with an IndexError) rather than in the ranks
-# (torchrun's own values, auto / gpu / cpu, pass unchecked)
+# (torchrun's own values, auto / gpu / cpu, pass unchecked); 0 or a word gave torchrun's bare
+# assertion
 "$PYTHON" -c 'import sys, torch
+if sys.argv[1] not in ("auto", "gpu", "cpu") and not (sys.argv[1].isdigit() and int(sys.argv[1]) > 0):
+    sys.exit(f"dist_launch.sh: NPROC_PER_NODE must be a whole number >= 1 (or auto, gpu, cpu), "
+             f"got {sys.argv[1]!r}")
 nproc = int(sys.argv[1]) if sys.argv[1].isdigit() else 0
 gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
 if 0 < gpus < nproc:

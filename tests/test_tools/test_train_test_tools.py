@@ -406,6 +406,14 @@ def test_dist_launch_refuses_more_processes_than_gpus(tmp_path):
             env=dict(os.environ, PYTHONPATH=str(tmp_path)))
         assert result.returncode != 0 and 'no_tool.py' in result.stderr
         assert 'dist_launch.sh:' not in result.stderr
+    # 0 or a word: refused naming the argument (torchrun raised a bare AssertionError)
+    for nproc in ('0', 'two'):
+        result = subprocess.run(
+            ['bash', 'tools/dist_launch.sh', nproc, str(tmp_path / 'no_tool.py')], cwd=REPO,
+            capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and (
+            f"dist_launch.sh: NPROC_PER_NODE must be a whole number >= 1 (or auto, gpu, cpu), got "
+            f"'{nproc}'") in result.stderr
 
 
 def test_dist_train_resumes_latest_on_two_gloo_processes(trained, toy_data, tmp_path,
