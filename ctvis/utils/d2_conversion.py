@@ -135,6 +135,9 @@ def convert_state_dict(source: Mapping[str, object]) -> Conversion:
 
     BatchNorm layers get a ``num_batches_tracked`` buffer (detectron2's FrozenBN has none) so
     that the result loads with ``strict=True``.
+
+    Raises:
+        ValueError: a mapped key's value is neither a tensor nor a numpy array (naming the key).
     """
     compiled = [(re.compile(pattern + '$'), target, fn) for pattern, target, fn in RULES]
     converted: 'OrderedDict[str, Tensor]' = OrderedDict()
@@ -148,7 +151,10 @@ def convert_state_dict(source: Mapping[str, object]) -> Conversion:
             if match is None:
                 continue
             new_key = target(match) if callable(target) else match.expand(target)
-            tensor = to_tensor(value)
+            try:
+                tensor = to_tensor(value)
+            except TypeError as error:
+                raise ValueError(f'{key}: {error}') from None
             converted[new_key] = fn(tensor) if fn else tensor
             if new_key.endswith('.running_var'):
                 converted[new_key[:-len('running_var')] + 'num_batches_tracked'] = \

@@ -120,3 +120,30 @@ def test_code_executing_checkpoint_is_refused(tmp_path):
     result, _ = convert(tmp_path, source)
     assert result.returncode == 2 and 'evil.pkl' in result.stderr
     assert not (tmp_path / 'pwned').exists()
+
+
+def test_command_line_mistakes_are_one_line_errors(tmp_path):
+    """A non-tensor value, a missing --config and an output folder that cannot exist were
+    tracebacks (the first without the key); an output folder that does not exist yet is made."""
+    state = official_state_dict('resnet50', 100, 40)
+    source = tmp_path / 'model.pth'
+    torch.save({'model': state}, source)
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    cases = [([], 'sem_seg_head.predictor.query_embed.weight: expected a tensor or numpy '
+                  'array, got str'),
+             (['--config', tmp_path / 'missing.py'], 'missing.py: --config file not found')]
+    for extra, message in cases:
+        if not extra:
+            odd = dict(state, **{'sem_seg_head.predictor.query_embed.weight': 'text'})
+            torch.save({'model': odd}, tmp_path / 'odd.pth')
+        result, _ = convert(tmp_path, tmp_path / 'odd.pth' if not extra else source, *extra)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert 'Traceback' not in result.stderr
+    result = subprocess.run([sys.executable, TOOL, str(source), str(blocker / 'out.pth')],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f'{blocker}/out.pth: cannot create its folder' in result.stderr
+    result = subprocess.run([sys.executable, TOOL, str(source), str(tmp_path / 'new' / 'o.pth')],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and (tmp_path / 'new' / 'o.pth').is_file(), result.stderr

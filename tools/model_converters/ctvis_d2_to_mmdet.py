@@ -9,6 +9,8 @@ checked against the model that config builds: shapes must agree, and the file mu
 the class head, whose size differs, is dropped and the re-id head is left to its initialisation).
 """
 import argparse
+import os
+import os.path as osp
 import pickle
 import sys
 
@@ -36,12 +38,20 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    try:
+    try:  # everything that can fail before the conversion's work is kept
+        if args.config and not osp.isfile(args.config):
+            raise ValueError(f'{args.config}: --config file not found')
+        folder = osp.dirname(osp.abspath(args.dst))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f'{args.dst}: cannot create its folder {folder}: '
+                             f'{error.strerror}') from None
         source = unwrap_d2_checkpoint(safe_load_file(args.src), args.src)
+        conversion = convert_state_dict(source)
     except (OSError, ValueError, pickle.UnpicklingError) as e:
         print(f'ctvis_d2_to_mmdet: {e}', file=sys.stderr)
         return 2
-    conversion = convert_state_dict(source)
     state_dict = conversion.state_dict
     print(f'{args.src}: {len(source)} tensors, {len(state_dict)} converted '
           f'(incl. BatchNorm num_batches_tracked buffers)')
