@@ -19,6 +19,9 @@ from .utils.checkpoint import checkpoint_problem, weights_problem
 from .utils.checkpoint_loaders import safe_checkpoint_loading
 from .utils.tool_config import read_config
 
+# model -> the live segmenter that drives it (kept off the model: copies and pickles stay clean)
+_SEGMENTER_OF_MODEL: 'weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref]' = \
+    weakref.WeakKeyDictionary()
 _GREY_TO_BGR = 'cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)'
 _BGRA_TO_BGR = 'cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)'
 
@@ -110,12 +113,12 @@ class OnlineVideoSegmenter:
 
     def __init__(self, model: torch.nn.Module, test_pipeline: Sequence[dict],
                  compile: bool = False) -> None:
-        owner = getattr(model, '_online_segmenter', lambda: None)()
-        if owner is not None:
+        owner = _SEGMENTER_OF_MODEL.get(model)
+        if owner is not None and owner() is not None:
             raise ValueError('OnlineVideoSegmenter: this model already drives another live '
                              'OnlineVideoSegmenter; the tracker state lives on the model, so two '
                              'streams would mix their tracks: build one model per stream')
-        model._online_segmenter = weakref.ref(self)
+        _SEGMENTER_OF_MODEL[model] = weakref.ref(self)
         self.model = model.eval()
         if compile:
             self.model.compile_detector()

@@ -1,4 +1,7 @@
 """OnlineVideoSegmenter.step on a real tiny model: good frames tracked, bad ones refused clearly."""
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -212,6 +215,9 @@ def test_a_model_drives_one_live_segmenter_at_a_time():
                        'OnlineVideoSegmenter.* build one model per stream'):
         OnlineVideoSegmenter(model, TEST_PIPELINE)
     OnlineVideoSegmenter(build_tiny_model(), TEST_PIPELINE)  # another model is fine
+    copied = copy.deepcopy(model)  # as the message suggests; the copy is free, and picklable
+    assert OnlineVideoSegmenter(copied, TEST_PIPELINE).model is copied
+    pickle.dumps(model)
     del first
     assert OnlineVideoSegmenter(model, TEST_PIPELINE).model is model  # free once it is gone
 
