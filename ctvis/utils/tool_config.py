@@ -289,8 +289,8 @@ def load_tool_config(config_path: str,
 
     Raises:
         ConfigError: the file does not exist or is not a ``.py``/``.json``/``.yaml`` config, its
-            Python syntax is invalid, an override key is wrong, or a variable override cannot
-            reach every key built from it.
+            Python syntax is invalid, an override key is wrong, a variable override cannot
+            reach every key built from it, or the work_dir lies below a file.
     """
     if not osp.isfile(config_path):
         raise ConfigError(f'{config_path}: config file not found')
@@ -319,6 +319,13 @@ def load_tool_config(config_path: str,
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+    if '://' not in cfg.work_dir:  # mmengine creates it later, with a bare traceback on failure
+        existing = osp.abspath(cfg.work_dir)
+        while not osp.exists(existing):
+            existing = osp.dirname(existing)
+        if not osp.isdir(existing):
+            raise ConfigError(f'{cfg.work_dir}: cannot be the work_dir: {existing} is a file, '
+                              'not a folder')
     return cfg
 
 

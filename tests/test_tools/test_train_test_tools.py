@@ -314,6 +314,11 @@ def test_top_level_variables_without_a_config_variable_are_refused():
 
 def test_work_dir_precedence_and_option_errors(tmp_path):
     train = load_tool('train')
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    with pytest.raises(train.ConfigError, match=re.escape(
+            f'{blocker}/run: cannot be the work_dir: {blocker} is a file, not a folder')):
+        train.configure_training(train.parse_args([CONFIG, '--work-dir', str(blocker / 'run')]))
     cfg = train.configure_training(train.parse_args([CONFIG]))
     assert cfg.work_dir == osp.join('./work_dirs', 'toy_vis_tools')
     cfg = train.configure_training(train.parse_args([CONFIG, '--cfg-options', 'work_dir=a/b']))
