@@ -6,7 +6,6 @@ stack's known deprecation noise (:func:`ctvis.utils.tool_run`). Distributed: too
 (on a machine without CUDA too, see :mod:`ctvis.utils.distributed`).
 """
 import argparse
-import difflib
 import glob
 import logging
 import os.path as osp
@@ -21,7 +20,7 @@ from ctvis.datasets import YTVISFormatError
 from ctvis.engine import CheckpointFitsModel, ValidateResumedCheckpoint
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
-                         tune_malloc)
+                         tune_malloc, unknown_names)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -130,13 +129,11 @@ def check_paramwise_cfg(cfg, config_path: str) -> None:
     if wrapper.get('constructor', 'DefaultOptimWrapperConstructor') not in (
             'DefaultOptimWrapperConstructor', 'mmengine.DefaultOptimWrapperConstructor'):
         return
-    unknown = sorted(set(wrapper.get('paramwise_cfg') or {}) - set(DEFAULT_PARAMWISE_KEYS))
+    unknown = set(wrapper.get('paramwise_cfg') or {}) - set(DEFAULT_PARAMWISE_KEYS)
     if unknown:
-        hints = [name + (f' (did you mean {close[0]}?)' if close else '') for name, close in
-                 ((name, difflib.get_close_matches(name, DEFAULT_PARAMWISE_KEYS, n=1))
-                  for name in unknown)]
         raise ConfigError(f'{config_path}: optim_wrapper.paramwise_cfg has unknown keys '
-                          f'{", ".join(hints)}; mmengine\'s DefaultOptimWrapperConstructor takes '
+                          f'{unknown_names(unknown, DEFAULT_PARAMWISE_KEYS)}; mmengine\'s '
+                          'DefaultOptimWrapperConstructor takes '
                           f'{", ".join(DEFAULT_PARAMWISE_KEYS)}')
 
 

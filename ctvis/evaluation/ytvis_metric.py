@@ -19,7 +19,6 @@ import os
 import os.path as osp
 import zipfile
 from collections import Counter
-from numbers import Real
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from mmengine.dist import (all_gather_object, broadcast_object_list,
@@ -29,6 +28,7 @@ from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
 from ..datasets.ytvis_format import load_json_file, load_long_video_ids
+from ..datasets.ytvis_format.loading import is_real
 from ..models.video_tracks import VideoPrediction
 from .tracking_metrics import TrackingEvaluator, tracking_metrics_table
 from .ytvis_eval import YTVISEvaluator, evaluate_ytvis, metrics_table
@@ -144,9 +144,8 @@ class YTVISMetric(BaseMetric):
         self.ann_file = ann_file
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
-        if tracking_score_thr is not None and (
-                isinstance(tracking_score_thr, bool) or not isinstance(tracking_score_thr, Real)
-                or not math.isfinite(tracking_score_thr)):
+        if tracking_score_thr is not None and not (is_real(tracking_score_thr)
+                                                   and math.isfinite(tracking_score_thr)):
             raise ValueError('YTVISMetric: tracking_score_thr must be a finite number or None, '
                              f'got {tracking_score_thr!r}')
         # checked now (a file is read), not after the whole inference

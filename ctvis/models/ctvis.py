@@ -12,6 +12,7 @@ from mmdet.structures import TrackDataSample, TrackSampleList
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from .base_tracker import BaseVideoTracker
 from .mask_utils import resize_mask_logits
+from .tracker import check_settings
 
 
 def clip_slot_queries(instance_ids: List[Tensor], query_of_gt: List[Tensor]) -> Tensor:
@@ -79,11 +80,8 @@ class CTVIS(BaseMOTModel):
         max_per_video = self.test_cfg.get('max_per_video')  # None: the number of classes
         self.max_per_video = self.track_head.num_classes if max_per_video is None else max_per_video
         self.chunk_size = self.test_cfg.get('chunk_size', 5)
-        for name in ('max_per_video', 'chunk_size'):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ValueError(f'CTVIS: test_cfg.{name} must be a whole number >= 1, got '
-                                 f'{value!r}')
+        check_settings('CTVIS', {'test_cfg.max_per_video': (self.max_per_video, 1),
+                                 'test_cfg.chunk_size': (self.chunk_size, 1)}, {}, {})
         self._compiled_network: Optional[Callable] = None  # see compile_detector
 
     # ----------------------------------------------------------------------------------- common

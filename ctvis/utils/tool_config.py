@@ -347,6 +347,15 @@ def build_runner(cfg: Config) -> Runner:
     return runner
 
 
+def unknown_names(names, known) -> str:
+    """``names`` joined, each with the closest of ``known`` as a hint: ``a (did you mean b?)``."""
+    hinted = []
+    for name in sorted(names):
+        close = difflib.get_close_matches(name, known, n=1)
+        hinted.append(name + (f' (did you mean {close[0]}?)' if close else ''))
+    return ', '.join(hinted)
+
+
 def check_checkpoint_hooks(runner: Runner) -> None:
     """ConfigError for a CheckpointHook argument that it does not know: mmengine keeps any such
     keyword and passes it to the first save, so a typo (``intervall=``) failed only there, after
@@ -355,12 +364,9 @@ def check_checkpoint_hooks(runner: Runner) -> None:
         if isinstance(hook, CheckpointHook) and getattr(hook, 'args', None):
             known = [name for name in inspect.signature(CheckpointHook).parameters
                      if name != 'kwargs']
-            problems = []
-            for name in sorted(hook.args):
-                close = difflib.get_close_matches(name, known, n=1)
-                problems.append(name + (f' (did you mean {close[0]}?)' if close else ''))
-            raise ConfigError(f'default_hooks.checkpoint: unknown arguments {", ".join(problems)}; '
-                              f'CheckpointHook takes {", ".join(known)}')
+            raise ConfigError(f'default_hooks.checkpoint: unknown arguments '
+                              f'{unknown_names(hook.args, known)}; CheckpointHook takes '
+                              f'{", ".join(known)}')
 
 
 @contextlib.contextmanager
