@@ -92,8 +92,6 @@ def test_metric_format_only_writes_submission(gt_file, tmp_path):
         YTVISMetric(ann_file=path, format_only=True)
 
 
-
-
 def test_unusable_settings_are_refused_before_any_inference(gt_file):
     """A NaN tracking threshold filtered every prediction (HOTA 0, no error); bad long video ids
     failed only after the whole inference, or read 1.7 as video 1."""
