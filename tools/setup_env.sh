@@ -40,7 +40,7 @@ PIP=("$PY" -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" -r "$ROOT/requirements/build.txt"
 
 if ! "$PY" -c "import torch" 2>/dev/null; then
-    log "installing torch==2.13.0 (CPU build; see docs/get_started.md for CUDA)"
+    log "installing torch==2.13.0 from pip's configured index (for a chosen CUDA build see docs/get_started.md)"
     "${PIP[@]}" "torch==2.13.0"
 fi
 TORCH_TAG="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"

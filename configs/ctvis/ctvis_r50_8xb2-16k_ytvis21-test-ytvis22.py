@@ -13,5 +13,5 @@ test_dataloader = dict(
                  data_prefix=dict(img_path='valid/JPEGImages/')))
 test_evaluator = dict(
     ann_file=data_root + 'valid.json',
-    long_video_ids=data_root + 'long_video_ids.json',  # AP_S / AP_L split
+    long_video_ids=data_root + 'long_video_ids.json',  # AP_short / AP_long / AP_2022
     outfile_prefix='./work_dirs/ytvis22_results')
