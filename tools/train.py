@@ -17,7 +17,8 @@ from mmengine.logging import print_log
 
 import ctvis  # noqa: F401  (registration)
 from ctvis.datasets import YTVISFormatError
-from ctvis.engine import CheckpointFitsModel, ValidateResumedCheckpoint
+from ctvis.engine import (CheckpointFitsModel, TrainingTimeBudget, ValidateResumedCheckpoint,
+                          parse_duration)
 from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
                          parse_tool_args, run_and_release_process_group, tool_run,
                          tune_malloc, unknown_names)
@@ -37,6 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='resume from this checkpoint; without a path, from the latest '
                         'intact checkpoint in the work_dir (last_checkpoint, else the newest '
                         'readable iter_*.pth / epoch_*.pth)')
+    parser.add_argument('--time-budget', metavar='DURATION',
+                        help='train for about this long (e.g. 900s, 15m, 1.5h): the number of '
+                        'iterations and the parts of the schedule tied to its end are scaled '
+                        'to the speed measured in the run (TrainingTimeBudget; iteration-based '
+                        'configs only)')
     return parse_tool_args(parser, argv)
 
 
@@ -137,6 +143,24 @@ def check_paramwise_cfg(cfg, config_path: str) -> None:
                           f'{", ".join(DEFAULT_PARAMWISE_KEYS)}')
 
 
+def add_time_budget(cfg, config_path: str, duration: str) -> None:
+    """A TrainingTimeBudget of ``duration`` in ``cfg.custom_hooks`` (replacing one the config
+    has); ConfigError for a duration that does not parse or an epoch-based loop."""
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as error:
+        raise ConfigError(f'--time-budget: {error}') from None
+    train_cfg = cfg.get('train_cfg') or {}
+    loop_type = train_cfg.get('type') or ('EpochBasedTrainLoop' if train_cfg.get('by_epoch')
+                                          else 'IterBasedTrainLoop')
+    if loop_type not in ('IterBasedTrainLoop', 'mmengine.IterBasedTrainLoop'):
+        raise ConfigError(f'{config_path}: --time-budget scales an iteration-based schedule; '
+                          f'this config trains with {loop_type}')
+    hooks = [hook for hook in cfg.get('custom_hooks', [])
+             if hook.get('type') not in ('TrainingTimeBudget', TrainingTimeBudget)]
+    cfg.custom_hooks = hooks + [dict(type='TrainingTimeBudget', seconds=seconds)]
+
+
 def configure_training(args: argparse.Namespace):
     """The config with the command line applied; ConfigError for anything unusable."""
     cfg = load_tool_config(args.config, args.cfg_options, args.launcher, args.work_dir)
@@ -162,6 +186,8 @@ def configure_training(args: argparse.Namespace):
 
     check_schedule(cfg, args.config)
     check_paramwise_cfg(cfg, args.config)
+    if args.time_budget is not None:
+        add_time_budget(cfg, args.config, args.time_budget)
 
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):

@@ -305,6 +305,26 @@ def test_unusable_schedules_are_refused(option, message):
         train.configure_training(train.parse_args([CONFIG, '--cfg-options', option]))
 
 
+def test_time_budget_adds_one_hook_and_refuses_bad_durations():
+    train = load_tool('train')
+    cfg = train.configure_training(train.parse_args([CONFIG, '--time-budget', '15m']))
+    budgets = [h for h in cfg.custom_hooks if h['type'] == 'TrainingTimeBudget']
+    assert budgets == [dict(type='TrainingTimeBudget', seconds=900.0)]
+    # one that the config has is replaced, not doubled
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--time-budget', '60', '--cfg-options',
+         "custom_hooks=[dict(type='TrainingTimeBudget',seconds=5)]"]))
+    assert [h for h in cfg.custom_hooks if h['type'] == 'TrainingTimeBudget'] == [
+        dict(type='TrainingTimeBudget', seconds=60.0)]
+    with pytest.raises(train.ConfigError,
+                       match=re.escape("--time-budget: not a duration: '15 min'")):
+        train.configure_training(train.parse_args([CONFIG, '--time-budget', '15 min']))
+    with pytest.raises(train.ConfigError, match='scales an iteration-based schedule'):
+        train.configure_training(train.parse_args(
+            [CONFIG, '--time-budget', '15m', '--cfg-options',
+             "train_cfg=dict(type='EpochBasedTrainLoop',max_epochs=2)"]))
+
+
 def test_top_level_variables_without_a_config_variable_are_refused():
     """This config has no ``classes`` variable (its dataset class fixes them): a clear error."""
     train = load_tool('train')
@@ -715,11 +735,31 @@ def test_quickstart_tool_calls_are_accepted(tmp_path):
     calls = quickstart_tool_calls()
     assert sorted(name for name, _ in calls) == ['test', 'test', 'train']
     for name, argv in calls:
+        # the training's time budget as the script computes it
+        argv = [a for arg in argv for a in (
+            ['--time-budget', '1000s'] if arg == '${BUDGET[@]}' else [arg])]
         argv = [re.sub(r'\$(\w+)', lambda m: values[m.group(1)], arg) for arg in argv]
         tool = load_tool(name)
         configure = tool.configure_training if name == 'train' else tool.configure_testing
         cfg = configure(tool.parse_args(argv))
         assert cfg.work_dir.startswith(values['WORK'])
+        if name == 'train':
+            assert [h for h in cfg.custom_hooks if h['type'] == 'TrainingTimeBudget'] == [
+                dict(type='TrainingTimeBudget', seconds=1000.0)]
+
+
+@pytest.mark.parametrize('minutes, message', [
+    ('abc', "must be a number of minutes (0: no limit), got 'abc'"),
+    ('-1', 'must be a number of minutes'),
+    ('4.9', 'CTVIS_QUICKSTART_MINUTES=4.9 is too short'),
+])
+def test_quickstart_refuses_an_unusable_time_before_any_work(minutes, message, tmp_path):
+    env = dict(os.environ, CTVIS_QUICKSTART_MINUTES=minutes,
+               CTVIS_QUICKSTART_DIR=str(tmp_path / 'work'))
+    done = subprocess.run(['bash', osp.join(REPO, 'tools', 'quickstart.sh')], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr
+    assert done.stdout == '' and not (tmp_path / 'work').exists()  # no setup, no training
 
 
 def test_test_time_pieces_live_in_the_package():

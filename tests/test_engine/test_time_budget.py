@@ -1,0 +1,306 @@
+"""TrainingTimeBudget (ctvis/engine/time_budget.py): the schedule scaled to the time, on a tiny
+in-process Runner whose iterations take a set time on a fake clock."""
+import os
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+import ctvis.engine.time_budget as time_budget
+from ctvis.engine import TrainingTimeBudget, parse_duration
+from ctvis.utils import safe_checkpoint_loading
+from mmdet.registry import HOOKS
+
+
+class FakeClock:
+    """Seconds that pass only when an iteration runs (``per_iteration``, changeable)."""
+
+    def __init__(self, per_iteration: float = 1.0) -> None:
+        self.now = 1000.0
+        self.per_iteration = per_iteration
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(time_budget, '_clock', fake)
+    return fake
+
+
+class Points(Dataset):
+    def __len__(self) -> int:
+        return 10_000
+
+    def __getitem__(self, index: int) -> dict:
+        return dict(inputs=torch.ones(2) * (index % 7), targets=torch.tensor(float(index % 3)))
+
+
+class Regressor(BaseModel):
+    """A linear model; each training forward advances the fake clock by one iteration's time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+        self.clock = clock
+
+    def forward(self, inputs, targets=None, mode='tensor'):
+        outputs = self.linear(inputs).squeeze(-1)  # default_collate: batched tensors
+        if mode == 'loss':
+            self.clock.now += self.clock.per_iteration
+            return dict(loss=((outputs - targets) ** 2).mean())
+        return outputs
+
+
+@HOOKS.register_module()
+class RecordLearningRate(Hook):
+    """The learning rate each training iteration ran with, and the validations' iterations."""
+    priority = 'VERY_HIGH'
+
+    def __init__(self) -> None:
+        self.rates = []
+        self.validations = []
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self.rates.append(runner.optim_wrapper.get_lr()['lr'][0])
+
+    def before_val(self, runner) -> None:
+        self.validations.append(runner.iter)
+
+
+def make_runner(tmp_path, clock, *, max_iters=100, budget=300.0, schedulers=None, hook_args=None,
+                work_dir='run', load_from=None, resume=False):
+    from mmengine.evaluator import BaseMetric
+
+    class Count(BaseMetric):
+        def process(self, data_batch, data_samples) -> None:
+            self.results.append(0)
+
+        def compute_metrics(self, results) -> dict:
+            return dict(count=len(results))
+
+    hook_args = dict(measure_from=5, plan_at=25, check_every=10, round_to=10,
+                     **(hook_args or {}))
+    return Runner(
+        model=Regressor(clock),
+        work_dir=str(tmp_path / work_dir),
+        train_dataloader=dict(dataset=Points(), sampler=dict(type='InfiniteSampler', shuffle=False),
+                              batch_size=2, num_workers=0,
+                              collate_fn=dict(type='default_collate')),
+        val_dataloader=dict(dataset=torch.utils.data.Subset(Points(), range(2)),
+                            sampler=dict(type='DefaultSampler', shuffle=False), batch_size=2,
+                            num_workers=0, collate_fn=dict(type='default_collate')),
+        val_evaluator=[Count()],
+        val_cfg=dict(type='ValLoop'),
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=1.0)),
+        param_scheduler=schedulers if schedulers is not None else [
+            dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=10),
+            dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[80],
+                 gamma=0.1)],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=max_iters,
+                                           by_epoch=False),
+                           logger=dict(type='LoggerHook', interval=1000)),
+        custom_hooks=[dict(type='TrainingTimeBudget', seconds=budget, **hook_args),
+                      dict(type='RecordLearningRate')],
+        load_from=load_from, resume=resume,
+        default_scope='mmdet',
+        randomness=dict(seed=0))
+
+
+def recorder(runner) -> RecordLearningRate:
+    return next(h for h in runner.hooks if isinstance(h, RecordLearningRate))
+
+
+def step_at(rates) -> int:
+    """The first iteration (0-based) that ran at a tenth of the peak learning rate."""
+    return next(i for i, rate in enumerate(rates) if rate < 0.5)
+
+
+def test_the_schedule_stretches_to_the_budget(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=300.0)
+    runner.train()
+    rates = recorder(runner).rates
+    # 1 s per iteration, 300 s: 300 iterations; the step decay at 80 % as in the config
+    assert runner.iter == 300 and len(rates) == 300
+    assert step_at(rates) == 240
+    assert rates[0] == pytest.approx(0.5) and rates[10] == pytest.approx(1.0)  # warm-up kept
+    # one validation and one checkpoint, at the end (not also at the config's 100)
+    assert recorder(runner).validations == [300]
+    assert [f for f in os.listdir(runner.work_dir) if f.endswith('.pth')] == ['iter_300.pth']
+
+
+def test_the_schedule_shrinks_to_the_budget(tmp_path, clock):
+    clock.per_iteration = 2.0
+    runner = make_runner(tmp_path, clock, budget=100.0)
+    runner.train()
+    rates = recorder(runner).rates
+    assert runner.iter == 50 and step_at(rates) == 40
+
+
+def test_the_first_plan_is_rounded_down(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=309.0)  # 309 iterations fit; round_to 10
+    runner.train()
+    assert runner.iter == 300
+
+
+def test_at_most_max_factor_times_the_config(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=10_000.0, hook_args=dict(max_factor=2.0))
+    runner.train()
+    assert runner.iter == 200 and step_at(recorder(runner).rates) == 160
+
+
+class SlowDownAfter(Hook):
+    def __init__(self, clock, iteration, per_iteration) -> None:
+        self.clock, self.iteration, self.per_iteration = clock, iteration, per_iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == self.iteration:
+            self.clock.per_iteration = self.per_iteration
+
+
+def test_a_run_that_slows_down_is_shortened_never_lengthened(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=300.0)
+    runner.register_hook(SlowDownAfter(clock, 100, 3.0))
+    runner.train()
+    # planned 300 at 1 s; 3 s each from iteration 101 on; at the check at 105, 200 s gone and
+    # 1.8 s per iteration since the last check: 105 + 55 = 160; at 115 (3 s): 115 + 25 = 140 ...
+    assert runner.iter < 300
+    assert clock.now - 1000.0 <= 300.0 + 3.0 * 10  # late by at most one check's iterations
+    # the milestone moved with the first shortened plan (80 % of it), not left at 240
+    assert step_at(recorder(runner).rates) < runner.iter
+    clock.per_iteration = 1.0
+    runner2 = make_runner(tmp_path, clock, budget=300.0, work_dir='faster')
+    runner2.register_hook(SlowDownAfter(clock, 100, 0.25))
+    runner2.train()
+    assert runner2.iter == 300  # a faster run keeps its plan
+
+
+def test_a_milestone_the_shorter_plan_puts_in_the_past_comes_at_once(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=300.0)
+    runner.register_hook(SlowDownAfter(clock, 230, 10.0))
+    runner.train()
+    rates = recorder(runner).rates
+    # planned 300 (step at 240); 10 s each from 231 on: at the check at 235, 280 s gone and
+    # 5.5 s per iteration since 225: the plan shrinks to 238, whose 80 % (190) is past: the
+    # step comes after iteration 235
+    assert runner.iter == 238
+    assert step_at(rates) == 235
+
+
+def test_a_passed_milestone_stays_when_the_plan_shrinks(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=300.0)
+    runner.register_hook(SlowDownAfter(clock, 250, 2.0))
+    runner.train()
+    rates = recorder(runner).rates
+    # the step came at 240 as planned; the plan shrinks at 255 (to 281): the decay is not
+    # applied a second time
+    assert 255 < runner.iter < 300 and step_at(rates) == 240
+    assert min(rates) == pytest.approx(0.1)
+
+
+def test_a_cosine_schedule_is_stretched_whole(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=200.0, schedulers=[
+        dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=10),
+        dict(type='CosineAnnealingLR', by_epoch=False, begin=10, end=100, eta_min=0.0)])
+    runner.train()
+    rates = recorder(runner).rates
+    assert runner.iter == 200
+    # half way between 10 and 200 (the plan at 25 continues the curve from its value there)
+    assert rates[105] == pytest.approx(0.5, abs=0.03)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] < 0.01
+
+
+@pytest.mark.parametrize('end', [None, 10 ** 9])
+def test_milestones_are_stretched_and_an_end_beyond_the_training_kept(tmp_path, clock, end):
+    scheduler_cfg = dict(type='MultiStepLR', by_epoch=False, milestones=[50, 80], gamma=0.5)
+    if end is not None:
+        scheduler_cfg['end'] = end
+    runner = make_runner(tmp_path, clock, budget=200.0, schedulers=[scheduler_cfg])
+    runner.train()
+    rates = recorder(runner).rates
+    assert runner.iter == 200
+    assert rates[99] == 1.0 and rates[100] == 0.5 and rates[159] == 0.5 and rates[160] == 0.25
+    # mmengine gives a scheduler without an end the training's (stretched with it); an end
+    # beyond the training stays
+    assert runner.param_schedulers[0].end == (200 if end is None else end)
+
+
+def test_schedules_it_cannot_stretch_and_other_loops_are_refused(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, schedulers=[
+        dict(type='ExponentialLR', gamma=0.99, by_epoch=False, begin=0, end=100)])
+    with pytest.raises(TypeError, match='cannot stretch a ExponentialLR'):
+        runner.train()
+    # one that ends before the training's end is left alone
+    runner = make_runner(tmp_path, clock, work_dir='early', budget=200.0, schedulers=[
+        dict(type='ExponentialLR', gamma=0.9, by_epoch=False, begin=0, end=50)])
+    runner.train()
+    assert runner.iter == 200
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(seconds=0), 'seconds must be a positive number'),
+    (dict(seconds=float('nan')), 'seconds must be a positive number'),
+    (dict(seconds='10'), 'seconds must be a positive number'),
+    (dict(seconds=10, plan_at=5, measure_from=5), 'must come after'),
+    (dict(seconds=10, check_every=0), 'check_every must be a whole number >= 1'),
+    (dict(seconds=10, round_to=2.5), 'round_to must be a whole number >= 1'),
+    (dict(seconds=10, max_factor=0), 'max_factor must be positive'),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingTimeBudget(**kwargs)
+
+
+@pytest.mark.parametrize('text, seconds', [('900', 900), ('900s', 900), ('15m', 900),
+                                           ('1.5h', 5400), (' 2 m ', 120)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize('text', ['', 'abc', '-5m', '0', '0s', '15 min', '1e3'])
+def test_parse_duration_refuses(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_a_resumed_run_keeps_the_plan_and_the_time_spent(tmp_path, clock):
+    with safe_checkpoint_loading():
+        whole = make_runner(tmp_path, clock, budget=300.0, work_dir='whole')
+        whole.train()
+        full_rates = recorder(whole).rates
+
+        clock.now = 1000.0
+        first = make_runner(tmp_path, clock, budget=300.0, work_dir='cut')
+        first.register_hook(StopAfter(150))
+        first.train()
+        assert osp.exists(osp.join(first.work_dir, 'iter_150.pth'))
+
+        resumed = make_runner(tmp_path, clock, budget=300.0, work_dir='cut',
+                              load_from=osp.join(first.work_dir, 'iter_150.pth'), resume=True)
+        resumed.train()
+    # the resumed run trains to the plan (not the config's 100) with the same schedule
+    assert resumed.iter == 300
+    assert recorder(first).rates[:150] + recorder(resumed).rates == full_rates
+
+
+class StopAfter(Hook):
+    """Save a checkpoint and stop after ``iteration`` iterations (a run that is cut short)."""
+    priority = 'LOWEST'
+
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == self.iteration:
+            runner.save_checkpoint(runner.work_dir, f'iter_{self.iteration}.pth',
+                                   by_epoch=False, save_optimizer=True,
+                                   save_param_scheduler=True)
+            runner.train_loop.stop_training = True
