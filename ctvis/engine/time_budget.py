@@ -70,8 +70,11 @@ class TrainingTimeBudget(Hook):
     speed is measured until iteration ``plan_at``; then the iterations that fit are planned,
     rounded down to a multiple of ``round_to`` (so reruns on one machine usually train the same
     number), at most ``max_factor`` times the config's. Every ``check_every`` iterations after
-    that the plan is shortened if, at the speed of the iterations since the last check, the run
-    would end late (never lengthened: a plan once made stays unless it must shrink).
+    that the end is projected at the speed since the plan: a run that would end more than
+    ``tolerance`` late is shortened to end on time, one that would end that much early
+    lengthened again, up to the first plan (the band keeps the plan of a run whose speed only
+    jitters; a plan is never longer than the first). The projection counts the time left, so a
+    run that slows down is shortened a little at each check until it ends on time.
 
     Scaled with the plan: ``max_iters``; of each parameter scheduler whose ``end`` is at or after
     the config's last iteration, its end and its iterations tied to it (a multi-step's
@@ -89,11 +92,14 @@ class TrainingTimeBudget(Hook):
         check_every (int): Iterations between checks of the plan.
         round_to (int): The first plan is a multiple of this many iterations.
         max_factor (float): At most this many times the config's iterations.
+        tolerance (float): How far (a fraction of ``seconds``) the projected end may miss
+            before the plan changes.
     """
     priority = 'NORMAL'  # before the schedulers step and the checkpoint is written
 
     def __init__(self, seconds: float, measure_from: int = 20, plan_at: int = 220,
-                 check_every: int = 100, round_to: int = 100, max_factor: float = 4.0) -> None:
+                 check_every: int = 100, round_to: int = 100, max_factor: float = 4.0,
+                 tolerance: float = 0.03) -> None:
         if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
             raise ValueError(f'TrainingTimeBudget: seconds must be a positive number, got '
                              f'{seconds!r}')
@@ -108,12 +114,17 @@ class TrainingTimeBudget(Hook):
         if not (isinstance(max_factor, (int, float)) and max_factor > 0):
             raise ValueError(f'TrainingTimeBudget: max_factor must be positive, got '
                              f'{max_factor!r}')
+        if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
+            raise ValueError(f'TrainingTimeBudget: tolerance must be in [0, 1), got '
+                             f'{tolerance!r}')
         self.seconds = float(seconds)
         self.measure_from = measure_from
         self.plan_at = plan_at
         self.check_every = check_every
         self.round_to = round_to
         self.max_factor = float(max_factor)
+        self.tolerance = float(tolerance)
+        self._first_plan: Optional[int] = None
         self._config_iters: Optional[int] = None
         self._planned: Optional[int] = None
         self._spent_before = 0.0  # training seconds of the runs before a resume
@@ -133,12 +144,14 @@ class TrainingTimeBudget(Hook):
         self._planned = state['planned']
         self._spent_before = state['spent']
         self._originals = state['originals']
+        self._first_plan = state.get('first_plan', self._planned)
         if self._planned is not None:
             self._set_length(runner, self._planned)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = dict(config_iters=self._config_iters, planned=self._planned,
-                                          spent=self._spent(), originals=self._originals)
+                                          first_plan=self._first_plan, spent=self._spent(),
+                                          originals=self._originals)
 
     # ----------------------------------------------------------------------------------------
     def before_train(self, runner) -> None:
@@ -193,25 +206,34 @@ class TrainingTimeBudget(Hook):
         check = self._planned is not None and (done - self._mark[0]) % self.check_every == 0
         if not (first_plan or check):
             return
-        mark_done, mark_time = self._mark
         now = _clock()
+        mark_done, mark_time = self._mark
         seconds_per_iter = (now - mark_time) / (done - mark_done)
-        fitting = done + int(max(0.0, self.seconds - self._spent()) / seconds_per_iter)
-        self._mark = (done, now)  # each check measures the speed since the last one
+        if first_plan:
+            self._mark = (done, now)  # the checks measure the speed since the plan
+        left = self.seconds - self._spent()
+        fitting = done + int(max(0.0, left) / seconds_per_iter)
         if first_plan:
             planned = fitting // self.round_to * self.round_to
             planned = max(done, min(planned, int(self.max_factor * self._config_iters)))
+            self._first_plan = planned
         else:
-            planned = max(done, min(fitting, self._planned))
+            late = (self._planned - done) * seconds_per_iter - left  # seconds beyond the budget
+            if abs(late) <= self.tolerance * self.seconds:
+                planned = self._planned
+            else:
+                planned = max(done, min(fitting, self._first_plan))
         planned = self._agree(planned)
         if planned == self._planned:
             return
         fewer = planned < self._config_iters
         level = logging.WARNING if fewer or not first_plan else logging.INFO
+        change = ('' if first_plan else f'; planned {self._planned}, '
+                  + ('shortened as the run slowed down' if planned < self._planned
+                     else 'lengthened again as the run sped up'))
         print_log(f'TrainingTimeBudget: {seconds_per_iter:.3f} s per iteration -> '
-                  f'{planned} iterations (config {self._config_iters}'
-                  + ('' if first_plan else f'; planned {self._planned}, shortened as the run '
-                     'slowed down') + f'); {self._apply(runner, planned, done)}'
+                  f'{planned} iterations (config {self._config_iters}{change}); '
+                  f'{self._apply(runner, planned, done)}'
                   + ('; fewer iterations than the config\'s: expect a weaker model' if fewer
                      else ''), logger='current', level=level)
         self._planned = planned

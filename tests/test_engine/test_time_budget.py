@@ -183,15 +183,56 @@ def test_a_run_that_slows_down_is_shortened_never_lengthened(tmp_path, clock):
     assert runner2.iter == 300  # a faster run keeps its plan
 
 
+class Jitter(Hook):
+    """From the plan on, iterations alternately ``spread`` slower and faster, ``every``
+    iterations each."""
+
+    def __init__(self, clock, spread, every, start=25) -> None:
+        self.clock, self.spread, self.every, self.start = clock, spread, every, start
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        done = runner.iter + 1
+        if done >= self.start:
+            slow = (done - self.start) // self.every % 2 == 0
+            self.clock.per_iteration = 1.0 + (self.spread if slow else -self.spread)
+
+
+def test_speed_that_only_jitters_keeps_the_plan(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=300.0)
+    runner.register_hook(Jitter(clock, 0.08, 50))  # +-8 % for 50 iterations each
+    runner.train()
+    # the speed since the plan moves by a few %, the projected end by less than the 3 %
+    # tolerance: the first plan (300) stays
+    assert runner.iter == 300 and step_at(recorder(runner).rates) == 240
+    # without the tolerance the same run re-plans
+    clock.per_iteration = 1.0
+    strict = make_runner(tmp_path, clock, budget=300.0, work_dir='strict',
+                         hook_args=dict(tolerance=0.0))
+    strict.register_hook(Jitter(clock, 0.08, 50))
+    strict.train()
+    assert strict.iter != 300
+
+
+def test_a_plan_shortened_by_a_slow_spell_grows_back_to_the_first_plan(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=300.0)
+    runner.register_hook(SlowDownAfter(clock, 50, 2.0))
+    runner.register_hook(SlowDownAfter(clock, 90, 0.5))
+    runner.train()
+    # slow from 51 to 90 (the plan shrinks), then twice as fast as at the start: the plan grows
+    # again, but not beyond the first plan's 300
+    assert runner.iter == 300
+    assert clock.now - 1000.0 < 300.0
+
+
 def test_a_milestone_the_shorter_plan_puts_in_the_past_comes_at_once(tmp_path, clock):
     runner = make_runner(tmp_path, clock, budget=300.0)
     runner.register_hook(SlowDownAfter(clock, 230, 10.0))
     runner.train()
     rates = recorder(runner).rates
     # planned 300 (step at 240); 10 s each from 231 on: at the check at 235, 280 s gone and
-    # 5.5 s per iteration since 225: the plan shrinks to 238, whose 80 % (190) is past: the
-    # step comes after iteration 235
-    assert runner.iter == 238
+    # 1.21 s per iteration since the plan: the plan shrinks to 251, whose 80 % (201) is
+    # past: the step comes after iteration 235; at 245 the time is up
+    assert runner.iter == 245
     assert step_at(rates) == 235
 
 
@@ -253,6 +294,7 @@ def test_schedules_it_cannot_stretch_and_other_loops_are_refused(tmp_path, clock
     (dict(seconds=10, check_every=0), 'check_every must be a whole number >= 1'),
     (dict(seconds=10, round_to=2.5), 'round_to must be a whole number >= 1'),
     (dict(seconds=10, max_factor=0), 'max_factor must be positive'),
+    (dict(seconds=10, tolerance=1.0), r'tolerance must be in \[0, 1\)'),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
