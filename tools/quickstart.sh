@@ -13,7 +13,7 @@ cd "$ROOT"
 MINUTES="${CTVIS_QUICKSTART_MINUTES:-20}"
 # what the steps around the training loop take (start-up, the final validation, the evaluation,
 # the control, the demo): about 1 min on the machines measured, more on slower ones
-RESERVE_S=150
+RESERVE_S=110
 UNLIMITED=0
 if ! [[ "$MINUTES" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     echo "[quickstart] CTVIS_QUICKSTART_MINUTES must be a number of minutes (0: no limit)," \

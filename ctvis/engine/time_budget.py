@@ -66,15 +66,16 @@ class TrainingTimeBudget(Hook):
 
     The time counts from the start of the training loop (not the model building and data
     loading before it; validations during it count) and, on resume, goes on from the time the
-    checkpoint's run had spent. After ``measure_from`` iterations (the first ones are slow) the
-    speed is measured until iteration ``plan_at``; then the iterations that fit are planned,
-    rounded down to a multiple of ``round_to`` (so reruns on one machine usually train the same
-    number), at most ``max_factor`` times the config's. Every ``check_every`` iterations after
+    checkpoint's run had spent. After ``measure_from`` iterations (the first ones are slower:
+    the quickstart's first 100 by 10-30 %) the speed is measured until iteration ``plan_at``;
+    then the iterations that fit are planned, rounded down to a multiple of ``round_to`` (so
+    reruns on one machine usually train the same number), at most ``max_factor`` times the
+    config's. Every ``check_every`` iterations after
     that the end is projected at the speed since the plan: a run that would end more than
     ``tolerance`` late is shortened to end on time, one that would end that much early
-    lengthened again, up to the first plan (the band keeps the plan of a run whose speed only
-    jitters; a plan is never longer than the first). The projection counts the time left, so a
-    run that slows down is shortened a little at each check until it ends on time.
+    lengthened to end on time (the band keeps the plan of a run whose speed only jitters). The
+    projection counts the time left, so a run that slows down is shortened a little at each
+    check until it ends on time.
 
     Scaled with the plan: ``max_iters``; of each parameter scheduler whose ``end`` is at or after
     the config's last iteration, its end and its iterations tied to it (a multi-step's
@@ -97,7 +98,7 @@ class TrainingTimeBudget(Hook):
     """
     priority = 'NORMAL'  # before the schedulers step and the checkpoint is written
 
-    def __init__(self, seconds: float, measure_from: int = 20, plan_at: int = 220,
+    def __init__(self, seconds: float, measure_from: int = 100, plan_at: int = 300,
                  check_every: int = 100, round_to: int = 100, max_factor: float = 4.0,
                  tolerance: float = 0.03) -> None:
         if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
@@ -124,7 +125,6 @@ class TrainingTimeBudget(Hook):
         self.round_to = round_to
         self.max_factor = float(max_factor)
         self.tolerance = float(tolerance)
-        self._first_plan: Optional[int] = None
         self._config_iters: Optional[int] = None
         self._planned: Optional[int] = None
         self._spent_before = 0.0  # training seconds of the runs before a resume
@@ -144,13 +144,12 @@ class TrainingTimeBudget(Hook):
         self._planned = state['planned']
         self._spent_before = state['spent']
         self._originals = state['originals']
-        self._first_plan = state.get('first_plan', self._planned)
         if self._planned is not None:
             self._set_length(runner, self._planned)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = dict(config_iters=self._config_iters, planned=self._planned,
-                                          first_plan=self._first_plan, spent=self._spent(),
+                                          spent=self._spent(),
                                           originals=self._originals)
 
     # ----------------------------------------------------------------------------------------
@@ -191,6 +190,10 @@ class TrainingTimeBudget(Hook):
             original['total_iters'] = scheduler.total_iters
         return original
 
+    @property
+    def _most(self) -> int:
+        return int(self.max_factor * self._config_iters)
+
     def _spent(self) -> float:
         if self._start is None:
             return self._spent_before
@@ -215,14 +218,13 @@ class TrainingTimeBudget(Hook):
         fitting = done + int(max(0.0, left) / seconds_per_iter)
         if first_plan:
             planned = fitting // self.round_to * self.round_to
-            planned = max(done, min(planned, int(self.max_factor * self._config_iters)))
-            self._first_plan = planned
+            planned = max(done, min(planned, self._most))
         else:
             late = (self._planned - done) * seconds_per_iter - left  # seconds beyond the budget
             if abs(late) <= self.tolerance * self.seconds:
                 planned = self._planned
             else:
-                planned = max(done, min(fitting, self._first_plan))
+                planned = max(done, min(fitting, self._most))
         planned = self._agree(planned)
         if planned == self._planned:
             return
@@ -230,7 +232,7 @@ class TrainingTimeBudget(Hook):
         level = logging.WARNING if fewer or not first_plan else logging.INFO
         change = ('' if first_plan else f'; planned {self._planned}, '
                   + ('shortened as the run slowed down' if planned < self._planned
-                     else 'lengthened again as the run sped up'))
+                     else 'lengthened as the run sped up'))
         print_log(f'TrainingTimeBudget: {seconds_per_iter:.3f} s per iteration -> '
                   f'{planned} iterations (config {self._config_iters}{change}); '
                   f'{self._apply(runner, planned, done)}'
