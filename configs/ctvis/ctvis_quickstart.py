@@ -10,6 +10,8 @@
 # 50.0, for 1.15-1.35x per iteration; over four seeds 48.2 and 49.5. Without the stride-2
 # level's 3x3 output convolution (finest_output_conv=None) since 2026-12-04: tools/quickstart.sh
 # (2 threads) 45.90 in 22 min 47 s on a slow machine (docs/benchmarks.md).
+# tools/quickstart.sh trains it for what is left of 20 minutes (tools/train.py --time-budget:
+# the 3000 iterations and the learning-rate step scaled to the speed measured in the run).
 _base_ = ['../_base_/models/ctvis_r50.py', '../_base_/default_runtime.py']
 
 data_root = 'data/toy_vis/'
