@@ -17,7 +17,7 @@ import re
 import time
 from typing import Any, Dict, List, Optional
 
-from mmengine.dist import broadcast_object_list, get_dist_info
+from mmengine.dist import broadcast_object_list
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
 from mmengine.optim.scheduler.param_scheduler import (ConstantParamScheduler,
@@ -186,8 +186,6 @@ class TrainingTimeBudget(Hook):
             original['milestones'] = sorted(scheduler.milestones.elements())
         if isinstance(scheduler, CosineAnnealingParamScheduler):
             original['T_max'] = scheduler.T_max
-        if hasattr(scheduler, 'total_iters'):
-            original['total_iters'] = scheduler.total_iters
         return original
 
     @property
@@ -240,10 +238,8 @@ class TrainingTimeBudget(Hook):
 
     @staticmethod
     def _agree(planned: int) -> int:
-        """Rank 0's plan on every rank (they measured their own speeds)."""
-        _, world_size = get_dist_info()
-        if world_size == 1:
-            return planned
+        """Rank 0's plan on every rank (they measured their own speeds; a single process
+        keeps its own: mmengine's broadcast is a no-op there)."""
         shared = [planned]
         broadcast_object_list(shared, src=0)
         return shared[0]
@@ -286,6 +282,6 @@ class TrainingTimeBudget(Hook):
                 whole = original['T_max'] == original['end'] - scheduler.begin
                 scheduler.T_max = (scheduler.end - scheduler.begin if whole
                                    else max(1, round(original['T_max'] * scale)))
-            if 'total_iters' in original:
+            if hasattr(scheduler, 'total_iters'):  # linear, poly, constant: their length
                 scheduler.total_iters = scheduler.end - scheduler.begin - 1
         return ', '.join(described) or 'no schedule to scale'
