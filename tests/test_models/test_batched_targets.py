@@ -1,4 +1,6 @@
 """Batched Hungarian targets of CTVISHead equal mmdet's per-frame Mask2Former targets exactly."""
+import copy
+import re
 from unittest import mock
 
 import pytest
@@ -227,3 +229,99 @@ def test_costs_are_float32_with_autocast_off(head):
             torch.autocast('cpu', dtype=torch.bfloat16):
         head.hungarian_match(cls_scores.bfloat16(), mask_preds.bfloat16(), gts, coords)
     assert seen == [(torch.float32, torch.float32, torch.float32, False)]
+
+
+# ------------------------------------------------------------ mask_points='all': every cell
+def every_cell_head(head):
+    head = copy.deepcopy(head)
+    head.mask_points = 'all'
+    return head
+
+
+def cell_centres(height, width, num_frames):
+    """The normalised (x, y) centres of an (height, width) map's cells, row by row."""
+    ys, xs = torch.meshgrid((torch.arange(height) + 0.5) / height,
+                            (torch.arange(width) + 0.5) / width, indexing='ij')
+    return torch.stack([xs.flatten(), ys.flatten()], -1).expand(num_frames, -1, -1)
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_every_cell_costs_are_the_costs_at_the_cell_centres(head, case):
+    """The mask logits as they are and the ground truth resized: point sampling at every cell
+    centre reads the same values (also for frames whose masks are not padded alike)."""
+    cls_scores, mask_preds, gts = frame_inputs(**CASES[case])
+    centres = cell_centres(*mask_preds.shape[-2:], len(gts))
+    dense = every_cell_head(head)
+    every_cell = dense._matching_costs(cls_scores, mask_preds, gts, None)
+    at_centres = head._matching_costs(cls_scores, mask_preds, gts, centres)
+    for ours, sampled in zip(every_cell, at_centres):
+        torch.testing.assert_close(ours, sampled, atol=1e-5, rtol=1e-5)
+    torch.manual_seed(4)
+    assigned = dense.hungarian_match(cls_scores, mask_preds, gts, None)
+    drawn_after = torch.rand(2)
+    torch.manual_seed(4)
+    assert torch.equal(torch.rand(2), drawn_after)  # nothing drawn
+    assert torch.equal(assigned, head.hungarian_match(cls_scores, mask_preds, gts, centres))
+
+
+@pytest.mark.parametrize('gt_counts', [[2, 0, 5, 1], [0, 0]])
+def test_every_cell_losses_are_the_point_losses_at_the_cell_centres(head, gt_counts):
+    """mmdet's losses with its points put at every cell centre: the same values, also the
+    averages (dice over the matched masks, cross-entropy over their cells)."""
+    cls_scores, mask_preds, gts = frame_inputs(gt_counts, seed=7)
+    metas = [META] * len(gts)
+    dense = every_cell_head(head)
+    assigned = dense.hungarian_match(cls_scores, mask_preds, gts, None)
+    height, width = mask_preds.shape[-2:]
+    sampled = copy.deepcopy(head)
+    sampled.num_points = height * width
+    centres = cell_centres(height, width, 1)[0]
+    with mock.patch.object(type(head), 'hungarian_match', return_value=assigned), \
+            mock.patch('mmdet.models.dense_heads.mask2former_head.'
+                       'get_uncertain_point_coords_with_randomness',
+                       lambda preds, *args: centres.expand(len(preds), -1, -1)):
+        expected = sampled._loss_by_feat_single(cls_scores, mask_preds, gts, metas)
+    mask_preds.requires_grad_(True)
+    losses = dense._loss_by_feat_single(cls_scores, mask_preds, gts, metas)
+    for ours, theirs in zip(losses, expected):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+    sum(losses).backward()
+    assert (mask_preds.grad.abs().sum() > 0) == (sum(gt_counts) > 0)
+
+
+def test_every_cell_final_matching_draws_nothing(head):
+    cls_scores, mask_preds, gts = frame_inputs([2, 0, 3], seed=3)
+    dense = every_cell_head(head)
+    torch.manual_seed(5)
+    query_of_gt = dense.match_final_layer(cls_scores, mask_preds, gts, [META] * 3)
+    drawn_after = torch.rand(2)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(2), drawn_after)
+    assigned = dense.hungarian_match(cls_scores, mask_preds, gts, None)
+    for b, queries in enumerate(query_of_gt):
+        assert torch.equal(assigned[b, queries], torch.arange(len(gts[b])))
+    with pytest.raises(ValueError, match='no per-frame sampling results'):
+        dense.get_targets(list(cls_scores), list(mask_preds), gts, [META] * 3,
+                          return_sampling_results=True)
+
+
+@pytest.mark.parametrize('mask_points, match_costs, message', [
+    ('every', None, "train_cfg.mask_points must be 'sampled' or 'all', got 'every'"),
+    ('all', [dict(type='ClassificationCost', weight=2.0), dict(type='FocalLossCost')],
+     "mask_points='all' needs the batched matching, which does not apply here: match cost "
+     'FocalLossCost has no batched version'),
+])
+def test_mask_points_settings_are_checked(mask_points, match_costs, message):
+    from mmengine.registry import init_default_scope
+
+    from conftest import tiny_model_cfg
+    from mmdet.registry import MODELS
+    cfg = tiny_model_cfg().track_head
+    cfg.train_cfg['mask_points'] = mask_points
+    if match_costs:
+        cfg.train_cfg.assigner.match_costs = match_costs
+    init_default_scope('mmdet')
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MODELS.build(cfg)
+    cfg.train_cfg['mask_points'] = 'sampled'
+    assert MODELS.build(cfg).mask_points == 'sampled'
