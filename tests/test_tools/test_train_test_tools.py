@@ -144,7 +144,23 @@ class ToolsTestRankMarker(Hook):
         rank, world_size = get_dist_info()
         checksum = sum(float(p.detach().double().sum()) for p in runner.model.parameters())
         with open(osp.join(runner.work_dir, f'finished_rank{rank}.json'), 'w') as f:
-            json.dump(dict(rank=rank, world_size=world_size, checksum=checksum), f)
+            json.dump(dict(rank=rank, world_size=world_size, checksum=checksum,
+                           iters=runner.iter), f)
+
+
+@HOOKS.register_module()
+class ToolsTestRankClock(Hook):
+    """Gives TrainingTimeBudget on each rank a clock of its own: ``seconds_per_iter[rank]``
+    seconds per iteration, whatever the run really takes."""
+    priority = 'VERY_HIGH'  # before TrainingTimeBudget reads the clock at the start
+
+    def __init__(self, seconds_per_iter: list) -> None:
+        self.seconds_per_iter = seconds_per_iter
+
+    def before_train(self, runner) -> None:
+        from ctvis.engine import time_budget
+        step = self.seconds_per_iter[get_dist_info()[0]]
+        time_budget._clock = lambda: runner.iter * step
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,6 +520,32 @@ def test_dist_train_saves_generator_states_mid_run_and_validates(toy_data, tmp_p
     checksums = {name: {m['checksum'] for m in markers} for name, markers in runs.items()}
     assert len(checksums['uninterrupted']) == 1
     assert checksums['resumed'] == checksums['uninterrupted']
+
+
+def test_dist_train_time_budget_follows_rank_0s_plan(toy_data, tmp_path, loopback_gloo):
+    """Two ranks that measure different speeds train the same number of iterations: rank 0's
+    plan (rank 1 alone, 4x faster, would train 16 and wait for rank 0 in the gradient
+    all-reduce until the process group timed out)."""
+    config = tmp_path / 'toy_vis_tools_budget.py'
+    config.write_text('\n'.join([
+        f'_base_ = [{CONFIG!r}]',
+        "custom_imports = dict(imports=['test_train_test_tools', 'ctvis'])",
+        "custom_hooks = [dict(type='ToolsTestRankMarker'),",
+        "                dict(type='ToolsTestRankClock', seconds_per_iter=[1.0, 0.25]),",
+        "                dict(type='TrainingTimeBudget', seconds=8, measure_from=1, plan_at=3,",
+        "                     check_every=2, round_to=1)]",
+        'default_hooks = dict(checkpoint=dict(interval=1000))', '']))
+    work_dir = tmp_path / 'budget'
+    result = run_tool(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
+                       str(work_dir), '--cfg-options', *data_options(toy_data)], cwd=REPO,
+                      timeout=180, PORT=str(free_port()))
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    # rank 0: 1 s per iteration, 2 s spent at iteration 3, 6 s left -> 9 (config 4)
+    assert 'TrainingTimeBudget: 1.000 s per iteration -> 9 iterations (config 4)' in log
+    markers = [json.loads((work_dir / f'finished_rank{rank}.json').read_text()) for rank in (0, 1)]
+    assert [m['iters'] for m in markers] == [9, 9]
+    assert markers[0]['checksum'] == markers[1]['checksum']
 
 
 # ----------------------------------------------------------------------------------------------
