@@ -18,7 +18,7 @@ from mmdet.models.task_modules.assigners.match_cost import BaseMatchCost
 from mmdet.models.task_modules.samplers import MaskPseudoSampler
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
-from mmdet.utils import InstanceList, reduce_mean
+from mmdet.utils import InstanceList
 from .fused_layers import FusedMultiheadAttention, fuse_transformer_layers, per_head_mask
 
 
@@ -42,39 +42,21 @@ class CTVISHead(Mask2FormerHead):
     ``reid_embed`` MLP on the final decoder layer's normalised query features. The embeddings are
     not normalised: the contrastive loss and the tracker use raw dot products.
 
-    One training option of its own, ``train_cfg=dict(mask_points='all')``: the matching costs and
-    mask losses over every cell of the predicted mask map (the ground truth resized to it as
-    point sampling would read it at the cell centres) instead of Mask2Former's ``num_points``
-    points, drawn at random for the matching and by uncertainty for the losses. Point sampling
-    saves memory on large maps; on small ones (the quickstart's 48x64 cells) every cell costs
-    less than drawing, oversampling and sampling the points. ``'sampled'`` (default) is
-    Mask2Former's.
-
     Args:
         num_reid_layers (int): Linear layers of the re-id MLP (3 in CTVIS; 0 = identity).
         **kwargs: Arguments of :class:`Mask2FormerHead`.
     """
 
-    # the train_cfg keys mmdet's Mask2FormerHead reads, and mask_points; any other is refused
+    # the train_cfg keys mmdet's Mask2FormerHead reads; any other one would be ignored
     TRAIN_CFG_KEYS = ('assigner', 'sampler', 'num_points', 'oversample_ratio',
-                      'importance_sample_ratio', 'mask_points')
-    MASK_POINTS = ('sampled', 'all')
+                      'importance_sample_ratio')
 
     def __init__(self, *args, num_reid_layers: int = 3, **kwargs) -> None:
-        train_cfg = kwargs.get('train_cfg') or {}
-        unknown = sorted(set(train_cfg) - set(self.TRAIN_CFG_KEYS))
+        unknown = sorted(set(kwargs.get('train_cfg') or {}) - set(self.TRAIN_CFG_KEYS))
         if unknown:
             raise ValueError(f'{type(self).__name__}: train_cfg has unknown keys {unknown}; it '
                              f'takes {", ".join(self.TRAIN_CFG_KEYS)}')
-        self.mask_points = train_cfg.get('mask_points', 'sampled')
-        if self.mask_points not in self.MASK_POINTS:
-            raise ValueError(f"{type(self).__name__}: train_cfg.mask_points must be 'sampled' or "
-                             f"'all', got {self.mask_points!r}")
         super().__init__(*args, **kwargs)
-        why = train_cfg and self.mask_points == 'all' and self.batched_matching_unsupported()
-        if why:
-            raise ValueError(f"{type(self).__name__}: train_cfg.mask_points='all' needs the "
-                             f'batched matching, which does not apply here: {why}')
         self.reid_embed = build_mlp(self.decoder_embed_dims, num_reid_layers)
         fuse_transformer_layers(self.transformer_decoder)  # fused CPU inference, same parameters
 
@@ -246,13 +228,11 @@ class CTVISHead(Mask2FormerHead):
         when sampling results are asked for or :meth:`batched_matching_unsupported` says why.
         """
         if return_sampling_results or self.batched_matching_unsupported():
-            if self.mask_points == 'all':
-                raise ValueError("mask_points='all' has no per-frame sampling results")
             return super().get_targets(cls_scores_list, mask_preds_list, batch_gt_instances,
                                        batch_img_metas, return_sampling_results)
         cls_scores, mask_preds = torch.stack(cls_scores_list), torch.stack(mask_preds_list)
-        point_coords = None if self.mask_points == 'all' else torch.rand(
-            (len(cls_scores_list), self.num_points, 2), device=cls_scores.device)
+        point_coords = torch.rand((len(cls_scores_list), self.num_points, 2),
+                                  device=cls_scores.device)
         assigned = self.hungarian_match(cls_scores, mask_preds, batch_gt_instances, point_coords)
         matched = assigned >= 0
         # the labels of all frames' ground truth, then the background label for the unmatched
@@ -267,8 +247,7 @@ class CTVISHead(Mask2FormerHead):
                 list(matched.float().unbind(0)), avg_factor)
 
     def hungarian_match(self, cls_scores: Tensor, mask_preds: Tensor,
-                        batch_gt_instances: InstanceList,
-                        point_coords: Optional[Tensor]) -> Tensor:
+                        batch_gt_instances: InstanceList, point_coords: Tensor) -> Tensor:
         """Hungarian matching of B frames' queries to their ground truth, batched.
 
         mmdet's ``HungarianAssigner`` with the configured match costs on the masks sampled at
@@ -284,17 +263,15 @@ class CTVISHead(Mask2FormerHead):
             mask_preds (Tensor): Mask logits (B, Q, h, w).
             batch_gt_instances (list[InstanceData]): B frames' ``labels`` (G_b,) and ``masks``
                 (G_b, H, W) tensors.
-            point_coords (Tensor, optional): Per frame the normalised sampling points
-                (B, num_points, 2); None for every cell of the mask map (``mask_points='all'``).
+            point_coords (Tensor): Per frame the normalised sampling points (B, num_points, 2).
 
         Returns:
             Tensor: (B, Q) long, the index of the ground truth (within its frame) each query
             is matched to, -1 for unmatched (background) queries.
         """
         with torch.no_grad(), torch.autocast(cls_scores.device.type, enabled=False):
-            costs = self._matching_costs(
-                cls_scores.float(), mask_preds.float(), batch_gt_instances,
-                None if point_coords is None else point_coords.float())
+            costs = self._matching_costs(cls_scores.float(), mask_preds.float(),
+                                         batch_gt_instances, point_coords.float())
         assigned = np.full(cls_scores.shape[:2], -1, dtype=np.int64)
         all_costs = torch.cat(costs, dim=1).cpu().numpy()  # one device-to-host copy
         counts = [len(gt) for gt in batch_gt_instances]
@@ -304,25 +281,17 @@ class CTVISHead(Mask2FormerHead):
         return torch.from_numpy(assigned).to(cls_scores.device)
 
     def _matching_costs(self, cls_scores: Tensor, mask_preds: Tensor,
-                        batch_gt_instances: InstanceList,
-                        point_coords: Optional[Tensor]) -> List[Tensor]:
+                        batch_gt_instances: InstanceList, point_coords: Tensor) -> List[Tensor]:
         """The weighted sum of the configured match costs of each frame, (Q, G_b) each."""
         counts = [len(gt) for gt in batch_gt_instances]
         num_queries = cls_scores.shape[1]
         if sum(counts) == 0:
             return [cls_scores.new_zeros((num_queries, 0)) for _ in counts]
-        gt_masks = [gt.masks for gt in batch_gt_instances]
-        if point_coords is None:  # every cell
-            preds = mask_preds.flatten(2)
-            gts = self._gt_at_cells(gt_masks, mask_preds.shape[-2:])
-        else:
-            preds = point_sample(mask_preds, point_coords)
-            gts = self._sample_gt_points(gt_masks, point_coords)
         points = MatchPoints(
             cls_scores=cls_scores,
-            preds=preds,
+            preds=point_sample(mask_preds, point_coords),
             gt_labels=torch.cat([gt.labels for gt in batch_gt_instances]),
-            gts=gts,
+            gts=self._sample_gt_points([gt.masks for gt in batch_gt_instances], point_coords),
             frame_of_gt=torch.repeat_interleave(
                 torch.arange(len(counts), device=cls_scores.device),
                 torch.tensor(counts, device=cls_scores.device)),
@@ -341,43 +310,6 @@ class CTVISHead(Mask2FormerHead):
                               for masks, points in zip(gt_masks, frame_points)])
         return point_sample(torch.cat(gt_masks).unsqueeze(1).float(),
                             torch.cat(frame_points)).squeeze(1)
-
-    @staticmethod
-    def _gt_at_cells(gt_masks: List[Tensor], size: Tuple[int, int]) -> Tensor:
-        """Ground-truth masks (G_b, H, W) read at the centres of an (h, w) map's cells, as
-        point sampling reads them there (bilinear, corners not aligned), (sum G_b, h * w)."""
-        shapes = {masks.shape[1:] for masks in gt_masks}
-        groups = [torch.cat(gt_masks)] if len(shapes) == 1 else gt_masks  # else per frame
-        return torch.cat([F.interpolate(masks.unsqueeze(1).float(), size, mode='bilinear',
-                                        align_corners=False).flatten(1)
-                          for masks in groups if len(masks)])
-
-    def _loss_by_feat_single(self, cls_scores: Tensor, mask_preds: Tensor,
-                             batch_gt_instances: InstanceList,
-                             batch_img_metas: List[dict]) -> Tuple[Tensor, Tensor, Tensor]:
-        """mmdet's losses of one decoder stage; with ``mask_points='all'`` the mask losses over
-        every cell (binary cross-entropy averaged over the cells of the matched masks, dice per
-        mask, both over the same number of matched masks as mmdet's)."""
-        if self.mask_points == 'sampled':
-            return super()._loss_by_feat_single(cls_scores, mask_preds, batch_gt_instances,
-                                                batch_img_metas)
-        labels, label_weights, mask_targets, mask_weights, avg_factor = self.get_targets(
-            list(cls_scores), list(mask_preds), batch_gt_instances, batch_img_metas)
-        labels = torch.stack(labels).flatten()
-        class_weight = cls_scores.new_tensor(self.class_weight)
-        loss_cls = self.loss_cls(cls_scores.flatten(0, 1), labels,
-                                 torch.stack(label_weights).flatten(),
-                                 avg_factor=class_weight[labels].sum())
-        num_total_masks = max(reduce_mean(cls_scores.new_tensor([avg_factor])), 1)
-        mask_preds = mask_preds[torch.stack(mask_weights) > 0]
-        if len(mask_preds) == 0:  # no ground truth in any frame
-            return loss_cls, mask_preds.sum(), mask_preds.sum()
-        targets = self._gt_at_cells(mask_targets, mask_preds.shape[-2:])
-        mask_preds = mask_preds.flatten(1)
-        loss_dice = self.loss_dice(mask_preds, targets, avg_factor=num_total_masks)
-        loss_mask = self.loss_mask(mask_preds.reshape(-1), targets.reshape(-1),
-                                   avg_factor=num_total_masks * mask_preds.shape[1])
-        return loss_cls, loss_mask, loss_dice
 
     def loss_and_outputs(self, x: List[Tensor], batch_data_samples: SampleList
                          ) -> Tuple[dict, Tuple, List[InstanceData]]:
@@ -432,13 +364,11 @@ class CTVISHead(Mask2FormerHead):
                                                         batch_img_metas[b])[-1]
                     assigned[b, sampling.pos_inds] = sampling.pos_assigned_gt_inds
         else:
-            point_coords = None  # mask_points='all': every cell
-            if self.mask_points == 'sampled':
-                # float32 as mmdet draws them, also under fp16 autocast (AMP on CUDA)
-                point_coords = torch.zeros((len(cls_preds), self.num_points, 2),
-                                           device=cls_preds.device)
-                point_coords[with_gt] = torch.rand((len(with_gt), self.num_points, 2),
-                                                   device=cls_preds.device)
+            # float32 as mmdet draws them, also under fp16 autocast (AMP on CUDA)
+            point_coords = torch.zeros((len(cls_preds), self.num_points, 2),
+                                       device=cls_preds.device)
+            point_coords[with_gt] = torch.rand((len(with_gt), self.num_points, 2),
+                                               device=cls_preds.device)
             assigned = self.hungarian_match(cls_preds, mask_preds, batch_gt_instances,
                                             point_coords)
         query_of_gt = []
