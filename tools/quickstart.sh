@@ -12,8 +12,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 MINUTES="${CTVIS_QUICKSTART_MINUTES:-20}"
 # what the steps around the training loop take (start-up, the final validation, the evaluation,
-# the control, the demo): about 1 min on the machines measured, more on slower ones
-RESERVE_S=110
+# the control, the demo): 31 s on a machine training at 0.23 s per iteration; 60 s covers
+# machines up to about twice as slow (docs/benchmarks.md)
+RESERVE_S=60
 UNLIMITED=0
 if ! [[ "$MINUTES" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     echo "[quickstart] CTVIS_QUICKSTART_MINUTES must be a number of minutes (0: no limit)," \
