@@ -524,8 +524,8 @@ def test_dist_train_saves_generator_states_mid_run_and_validates(toy_data, tmp_p
 
 def test_dist_train_time_budget_follows_rank_0s_plan(toy_data, tmp_path, loopback_gloo):
     """Two ranks that measure different speeds train the same number of iterations: rank 0's
-    plan (rank 1 alone, 4x faster, would train 16 and wait for rank 0 in the gradient
-    all-reduce until the process group timed out)."""
+    plan (rank 1 alone, 4x faster, would plan 16 and fail in the gradient all-reduce once rank
+    0 is done at 9)."""
     config = tmp_path / 'toy_vis_tools_budget.py'
     config.write_text('\n'.join([
         f'_base_ = [{CONFIG!r}]',
