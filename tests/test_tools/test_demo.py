@@ -275,15 +275,23 @@ def test_an_interrupted_run_writes_the_same_frames_to_the_video_and_the_json(
 
     monkeypatch.setattr(demo.OnlineVideoSegmenter, 'step', step_then_interrupt)
     out, results = tmp_path / 'demo.mp4', tmp_path / 'demo.json'
-    status, out_text, err = run_demo(tmp_path / 'video', CONFIG, checkpoint, '--out', out,
-                                     '--json', results, '--score-thr', '0')
+    def caller_handler(signum, stack):  # the caller's own (a background job's would ignore it)
+        raise KeyboardInterrupt
+
+    outer_handler = signal.signal(signal.SIGINT, caller_handler)
+    try:
+        status, out_text, err = run_demo(tmp_path / 'video', CONFIG, checkpoint, '--out', out,
+                                         '--json', results, '--score-thr', '0')
+        restored = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, outer_handler)
     written = 2 if hard else 3
     assert status == 0 and 'interrupted, writing what was processed' in err
     assert f'\n{written} frames in' in out_text
     assert int(cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT)) == written
     predictions = json.loads(results.read_text())
     assert predictions and all(len(p['segmentations']) == written for p in predictions)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert restored is caller_handler  # the demo put the caller's handler back
 
 
 def test_a_json_that_cannot_be_written_is_an_error_and_leaves_no_file(
