@@ -157,7 +157,8 @@ def add_time_budget(cfg, config_path: str, duration: str) -> None:
         raise ConfigError(f'{config_path}: --time-budget scales an iteration-based schedule; '
                           f'this config trains with {loop_type}')
     hooks = [hook for hook in cfg.get('custom_hooks', [])
-             if hook.get('type') not in ('TrainingTimeBudget', TrainingTimeBudget)]
+             if hook.get('type') not in ('TrainingTimeBudget', 'mmdet.TrainingTimeBudget',
+                                         TrainingTimeBudget)]
     cfg.custom_hooks = hooks + [dict(type='TrainingTimeBudget', seconds=seconds)]
 
 

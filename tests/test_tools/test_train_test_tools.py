@@ -326,12 +326,13 @@ def test_time_budget_adds_one_hook_and_refuses_bad_durations():
     cfg = train.configure_training(train.parse_args([CONFIG, '--time-budget', '15m']))
     budgets = [h for h in cfg.custom_hooks if h['type'] == 'TrainingTimeBudget']
     assert budgets == [dict(type='TrainingTimeBudget', seconds=900.0)]
-    # one that the config has is replaced, not doubled
-    cfg = train.configure_training(train.parse_args(
-        [CONFIG, '--time-budget', '60', '--cfg-options',
-         "custom_hooks=[dict(type='TrainingTimeBudget',seconds=5)]"]))
-    assert [h for h in cfg.custom_hooks if h['type'] == 'TrainingTimeBudget'] == [
-        dict(type='TrainingTimeBudget', seconds=60.0)]
+    # one that the config has is replaced, not doubled, also under its registry-scoped name
+    for name in ('TrainingTimeBudget', 'mmdet.TrainingTimeBudget'):
+        cfg = train.configure_training(train.parse_args(
+            [CONFIG, '--time-budget', '60', '--cfg-options',
+             f"custom_hooks=[dict(type='{name}',seconds=5)]"]))
+        assert [h for h in cfg.custom_hooks if 'TrainingTimeBudget' in h['type']] == [
+            dict(type='TrainingTimeBudget', seconds=60.0)]
     with pytest.raises(train.ConfigError,
                        match=re.escape("--time-budget: not a duration: '15 min'")):
         train.configure_training(train.parse_args([CONFIG, '--time-budget', '15 min']))
