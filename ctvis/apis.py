@@ -6,17 +6,19 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from mmcv.transforms import LoadImageFromFile
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 from mmengine.structures import InstanceData
 
-from mmdet.registry import MODELS
+from mmdet.registry import MODELS, TRANSFORMS
 from mmdet.structures import TrackDataSample
 
 from .utils.checkpoint import checkpoint_problem, weights_problem
 from .utils.checkpoint_loaders import safe_checkpoint_loading
+from .utils.config_tools import builds_class
 from .utils.tool_config import read_config
 
 # model -> the live segmenter that drives it (kept off the model: copies and pickles stay clean)
@@ -78,7 +80,7 @@ def in_memory_test_pipeline(pipeline: Sequence[dict]) -> list:
 
     def swap(transforms):
         for t in transforms:
-            if t['type'] in ('LoadImageFromFile', 'mmdet.LoadImageFromFile'):
+            if builds_class(TRANSFORMS, t['type'], LoadImageFromFile):
                 t['type'] = 'mmdet.LoadImageFromNDArray'
             swap(t.get('transforms', []))
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ctvis.apis import OnlineVideoSegmenter
+from mmcv.transforms import LoadImageFromFile
+
+from ctvis.apis import OnlineVideoSegmenter, in_memory_test_pipeline
 from conftest import build_tiny_model
 
 SIZE = (32, 40)
@@ -19,6 +21,23 @@ TEST_PIPELINE = [
 @pytest.fixture(scope='module')
 def segmenter():
     return OnlineVideoSegmenter(build_tiny_model(), TEST_PIPELINE)
+
+
+def test_in_memory_pipeline_loads_decoded_frames_whatever_the_loader_is_called():
+    """Every spelling that builds mmcv's LoadImageFromFile becomes LoadImageFromNDArray, nested
+    steps included; other steps and the config itself stay as they were."""
+    for spelling in ('LoadImageFromFile', 'mmcv.LoadImageFromFile', LoadImageFromFile):
+        pipeline = [dict(type='TransformBroadcaster', transforms=[
+            dict(type=spelling, to_float32=True), dict(type='Resize', scale=(8, 8))]),
+            dict(type='PackTrackInputs')]
+        swapped = in_memory_test_pipeline(pipeline)
+        assert swapped[0]['transforms'] == [
+            dict(type='mmdet.LoadImageFromNDArray', to_float32=True),
+            dict(type='Resize', scale=(8, 8))]
+        assert swapped[1] == dict(type='PackTrackInputs')
+        assert pipeline[0]['transforms'][0]['type'] is spelling
+    other = [dict(type='LoadImageFromNDArray'), dict(type='LoadAnnotations')]
+    assert in_memory_test_pipeline(other) == other
 
 
 def frame(seed: int = 0, size=SIZE) -> np.ndarray:

@@ -21,11 +21,10 @@ import ctvis  # noqa: F401  (registration)
 from ctvis.engine import CheckpointFitsModel, VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
-from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
-                         parse_tool_args, run_and_release_process_group, tool_run,
-                         tune_malloc)
-
-YTVIS_METRIC_TYPES = ('YTVISMetric', 'ctvis.YTVISMetric', 'mmdet.YTVISMetric', YTVISMetric)
+from ctvis.utils import (ConfigError, build_runner, builds_class, checkpoint_problem,
+                         load_tool_config, parse_tool_args, run_and_release_process_group,
+                         tool_run, tune_malloc)
+from mmdet.registry import METRICS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -60,7 +59,7 @@ def write_results_with_metric(cfg: Config, out_file: str, config_path: str) -> N
     if not out_file.endswith('.json'):
         raise ConfigError(f'--out {out_file}: the YouTube-VIS results file must end in .json')
     metrics = evaluator_metrics(cfg.get('test_evaluator'))
-    ytvis_metrics = [m for m in metrics if m.get('type') in YTVIS_METRIC_TYPES]
+    ytvis_metrics = [m for m in metrics if builds_class(METRICS, m.get('type'), YTVISMetric)]
     if not ytvis_metrics:
         found = ', '.join(str(m.get('type')) for m in metrics) or 'none'
         raise ConfigError(f'{config_path}: --out writes YouTube-VIS results through the '

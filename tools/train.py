@@ -14,14 +14,16 @@ from typing import List, Optional
 
 import torch
 from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop
 
 import ctvis  # noqa: F401  (registration)
 from ctvis.datasets import YTVISFormatError
 from ctvis.engine import (CheckpointFitsModel, TrainingTimeBudget, ValidateResumedCheckpoint,
                           parse_duration)
-from ctvis.utils import (ConfigError, build_runner, checkpoint_problem, load_tool_config,
-                         parse_tool_args, run_and_release_process_group, tool_run,
-                         tune_malloc, unknown_names)
+from ctvis.utils import (ConfigError, build_runner, builds_class, checkpoint_problem,
+                         load_tool_config, parse_tool_args, run_and_release_process_group,
+                         tool_run, tune_malloc, unknown_names)
+from mmdet.registry import HOOKS, LOOPS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -153,12 +155,11 @@ def add_time_budget(cfg, config_path: str, duration: str) -> None:
     train_cfg = cfg.get('train_cfg') or {}
     loop_type = train_cfg.get('type') or ('EpochBasedTrainLoop' if train_cfg.get('by_epoch')
                                           else 'IterBasedTrainLoop')
-    if loop_type not in ('IterBasedTrainLoop', 'mmengine.IterBasedTrainLoop'):
+    if not builds_class(LOOPS, loop_type, IterBasedTrainLoop):
         raise ConfigError(f'{config_path}: --time-budget scales an iteration-based schedule; '
                           f'this config trains with {loop_type}')
     hooks = [hook for hook in cfg.get('custom_hooks', [])
-             if hook.get('type') not in ('TrainingTimeBudget', 'mmdet.TrainingTimeBudget',
-                                         TrainingTimeBudget)]
+             if not builds_class(HOOKS, hook.get('type'), TrainingTimeBudget)]
     cfg.custom_hooks = hooks + [dict(type='TrainingTimeBudget', seconds=seconds)]
 
 

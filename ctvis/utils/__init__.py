@@ -10,6 +10,7 @@ from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
                          safe_load_file, safe_load_url, safe_torch_load, url_cache_file,
                          weights_problem)
 from .checkpoint_loaders import safe_checkpoint_loading
+from .config_tools import builds_class, update_step
 from .checkpoint_trust import TRUSTED_CHECKPOINTS_ENV, file_sha256, trust_checkpoint
 from .distributed import (CPU_MODEL_WRAPPER, CPUDistributedDataParallel, choose_dist_backend,
                           init_cpu_process_group, run_and_release_process_group,
@@ -19,7 +20,7 @@ from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options, build_run
                           load_tool_config, parse_tool_args, read_config, tool_run, unknown_names)
 
 __all__ = [
-    'malloc_tuning_skipped', 'tune_malloc',
+    'malloc_tuning_skipped', 'tune_malloc', 'builds_class', 'update_step',
     'TRUSTED_CHECKPOINTS_ENV', 'CorruptCheckpointError', 'UnsafeCheckpointError',
     'checkpoint_globals_allowed', 'checkpoint_problem', 'checkpoint_safe_globals', 'file_sha256',
     'safe_checkpoint_loading', 'safe_load_file', 'safe_load_url', 'safe_torch_load',

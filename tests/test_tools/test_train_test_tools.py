@@ -21,15 +21,18 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.config import Config
 from mmengine.dataset import BaseDataset
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmengine.structures import InstanceData
 
 from ctvis.datasets.synthetic import write_square_videos
 from conftest import (REPO, TESTS, free_port, load_module, logged_messages, loopback_env,
                       pythonpath_for, run_process_group)
+from ctvis.engine import TrainingTimeBudget
 from ctvis.evaluation import YTVISMetric
 from ctvis.models import VideoPrediction
 from mmdet.registry import DATASETS, HOOKS, MODELS
@@ -340,6 +343,34 @@ def test_time_budget_adds_one_hook_and_refuses_bad_durations():
         train.configure_training(train.parse_args(
             [CONFIG, '--time-budget', '15m', '--cfg-options',
              "train_cfg=dict(type='EpochBasedTrainLoop',max_epochs=2)"]))
+
+
+def test_time_budget_recognises_the_loop_and_its_hook_under_any_spelling():
+    train = load_tool('train')
+    for loop in ('IterBasedTrainLoop', 'mmengine.IterBasedTrainLoop', IterBasedTrainLoop):
+        for hook in ('TrainingTimeBudget', 'mmdet.TrainingTimeBudget', TrainingTimeBudget):
+            cfg = Config(dict(train_cfg=dict(type=loop, max_iters=10),
+                              custom_hooks=[dict(type=hook, seconds=5), dict(type='EMAHook')]))
+            train.add_time_budget(cfg, 'c.py', '60')
+            assert cfg.custom_hooks == [dict(type='EMAHook'),
+                                        dict(type='TrainingTimeBudget', seconds=60.0)]
+    for loop in ('mmdet.IterBasedTrainLoop', 'EpochBasedTrainLoop', EpochBasedTrainLoop):
+        with pytest.raises(train.ConfigError, match='scales an iteration-based schedule'):
+            train.add_time_budget(Config(dict(train_cfg=dict(type=loop))), 'c.py', '60')
+
+
+def test_out_finds_the_ytvis_metric_under_any_spelling_that_builds_it(tmp_path):
+    test = load_tool('test')
+    out = str(tmp_path / 'r.json')
+    for spelling in ('YTVISMetric', 'mmdet.YTVISMetric', YTVISMetric):
+        metrics = [dict(type='CocoVideoMetric'), dict(type=spelling, ann_file='a.json')]
+        cfg = Config(dict(test_evaluator=metrics))
+        test.write_results_with_metric(cfg, out, 'c.py')
+        assert cfg.test_evaluator[1].results_file == out and 'results_file' not in metrics[0]
+    for spelling in ('ctvis.YTVISMetric', 'YouTubeVISMetric'):  # no such scope; mmdet's own
+        with pytest.raises(test.ConfigError, match='test_evaluator has none'):
+            test.write_results_with_metric(
+                Config(dict(test_evaluator=dict(type=spelling, ann_file='a.json'))), out, 'c.py')
 
 
 def test_top_level_variables_without_a_config_variable_are_refused():
