@@ -10,8 +10,8 @@ from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
                          safe_load_file, safe_load_url, safe_torch_load, url_cache_file,
                          weights_problem)
 from .checkpoint_loaders import safe_checkpoint_loading
-from .config_tools import builds_class, update_step
 from .checkpoint_trust import TRUSTED_CHECKPOINTS_ENV, file_sha256, trust_checkpoint
+from .config_tools import builds_class, update_step
 from .distributed import (CPU_MODEL_WRAPPER, CPUDistributedDataParallel, choose_dist_backend,
                           init_cpu_process_group, run_and_release_process_group,
                           use_cpu_model_wrapper)
