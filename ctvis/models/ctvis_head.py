@@ -42,8 +42,21 @@ class CTVISHead(Mask2FormerHead):
     ``reid_embed`` MLP on the final decoder layer's normalised query features. The embeddings are
     not normalised: the contrastive loss and the tracker use raw dot products.
 
+    With ``position_prior`` (not in CTVIS; off by default) every stage after the first adds
+    ``-d^2 / (2 sigma^2)`` to its mask logits, ``d`` the distance from the centroid of the query's
+    previous-stage mask and ``sigma`` predicted from the query (a linear layer, starting at
+    ``prior_sigma`` of the frame): a mask product on features that are alike for two look-alike
+    instances tends to cover both, and the prior pulls each stage's mask towards the instance its
+    previous mask mostly covered. The centre comes from the mask, not from the query, so queries
+    are not tied to places (a centre predicted from the query lost association on held-out videos;
+    docs/benchmarks.md). Inference then computes the intermediate masks at full resolution, as
+    training does.
+
     Args:
         num_reid_layers (int): Linear layers of the re-id MLP (3 in CTVIS; 0 = identity).
+        position_prior (bool): Add the position prior to the masks of stages 1 and later.
+        prior_sigma (float): The prior's starting scale, a fraction of the frame (0.15: about a
+            toy object's size).
         **kwargs: Arguments of :class:`Mask2FormerHead`.
     """
 
@@ -51,13 +64,19 @@ class CTVISHead(Mask2FormerHead):
     TRAIN_CFG_KEYS = ('assigner', 'sampler', 'num_points', 'oversample_ratio',
                       'importance_sample_ratio')
 
-    def __init__(self, *args, num_reid_layers: int = 3, **kwargs) -> None:
+    def __init__(self, *args, num_reid_layers: int = 3, position_prior: bool = False,
+                 prior_sigma: float = 0.15, **kwargs) -> None:
         unknown = sorted(set(kwargs.get('train_cfg') or {}) - set(self.TRAIN_CFG_KEYS))
         if unknown:
             raise ValueError(f'{type(self).__name__}: train_cfg has unknown keys {unknown}; it '
                              f'takes {", ".join(self.TRAIN_CFG_KEYS)}')
         super().__init__(*args, **kwargs)
         self.reid_embed = build_mlp(self.decoder_embed_dims, num_reid_layers)
+        if position_prior and not prior_sigma > 0:
+            raise ValueError(f'{type(self).__name__}: prior_sigma must be > 0, got {prior_sigma}')
+        # log sigma of each query's prior
+        self.prior_scale = nn.Linear(self.decoder_embed_dims, 1) if position_prior else None
+        self.prior_sigma = prior_sigma
         fuse_transformer_layers(self.transformer_decoder)  # fused CPU inference, same parameters
 
     def init_weights(self) -> None:
@@ -65,6 +84,30 @@ class CTVISHead(Mask2FormerHead):
         for m in self.reid_embed.modules():
             if isinstance(m, nn.Linear):
                 caffe2_xavier_init(m, bias=0)
+        if self.prior_scale is not None:
+            self.prior_scale.reset_parameters()
+            nn.init.constant_(self.prior_scale.bias, float(np.log(self.prior_sigma)))
+
+    def position_bias(self, decoder_out: Tensor, previous_masks: Tensor) -> Tensor:
+        """The position prior, (B, Q, h, w) at the resolution of ``previous_masks``.
+
+        Args:
+            decoder_out (Tensor): Normalised query features of this stage (B, Q, C).
+            previous_masks (Tensor): Mask logits of the previous stage (B, Q, h, w); the centre
+                is their centroid weighted by ``sigmoid - 0.5`` where positive (not a gradient
+                path), the frame's centre for a mask with no pixel above probability 0.5.
+        """
+        h, w = previous_masks.shape[-2:]
+        ys = (torch.arange(h, device=decoder_out.device, dtype=decoder_out.dtype) + 0.5) / h
+        xs = (torch.arange(w, device=decoder_out.device, dtype=decoder_out.dtype) + 0.5) / w
+        weights = (previous_masks.detach().sigmoid() - 0.5).clamp(min=0) + 1e-6
+        total = weights.sum((-2, -1))
+        centre_y = (weights.sum(-1) * ys).sum(-1) / total
+        centre_x = (weights.sum(-2) * xs).sum(-1) / total
+        half_inv_var = 0.5 * torch.exp(-2 * self.prior_scale(decoder_out)[..., 0])
+        dy = (ys - centre_y[..., None]) ** 2
+        dx = (xs - centre_x[..., None]) ** 2
+        return -(dy[..., :, None] + dx[..., None, :]) * half_inv_var[..., None, None]
 
     def forward(self, x: List[Tensor], batch_data_samples: SampleList
                 ) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor]:
@@ -92,7 +135,8 @@ class CTVISHead(Mask2FormerHead):
         decoder level, so they are computed there: the mask features are resized once per level
         and multiplied by the queries' mask embeddings (resizing and the channel product commute,
         so the masks equal those of :meth:`forward` to float rounding) instead of full-resolution
-        masks resized at every stage. Saves about a tenth of an R50 frame on the CPU.
+        masks resized at every stage. Saves about a tenth of an R50 frame on the CPU. With the
+        position prior every stage's mask is computed at full resolution, as in training.
 
         Args:
             x (list[Tensor]): Backbone features, high to low resolution, each (B, C_i, H_i, W_i).
@@ -118,8 +162,10 @@ class CTVISHead(Mask2FormerHead):
             decoder_pos.append(
                 self.decoder_positional_encoding(no_padding).flatten(2).permute(0, 2, 1))
         attn_sizes = [memory.shape[-2:] for memory in multi_scale_memorys]
+        # the prior's centre is taken from the previous stage's full-resolution mask
+        full_masks = all_stages or self.prior_scale is not None
         # inference: the mask features at each attention-mask size, for the intermediate stages
-        attn_features = None if all_stages else [
+        attn_features = None if full_masks else [
             F.interpolate(mask_features, size, mode='bilinear', align_corners=False)
             for size in attn_sizes]
         query_feat = self.query_feat.weight.unsqueeze(0).repeat((batch_size, 1, 1))
@@ -127,6 +173,7 @@ class CTVISHead(Mask2FormerHead):
 
         cls_pred_list, mask_pred_list = [], []
         attn_mask = None  # from stage 0 on, the mask the next layer attends with
+        mask_pred = None
         # inference with fused attention: one mask for all heads, broadcast, not copied per head
         shared_masks = all(type(layer.cross_attn) is FusedMultiheadAttention
                            for layer in self.transformer_decoder.layers)
@@ -146,10 +193,14 @@ class CTVISHead(Mask2FormerHead):
             decoder_out = self.transformer_decoder.post_norm(query_feat)
             mask_embed = self.mask_embed(decoder_out)
             level = i % self.num_transformer_feat_level
-            if all_stages or i == num_layers:
-                cls_pred_list.append(self.cls_embed(decoder_out))
-                mask_pred = torch.einsum('bqc,bchw->bqhw', mask_embed, mask_features)
-                mask_pred_list.append(mask_pred)
+            if full_masks or i == num_layers:
+                masks = torch.einsum('bqc,bchw->bqhw', mask_embed, mask_features)
+                if self.prior_scale is not None and i > 0:
+                    masks = masks + self.position_bias(decoder_out, mask_pred)
+                mask_pred = masks
+                if all_stages or i == num_layers:
+                    cls_pred_list.append(self.cls_embed(decoder_out))
+                    mask_pred_list.append(mask_pred)
                 if i < num_layers:
                     attn_mask = self._attention_mask(F.interpolate(
                         mask_pred, attn_sizes[level], mode='bilinear', align_corners=False))

@@ -1,13 +1,16 @@
 """CTVISHead decoding: the training forward is mmdet's, the inference path its final stage."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import MultiheadAttention
+from mmengine.registry import init_default_scope
 
-from conftest import build_tiny_model
+from conftest import build_tiny_model, tiny_model_cfg
 from mmdet.models.dense_heads import Mask2FormerHead
+from mmdet.registry import MODELS
 
 
 @pytest.fixture(scope='module')
@@ -102,3 +105,62 @@ def test_a_misspelled_train_cfg_key_is_refused():
     with pytest.raises(ValueError, match=r"CTVISHead: train_cfg has unknown keys \['num_point'\]; "
                        'it takes assigner, sampler, num_points'):
         MODELS.build(head)
+
+
+@pytest.fixture(scope='module')
+def prior_model():
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    cfg = tiny_model_cfg(num_queries=8)
+    cfg.track_head.position_prior = True
+    model = MODELS.build(cfg)
+    model.init_weights()
+    with torch.no_grad():
+        model.track_head.mask_embed[-1].weight.mul_(30)
+    return model.eval()
+
+
+def test_position_prior_centres_on_the_previous_mask_and_scales_with_sigma(prior_model):
+    """-d^2 / (2 sigma^2) around the centroid of the previous mask's pixels above probability
+    0.5 (weighted by the excess), sigma from the query; the frame's centre for a mask with none."""
+    head = prior_model.track_head
+    with torch.no_grad():
+        head.prior_scale.weight.zero_()
+        head.prior_scale.bias.fill_(float(np.log(0.25)))
+    masks = torch.full((1, 2, 8, 8), -10.0)
+    masks[0, 0, 2:4, 4:6] = 10.0  # query 0: a 2x2 blob, centre (x, y) = (5 / 8, 3 / 8)
+    masks[0, 1] = 0.0  # query 1: probability exactly 0.5 everywhere: no pixel counts
+    queries = torch.randn(1, 2, head.decoder_embed_dims)
+    bias = head.position_bias(queries, masks)
+    coords = (torch.arange(8) + 0.5) / 8
+    for q, (cx, cy) in enumerate([(0.625, 0.375), (0.5, 0.5)]):
+        expected = -((coords[:, None] - cy) ** 2 + (coords[None] - cx) ** 2) / (2 * 0.25 ** 2)
+        assert torch.allclose(bias[0, q], expected, atol=1e-3)  # the 1e-6 floor
+    assert bias[0, 0, 2:4, 4:6].max() > -0.1 and bias[0, 0].min() < -4
+    masks[0, 1, 6, 1] = 0.1  # one pixel just above probability 0.5 moves the centre to it
+    bias = head.position_bias(queries, masks)
+    assert bias[0, 1].argmax() == 6 * 8 + 1
+
+
+def test_position_prior_starts_at_stage_1_trains_sigma_and_inference_matches_training(prior_model):
+    head = prior_model.track_head
+    feats = features(prior_model, 0, size=(56, 88))
+    cls_list, mask_list, embeds, _ = head(feats, [])
+    with torch.no_grad():  # stage 0 has no prior: the product alone, as mmdet's head
+        plain = copy.deepcopy(head)
+        plain.prior_scale = None
+        assert torch.equal(plain(feats, [])[1][0], mask_list[0])
+        assert not torch.allclose(plain(feats, [])[1][-1], mask_list[-1])
+        cls, mask, final_embeds = head.predict_final(feats)
+    assert torch.allclose(cls, cls_list[-1], atol=1e-5)
+    assert torch.allclose(mask, mask_list[-1], atol=1e-4)
+    assert torch.allclose(final_embeds, embeds, atol=1e-5)
+    mask_list[-1].sum().backward()
+    assert head.prior_scale.weight.grad.abs().sum() > 0
+
+
+def test_position_prior_refuses_a_scale_that_is_not_positive():
+    cfg = tiny_model_cfg()
+    cfg.track_head.update(position_prior=True, prior_sigma=0.0)
+    with pytest.raises(ValueError, match='prior_sigma must be > 0, got 0.0'):
+        MODELS.build(cfg)
