@@ -149,8 +149,9 @@ def test_position_prior_starts_at_stage_1_trains_sigma_and_inference_matches_tra
     with torch.no_grad():  # stage 0 has no prior: the product alone, as mmdet's head
         plain = copy.deepcopy(head)
         plain.prior_scale = None
-        assert torch.equal(plain(feats, [])[1][0], mask_list[0])
-        assert not torch.allclose(plain(feats, [])[1][-1], mask_list[-1])
+        plain_masks = plain(feats, [])[1]
+        assert torch.equal(plain_masks[0], mask_list[0])
+        assert not torch.allclose(plain_masks[-1], mask_list[-1])
         cls, mask, final_embeds = head.predict_final(feats)
     assert torch.allclose(cls, cls_list[-1], atol=1e-5)
     assert torch.allclose(mask, mask_list[-1], atol=1e-4)
