@@ -20,6 +20,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
 from .fused_layers import FusedMultiheadAttention, fuse_transformer_layers, per_head_mask
+from .mask_utils import mask_centroids
 
 
 def build_mlp(channels: int, num_layers: int) -> nn.Module:
@@ -101,9 +102,8 @@ class CTVISHead(Mask2FormerHead):
         ys = (torch.arange(h, device=decoder_out.device, dtype=decoder_out.dtype) + 0.5) / h
         xs = (torch.arange(w, device=decoder_out.device, dtype=decoder_out.dtype) + 0.5) / w
         weights = (previous_masks.detach().sigmoid() - 0.5).clamp(min=0) + 1e-6
-        total = weights.sum((-2, -1))
-        centre_y = (weights.sum(-1) * ys).sum(-1) / total
-        centre_x = (weights.sum(-2) * xs).sum(-1) / total
+        centre = mask_centroids(weights)
+        centre_x, centre_y = centre[..., 0] / w, centre[..., 1] / h
         half_inv_var = 0.5 * torch.exp(-2 * self.prior_scale(decoder_out)[..., 0])
         dy = (ys - centre_y[..., None]) ** 2
         dx = (xs - centre_x[..., None]) ** 2

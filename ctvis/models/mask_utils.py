@@ -1,4 +1,5 @@
-"""Mask helpers shared by the trackers and the video output: IoU, NMS, resizing, RLE encoding.
+"""Mask helpers shared by the head, the trackers and the video output: IoU, NMS, centroids,
+resizing, RLE encoding.
 
 The IoU and NMS follow the official arithmetic (docs/parity.md, "Tracker conventions").
 """
@@ -51,6 +52,24 @@ def greedy_suppression(overlaps: Tensor) -> Tensor:
             keep.append(i)
             suppressed |= cpu_overlaps[i]
     return torch.as_tensor(keep, dtype=torch.long, device=overlaps.device)
+
+
+def mask_centroids(weights: Tensor) -> Tensor:
+    """Weighted centroids of masks, in cells of the mask grid (a cell's centre at +0.5).
+
+    Args:
+        weights (Tensor): Non-negative weights (a binary mask, or probabilities), (..., h, w).
+
+    Returns:
+        Tensor: (..., 2) centroids as (x, y); NaN where a mask's weights are all 0.
+    """
+    h, w = weights.shape[-2:]
+    ys = torch.arange(h, device=weights.device, dtype=weights.dtype) + 0.5
+    xs = torch.arange(w, device=weights.device, dtype=weights.dtype) + 0.5
+    total = weights.sum((-2, -1))
+    centre_y = (weights.sum(-1) * ys).sum(-1) / total
+    centre_x = (weights.sum(-2) * xs).sum(-1) / total
+    return torch.stack([centre_x, centre_y], -1)
 
 
 def mask_nms(masks: Tensor, iou_thr: float) -> Tensor:

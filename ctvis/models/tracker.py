@@ -17,6 +17,7 @@ from mmdet.registry import MODELS
 from .base_tracker import BaseVideoTracker
 from .mask_utils import greedy_suppression, mask_iou
 from .memory_bank import MemoryBank
+from .motion import MotionHistory, mask_geometry
 from .video_tracks import VideoTracks
 
 
@@ -70,22 +71,39 @@ class CTVISTracker(BaseVideoTracker):
         num_dead_frames (int): Tracks unseen for more than this many frames are forgotten.
         noise_frame_num, none_frame_num, suppress_frame_num (int): Short-track suppression
             (see :class:`VideoTracks`).
+        motion_weight (float): Weight in [0, 1] of a motion cue mixed into the matching scores
+            (not in CTVIS; 0, the default, is the official tracker): ``(1 - w) * score + w *
+            support``, the support of :class:`~ctvis.models.motion.MotionHistory` (how close a
+            detection's mask centroid is to where the track's last ones lead). For look-alike
+            instances that cross (docs/benchmarks.md).
+        motion_sigma (float): The support's width, in units of the track's radius.
+        motion_history (int): Mask centroids per track the prediction's line is fitted to.
     """
 
     def __init__(self, num_classes: int, score_thr: float = 0.01, init_score_thr: float = 0.01,
                  mask_nms_thr: float = 0.6, match_score_thr: float = 0.3,
                  match_metric: str = 'bisoftmax', frame_weight: bool = True,
                  max_cache: int = 10, num_dead_frames: int = 20, noise_frame_num: int = 8,
-                 none_frame_num: int = 2, suppress_frame_num: int = 3) -> None:
+                 none_frame_num: int = 2, suppress_frame_num: int = 3,
+                 motion_weight: float = 0.0, motion_sigma: float = 1.0,
+                 motion_history: int = 10) -> None:
         if match_metric not in ('bisoftmax', 'det2track', 'track2det'):
             raise ValueError(f"match_metric must be 'bisoftmax', 'det2track' or 'track2det', "
                              f'got {match_metric!r}')
         check_settings(type(self).__name__, dict(
             num_classes=(num_classes, 1), max_cache=(max_cache, 1),
             num_dead_frames=(num_dead_frames, 0), noise_frame_num=(noise_frame_num, 0),
-            none_frame_num=(none_frame_num, 0), suppress_frame_num=(suppress_frame_num, 0)),
+            none_frame_num=(none_frame_num, 0), suppress_frame_num=(suppress_frame_num, 0),
+            motion_history=(motion_history, 1)),
             dict(score_thr=score_thr, init_score_thr=init_score_thr, mask_nms_thr=mask_nms_thr,
-                 match_score_thr=match_score_thr), dict(frame_weight=frame_weight))
+                 match_score_thr=match_score_thr, motion_weight=motion_weight,
+                 motion_sigma=motion_sigma), dict(frame_weight=frame_weight))
+        if not 0 <= motion_weight <= 1:
+            raise ValueError(f'{type(self).__name__}: motion_weight must be in [0, 1], got '
+                             f'{motion_weight!r}')
+        if not motion_sigma > 0:
+            raise ValueError(f'{type(self).__name__}: motion_sigma must be > 0, got '
+                             f'{motion_sigma!r}')
         self.num_classes = num_classes
         self.score_thr = score_thr
         self.init_score_thr = init_score_thr
@@ -97,12 +115,16 @@ class CTVISTracker(BaseVideoTracker):
         self.num_dead_frames = num_dead_frames
         self.suppression = dict(noise_frame_num=noise_frame_num, none_frame_num=none_frame_num,
                                 suppress_frame_num=suppress_frame_num)
+        self.motion_weight = motion_weight
+        self.motion_sigma = motion_sigma
+        self.motion_history = motion_history
         self.reset()
 
     def reset(self) -> None:
         """Forget everything: call at the first frame of each video."""
         self.memory = MemoryBank(self.max_cache, self.num_dead_frames)
         self.video = VideoTracks(self.num_classes, **self.suppression)
+        self.motion = MotionHistory(self.motion_history)
         self.num_tracks = 0
 
     def select_candidates(self, logits: Tensor, mask_logits: Optional[Tensor],
@@ -170,7 +192,8 @@ class CTVISTracker(BaseVideoTracker):
         return matches
 
     def track(self, frame_id: int, logits: Tensor, mask_logits: Optional[Tensor],
-              embeds: Tensor, mask_ious: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+              embeds: Tensor, mask_ious: Optional[Tensor] = None,
+              geometry: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Associate one frame's queries with the memory and update it.
 
         Args:
@@ -180,6 +203,9 @@ class CTVISTracker(BaseVideoTracker):
             embeds (Tensor): Re-id embeddings, shape (Q, E).
             mask_ious (Tensor, optional): The queries' pairwise mask IoUs instead of
                 ``mask_logits`` (see :meth:`select_candidates`).
+            geometry (Tensor, optional): The queries' mask centroids and areas
+                (:func:`~ctvis.models.motion.mask_geometry`, (Q, 3)) instead of ``mask_logits``
+                for the motion cue.
 
         Returns:
             tuple[Tensor, Tensor]: Query indices kept this frame (N,) and their track ids (N,).
@@ -188,12 +214,20 @@ class CTVISTracker(BaseVideoTracker):
             self.reset()
         keep, det_scores = self.select_candidates(logits, mask_logits, mask_ious)
         det_embeds = embeds[keep]
+        memory_ids = self.memory.track_ids
+        det_geometry = None
+        if self.motion_weight > 0:
+            det_geometry = (mask_geometry(mask_logits[keep]) if geometry is None
+                            else geometry[keep])
         matches = [-1] * len(keep)
         if len(self.memory) > 0:
-            matches = self.assign(
-                self.match_scores(det_embeds, self.memory.embeddings().to(det_embeds)),
-                self.memory.num_observations().to(det_embeds))
-        memory_ids = self.memory.track_ids
+            scores = self.match_scores(det_embeds, self.memory.embeddings().to(det_embeds))
+            if det_geometry is not None:
+                support = self.motion.support(memory_ids, det_geometry, frame_id,
+                                              self.motion_sigma).to(scores)
+                mixed = (1 - self.motion_weight) * scores + self.motion_weight * support
+                scores = torch.where(support.isnan(), scores, mixed)
+            matches = self.assign(scores, self.memory.num_observations().to(det_embeds))
         track_ids, kept = [], []
         for k, column in enumerate(matches):
             if column >= 0:
@@ -206,7 +240,9 @@ class CTVISTracker(BaseVideoTracker):
             kept.append(k)
         kept = torch.as_tensor(kept, dtype=torch.long, device=keep.device)
         self.memory.update(track_ids, det_embeds[kept], frame_id)
-        self.memory.remove_dead(frame_id)
+        if det_geometry is not None:
+            self.motion.update(track_ids, det_geometry[kept], frame_id)
+        self.motion.forget(self.memory.remove_dead(frame_id))
         return keep[kept], torch.as_tensor(track_ids, dtype=torch.long)
 
 

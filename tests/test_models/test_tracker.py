@@ -457,6 +457,10 @@ def test_the_rules_transcription_reproduces_the_official_reference():
     (dict(num_dead_frames=-1), 'num_dead_frames must be a whole number >= 0, got -1'),
     (dict(num_classes=0), 'num_classes must be a whole number >= 1, got 0'),
     (dict(frame_weight=1), 'frame_weight must be True or False, got 1'),
+    (dict(motion_weight=-0.1), 'motion_weight must be in [0, 1], got -0.1'),
+    (dict(motion_weight=1.5), 'motion_weight must be in [0, 1], got 1.5'),
+    (dict(motion_sigma=0.0), 'motion_sigma must be > 0, got 0.0'),
+    (dict(motion_history=0), 'motion_history must be a whole number >= 1, got 0'),
 ])
 def test_unusable_settings_are_refused_when_the_tracker_is_built(setting, message):
     """A string threshold passed the config and failed at the first validation frame; NaN
@@ -464,4 +468,6 @@ def test_unusable_settings_are_refused_when_the_tracker_is_built(setting, messag
     check removed)."""
     with pytest.raises(ValueError, match=re.escape(f'CTVISTracker: {message}')):
         CTVISTracker(**{'num_classes': 3, **setting})
-    CTVISTracker(num_classes=3, score_thr=0, max_cache=1, num_dead_frames=0, frame_weight=False)
+    CTVISTracker(num_classes=3, score_thr=0, max_cache=1, num_dead_frames=0, frame_weight=False,
+                 motion_weight=0, motion_history=1)
+    CTVISTracker(num_classes=3, motion_weight=1)

@@ -10,7 +10,8 @@ The network runs once over the config's test split: tools/test.py's run, evaluat
 config's own tracker settings. Meanwhile each frame's candidates are cached: the queries whose score
 passes the lowest score threshold of the sweep, and the best query (the tracker keeps it when none
 passes), with what the tracker and the video-level output need of them (class logits, embeddings,
-their pairwise mask IoUs, their masks as RLE at the original size and their mask-score sums). Every
+their pairwise mask IoUs, their mask centroids and areas for the motion cue, their masks as RLE at
+the original size and their mask-score sums). Every
 combination of the swept values then replays the tracker over the cache and is scored with the
 YouTube-VIS metric on the test evaluator's ground truth. The replay of the config's own settings
 is checked against the test run's results file, entry for entry, so the table shows what real runs
@@ -19,8 +20,9 @@ with those settings give.
 Sweepable: the arguments of the config's tracker (a ``CTVISTracker`` or a subclass; e.g.
 ``score_thr``, ``init_score_thr``, ``mask_nms_thr``, ``match_score_thr``, ``match_metric``,
 ``frame_weight``, ``max_cache``, ``num_dead_frames``, ``noise_frame_num``, ``none_frame_num``,
-``suppress_frame_num``) and the model's ``max_per_video``. The cache grows with the number of
-candidates: lower ``score_thr`` values keep more queries per frame.
+``suppress_frame_num``, ``motion_weight``, ``motion_sigma``, ``motion_history``) and the model's
+``max_per_video``. The cache grows with the number of candidates: lower ``score_thr`` values keep
+more queries per frame.
 """
 import argparse
 import ast
@@ -44,7 +46,7 @@ import ctvis  # noqa: F401  (registration)
 from ctvis.datasets.ytvis_format import YTVISFormatError
 from ctvis.engine import CheckpointFitsModel
 from ctvis.evaluation import YTVISMetric
-from ctvis.models import CTVISTracker, mask_iou, resize_mask_logits
+from ctvis.models import CTVISTracker, mask_geometry, mask_iou, resize_mask_logits
 from ctvis.models.video_tracks import encode_detections
 from ctvis.utils import ConfigError, build_runner, parse_tool_args, tool_run
 from mmdet.registry import MODELS
@@ -150,6 +152,7 @@ class FrameCandidates:
     logits: Tensor  # (N, C + 1), the model's dtype and device
     embeds: Tensor  # (N, E)
     mask_ious: Tensor  # (N, N): mask_iou of the binary stride-4 masks
+    geometry: Tensor  # (N, 3): their mask_geometry (centroids and areas)
     rles: List[dict]  # masks at the original size
     score_num: Tensor  # (N,) float64: mask-score sums (encode_detections)
     score_den: Tensor
@@ -192,7 +195,7 @@ class CandidateCache:
         # on the model's device, so that the replayed tracker computes as the model's does
         self.videos[-1][1].append(FrameCandidates(
             meta['frame_id'], logits[index].detach(), embeds[index].detach(),
-            mask_iou(masks.sigmoid() > 0.5), rles, score_num, score_den,
+            mask_iou(masks.sigmoid() > 0.5), mask_geometry(masks), rles, score_num, score_den,
             tuple(meta['ori_shape'][:2])))
 
     @property
@@ -203,7 +206,7 @@ class CandidateCache:
     def num_bytes(self) -> int:
         """Size of the cached tensors and RLE strings."""
         return sum(sum(t.numel() * t.element_size() for t in (
-            f.logits, f.embeds, f.mask_ious, f.score_num, f.score_den))
+            f.logits, f.embeds, f.mask_ious, f.geometry, f.score_num, f.score_den))
             + sum(len(rle['counts']) for rle in f.rles)
             for _, frames in self.videos for f in frames)
 
@@ -216,7 +219,7 @@ def replay(videos: Sequence[Tuple[Optional[int], List[FrameCandidates]]], tracke
     for video_id, frames in videos:
         for frame in frames:
             keep, track_ids = tracker.track(frame.frame_id, frame.logits, None, frame.embeds,
-                                            mask_ious=frame.mask_ious)
+                                            mask_ious=frame.mask_ious, geometry=frame.geometry)
             tracker.video.add_encoded(
                 frame.frame_id, track_ids.tolist(), frame.logits[keep],
                 [frame.rles[k] for k in keep.tolist()], frame.score_num[keep],
