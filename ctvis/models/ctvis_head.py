@@ -174,7 +174,8 @@ class CTVISHead(Mask2FormerHead):
         cls_pred_list, mask_pred_list = [], []
         attn_mask = None  # from stage 0 on, the mask the next layer attends with
         mask_pred = None
-        # inference with fused attention: one mask for all heads, broadcast, not copied per head
+        # fused attention: one mask for all heads (broadcast at inference, copied per head by
+        # the layer in training)
         shared_masks = all(type(layer.cross_attn) is FusedMultiheadAttention
                            for layer in self.transformer_decoder.layers)
         num_layers = self.num_transformer_decoder_layers
@@ -203,7 +204,8 @@ class CTVISHead(Mask2FormerHead):
                     mask_pred_list.append(mask_pred)
                 if i < num_layers:
                     attn_mask = self._attention_mask(F.interpolate(
-                        mask_pred, attn_sizes[level], mode='bilinear', align_corners=False))
+                        mask_pred, attn_sizes[level], mode='bilinear', align_corners=False),
+                        per_head=not shared_masks)
             else:
                 attn_mask = self._attention_mask(
                     torch.einsum('bqc,bchw->bqhw', mask_embed, attn_features[level]),
