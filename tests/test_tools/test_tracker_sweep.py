@@ -77,9 +77,10 @@ def sweep_case(small_toy_root, tmp_path_factory):
     90th percentile) on the small toy videos."""
     init_default_scope('mmdet')
     torch.manual_seed(0)
-    cfg = Config.fromfile(CONFIG).model
-    cfg.track_head.position_prior = False
-    model = MODELS.build(cfg)
+    without_prior = {'model.track_head.position_prior': False}  # for the weights and the tool
+    config = Config.fromfile(CONFIG)
+    config.merge_from_dict(without_prior)
+    model = MODELS.build(config.model)
     model.init_weights()
     with torch.no_grad():
         model.track_head.cls_embed.weight.mul_(2)
@@ -87,7 +88,7 @@ def sweep_case(small_toy_root, tmp_path_factory):
     torch.save(dict(state_dict=model.state_dict()), path)
     data = ['test_dataloader.dataset.data_root=' + small_toy_root + '/',
             f'test_evaluator.ann_file={small_toy_root}/valid.json',
-            'model.track_head.position_prior=False']
+            *(f'{key}={value}' for key, value in without_prior.items())]
     return path, data
 
 
@@ -141,6 +142,29 @@ def test_each_frames_best_query_is_cached_when_none_passes(sweep_case, tmp_path,
     assert 'cached 18 candidates of 18 frames' in capsys.readouterr().out
 
 
+def test_motion_settings_replay_as_real_runs(sweep_case, tmp_path, monkeypatch):
+    """The motion cue reads the cached mask centroids and areas: a sweep of its weight replays
+    what real runs give (the weight changes the tracks here)."""
+    checkpoint, data = sweep_case
+    replays = {}
+    replay = tool.replay
+
+    def recorded(videos, tracker_cfg, max_per_video, category_ids):
+        results = replay(videos, tracker_cfg, max_per_video, category_ids)
+        replays[tracker_cfg['motion_weight']] = results
+        return results
+
+    monkeypatch.setattr(tool, 'replay', recorded)
+    options = [*data, 'model.tracker.score_thr=0.75']
+    tool.main([CONFIG, checkpoint, '--set', 'motion_weight=0,1.0', '--work-dir',
+               str(tmp_path / 'sweep'), '--cfg-options', *options])
+    assert replays[0] != replays[1.0]
+    out = tmp_path / 'real.json'
+    test_tool.main([CONFIG, checkpoint, '--work-dir', str(tmp_path / 'work'), '--out', str(out),
+                    '--cfg-options', *options, 'model.tracker.motion_weight=1.0'])
+    assert json.loads(json.dumps(replays[1.0])) == json.loads(out.read_text())
+
+
 def test_config_row_is_marked_and_a_broken_cache_is_refused(sweep_case, tmp_path, monkeypatch,
                                                             capsys):
     checkpoint, data = sweep_case[0], ['--work-dir', str(tmp_path), '--cfg-options', *sweep_case[1]]
@@ -158,7 +182,7 @@ def test_config_row_is_marked_and_a_broken_cache_is_refused(sweep_case, tmp_path
         if len(frame.rles) > 1:
             keep = list(range(1, len(frame.rles)))
             frame.logits, frame.embeds = frame.logits[keep], frame.embeds[keep]
-            frame.mask_ious = frame.mask_ious[keep][:, keep]
+            frame.mask_ious, frame.geometry = frame.mask_ious[keep][:, keep], frame.geometry[keep]
             frame.rles = [frame.rles[k] for k in keep]
             frame.score_num, frame.score_den = frame.score_num[keep], frame.score_den[keep]
 
