@@ -17,8 +17,9 @@
 # iterations in 19 min 4 s): validation 48.37 (before: 48.85-49.19), held-out 52.06 (50.30).
 # A motion cue in the tracker (motion_weight=0.3, since 2026-12-05; not in CTVIS): each match
 # score mixed with how close the detection's mask centroid is to the line through the track's
-# last ten; on seven checkpoints of this recipe, validation +1.2 and 96 held-out videos +1.1 on
-# average (docs/benchmarks.md).
+# last ten; on eight checkpoints of this recipe, validation and 96 held-out videos +1.0 each on
+# average; tools/quickstart.sh (2 threads, 4200 iterations in 19 min 27 s): validation 49.76,
+# held-out 54.56 (docs/benchmarks.md).
 # tools/quickstart.sh trains it for what is left of 20 minutes (tools/train.py --time-budget:
 # the 3000 iterations and the learning-rate step scaled to the speed measured in the run).
 _base_ = ['../_base_/models/ctvis_r50.py', '../_base_/default_runtime.py']
