@@ -17,7 +17,8 @@ from .mask_utils import mask_centroids
 
 
 def mask_geometry(mask_logits: Tensor) -> Tensor:
-    """Centroid and area of each binary mask (logit > 0), in cells of the mask grid.
+    """Centroid and area of each binary mask, in cells of the mask grid; binarised as the mask
+    NMS does (``sigmoid > 0.5``: a logit so small that its sigmoid rounds to 0.5 is outside).
 
     Args:
         mask_logits (Tensor): Mask logits, shape (N, h, w).
@@ -25,7 +26,7 @@ def mask_geometry(mask_logits: Tensor) -> Tensor:
     Returns:
         Tensor: (N, 3) float32 ``(x, y, area)``; x and y are NaN for an empty mask.
     """
-    binary = (mask_logits > 0).float()
+    binary = (mask_logits.sigmoid() > 0.5).float()
     return torch.cat([mask_centroids(binary), binary.sum((-2, -1))[:, None]], 1)
 
 

@@ -217,6 +217,9 @@ class CTVISTracker(BaseVideoTracker):
         memory_ids = self.memory.track_ids
         det_geometry = None
         if self.motion_weight > 0:
+            if geometry is None and mask_logits is None:
+                raise ValueError(f'{type(self).__name__}: the motion cue (motion_weight '
+                                 f'{self.motion_weight}) needs mask_logits or geometry')
             det_geometry = (mask_geometry(mask_logits[keep]) if geometry is None
                             else geometry[keep])
         matches = [-1] * len(keep)

@@ -29,9 +29,10 @@ def test_mask_centroids_are_in_cells_with_centres_at_half():
     assert torch.isnan(mask_centroids(torch.zeros(1, 4, 6))).all()
 
 
-def test_mask_geometry_thresholds_logits_at_zero():
+def test_mask_geometry_binarises_as_the_mask_nms():
     logits = box_logits([(2, 4, 6, 12), None])
     logits[0, 0, 0] = 0.0  # a logit of exactly 0 (probability 0.5) is outside the mask
+    logits[0, 0, 1] = 1e-8  # positive, but its float32 sigmoid is 0.5: outside, as in the NMS
     geometry = mask_geometry(logits)
     torch.testing.assert_close(geometry[0], torch.tensor([8.0, 4.0, 32.0]))
     assert torch.isnan(geometry[1, :2]).all() and geometry[1, 2] == 0
@@ -126,6 +127,15 @@ def test_motion_from_precomputed_geometry_matches_motion_from_masks():
                                   mask_ious=torch.eye(2), geometry=mask_geometry(masks))
         for e, g in zip(expected, got):
             assert torch.equal(e, g)
+
+
+def test_motion_without_masks_or_geometry_is_refused():
+    logits, masks, embeds = crossing_frames()[0]
+    tracker = CTVISTracker(num_classes=4, motion_weight=0.3)
+    with pytest.raises(ValueError, match=r'CTVISTracker: the motion cue \(motion_weight 0.3\) '
+                       'needs mask_logits or geometry'):
+        tracker.track(0, logits, None, embeds, mask_ious=torch.eye(2))
+    CTVISTracker(num_classes=4).track(0, logits, None, embeds, mask_ious=torch.eye(2))
 
 
 def test_dead_tracks_leave_the_motion_history_and_a_new_video_starts_empty():
