@@ -53,11 +53,21 @@ class CTVISHead(Mask2FormerHead):
     docs/benchmarks.md). Inference then computes the intermediate masks at full resolution, as
     training does.
 
+    With ``query_dropout`` (not in CTVIS; off by default) each training frame decodes its own
+    random subset of the learned queries, ``query_dropout * num_queries`` (half rounded up) left
+    out. A query that holds an instance through a clip lets the contrastive loss be met by the
+    query's own signature in the embedding, and then two look-alikes that cross swap identities
+    with the queries that follow them; with the subsets drawn anew per frame an instance changes
+    query within a clip, and its embedding has to describe the instance. Inference decodes all
+    queries.
+
     Args:
         num_reid_layers (int): Linear layers of the re-id MLP (3 in CTVIS; 0 = identity).
         position_prior (bool): Add the position prior to the masks of stages 1 and later.
         prior_sigma (float): The prior's starting scale, a fraction of the frame (0.15: about a
             toy object's size).
+        query_dropout (float): Fraction of the queries left out of each training frame, in
+            [0, 1).
         **kwargs: Arguments of :class:`Mask2FormerHead`.
     """
 
@@ -66,7 +76,7 @@ class CTVISHead(Mask2FormerHead):
                       'importance_sample_ratio')
 
     def __init__(self, *args, num_reid_layers: int = 3, position_prior: bool = False,
-                 prior_sigma: float = 0.15, **kwargs) -> None:
+                 prior_sigma: float = 0.15, query_dropout: float = 0.0, **kwargs) -> None:
         unknown = sorted(set(kwargs.get('train_cfg') or {}) - set(self.TRAIN_CFG_KEYS))
         if unknown:
             raise ValueError(f'{type(self).__name__}: train_cfg has unknown keys {unknown}; it '
@@ -78,6 +88,14 @@ class CTVISHead(Mask2FormerHead):
         # log sigma of each query's prior
         self.prior_scale = nn.Linear(self.decoder_embed_dims, 1) if position_prior else None
         self.prior_sigma = prior_sigma
+        if not 0 <= query_dropout < 1:
+            raise ValueError(f'{type(self).__name__}: query_dropout must be in [0, 1), got '
+                             f'{query_dropout}')
+        # queries left out of each training frame, half rounded up
+        self.num_dropped_queries = int(query_dropout * self.num_queries + 0.5)
+        if self.num_dropped_queries >= self.num_queries:
+            raise ValueError(f'{type(self).__name__}: query_dropout={query_dropout} leaves no '
+                             f'query of {self.num_queries} in a training frame')
         fuse_transformer_layers(self.transformer_decoder)  # fused CPU inference, same parameters
 
     def init_weights(self) -> None:
@@ -170,6 +188,12 @@ class CTVISHead(Mask2FormerHead):
             for size in attn_sizes]
         query_feat = self.query_feat.weight.unsqueeze(0).repeat((batch_size, 1, 1))
         query_embed = self.query_embed.weight.unsqueeze(0).repeat((batch_size, 1, 1))
+        if self.training and self.num_dropped_queries > 0:  # a subset per frame, query order
+            num_kept = self.num_queries - self.num_dropped_queries
+            kept = torch.rand((batch_size, self.num_queries),
+                              device=query_feat.device).argsort(1)[:, :num_kept].sort(1)[0]
+            query_feat = self.query_feat.weight[kept]
+            query_embed = self.query_embed.weight[kept]
 
         cls_pred_list, mask_pred_list = [], []
         attn_mask = None  # from stage 0 on, the mask the next layer attends with

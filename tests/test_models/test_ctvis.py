@@ -57,6 +57,22 @@ def test_negative_modes_and_noise_run(negatives, noise_prob):
     assert torch.isfinite(losses['loss_reid']) and losses['loss_reid'] > 0
 
 
+def test_losses_with_query_dropout_match_and_contrast_the_kept_queries():
+    """Half of the 6 queries left out of each frame: matching, the detection losses and the
+    contrastive items work on the 3 kept ones (a frame may then leave ground truth unmatched)."""
+    cfg = tiny_model_cfg()
+    cfg.track_head.query_dropout = 0.5
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    losses = model(**batch(model, [square_clip(num_frames=4, seed=2)]), mode='loss')
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses['loss_reid'] > 0
+    sum(losses.values()).backward()
+    assert model.track_head.query_feat.weight.grad.abs().sum(1).gt(0).sum() > 3
+
+
 def test_overfitting_one_clip_lowers_the_loss():
     model = build_tiny_model(seed=1)
     data = batch(model, [square_clip(num_frames=3, seed=3)])

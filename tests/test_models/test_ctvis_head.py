@@ -165,3 +165,57 @@ def test_position_prior_refuses_a_scale_that_is_not_positive():
     cfg.track_head.update(position_prior=True, prior_sigma=0.0)
     with pytest.raises(ValueError, match='prior_sigma must be > 0, got 0.0'):
         MODELS.build(cfg)
+
+
+def test_query_dropout_leaves_a_random_subset_of_queries_out_of_each_training_frame():
+    """Each frame in training decodes its own random subset (p * Q left out) of the
+    learned queries, so an instance is held by different queries within a clip; inference keeps
+    them all."""
+    cfg = tiny_model_cfg(num_queries=8)
+    cfg.track_head.query_dropout = 0.3  # round(2.4) = 2 of 8 left out
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    head = model.track_head
+    feats = features(model, 0, size=(56, 88), batch=6)
+    with torch.no_grad():
+        model.eval()
+        all_cls = head(feats, [])[0][0]  # stage 0: the learned queries alone
+        model.train()
+        torch.manual_seed(1)
+        cls_list, mask_list, embeds, queries = head(feats, [])
+    assert all_cls.shape[:2] == (6, 8)
+    assert cls_list[-1].shape[:2] == mask_list[-1].shape[:2] == embeds.shape[:2] == (6, 6)
+    kept = []
+    for b in range(6):  # every kept stage-0 row is one learned query's, each at most once
+        distances = (cls_list[0][b, :, None] - all_cls[b, None]).abs().amax(-1)
+        assert torch.all(distances.min(1).values < 1e-5)
+        rows = distances.argmin(1)
+        assert len(set(rows.tolist())) == 6 and torch.equal(rows, rows.sort()[0])
+        kept.append(tuple(rows.tolist()))
+    assert len(set(kept)) > 1  # frames draw their own subsets
+    cfg.track_head.query_dropout = 0.0
+    torch.manual_seed(1)
+    plain = MODELS.build(cfg).train()
+    assert plain.track_head(feats, [])[0][-1].shape[1] == 8
+
+
+@pytest.mark.parametrize('rate, num_queries, dropped', [
+    (0.25, 10, 3), (0.24, 10, 2), (0.05, 10, 1), (0.04, 10, 0), (0.5, 3, 2)])
+def test_query_dropout_rounds_half_up(rate, num_queries, dropped):
+    cfg = tiny_model_cfg(num_queries=num_queries)
+    cfg.track_head.query_dropout = rate
+    init_default_scope('mmdet')
+    assert MODELS.build(cfg).track_head.num_dropped_queries == dropped
+
+
+@pytest.mark.parametrize('rate, num_queries, message', [
+    (-0.1, 6, r'query_dropout must be in \[0, 1\), got -0.1'),
+    (1.0, 6, r'query_dropout must be in \[0, 1\), got 1.0'),
+    (0.5, 1, 'query_dropout=0.5 leaves no query of 1 in a training frame')])
+def test_query_dropout_that_leaves_no_query_is_refused(rate, num_queries, message):
+    cfg = tiny_model_cfg(num_queries=num_queries)
+    cfg.track_head.query_dropout = rate
+    init_default_scope('mmdet')
+    with pytest.raises(ValueError, match=message):
+        MODELS.build(cfg)
