@@ -72,10 +72,12 @@ class TrainingTimeBudget(Hook):
     reruns on one machine usually train the same number), at most ``max_factor`` times the
     config's. Every ``check_every`` iterations after that the end is projected at the mean
     speed since ``measure_from`` (the speed of 100 iterations varied by 7 % on a quiet machine,
-    which made a plan on it jump): a run that would end more than ``tolerance`` late is
-    shortened to end on time, one that would end that much early lengthened to end on time (the
-    band keeps the plan of a run whose speed only jitters). The projection counts the time
-    left, so a run that slows down is shortened a little at each check until it ends on time.
+    which made a plan on it jump): a run that would end late by more than ``tolerance`` of the
+    time left is shortened to end on time, one that would end early by more than ``tolerance``
+    of the whole budget lengthened to end on time (the band keeps the plan of a run whose speed
+    only jitters; measured against the time left, lateness shrinks with it: against the budget
+    a run that slowed by a few % ended up to 3 % late). The projection counts the time left, so
+    a run that slows down is shortened a little at each check until it ends on time.
 
     Scaled with the plan: ``max_iters``; of each parameter scheduler whose ``end`` is at or after
     the config's last iteration, its end and its iterations tied to it (a multi-step's
@@ -93,8 +95,8 @@ class TrainingTimeBudget(Hook):
         check_every (int): Iterations between checks of the plan.
         round_to (int): The first plan is a multiple of this many iterations.
         max_factor (float): At most this many times the config's iterations.
-        tolerance (float): How far (a fraction of ``seconds``) the projected end may miss
-            before the plan changes.
+        tolerance (float): How late (a fraction of the time left) or early (a fraction of
+            ``seconds``) the projected end may be before the plan changes.
     """
     priority = 'NORMAL'  # before the schedulers step and the checkpoint is written
 
@@ -217,7 +219,7 @@ class TrainingTimeBudget(Hook):
             planned = max(done, min(planned, self._most))
         else:
             late = (self._planned - done) * seconds_per_iter - left  # seconds beyond the budget
-            if abs(late) <= self.tolerance * self.seconds:
+            if -self.tolerance * self.seconds <= late <= self.tolerance * max(left, 0.0):
                 planned = self._planned
             else:
                 planned = max(done, min(fitting, self._most))
