@@ -186,14 +186,15 @@ class CTVISHead(Mask2FormerHead):
         attn_features = None if full_masks else [
             F.interpolate(mask_features, size, mode='bilinear', align_corners=False)
             for size in attn_sizes]
-        query_feat = self.query_feat.weight.unsqueeze(0).repeat((batch_size, 1, 1))
-        query_embed = self.query_embed.weight.unsqueeze(0).repeat((batch_size, 1, 1))
         if self.training and self.num_dropped_queries > 0:  # a subset per frame, query order
             num_kept = self.num_queries - self.num_dropped_queries
-            kept = torch.rand((batch_size, self.num_queries),
-                              device=query_feat.device).argsort(1)[:, :num_kept].sort(1)[0]
+            kept = torch.rand((batch_size, self.num_queries), device=mask_features.device
+                              ).argsort(1)[:, :num_kept].sort(1)[0]
             query_feat = self.query_feat.weight[kept]
             query_embed = self.query_embed.weight[kept]
+        else:
+            query_feat = self.query_feat.weight.unsqueeze(0).repeat((batch_size, 1, 1))
+            query_embed = self.query_embed.weight.unsqueeze(0).repeat((batch_size, 1, 1))
 
         cls_pred_list, mask_pred_list = [], []
         attn_mask = None  # from stage 0 on, the mask the next layer attends with
