@@ -12,6 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def tracker_binary_masks(mask_logits: Tensor) -> Tensor:
+    """The tracker's binary masks (its mask NMS and the motion cue's geometry): ``sigmoid >
+    0.5``, as the official tracker; a logit whose float32 sigmoid rounds to 0.5 is outside. (The
+    video output binarises at ``logit > 0``, also as the official code.)"""
+    return mask_logits.sigmoid() > 0.5
+
+
 def mask_iou(masks: Tensor) -> Tensor:
     """Pairwise IoU of binary masks with the official convention.
 

@@ -16,17 +16,17 @@ from torch import Tensor
 from .mask_utils import mask_centroids
 
 
-def mask_geometry(mask_logits: Tensor) -> Tensor:
-    """Centroid and area of each binary mask, in cells of the mask grid; binarised as the mask
-    NMS does (``sigmoid > 0.5``: a logit so small that its sigmoid rounds to 0.5 is outside).
+def mask_geometry(masks: Tensor) -> Tensor:
+    """Centroid and area of each binary mask, in cells of the mask grid.
 
     Args:
-        mask_logits (Tensor): Mask logits, shape (N, h, w).
+        masks (Tensor): Binary masks (:func:`~ctvis.models.mask_utils.tracker_binary_masks`,
+            as the mask NMS sees them), shape (N, h, w).
 
     Returns:
         Tensor: (N, 3) float32 ``(x, y, area)``; x and y are NaN for an empty mask.
     """
-    binary = (mask_logits.sigmoid() > 0.5).float()
+    binary = masks.float()
     return torch.cat([mask_centroids(binary), binary.sum((-2, -1))[:, None]], 1)
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from .base_tracker import BaseVideoTracker
-from .mask_utils import greedy_suppression, mask_iou
+from .mask_utils import greedy_suppression, mask_iou, tracker_binary_masks
 from .memory_bank import MemoryBank
 from .motion import MotionHistory, mask_geometry
 from .video_tracks import VideoTracks
@@ -148,7 +148,7 @@ class CTVISTracker(BaseVideoTracker):
         if len(keep) == 0:
             keep = order[:1]
         if mask_ious is None:
-            ious = mask_iou(mask_logits[keep].sigmoid() > 0.5)
+            ious = mask_iou(tracker_binary_masks(mask_logits[keep]))
         else:
             ious = mask_ious[keep][:, keep]
         kept = greedy_suppression(ious > self.mask_nms_thr)  # mask NMS
@@ -220,8 +220,8 @@ class CTVISTracker(BaseVideoTracker):
             if geometry is None and mask_logits is None:
                 raise ValueError(f'{type(self).__name__}: the motion cue (motion_weight '
                                  f'{self.motion_weight}) needs mask_logits or geometry')
-            det_geometry = (mask_geometry(mask_logits[keep]) if geometry is None
-                            else geometry[keep])
+            det_geometry = (mask_geometry(tracker_binary_masks(mask_logits[keep]))
+                            if geometry is None else geometry[keep])
         matches = [-1] * len(keep)
         if len(self.memory) > 0:
             scores = self.match_scores(det_embeds, self.memory.embeddings().to(det_embeds))

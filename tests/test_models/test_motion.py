@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from ctvis.models import CTVISTracker, MotionHistory, mask_centroids, mask_geometry
+from ctvis.models import (CTVISTracker, MotionHistory, mask_centroids, mask_geometry,
+                          tracker_binary_masks)
 
 
 def box_logits(boxes, size=(16, 32)):
@@ -33,7 +34,7 @@ def test_mask_geometry_binarises_as_the_mask_nms():
     logits = box_logits([(2, 4, 6, 12), None])
     logits[0, 0, 0] = 0.0  # a logit of exactly 0 (probability 0.5) is outside the mask
     logits[0, 0, 1] = 1e-8  # positive, but its float32 sigmoid is 0.5: outside, as in the NMS
-    geometry = mask_geometry(logits)
+    geometry = mask_geometry(tracker_binary_masks(logits))
     torch.testing.assert_close(geometry[0], torch.tensor([8.0, 4.0, 32.0]))
     assert torch.isnan(geometry[1, :2]).all() and geometry[1, 2] == 0
 
@@ -123,8 +124,8 @@ def test_motion_from_precomputed_geometry_matches_motion_from_masks():
     from_geometry = CTVISTracker(num_classes=4, motion_weight=0.3)
     for t, (logits, masks, embeds) in enumerate(frames):
         expected = from_masks.track(t, logits, masks, embeds)
-        got = from_geometry.track(t, logits, None, embeds,
-                                  mask_ious=torch.eye(2), geometry=mask_geometry(masks))
+        got = from_geometry.track(t, logits, None, embeds, mask_ious=torch.eye(2),
+                                  geometry=mask_geometry(tracker_binary_masks(masks)))
         for e, g in zip(expected, got):
             assert torch.equal(e, g)
 

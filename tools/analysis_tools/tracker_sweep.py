@@ -46,7 +46,8 @@ import ctvis  # noqa: F401  (registration)
 from ctvis.datasets.ytvis_format import YTVISFormatError
 from ctvis.engine import CheckpointFitsModel
 from ctvis.evaluation import YTVISMetric
-from ctvis.models import CTVISTracker, mask_geometry, mask_iou, resize_mask_logits
+from ctvis.models import (CTVISTracker, mask_geometry, mask_iou, resize_mask_logits,
+                          tracker_binary_masks)
 from ctvis.models.video_tracks import encode_detections
 from ctvis.utils import ConfigError, build_runner, parse_tool_args, tool_run
 from mmdet.registry import MODELS
@@ -185,6 +186,7 @@ class CandidateCache:
         chosen[torch.sort(scores, dim=0, descending=True).indices[0]] = True
         index = chosen.nonzero().flatten()
         masks = mask_logits[index]
+        binary = tracker_binary_masks(masks)  # as the tracker's NMS and motion cue see them
         rles, score_num, score_den = encode_detections(resize_mask_logits(
             masks, meta['batch_input_shape'], meta['img_shape'][:2], meta['ori_shape'][:2]))
         if meta['frame_id'] == 0:
@@ -195,7 +197,7 @@ class CandidateCache:
         # on the model's device, so that the replayed tracker computes as the model's does
         self.videos[-1][1].append(FrameCandidates(
             meta['frame_id'], logits[index].detach(), embeds[index].detach(),
-            mask_iou(masks.sigmoid() > 0.5), mask_geometry(masks), rles, score_num, score_den,
+            mask_iou(binary), mask_geometry(binary), rles, score_num, score_den,
             tuple(meta['ori_shape'][:2])))
 
     @property
