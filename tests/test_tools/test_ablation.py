@@ -45,13 +45,19 @@ def test_quick_mode_end_to_end_then_resumes_without_rerunning(tmp_path, capsys):
         assert run['cpu_s'] > 0 and run['wall_s'] > 0
     assert set(result['runs'][0]['times']) == {'train', 'test', 'eval'}
     assert set(result['runs'][1]['times']) == {'test', 'eval'}  # tests the first row's model
-    # the model of docs/ablation.md's figures: stride-4 masks, whatever the quickstart's
+    # the model of docs/ablation.md's figures, whatever the quickstart's: stride-4 masks, no
+    # position prior, every query in every frame, no motion cue in the tracker
     from mmengine.config import Config
     trained, = glob.glob(str(out / '**' / 'train' / 'ctvis_quickstart.py'), recursive=True)
     model = Config.fromfile(trained).model
     assert model.backbone.stem_out is False and model.track_head.in_channels == [32, 64, 128, 256]
     assert model.track_head.pixel_decoder.strides == [4, 8, 16, 32]
     assert model.track_head.pixel_decoder.finest_output_conv == 'dense'
+    assert model.track_head.position_prior is False
+    assert (model.track_head.num_queries, model.track_head.query_dropout) == (10, 0.0)
+    tested = glob.glob(str(out / '**' / 'test' / '*' / 'vis_data' / 'config.py'), recursive=True)
+    assert tested and all(Config.fromfile(path).model.tracker.motion_weight == 0.0
+                          for path in tested)
     summary = result['summary']['association']
     assert set(summary) == {'ctvis_memory_noise', 'no_tracking'}
     assert summary['no_tracking']['AP']['n'] == 1

@@ -48,12 +48,16 @@ CTVIS_CONFIG = 'configs/ctvis/ctvis_quickstart.py'
 MINVIS_CONFIG = 'projects/minvis/configs/minvis_quickstart.py'
 METRICS = ('AP', 'AP50', 'HOTA', 'AssA', 'IDF1', 'IDSW')  # the table's columns
 COUNT_METRICS = ('IDSW',)  # counts, not percent
-# docs/ablation.md was measured with the quickstart model's stride-4 masks, before the quickstart
-# moved to stride 2 (and dropped that level's output convolution); the ablation keeps them, with
-# mmdet's output convolution, so that its figures reproduce
-STRIDE_4_MASKS = ('model.backbone.stem_out=False', 'model.track_head.in_channels=[32,64,128,256]',
+# docs/ablation.md was measured with the quickstart model of 2026-12-02: stride-4 masks with
+# mmdet's output convolution on that level, no position prior, 10 queries all decoded in every
+# training frame, and no motion cue in the CTVIS tracker. The ablation keeps that model whatever
+# the quickstart's, so that its figures reproduce.
+ABLATION_MODEL = ('model.backbone.stem_out=False', 'model.track_head.in_channels=[32,64,128,256]',
                   'model.track_head.pixel_decoder.strides=[4,8,16,32]',
-                  'model.track_head.pixel_decoder.finest_output_conv=dense')
+                  'model.track_head.pixel_decoder.finest_output_conv=dense',
+                  'model.track_head.position_prior=False', 'model.track_head.num_queries=10',
+                  '+model.track_head.query_dropout=0.0')
+ABLATION_CTVIS_TRACKER = ('model.tracker.motion_weight=0.0',)  # MinVIS's tracker has no such cue
 
 
 @dataclass(frozen=True)
@@ -302,7 +306,7 @@ class Ablation:
 
     # -- commands
     def _common_options(self, dataset: str) -> List[str]:
-        options = [f'data_root={self.data_root(dataset)}/', *STRIDE_4_MASKS]
+        options = [f'data_root={self.data_root(dataset)}/', *ABLATION_MODEL]
         for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
             options += [f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
         return options
@@ -330,6 +334,8 @@ class Ablation:
                                         checkpoint_dir, '--cfg-options', *options]))
         results = osp.join(run_dir, 'results.json')
         options = self._common_options(dataset) + list(row.train_options + row.test_options)
+        if row.config == CTVIS_CONFIG:
+            options += ABLATION_CTVIS_TRACKER
         steps.append(Step('test', [python, 'tools/test.py', row.config, checkpoint, '--work-dir',
                                    osp.join(run_dir, 'test'), '--out', results,
                                    '--cfg-options', *options]))
