@@ -29,7 +29,7 @@ EXPECTED = {  # config name -> (queries, classes, clip frames, frame range, pseu
     'ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis19': (200, 40, 8, 16, [1.0, 1.5]),
     'ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis21': (200, 40, 8, 16, [1.0, 0.8]),
     'ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ovis': (200, 25, 6, 10, [1.0, 0.75]),
-    'ctvis_quickstart': (10, 4, 5, 4, None),
+    'ctvis_quickstart': (12, 4, 5, 4, None),
 }
 QUICKSTART = 'ctvis_quickstart'
 
@@ -70,6 +70,8 @@ def test_config_builds(built):
     assert cfg.default_scope == 'mmdet' and 'ctvis' in cfg.custom_imports.imports
     queries, classes, frames, frame_range, ratios = EXPECTED[name]
     assert model.track_head.num_queries == queries
+    # CTVIS decodes every query in every frame; the quickstart 10 of its 12 per training frame
+    assert model.track_head.num_dropped_queries == (2 if name == QUICKSTART else 0)
     assert model.track_head.num_classes == classes == model.tracker.num_classes
     assert len(model.track_head.cls_embed.bias) == classes + 1
     assert model.track_head.num_transformer_decoder_layers == (3 if ratios is None else 9)

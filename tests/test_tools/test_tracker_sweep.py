@@ -72,12 +72,14 @@ def test_sweepable_keys_are_the_trackers_arguments():
 
 @pytest.fixture(scope='module')
 def sweep_case(small_toy_root, tmp_path_factory):
-    """Quickstart weights as initialised (without the position prior, whose layer would shift
-    the random stream), class logits doubled so that query scores spread over 0.57-0.86 (10th to
-    90th percentile) on the small toy videos."""
+    """Quickstart weights as initialised, with 10 queries and without the position prior (the
+    case was set on those; the prior's layer and more queries shift the random stream), class
+    logits doubled so that query scores spread over 0.57-0.86 (10th to 90th percentile) on the
+    small toy videos."""
     init_default_scope('mmdet')
     torch.manual_seed(0)
-    without_prior = {'model.track_head.position_prior': False}  # for the weights and the tool
+    without_prior = {'model.track_head.position_prior': False,  # for the weights and the tool
+                     'model.track_head.num_queries': 10}
     config = Config.fromfile(CONFIG)
     config.merge_from_dict(without_prior)
     model = MODELS.build(config.model)

@@ -10,8 +10,10 @@ from ctvis.utils.config_tools import update_step  # after _base_: see its docstr
 custom_imports = dict(imports=['ctvis', 'projects.minvis.minvis'], allow_failed_imports=False)
 
 model = dict(
-    # no re-id MLP: the tracker matches the decoder's normalised query features, as MinVIS does
-    track_head=dict(num_reid_layers=0),
+    # no re-id MLP: the tracker matches the decoder's normalised query features, as MinVIS does;
+    # every query in every training frame (MinVIS matches the queries frame to frame, and the
+    # quickstart's query dropout is not in MinVIS)
+    track_head=dict(num_reid_layers=0, query_dropout=0.0),
     # a 1-frame clip yields no contrastive item; zero weights keep it off for longer clips too
     contrastive_loss=dict(loss_weight=0.0, aux_loss_weight=0.0),
     tracker=dict(_delete_=True, type='MinVISTracker', num_classes=_base_.num_classes),
