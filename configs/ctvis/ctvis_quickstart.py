@@ -23,8 +23,9 @@
 # Query dropout (query_dropout, since 2026-12-05; not in CTVIS): 12 queries, each training frame
 # decodes its own random 10 of them (so an iteration costs what 10 queries did), inference all 12;
 # an instance changes query within a training clip, and its re-id embedding has to describe the
-# instance rather than the query. Three seeds (1 thread, 3940 iterations): validation 47.69 ->
-# 52.18, 96 held-out videos 53.01 -> 55.37, all six pairs up (docs/benchmarks.md).
+# instance rather than the query. Four seeds (1 thread, 3940 iterations): validation 47.21 ->
+# 52.85, 96 held-out videos 53.33 -> 55.52, all eight pairs up; 12 queries without dropout
+# scored below 10 (docs/benchmarks.md).
 # tools/quickstart.sh trains it for what is left of 20 minutes (tools/train.py --time-budget:
 # the 3000 iterations and the learning-rate step scaled to the speed measured in the run).
 _base_ = ['../_base_/models/ctvis_r50.py', '../_base_/default_runtime.py']
