@@ -78,10 +78,10 @@ def sweep_case(small_toy_root, tmp_path_factory):
     small toy videos."""
     init_default_scope('mmdet')
     torch.manual_seed(0)
-    without_prior = {'model.track_head.position_prior': False,  # for the weights and the tool
-                     'model.track_head.num_queries': 10}
+    case_model = {'model.track_head.position_prior': False,  # for the weights and the tool
+                  'model.track_head.num_queries': 10}
     config = Config.fromfile(CONFIG)
-    config.merge_from_dict(without_prior)
+    config.merge_from_dict(case_model)
     model = MODELS.build(config.model)
     model.init_weights()
     with torch.no_grad():
@@ -90,7 +90,7 @@ def sweep_case(small_toy_root, tmp_path_factory):
     torch.save(dict(state_dict=model.state_dict()), path)
     data = ['test_dataloader.dataset.data_root=' + small_toy_root + '/',
             f'test_evaluator.ann_file={small_toy_root}/valid.json',
-            *(f'{key}={value}' for key, value in without_prior.items())]
+            *(f'{key}={value}' for key, value in case_model.items())]
     return path, data
 
 
