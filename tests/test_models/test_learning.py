@@ -30,7 +30,8 @@ training seed 0 on toy seed 0: loss ratio 0.40, re-id loss ratio 0.41, tracker A
 AP 0.000 (101 s beside another training job); without the stride-2 level's output convolution
 (2026-12-04): 0.41, 0.43, tracker AP 0.243, control AP 0.000 (47 s alone). With 12 queries of
 which each training frame decodes a random 10 (query dropout, 2026-12-05): 0.48, 0.57, tracker AP
-0.283, control AP 0.000 (47 s alone).
+0.283, control AP 0.000 (47 s alone); with the motion cue retuned (weight 0.4, sigma 2, the same
+day) tracker AP 0.252.
 
 Mutations that fail it: the tracker's matching scores replaced by random numbers (AP 0.006, the
 control's); learning rate 4e-7 instead of 4e-4 (loss ratio 0.98, AP 0.0); contrastive loss
