@@ -73,6 +73,9 @@ def test_config_builds(built):
     # CTVIS decodes every query in every frame; the quickstart 10 of its 12 per training frame
     assert model.track_head.num_dropped_queries == (2 if name == QUICKSTART else 0)
     assert model.track_head.num_classes == classes == model.tracker.num_classes
+    # the official tracker everywhere; the quickstart's motion cue as retuned for query dropout
+    motion = (model.tracker.motion_weight, model.tracker.motion_sigma, model.tracker.motion_history)
+    assert motion == ((0.4, 2.0, 10) if name == QUICKSTART else (0.0, 1.0, 10))
     assert len(model.track_head.cls_embed.bias) == classes + 1
     assert model.track_head.num_transformer_decoder_layers == (3 if ratios is None else 9)
     for pipeline in pipelines(cfg):

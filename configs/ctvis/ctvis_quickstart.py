@@ -21,7 +21,8 @@
 # average; tools/quickstart.sh (2 threads, 4200 iterations in 19 min 27 s): validation 49.76,
 # held-out 54.56 (docs/benchmarks.md). Retuned for query dropout (weight 0.3 -> 0.4, sigma 1 ->
 # 2 radii): on the five checkpoints of the dropout recipe, validation +1.6, 96 held-out videos
-# +0.6 and 48 fresh ones +1.3 (all five up there).
+# +0.6, 48 fresh ones +1.3 (all five up on those); tools/quickstart.sh (2 threads, 3193
+# iterations in 19 min 30 s): validation 51.24 (49.22 with the old setting), held-out 54.72.
 # Query dropout (query_dropout, since 2026-12-05; not in CTVIS): 12 queries, each training frame
 # decodes its own random 10 of them (so an iteration costs what 10 queries did), inference all 12;
 # an instance changes query within a training clip, and its re-id embedding has to describe the
