@@ -128,16 +128,17 @@ class _InMemoryYouTubeVIS(YouTubeVIS):
         self.global_tid_counter = 0
 
 
+def video_length(video: dict) -> int:
+    """Frames of a (checked) ground-truth video: its ``length``, or its ``file_names``' count
+    where the file leaves ``length`` out (the format allows it)."""
+    length = video.get('length')
+    return len(video['file_names']) if length is None else length
+
+
 def _video_table(gt: dict) -> Dict[int, dict]:
     """id -> {id, height, width, length} of the (checked) ground truth."""
-    table = {}
-    for video in gt['videos']:
-        length = video.get('length')
-        if length is None:
-            length = len(video['file_names'])
-        table[video['id']] = dict(id=video['id'], height=video['height'],
-                                  width=video['width'], length=length)
-    return table
+    return {video['id']: dict(id=video['id'], height=video['height'], width=video['width'],
+                              length=video_length(video)) for video in gt['videos']}
 
 
 def _converted(entry: dict, video: dict) -> List[Optional[dict]]:

@@ -2,9 +2,11 @@
 
 :func:`evaluate_ytvis` returns the numbers of the official YouTube-VIS cocoapi
 (``ytvoseval.YTVISeval``; mmdet ships a copy as ``mmdet.evaluation.functional.YTVISeval``) on the
-same inputs, bit for bit. We keep our own because that copy crashes on numpy >= 1.24 (``np.float``),
-hangs or reads out of bounds on a malformed RLE (:mod:`ctvis.datasets.ytvis_format` checks the
-inputs here), and merges the masks of every (prediction, ground truth, frame) one call at a time.
+same well-formed inputs, bit for bit (some files it would score are refused here: results of an
+unknown category, an absent frame as ``[]``, float ids). We keep our own because that copy
+crashes on numpy >= 1.24 (``np.float``), hangs or reads out of bounds on a malformed RLE
+(:mod:`ctvis.datasets.ytvis_format` checks the inputs here), and merges the masks of every
+(prediction, ground truth, frame) one call at a time.
 
 As ``YTVISeval.evaluate / accumulate / summarize``, per (category, video) pair:
 

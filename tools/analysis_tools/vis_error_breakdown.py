@@ -44,7 +44,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_json_file
-from ctvis.evaluation.tracking_metrics import TrackingEvaluator, segmentation_to_rle
+from ctvis.evaluation.tracking_metrics import (TrackingEvaluator, segmentation_to_rle,
+                                               video_length)
 from ctvis.evaluation.ytvis_eval import YTVISEvaluator
 
 NEAR_PX = 2  # boxes this close count as touching
@@ -139,7 +140,7 @@ def analyse_video(video: dict, instances: List[dict], tracks: List[dict], iou_th
                   counts: Counter) -> Tuple[List[dict], List[dict]]:
     """Count coverage and switches of one video; return its masks re-associated by identity:
     one track per matched instance, and what is left of the original tracks."""
-    height, width, length = video['height'], video['width'], video['length']
+    height, width, length = video['height'], video['width'], video_length(video)
     # (None for missing or empty masks: models write empty masks for the frames a track is not in)
     gt_rles = [[segmentation_to_rle(s, height, width) for s in a['segmentations']]
                for a in instances]
