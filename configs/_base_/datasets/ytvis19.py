@@ -29,7 +29,9 @@ real_video_pipeline = [
                     crop_size=(384, 600),
                     allow_negative_crop=True,
                     recompute_bbox=True)),
-            dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True),
+            # Pillow's bilinear resize (antialiased), as the official training and our test
+            dict(type='RandomChoiceResize', scales=train_scales, keep_ratio=True,
+                 backend='pillow'),
             dict(type='RandomFlip', prob=0.5),
             dict(type='DropEmptyMaskInstances'),
         ]),
