@@ -369,6 +369,27 @@ def test_pipeline_steps(path, monkeypatch):
     assert outline(cfg.val_dataloader.dataset.pipeline) == PIPELINES[path]['test']
 
 
+@pytest.mark.parametrize('path', sorted(PIPELINES))
+def test_datasets_build(path, monkeypatch):
+    """Every loader's dataset as built (lazily: no files needed), with its class and version:
+    a key left over from a base config (an OVIS loader with YouTube-VIS's dataset_version) is
+    refused by the dataset at build time."""
+    from mmdet.registry import DATASETS
+    monkeypatch.setenv('CTVIS_TOY_DATA', 'data/toy_vis/')
+    cfg = Config.fromfile(osp.join(REPO, path))
+    init_default_scope('mmdet')
+    built = {}
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        config = dict(cfg[loader].dataset, lazy_init=True)
+        if 'datasets' in config:
+            config['datasets'] = [dict(d, lazy_init=True) for d in config['datasets']]
+        dataset = DATASETS.build(config)
+        built[loader] = [type(d).__name__ for d in getattr(dataset, 'datasets', [dataset])]
+    real = built['train_dataloader'][-1]
+    assert built['val_dataloader'] == built['test_dataloader'] == [real]
+    assert ('ovis' in path) == (real == 'OVISDataset')
+
+
 def built_resizes(pipeline: list) -> list:
     """The image resizes of a pipeline as built (``Resize`` objects, inner ones included)."""
     found = []

@@ -19,7 +19,7 @@ val_dataloader.dataset.update(type='OVISDataset', data_root=data_root,
                               ann_file='annotations/valid.json',
                               data_prefix=dict(img_path='valid/'))
 val_dataloader.dataset.pop('dataset_version')
-test_dataloader = val_dataloader
+test_dataloader = dict(val_dataloader, _delete_=True)  # not merged over the base's 2019 loader
 val_evaluator = _base_.val_evaluator
 val_evaluator.update(ann_file=data_root + 'annotations/valid.json',
                      outfile_prefix='./work_dirs/ovis_results')
