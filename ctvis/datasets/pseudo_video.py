@@ -27,14 +27,15 @@ import os.path as osp
 from collections import Counter
 from typing import Dict, List, Mapping, Optional, Tuple
 
+import numpy as np
 from mmengine.logging import print_log
 
-from mmdet.datasets import BaseVideoDataset
 from mmdet.registry import DATASETS
-from .ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, check_filter_cfg,
-                    check_frame_files, read_annotation_json)
+from .ytvis import (OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES,
+                    FrameCheckingVideoDataset, check_filter_cfg, read_annotation_json)
+from .ytvis_format import MaskCollector, Videos, YTVISFormatError
+from .ytvis_format.loading import is_real
 from .ytvis_format.rle import polygons_problem
-from .ytvis_format import YTVISFormatError
 
 # ----------------------------------------------------------------------------- category maps
 # The official CTVIS maps (COCO_TO_YTVIS_2019 / _2021 / COCO_TO_OVIS of the released code: 21 / 23
@@ -115,9 +116,15 @@ AMBIGUOUS_COCO_CATEGORIES: Dict[str, Tuple[str, ...]] = {
 }
 
 
+def polygon_area(coordinates: List[float]) -> float:
+    """Area enclosed by a flat ``[x0, y0, x1, y1, ...]`` polygon (shoelace formula)."""
+    xs, ys = np.asarray(coordinates[0::2], np.float64), np.asarray(coordinates[1::2], np.float64)
+    return abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1)))) / 2
+
+
 # ----------------------------------------------------------------------------- dataset
 @DATASETS.register_module()
-class CocoPseudoVideoDataset(BaseVideoDataset):
+class CocoPseudoVideoDataset(FrameCheckingVideoDataset):
     """COCO images as one-frame videos labelled with the classes of a VIS dataset.
 
     Reads a COCO instances JSON directly (no conversion step). Annotations whose category maps
@@ -146,8 +153,10 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
             ``category_map``. Defaults to False (the official maps).
         metainfo (dict, optional): With ``target``, its classes must equal the target's.
         check_frames (bool): Check at load time that every kept image exists and is not an empty
-            file (one ``os.scandir`` per image folder), naming the first that fails; a missing
-            image otherwise failed only when a batch drew it. Defaults to True.
+            file (one ``os.scandir`` per image folder), naming the first that fails (a missing
+            image otherwise failed only when a batch drew it), and, the first time an image is
+            loaded, that it decodes to the size the file gives it (its masks are drawn at that
+            size). Defaults to True.
         **kwargs: Arguments of :class:`mmengine.dataset.BaseDataset` (``ann_file``,
             ``data_root``, ``data_prefix=dict(img_path=...)``, ``pipeline`` ...).
     """
@@ -161,7 +170,6 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
                  check_frames: bool = True,
                  **kwargs) -> None:
         name = type(self).__name__
-        self.check_frames = check_frames
         metainfo = dict(metainfo or {})
         if drop_ambiguous_categories and (target is None or category_map is not None):
             raise ValueError(f'{name}: drop_ambiguous_categories edits the official map of a '
@@ -193,7 +201,12 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
         self.target = target
         self.drop_ambiguous_categories = drop_ambiguous_categories
         self.category_map = dict(category_map)
-        super().__init__(metainfo=metainfo, **kwargs)
+        super().__init__(check_frames=check_frames, metainfo=metainfo, **kwargs)
+
+    def _sized_at_load(self, video: dict) -> List[dict]:
+        """None: reading the headers of COCO's 100k images at load would take minutes; each is
+        checked when first loaded instead."""
+        return []
 
     def load_data_list(self) -> List[dict]:
         """Read and validate ``self.ann_file`` and build the one-frame videos.
@@ -206,6 +219,11 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
         images = self._parse_images(raw['images'])
         skipped = Counter()
         seen_ann_ids = set()
+        # RLE masks are checked in bulk at the end, as the video datasets check theirs
+        image_table = Videos.from_lists(list(images), [i['height'] for i in images.values()],
+                                        [i['width'] for i in images.values()], [1] * len(images))
+        rles = MaskCollector(image_table)
+        rle_instances: Dict[int, Tuple[dict, dict]] = {}  # annotation index -> instance, image
         for index, ann in enumerate(raw['annotations']):
             if not isinstance(ann, dict) or not isinstance(ann.get('id'), int):
                 raise YTVISFormatError(
@@ -227,7 +245,19 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
             if instance is None:
                 skipped['empty box or mask'] += 1
                 continue
+            if isinstance(instance['mask'], dict):
+                rles.add_track(index, image_table.index[image['img_id']], [instance['mask']],
+                               False, lambda *_, where=where: where)
+                rle_instances[index] = instance, image
             image['instances'].append(instance)
+        mask_table = rles.build(len(raw['annotations']),
+                                lambda index, _: f"{self.ann_file}: annotation id="
+                                f"{raw['annotations'][index]['id']}")
+        for index, area in zip(mask_table.track.tolist(), mask_table.area.tolist()):
+            if area == 0:  # an RLE that covers nothing
+                instance, image = rle_instances[index]
+                image['instances'].remove(instance)
+                skipped['empty box or mask'] += 1
 
         data_list = []
         for img_id, image in images.items():
@@ -243,7 +273,7 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
                 f'{self.ann_file}: no image has an annotation of the target classes (of '
                 f'{len(images)} images; skipped {dict(skipped)}): nothing to train on')
         if self.check_frames:
-            check_frame_files(data_list, self.ann_file)
+            self._check_frames(data_list)
         return data_list
 
     def _read_json(self) -> dict:
@@ -319,16 +349,24 @@ class CocoPseudoVideoDataset(BaseVideoDataset):
         if not isinstance(segmentation, (list, dict)):
             raise YTVISFormatError(f'{where}: segmentation must be polygons or an RLE dict, '
                                      f'got {type(segmentation).__name__}')
-        if isinstance(segmentation, list):  # polygons of fewer than 3 points cover nothing
+        if isinstance(segmentation, list):
+            # polygons of fewer than 3 points, or of zero area (collinear), cover nothing
             segmentation = [p for p in segmentation if not isinstance(p, list) or len(p) >= 6]
             problem = polygons_problem(segmentation)
             if problem:
                 raise YTVISFormatError(f'{where}: {problem}')
+            segmentation = [p for p in segmentation if polygon_area(p) > 0]
+        area = ann.get('area', 1)
+        if not is_real(area) or not math.isfinite(area):
+            raise YTVISFormatError(f"{where}: 'area' must be a finite number, got {area!r}")
+        iscrowd = ann.get('iscrowd', 0)
+        if iscrowd not in (0, 1):
+            raise YTVISFormatError(f"{where}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
         x, y, w, h = bbox
-        if w < 1 or h < 1 or ann.get('area', 1) <= 0 or not segmentation:
+        if w < 1 or h < 1 or area <= 0 or not segmentation:
             return None
         return dict(bbox=[x, y, x + w, y + h], bbox_label=label, mask=segmentation,
-                    instance_id=ann['id'], ignore_flag=int(bool(ann.get('iscrowd', 0))))
+                    instance_id=ann['id'], ignore_flag=int(iscrowd))
 
     def filter_data(self) -> List[dict]:
         """Drop images smaller than ``filter_cfg['min_size']`` (images without target annotations

@@ -16,6 +16,13 @@ from mmdet.structures.bbox import BaseBoxes, HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
 
 
+def _shortest_edge_size(wh: Tuple[int, int], scale: Tuple[int, int]) -> Tuple[int, int]:
+    """``mmcv.rescale_size`` with at least one pixel per side: a very elongated image (say
+    1x3000) would otherwise round its short side to 0 and fail with no file named."""
+    width, height = mmcv.rescale_size(wh, scale)
+    return max(width, 1), max(height, 1)
+
+
 def _resize_matrix(src_hw: Tuple[int, int], dst_hw: Tuple[int, int]) -> np.ndarray:
     """3x3 pixel-index map of a resize, pixel-centre aligned like ``cv2.resize``."""
     sx, sy = dst_hw[1] / src_hw[1], dst_hw[0] / src_hw[0]
@@ -197,8 +204,8 @@ class PseudoVideoFromImage(BaseTransform):
         # 1. Resize + linearly moving crop.
         if np.random.rand() < self.crop_prob:
             short_edge = int(np.random.choice(self.crop_resize_short_edges))
-            resized_w, resized_h = mmcv.rescale_size((width, height),
-                                                     (self.crop_resize_max_edge, short_edge))
+            resized_w, resized_h = _shortest_edge_size((width, height),
+                                                       (self.crop_resize_max_edge, short_edge))
             pre_resize = _resize_matrix((height, width), (resized_h, resized_w))
             low, high = self.crop_size_range
             crop_h = np.random.randint(min(resized_h, low), min(resized_h, high) + 1)
@@ -215,8 +222,8 @@ class PseudoVideoFromImage(BaseTransform):
             first_scale = (1.0, 1.0)
         # 2. Shortest-edge resize.
         short_edge = int(np.random.choice(self.resize_short_edges))
-        out_w, out_h = mmcv.rescale_size((region_hw[1], region_hw[0]),
-                                         (self.resize_max_edge, short_edge))
+        out_w, out_h = _shortest_edge_size((region_hw[1], region_hw[0]),
+                                           (self.resize_max_edge, short_edge))
         shared = _resize_matrix(region_hw, (out_h, out_w))
         scale_factor = (first_scale[0] * out_w / region_hw[1],
                         first_scale[1] * out_h / region_hw[0])

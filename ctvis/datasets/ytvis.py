@@ -198,8 +198,97 @@ def read_annotation_json(ann_file: str, owner: str) -> dict:
     return raw
 
 
+class FrameCheckingVideoDataset(BaseVideoDataset):
+    """A video dataset whose frame files are checked before their frames are used.
+
+    At load time (:meth:`_check_frames`): every frame exists and is not empty, and the frames of
+    :meth:`_sized_at_load` decode to their annotated size. Each other frame's size is checked the
+    first time its video is loaded in a process (:meth:`prepare_data`): masks are decoded at the
+    annotated size, so a frame stored at another size (downscaled after annotation, or rotated
+    by its EXIF orientation) would be misaligned with them, or fail deep in the pipeline. Remote
+    frames (a URI prefix) are not checked.
+
+    Args:
+        check_frames (bool): Run the checks. Defaults to True.
+        **kwargs: Arguments of :class:`mmdet.datasets.BaseVideoDataset`.
+    """
+
+    def __init__(self, *, check_frames: bool = True, **kwargs) -> None:
+        self.check_frames = check_frames
+        self._checked_videos: set = set()  # indices whose frames _check_video_frames passed
+        super().__init__(**kwargs)
+
+    def _sized_at_load(self, video: dict) -> List[dict]:
+        """The frames of a video whose size :meth:`_check_frames` reads (one header each)."""
+        return video['images'] if self.test_mode else video['images'][:1]
+
+    def _check_frames(self, videos: Iterable[dict]) -> None:
+        """Raise :class:`MissingFrameError` for the first frame not found on disk,
+        :class:`YTVISFormatError` for an empty frame file or a frame of :meth:`_sized_at_load`
+        that does not have its annotated size. Cost: one ``os.scandir`` per frame folder and
+        one image-header read per frame of :meth:`_sized_at_load`.
+        """
+        if self._frames_are_remote():
+            print_log(f"{type(self).__name__}: frames under {self.data_prefix['img_path']} are "
+                      'remote; skipped the frame check', logger='current')
+            return
+        videos = list(videos)
+        check_frame_files(videos, self.ann_file)
+        for video in videos:
+            for frame in self._sized_at_load(video):
+                self._check_frame_size(frame)
+
+    def _frames_are_remote(self) -> bool:
+        """Whether the frames' prefix is a URI (no local files to check)."""
+        return '://' in (self.data_prefix.get('img_path', '') or '')
+
+    def _check_frame_size(self, frame: dict) -> None:
+        """Raise :class:`YTVISFormatError` unless the frame's file is an image that decodes to
+        the frame's ``height`` x ``width`` (read from its header)."""
+        where = f"{self.ann_file}: video id={frame['video_id']}"
+        try:
+            height, width = decoded_image_size(frame['img_path'])
+        except OSError as error:
+            raise YTVISFormatError(f"{where}, frame {frame['frame_id']}: cannot read "
+                                   f"{frame['img_path']}: {error}") from error
+        if (height, width) != (frame['height'], frame['width']):
+            raise YTVISFormatError(
+                f"{where}: frame {frame['frame_id']} ({frame['img_path']}) is {height}x{width} "
+                f"(HxW) but the file says {frame['height']}x{frame['width']}")
+
+    def _check_video_frames(self, video_index: int) -> None:
+        """Check the size of the frames of a video that :meth:`_check_frames` did not, the first
+        time the video is loaded in this process."""
+        if video_index in self._checked_videos:
+            return
+        if not self._frames_are_remote():
+            video = self.get_data_info(video_index)
+            for frame in video['images'][len(self._sized_at_load(video)):]:
+                self._check_frame_size(frame)
+        self._checked_videos.add(video_index)
+
+    def prepare_data(self, idx: Union[int, Tuple[int, int]]) -> Any:
+        """mmdet's video ``prepare_data`` (``idx``: a video index or (video, frame) indices),
+        after :meth:`_check_video_frames` when ``check_frames``.
+
+        A frame whose header reads but whose data does not decode (mmcv's loader asserts) raises
+        :class:`YTVISFormatError` naming the annotation file, the video and the frame file.
+        """
+        video_index = idx[0] if isinstance(idx, tuple) else idx
+        if self.check_frames:
+            self._check_video_frames(video_index)
+        try:
+            return super().prepare_data(idx)
+        except AssertionError as error:
+            if not str(error).startswith('failed to load image'):
+                raise
+            video_id = self.get_data_info(video_index)['video_id']
+            raise YTVISFormatError(f'{self.ann_file}: video id={video_id}: {error} (the file '
+                                   'is not a decodable image)') from error
+
+
 @DATASETS.register_module()
-class YTVISDataset(BaseVideoDataset):
+class YTVISDataset(FrameCheckingVideoDataset):
     """YouTube-VIS format video dataset read from the official raw JSON.
 
     mmdet's ``YouTubeVISDataset`` needs the JSON converted to CocoVID first, fixes its classes by
@@ -246,9 +335,7 @@ class YTVISDataset(BaseVideoDataset):
                                  f'dataset_version={dataset_version!r}')
             metainfo['classes'] = version_classes
         self.dataset_version = dataset_version
-        self.check_frames = check_frames
-        self._checked_videos: set = set()  # indices whose frames _check_video_frames passed
-        super().__init__(metainfo=metainfo, **kwargs)
+        super().__init__(check_frames=check_frames, metainfo=metainfo, **kwargs)
 
     # ------------------------------------------------------------------ loading
     def load_data_list(self) -> List[dict]:
@@ -272,7 +359,7 @@ class YTVISDataset(BaseVideoDataset):
             raise YTVISFormatError(f"{self.ann_file}: 'annotations' must be a list")
         self._add_instances(annotations, videos, video_table, labels)
         if self.check_frames:
-            self._check_frames(videos)
+            self._check_frames(videos.values())
 
         data_list = list(videos.values())
         if not data_list:
@@ -423,73 +510,6 @@ class YTVISDataset(BaseVideoDataset):
                 f'{type(self).__name__}: {self.ann_file}: treated {num_empty_polygon_frames} '
                 'empty polygon lists as absent; ignored '
                 f'{num_bbox_without_mask} per-frame boxes that have no mask', logger='current')
-
-    def _check_frames(self, videos: Dict[int, dict]) -> None:
-        """Raise :class:`MissingFrameError` for the first frame not found on disk,
-        :class:`YTVISFormatError` for an empty frame file or when a video's first frame (in
-        ``test_mode`` every frame) does not have the video's size (e.g. frames downscaled after
-        annotation; RLE masks would then not fit the images).
-
-        Cost: one ``os.scandir`` per frame folder and one image-header read per video (per frame
-        in ``test_mode``).
-        """
-        if self._frames_are_remote():
-            print_log(f"{type(self).__name__}: frames under {self.data_prefix['img_path']} are "
-                      'remote; skipped the frame check', logger='current')
-            return
-        check_frame_files(videos.values(), self.ann_file)
-        for video in videos.values():
-            for frame in video['images'] if self.test_mode else video['images'][:1]:
-                self._check_frame_size(frame)
-
-    def _frames_are_remote(self) -> bool:
-        """Whether the frames' prefix is a URI (no local files to check)."""
-        return '://' in (self.data_prefix.get('img_path', '') or '')
-
-    def _check_frame_size(self, frame: dict) -> None:
-        """Raise :class:`YTVISFormatError` unless the frame's file is an image that decodes to
-        the frame's ``height`` x ``width`` (read from its header)."""
-        where = f"{self.ann_file}: video id={frame['video_id']}"
-        try:
-            height, width = decoded_image_size(frame['img_path'])
-        except OSError as error:
-            raise YTVISFormatError(f"{where}, frame {frame['frame_id']}: cannot read "
-                                   f"{frame['img_path']}: {error}") from error
-        if (height, width) != (frame['height'], frame['width']):
-            raise YTVISFormatError(
-                f"{where}: frame {frame['frame_id']} ({frame['img_path']}) is {height}x{width} "
-                f"(HxW) but the file says {frame['height']}x{frame['width']}")
-
-    def _check_video_frames(self, video_index: int) -> None:
-        """Check the size of every frame of a video after the first (:meth:`_check_frames`
-        checked that one at load time, and all of them in ``test_mode``) the first time it is
-        loaded in this process: the masks are decoded at the video's size, so a frame of another
-        size would be misaligned with them (or fail deep in the pipeline)."""
-        if video_index in self._checked_videos:
-            return
-        if not self._frames_are_remote() and not self.test_mode:
-            for frame in self.get_data_info(video_index)['images'][1:]:
-                self._check_frame_size(frame)
-        self._checked_videos.add(video_index)
-
-    def prepare_data(self, idx: Union[int, Tuple[int, int]]) -> Any:
-        """mmdet's video ``prepare_data`` (``idx``: a video index or (video, frame) indices),
-        after :meth:`_check_video_frames` when ``check_frames``.
-
-        A frame whose header reads but whose data does not decode (mmcv's loader asserts) raises
-        :class:`YTVISFormatError` naming the annotation file, the video and the frame file.
-        """
-        video_index = idx[0] if isinstance(idx, tuple) else idx
-        if self.check_frames:
-            self._check_video_frames(video_index)
-        try:
-            return super().prepare_data(idx)
-        except AssertionError as error:
-            if not str(error).startswith('failed to load image'):
-                raise
-            video_id = self.get_data_info(video_index)['video_id']
-            raise YTVISFormatError(f'{self.ann_file}: video id={video_id}: {error} (the file '
-                                   'is not a decodable image)') from error
 
     # ---------------------------------------------------------------- filtering
     def filter_data(self) -> List[dict]:

@@ -1,5 +1,6 @@
 """COCO pseudo-videos: category maps, the COCO dataset, the pseudo-video transform and the
 dataset-ratio sampler used for joint training."""
+import copy
 import json
 import os.path as osp
 import re
@@ -229,6 +230,20 @@ def test_coco_dataset_errors_name_the_file(tmp_path):
         (write(dict(good, annotations=[dict(good['annotations'][0], segmentation=[[1, 2, 'x',
                                                                                   4, 5, 6]])]),
                'bad_polygon.json'), 'annotation id=10: polygon coordinates contain non-numbers'),
+        (write(dict(good, annotations=[dict(good['annotations'][0], area=None)]),
+               'null_area.json'), "annotation id=10: 'area' must be a finite number, got None"),
+        (write(dict(good, annotations=[dict(good['annotations'][0], iscrowd=2)]),
+               'crowd2.json'), "annotation id=10: 'iscrowd' must be 0 or 1, got 2"),
+        # RLEs are checked before pycocotools sees them: it decodes runs that fall short of the
+        # image with uninitialised memory, and names nothing when it fails
+        (write(dict(good, annotations=[dict(good['annotations'][0], segmentation=dict(
+            size=[60, 80], counts=[305, 20, 40, 20]))]), 'short_rle.json'),
+         r'annotation id=10: malformed RLE: uncompressed counts .* sum to 385 pixels'),
+        (write(dict(good, annotations=[dict(good['annotations'][0], segmentation=dict(
+            size=[30, 40], counts=[305, 20, 875]))]), 'rle_size.json'),
+         r'annotation id=10: RLE size \[30, 40\] does not match'),
+        (write(dict(good, annotations=[dict(good['annotations'][0], segmentation=dict(
+            size=[60, 80]))]), 'rle_no_counts.json'), "annotation id=10: malformed RLE"),
         # nothing to train on: failed as "need at least one array to concatenate"
         (write(dict(good, annotations=[a for a in good['annotations'] if a['category_id'] == 74]),
                'only_mice.json'), 'no image has an annotation of the target classes'),
@@ -268,6 +283,45 @@ def test_coco_images_are_checked_and_degenerate_polygons_dropped_at_load(tmp_pat
     dataset = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, data_prefix=prefix,
                                      pipeline=[])
     assert sorted(_labels(dataset)) == [1, 4]  # image 2 left without a target annotation
+    # three collinear points, and an RLE that covers nothing, draw empty masks too
+    # three collinear points, and an RLE that covers nothing, draw empty masks too; a triangle
+    # of positive area is kept
+    bicycle = next(ann for ann in coco['annotations'] if ann['id'] == 17)
+    for segmentation, kept in (([[30, 30, 40, 40, 50, 50]], [1, 4]),
+                               (dict(size=[60, 80], counts=[4800]), [1, 4]),
+                               ([[30, 30, 50, 30, 40, 50]], [1, 2, 4])):
+        bicycle['segmentation'] = segmentation
+        with open(ann_file, 'w') as f:
+            json.dump(coco, f)
+        dataset = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file,
+                                         data_prefix=prefix, pipeline=[], check_frames=False)
+        assert sorted(_labels(dataset)) == kept
+
+
+def test_coco_image_size_is_checked_when_first_loaded(tmp_path):
+    """An image stored at another size than the file says (downscaled after annotation, or
+    rotated by its EXIF orientation) would get masks drawn for another canvas: empty, or a
+    reshape error naming no file."""
+    ann_file = _write_coco(tmp_path, with_images=True)
+    pipeline = [dict(type='mmdet.VideoClipSample', num_frames=1, frame_range=1),
+                dict(type='mmdet.TransformBroadcaster',
+                     transforms=[dict(type='mmdet.LoadImageFromFile')])]
+
+    def first_item(prefix):
+        dataset = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, pipeline=pipeline,
+                                         data_prefix=dict(img_path=prefix))
+        return dataset[0]
+
+    assert first_item(str(tmp_path))['img_shape'] == [(60, 80)]
+    cv2.imwrite(str(tmp_path / '001.png'), np.zeros((30, 40, 3), np.uint8))
+    with pytest.raises(YTVISFormatError, match=re.escape(
+            f'{ann_file}: video id=1: frame 0 ({tmp_path}/001.png) is 30x40 (HxW) but the file '
+            'says 60x80')):
+        first_item(str(tmp_path))
+    # remote images are not checked (no local file to read): the dataset builds
+    dataset = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, pipeline=[],
+                                     data_prefix=dict(img_path='s3://bucket/coco/'))
+    assert len(dataset) == 3
 
 
 # ----------------------------------------------------------------------------- transform
@@ -422,6 +476,23 @@ def test_crop_window_moves_linearly_and_keeps_its_size():
         assert corners.min() >= -0.5
         assert (corners[:, 0] + frame_w / scale_x).max() <= W + 0.5
         assert (corners[:, 1] + frame_h / scale_y).max() <= H + 0.5
+
+
+@pytest.mark.parametrize('height, width', [(1, 3000), (3000, 1), (1, 1)])
+def test_elongated_images_keep_a_pixel_per_side(height, width):
+    """A 1x3000 image's short side rounds to 0 at the max-edge resize: the frames failed with a
+    division by zero or a reshape to (0, 768), naming no file."""
+    results = dict(img=np.full((height, width, 3), 100, np.uint8), img_path='thin.png',
+                   img_id=1, ori_shape=(height, width), img_shape=(height, width),
+                   gt_masks=BitmapMasks(np.ones((1, height, width), np.uint8), height, width),
+                   gt_bboxes=np.array([[0, 0, width, height]], np.float32),
+                   gt_bboxes_labels=np.array([0]), gt_instances_ids=np.array([1], np.int32),
+                   gt_ignore_flags=np.zeros(1, bool))
+    for crop_prob in (0.0, 1.0):
+        np.random.seed(0)
+        clip = PseudoVideoFromImage(num_frames=3, crop_prob=crop_prob)(copy.deepcopy(results))
+        for img, shape in zip(clip['img'], clip['img_shape']):
+            assert min(shape) >= 1 and img.shape[:2] == shape
 
 
 def test_frame_size_and_flip_are_shared_by_the_clip():
