@@ -247,11 +247,12 @@ class CTVIS(BaseMOTModel):
         queries, track_ids = self.tracker.track(meta['frame_id'], logits, mask_logits, embeds)
         masks = resize_mask_logits(mask_logits[queries], meta['batch_input_shape'],
                                    meta['img_shape'][:2], meta['ori_shape'][:2])
-        self.tracker.video.add_frame(meta['frame_id'], track_ids.tolist(), logits[queries], masks)
+        rles = self.tracker.video.add_frame(meta['frame_id'], track_ids.tolist(),
+                                            logits[queries], masks)
         scores, labels = logits[queries].softmax(-1)[:, :-1].max(-1)
         return InstanceData(
             instances_id=track_ids, labels=labels.cpu(), scores=scores.cpu(),
-            queries=queries.cpu(), masks=self.tracker.video.last_masks(track_ids.tolist()))
+            queries=queries.cpu(), masks=rles)
 
     def video_result(self, meta: dict) -> TrackDataSample:
         """The video-level predictions of the video tracked so far (spec §4.3).

@@ -258,13 +258,19 @@ class RandomIdentityTracker(CTVISTracker):
     to the real tracker measures what the learned association contributes.
 
     Args:
-        seed (int): Seed of the random assignment.
+        seed (int): Seed of the random assignment, set again at each video's first frame, so a
+            video's identities do not depend on the videos tracked before it.
         **kwargs: Arguments of :class:`CTVISTracker`.
     """
 
     def __init__(self, *args, seed: int = 0, **kwargs) -> None:
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.generator = torch.Generator()
         super().__init__(*args, **kwargs)
+
+    def reset(self) -> None:
+        super().reset()
+        self.generator.manual_seed(self.seed)
 
     def assign(self, scores: Tensor, track_frames: Tensor) -> List[int]:
         num_dets, num_tracks = scores.shape

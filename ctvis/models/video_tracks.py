@@ -209,7 +209,7 @@ class VideoTracks:
         self.ori_shape: Optional[Tuple[int, int]] = None
 
     def add_frame(self, frame_id: int, track_ids: Sequence[int], logits: Tensor,
-                  mask_logits: Tensor) -> None:
+                  mask_logits: Tensor) -> List[dict]:
         """Record one frame.
 
         Args:
@@ -217,10 +217,16 @@ class VideoTracks:
             track_ids (Sequence[int]): Track id of each detection kept this frame, length N.
             logits (Tensor): Class logits of those detections, shape (N, C + 1).
             mask_logits (Tensor): Their mask logits at original resolution, shape (N, H, W).
+
+        Returns:
+            list[dict]: The detections' binary masks as RLE, in the order given (also those of
+            tracks the short-track rule drops from the record in this very frame, as it does
+            with ``none_frame_num=0``).
         """
         rles, score_num, score_den = encode_detections(mask_logits, with_rles=len(track_ids) > 0)
         self.add_encoded(frame_id, track_ids, logits, rles, score_num, score_den,
                          tuple(mask_logits.shape[-2:]))
+        return rles
 
     def add_encoded(self, frame_id: int, track_ids: Sequence[int], logits: Tensor,
                     rles: Sequence[dict], score_num: Tensor, score_den: Tensor,
@@ -269,16 +275,6 @@ class VideoTracks:
         """Length of the RLE ``counts`` strings of every recorded mask: the part of the video-level
         output that grows with the video (one character per byte)."""
         return sum(len(rle['counts']) for record in self.records.values() for rle in record.masks)
-
-    def last_masks(self, track_ids: Sequence[int]) -> List[dict]:
-        """The latest recorded mask (RLE dict) of each track, in the order given.
-
-        Right after :meth:`add_frame` these are the masks of that frame.
-
-        Raises:
-            KeyError: A track id that has no record (never recorded, or suppressed).
-        """
-        return [self.records[int(i)].masks[-1] for i in track_ids]
 
     def track_logits(self) -> Tensor:
         """Mean class logits of every recorded track, shape (K, C + 1), in creation order.

@@ -184,6 +184,20 @@ def test_any_base_video_tracker_plugs_into_the_model():
     assert [mask_of_track[i] for i in top.instances_id.tolist()] == top.masks  # same frame 0
 
 
+def test_frames_report_tracks_the_short_track_rule_drops_at_once():
+    """``none_frame_num=0`` drops every short track from the video record in the frame it is
+    seen; the frame's output still has its detections (it crashed reading their masks)."""
+    model = model_with_tracker(dict(type='CTVISTracker', num_classes=3, noise_frame_num=0,
+                                    none_frame_num=0, suppress_frame_num=100)).eval()
+    frames = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outs = [model.predict(frames[None, t:t + 1], [frame_sample(t, 3)])[0] for t in range(3)]
+    for out in outs[:2]:
+        current = out[0].pred_track_instances
+        assert len(current) >= 1 and len(current.masks) == len(current)
+    assert len(outs[2][0].pred_track_instances) == 0  # every track suppressed in the video
+
+
 def test_a_tracker_outside_the_interface_is_refused():
     with pytest.raises(TypeError, match='builds a VideoTracks, which is not a '
                                         'ctvis.models.BaseVideoTracker'):
