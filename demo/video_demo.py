@@ -28,7 +28,6 @@ import os
 import os.path as osp
 import re
 import signal
-import stat
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from ctvis.apis import OnlineVideoSegmenter
 from ctvis.datasets.ytvis import decoded_image_size
 from ctvis.engine import draw_tracks
 from ctvis.models import VideoPrediction
-from ctvis.utils import known_noise_filtered, tune_malloc
+from ctvis.utils import known_noise_filtered, output_file_problem, tune_malloc
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 # containers OpenCV's VideoWriter writes with the mp4v codec, chosen by the extension
@@ -105,20 +104,9 @@ def prepare_outputs(paths: Sequence[Optional[str]], inputs: Sequence[str] = ()) 
             raise InputError(f'{path}: is also the output {written[real]}; give each output its '
                              'own file')
         written[real] = path
-        folder = osp.dirname(osp.abspath(path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            raise InputError(f'{path}: cannot create its folder {folder}: {e.strerror}') from e
-        if osp.isdir(path):
-            raise InputError(f'{path}: is a folder, expected a file name')
-        if osp.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
-            raise InputError(f'{path}: exists and is not a regular file')
-        try:  # os.access says yes to root everywhere; creating a file is the real test
-            with tempfile.NamedTemporaryFile(dir=folder, prefix='.video_demo_'):
-                pass
-        except OSError as e:
-            raise InputError(f'{path}: its folder {folder} is not writable: {e.strerror}') from e
+        problem = output_file_problem(path)
+        if problem is not None:
+            raise InputError(f'{path}: {problem}')
 
 
 def write_json_atomically(path: str, content: Union[list, dict]) -> None:

@@ -22,8 +22,8 @@ from ctvis.engine import CheckpointFitsModel, VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, builds_class, checkpoint_problem,
-                         load_tool_config, parse_tool_args, run_and_release_process_group,
-                         tool_run, tune_malloc)
+                         load_tool_config, output_file_problem, output_folder_problem,
+                         parse_tool_args, run_and_release_process_group, tool_run, tune_malloc)
 from mmdet.registry import METRICS
 
 
@@ -83,6 +83,12 @@ def configure_testing(args: argparse.Namespace) -> Config:
     cfg.load_from = args.checkpoint
     if args.out is not None:
         write_results_with_metric(cfg, args.out, args.config)
+    # written after the whole inference: refused now rather than failing then
+    for option, path, problem_of in (('--out', args.out, output_file_problem),
+                                     ('--show-dir', args.show_dir, output_folder_problem)):
+        problem = None if path is None else problem_of(path)
+        if problem is not None:
+            raise ConfigError(f'{option} {path}: {problem}')
     return cfg
 
 

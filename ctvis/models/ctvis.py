@@ -214,7 +214,8 @@ class CTVIS(BaseMOTModel):
         """
         if inputs.shape[0] != 1:
             raise ValueError(
-                f'CTVIS predicts one video at a time, got a batch of {inputs.shape[0]}')
+                f'CTVIS predicts one video at a time, got a batch of {inputs.shape[0]}: set '
+                'batch_size=1 in test_dataloader and val_dataloader')
         video = data_samples[0]
         frames = inputs[0]
         for start in range(0, len(video), self.chunk_size):

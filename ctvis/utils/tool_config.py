@@ -8,7 +8,9 @@ import difflib
 import inspect
 import os
 import os.path as osp
+import stat
 import sys
+import tempfile
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from mmengine.config import Config, DictAction
@@ -327,6 +329,42 @@ def load_tool_config(config_path: str,
             raise ConfigError(f'{cfg.work_dir}: cannot be the work_dir: {existing} is a file, '
                               'not a folder')
     return cfg
+
+
+def output_file_problem(path: str) -> Optional[str]:
+    """Why no file can be written at ``path``, or None; creates its folder if missing.
+
+    A file is created beside it and removed (``os.access`` says yes to root everywhere), so a
+    tool can refuse an unusable output before its work instead of losing that work at the end.
+    """
+    folder = osp.dirname(osp.abspath(path))
+    problem = _folder_problem(folder)
+    if problem is not None:
+        return f'its folder {problem}'
+    if osp.isdir(path):
+        return 'is a folder, expected a file name'
+    if osp.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        return 'exists and is not a regular file'
+    return None
+
+
+def output_folder_problem(folder: str) -> Optional[str]:
+    """Why no file can be written inside ``folder``, or None; creates it if missing."""
+    problem = _folder_problem(osp.abspath(folder))
+    return None if problem is None else f'the folder {problem}'
+
+
+def _folder_problem(folder: str) -> Optional[str]:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        return f'{folder} cannot be created: {error.strerror}'
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.ctvis_'):
+            pass
+    except OSError as error:
+        return f'{folder} is not writable: {error.strerror}'
+    return None
 
 
 def build_runner(cfg: Config) -> Runner:

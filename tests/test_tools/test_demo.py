@@ -93,7 +93,8 @@ def test_output_folders_are_created_or_refused_before_work(tmp_path):
     assert out.parent.is_dir() and results.parent.is_dir()
     blocker = tmp_path / 'file'
     blocker.write_text('')
-    with pytest.raises(demo.InputError, match=f'{blocker}/x.json: cannot create its folder'):
+    with pytest.raises(demo.InputError,
+                       match=f'{blocker}/x.json: its folder {blocker} cannot be created'):
         demo.prepare_outputs([str(blocker / 'x.json')])
     with pytest.raises(demo.InputError, match='is a folder, expected a file name'):
         demo.prepare_outputs([str(tmp_path / 'a')])
@@ -111,7 +112,7 @@ def test_cli_refuses_before_loading_the_model(tmp_path, run_demo):
     blocker.write_text('')
     status, _, err = run_demo(tmp_path / 'mixed', CONFIG, missing, '--out', tmp_path / 'x.mp4',
                               '--json', blocker / 'x.json')
-    assert status == 2 and f'{blocker}/x.json: cannot create its folder' in err
+    assert status == 2 and f'{blocker}/x.json: its folder {blocker} cannot be created' in err
     # settings the video encoder refuses (they failed after the model had run the first frame)
     write_frames(tmp_path / 'same', frames[:1])
     for option in (['--fps', '1e9'], ['--fps', '0.001']):

@@ -653,6 +653,20 @@ def test_test_py_option_errors(trained, tmp_path):
              'test_evaluator.type=CocoVideoMetric']))
     with pytest.raises(SystemExit, match="'test_evaluater' is not in the config"):
         test.main([CONFIG, checkpoint, '--cfg-options', 'test_evaluater.type=X'])
+    # outputs written after the whole inference are refused before it
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    with pytest.raises(test.ConfigError, match=f'--out {blocker}/r.json: its folder {blocker} '
+                       'cannot be created'):
+        test.configure_testing(test.parse_args([CONFIG, checkpoint, '--out',
+                                                str(blocker / 'r.json')]))
+    with pytest.raises(test.ConfigError, match=f'--out {tmp_path}.json: is a folder'):
+        (tmp_path.parent / f'{tmp_path.name}.json').mkdir()
+        test.configure_testing(test.parse_args([CONFIG, checkpoint, '--out', f'{tmp_path}.json']))
+    with pytest.raises(test.ConfigError, match=f'--show-dir {blocker}/show: the folder '
+                       f'{blocker}/show cannot be created'):
+        test.configure_testing(test.parse_args([CONFIG, checkpoint, '--show-dir',
+                                                str(blocker / 'show')]))
 
 
 def write_ground_truth(path, toy_data: str, edit=None) -> str:

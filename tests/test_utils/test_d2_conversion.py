@@ -143,7 +143,7 @@ def test_command_line_mistakes_are_one_line_errors(tmp_path):
     result = subprocess.run([sys.executable, TOOL, str(source), str(blocker / 'out.pth')],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
-    assert f'{blocker}/out.pth: cannot create its folder' in result.stderr
+    assert f'{blocker}/out.pth: its folder {blocker} cannot be created' in result.stderr
     result = subprocess.run([sys.executable, TOOL, str(source), str(tmp_path / 'new' / 'o.pth')],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and (tmp_path / 'new' / 'o.pth').is_file(), result.stderr

@@ -9,7 +9,6 @@ checked against the model that config builds: shapes must agree, and the file mu
 the class head, whose size differs, is dropped and the re-id head is left to its initialisation).
 """
 import argparse
-import os
 import os.path as osp
 import pickle
 import sys
@@ -19,6 +18,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import ctvis  # noqa: F401  (registration)
+from ctvis.utils import output_file_problem
 from ctvis.utils.checkpoint import safe_load_file
 from ctvis.utils.d2_conversion import (check_against_model, convert_state_dict,
                                        unwrap_d2_checkpoint)
@@ -41,12 +41,9 @@ def main() -> int:
     try:  # everything that can fail before the conversion's work is kept
         if args.config and not osp.isfile(args.config):
             raise ValueError(f'{args.config}: --config file not found')
-        folder = osp.dirname(osp.abspath(args.dst))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as error:
-            raise ValueError(f'{args.dst}: cannot create its folder {folder}: '
-                             f'{error.strerror}') from None
+        problem = output_file_problem(args.dst)
+        if problem is not None:
+            raise ValueError(f'{args.dst}: {problem}')
         source = unwrap_d2_checkpoint(safe_load_file(args.src), args.src)
         conversion = convert_state_dict(source)
     except (OSError, ValueError, pickle.UnpicklingError) as e:
