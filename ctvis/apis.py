@@ -91,8 +91,11 @@ def in_memory_test_pipeline(pipeline: Sequence[dict]) -> list:
 class OnlineVideoSegmenter:
     """Run a CTVIS model on a stream of frames (a video file, a camera, a folder of images).
 
-    Memory does not grow with the number of frames: the tracker keeps per-track RLE masks and
-    running sums only.
+    The tracker's memory bank forgets tracks unseen for ``num_dead_frames``, so the association's
+    work does not grow with the stream. What grows with it is
+    the record behind :meth:`finish`'s video-level result (each detection's RLE mask and class
+    logits, about 1 KiB a detection plus the mask's runs); a stream that never asks for it (a
+    camera) passes ``video_result=False``, and its memory then stays flat.
 
     Example:
         >>> segmenter = OnlineVideoSegmenter.from_config(config, checkpoint)
@@ -111,10 +114,12 @@ class OnlineVideoSegmenter:
         compile (bool): Run the per-frame network through ``torch.compile``
             (:meth:`~ctvis.models.CTVIS.compile_detector`; the tracker stays eager). The first
             frame then takes the compile time; see docs/benchmarks.md for when it pays.
+        video_result (bool): Keep the record :meth:`finish` needs (``False``: per-frame tracks
+            only, flat memory on endless streams; :meth:`finish` then raises). Defaults to True.
     """
 
     def __init__(self, model: torch.nn.Module, test_pipeline: Sequence[dict],
-                 compile: bool = False) -> None:
+                 compile: bool = False, video_result: bool = True) -> None:
         owner = _SEGMENTER_OF_MODEL.get(model)
         if owner is not None and owner() is not None:
             raise ValueError('OnlineVideoSegmenter: this model already drives another live '
@@ -122,6 +127,7 @@ class OnlineVideoSegmenter:
                              'streams would mix their tracks: build one model per stream')
         _SEGMENTER_OF_MODEL[model] = weakref.ref(self)
         self.model = model.eval()
+        self.model.record_video = video_result
         if compile:
             self.model.compile_detector()
         self.pipeline = Compose(in_memory_test_pipeline(test_pipeline))
@@ -130,9 +136,10 @@ class OnlineVideoSegmenter:
 
     @classmethod
     def from_config(cls, config: Union[str, Config], checkpoint: Optional[str] = None,
-                    device: str = 'cpu', compile: bool = False) -> 'OnlineVideoSegmenter':
-        """Build the model of ``config``, load ``checkpoint`` (safely) and wrap it (``compile``:
-        as in the constructor).
+                    device: str = 'cpu', compile: bool = False,
+                    video_result: bool = True) -> 'OnlineVideoSegmenter':
+        """Build the model of ``config``, load ``checkpoint`` (safely) and wrap it (``compile``
+        and ``video_result``: as in the constructor).
 
         Raises:
             ValueError: the config has invalid syntax or lacks ``model`` or
@@ -164,7 +171,7 @@ class OnlineVideoSegmenter:
             model.to(device)
         except (AssertionError, RuntimeError) as error:  # torch: no CUDA, bad ordinal ...
             raise ValueError(f'device {device!r} cannot be used: {error}') from None
-        segmenter = cls(model, pipeline, compile=compile)
+        segmenter = cls(model, pipeline, compile=compile, video_result=video_result)
         classes = cfg.test_dataloader.dataset.get('metainfo', {}).get('classes')
         segmenter.class_names = tuple(classes) if classes else None
         return segmenter
@@ -209,6 +216,10 @@ class OnlineVideoSegmenter:
         """Video-level predictions of everything seen since :meth:`reset` (then reset)."""
         if self.last_meta is None:
             raise RuntimeError('OnlineVideoSegmenter.finish: no frame was given')
+        if not self.model.record_video:
+            raise RuntimeError('OnlineVideoSegmenter.finish: this segmenter was made with '
+                               'video_result=False and keeps no video-level record; call reset() '
+                               'to start a new video')
         result = self.model.video_result(self.last_meta)
         self.reset()
         return result

@@ -225,6 +225,26 @@ def test_from_config_refuses_damaged_and_non_finite_checkpoints(tmp_path):
     assert OnlineVideoSegmenter.from_config(cfg, str(intact)).step(frame()) is not None
 
 
+def test_without_the_video_result_the_stream_keeps_no_record():
+    """A camera stream never asks for the video result; its record grew by about 1 KiB a
+    detection for as long as the stream ran. Per-frame tracks are unchanged without it."""
+    model = build_tiny_model()
+    frames = [frame(seed) for seed in range(12)]
+    recording = OnlineVideoSegmenter(model, TEST_PIPELINE)
+    expected = [recording.step(f) for f in frames]
+    assert len(recording.model.tracker.video.track_ids) > 0
+    recording.finish()
+    del recording
+    streaming = OnlineVideoSegmenter(model, TEST_PIPELINE, video_result=False)
+    for f, wanted in zip(frames, expected):
+        tracks = streaming.step(f)
+        assert tracks.instances_id.tolist() == wanted.instances_id.tolist()
+        assert tracks.masks == wanted.masks and torch.equal(tracks.scores, wanted.scores)
+    assert model.tracker.video.track_ids == [] and model.tracker.video.rle_bytes == 0
+    with pytest.raises(RuntimeError, match='video_result=False and keeps no video-level record'):
+        streaming.finish()
+
+
 def test_a_model_drives_one_live_segmenter_at_a_time():
     """The tracker state lives on the model: two interleaved streams on one model would mix
     their tracks, so a second live segmenter of the same model is refused."""

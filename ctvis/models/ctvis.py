@@ -11,7 +11,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import TrackDataSample, TrackSampleList
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from .base_tracker import BaseVideoTracker
-from .mask_utils import resize_mask_logits
+from .mask_utils import encode_masks, resize_mask_logits
 from .tracker import check_settings
 
 
@@ -83,6 +83,10 @@ class CTVIS(BaseMOTModel):
         check_settings('CTVIS', {'test_cfg.max_per_video': (self.max_per_video, 1),
                                  'test_cfg.chunk_size': (self.chunk_size, 1)}, {}, {})
         self._compiled_network: Optional[Callable] = None  # see compile_detector
+        # Whether track_frame keeps the video-level record that video_result reads (each
+        # detection's RLE mask and class logits, about 1 KiB): a stream that never asks for the
+        # video result (a camera) turns it off, and its memory then stays flat.
+        self.record_video = True
 
     # ----------------------------------------------------------------------------------- common
     def detect(self, frames: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -248,8 +252,11 @@ class CTVIS(BaseMOTModel):
         queries, track_ids = self.tracker.track(meta['frame_id'], logits, mask_logits, embeds)
         masks = resize_mask_logits(mask_logits[queries], meta['batch_input_shape'],
                                    meta['img_shape'][:2], meta['ori_shape'][:2])
-        rles = self.tracker.video.add_frame(meta['frame_id'], track_ids.tolist(),
-                                            logits[queries], masks)
+        if self.record_video:
+            rles = self.tracker.video.add_frame(meta['frame_id'], track_ids.tolist(),
+                                                logits[queries], masks)
+        else:
+            rles = encode_masks(masks > 0) if len(track_ids) else []
         scores, labels = logits[queries].softmax(-1)[:, :-1].max(-1)
         return InstanceData(
             instances_id=track_ids, labels=labels.cpu(), scores=scores.cpu(),
@@ -265,5 +272,8 @@ class CTVIS(BaseMOTModel):
             TrackDataSample: :meth:`~ctvis.models.VideoPrediction.to_data_sample` of the top
             ``max_per_video`` predictions.
         """
+        if not self.record_video:
+            raise RuntimeError('CTVIS.video_result: the video was tracked with record_video off, '
+                               'so there is no video-level record to read')
         pred = self.tracker.video.video_predictions(self.max_per_video)
         return pred.to_data_sample(meta.get('video_id'))

@@ -106,6 +106,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2,
                         help='--side-by-side, --compare-compile: untimed frames of each model '
                         'first')
+    parser.add_argument('--no-video-result', action='store_true',
+                        help='stream without the record of the video-level result (per-frame '
+                        'tracks only, as the demo without --json)')
     parser.add_argument('--compile', action='store_true',
                         help='stream through the torch.compile path (the per-frame network)')
     parser.add_argument('--compare-compile', action='store_true',
@@ -139,7 +142,8 @@ def stream(args: argparse.Namespace) -> None:
     try:
         segmenter = OnlineVideoSegmenter.from_config(Config.fromfile(args.config),
                                                      args.checkpoint, device=args.device,
-                                                     compile=args.compile)
+                                                     compile=args.compile,
+                                                     video_result=not args.no_video_result)
     except ValueError as error:  # an unusable device, a checkpoint that does not fit
         raise SystemExit(f'benchmark_online_inference: error: {error}') from None
     print(f'{"frames":>7} {"fps":>7} {"RSS MiB":>8} {"memory tracks":>13} '
@@ -156,11 +160,13 @@ def stream(args: argparse.Namespace) -> None:
                   f'{len(segmenter.model.tracker.memory):>13} {len(video.track_ids):>13} '
                   f'{video.rle_bytes / 1024:>8.0f}')
             last = now
-    result = segmenter.finish()
     gpu = (f', peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB'
            if args.device.startswith('cuda') else '')
-    print(f'{args.frames} frames in {time.time() - start:.1f} s; video output: '
-          f'{len(result[0].pred_track_instances)} predictions x {len(result)} frames; '
+    output = 'none kept'
+    if not args.no_video_result:
+        result = segmenter.finish()
+        output = f'{len(result[0].pred_track_instances)} predictions x {len(result)} frames'
+    print(f'{args.frames} frames in {time.time() - start:.1f} s; video output: {output}; '
           f'RSS {rss_mib():.0f} MiB{gpu}')
 
 
