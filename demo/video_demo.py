@@ -6,8 +6,8 @@ usage: video_demo.py INPUT CONFIG CHECKPOINT --out OUT.mp4 [--json OUT.json] [--
 INPUT is a video file, a folder of frames (in natural order of their names: 2.jpg before 10.jpg;
 hidden files skipped) or a camera index (0, 1, ...).
 Frames stream through the model one at a time: without ``--json`` memory does not grow with the
-video's length (a camera can run for days); ``--json`` keeps a compact record of every detection
-for the video-level predictions (about 1 KiB each plus its mask's runs).
+video's length (flat over 8,000 frames, docs/benchmarks.md); ``--json`` keeps a compact record of
+every detection for the video-level predictions (about 1 KiB each plus its mask's runs).
 The frames of one video must share one size (the video-level masks have one size): a folder
 whose images differ in size is refused before the model runs, naming the first differing file.
 The output video shows each track's mask, outline and a label (id, class, score) in a colour
