@@ -388,6 +388,11 @@ def test_datasets_build(path, monkeypatch):
     real = built['train_dataloader'][-1]
     assert built['val_dataloader'] == built['test_dataloader'] == [real]
     assert ('ovis' in path) == (real == 'OVISDataset')
+    if len(built['train_dataloader']) == 2:  # joint training: batches as the official loader's
+        from mmdet.registry import DATA_SAMPLERS
+        from ctvis.datasets import SourceAspectRatioBatchSampler
+        batch_sampler = DATA_SAMPLERS.get(cfg.train_dataloader.batch_sampler.type)
+        assert batch_sampler is SourceAspectRatioBatchSampler
 
 
 def built_resizes(pipeline: list) -> list:

@@ -1,16 +1,18 @@
-"""Infinite sampler that mixes the sub-datasets of a ConcatDataset by fixed ratios.
+"""Samplers of the joint training on pseudo-videos and real videos.
 
 CTVIS trains on COCO pseudo-videos and real videos together, choosing the source of every clip
 with fixed weights (``DATASET_RATIO``): YTVIS19 ``[1.0, 1.5]`` (40 % pseudo), YTVIS21
-``[1.0, 0.8]``, OVIS ``[1.0, 0.75]`` (pseudo-video dataset first).
+``[1.0, 0.8]``, OVIS ``[1.0, 0.75]`` (pseudo-video dataset first). :class:`DatasetRatioSampler`
+draws the clips; :class:`SourceAspectRatioBatchSampler` batches them as the official loader does.
 """
+import bisect
 import itertools
-from typing import Iterator, List, Optional, Sequence, Sized
+from typing import Dict, Iterator, List, Optional, Sequence, Sized, Tuple
 
 import numpy as np
 import torch
 from mmengine.dist import get_dist_info, sync_random_seed
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 from mmdet.registry import DATA_SAMPLERS
 
@@ -108,3 +110,71 @@ class DatasetRatioSampler(Sampler):
 
     def set_epoch(self, epoch: int) -> None:
         """Not used by an infinite sampler."""
+
+
+@DATA_SAMPLERS.register_module()
+class SourceAspectRatioBatchSampler(BatchSampler):
+    """Batches whose clips share their sub-dataset and orientation, as the official loader's.
+
+    The official joint loader (VITA's ``CombinedDataLoader`` over detectron2's aspect-ratio
+    grouped loaders) fills each per-GPU batch from one source: its per-source pools are one
+    shared deque, so the source drawn for a batch's first clip supplies the whole batch, and
+    detectron2 groups each source's clips by orientation. Here the clips come in the sampler's
+    order (:class:`DatasetRatioSampler`, so the sources keep their ratios) and wait in a bucket
+    per (sub-dataset, portrait or not) until it holds ``batch_size``; a batch then pads its
+    frames to a size of one orientation. The orientation is that of a video's first frame as
+    annotated (detectron2 groups after the augmentation, whose random crop may turn a frame).
+
+    Args:
+        sampler (Sampler): The index sampler, over a ConcatDataset (mmengine's, mmdet's or
+            torch's) or a single dataset whose items are videos (mmdet's video format).
+        batch_size (int): Clips per batch.
+        drop_last (bool): Drop the clips left in the buckets when a finite sampler ends.
+            Defaults to True.
+    """
+
+    def __init__(self, sampler: Sampler, batch_size: int, drop_last: bool = True) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f'{type(self).__name__}: batch_size must be a whole number >= 1, '
+                             f'got {batch_size!r}')
+        dataset = getattr(sampler, 'dataset', None)
+        if dataset is None:
+            raise TypeError(f'{type(self).__name__}: the sampler ({type(sampler).__name__}) has '
+                            'no dataset to read the clips\' sources and sizes from')
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.sub_datasets = list(getattr(dataset, 'datasets', [dataset]))
+        self.offsets = np.cumsum([0] + [len(d) for d in self.sub_datasets]).tolist()
+        self._portrait: Dict[int, bool] = {}
+        # leftovers wait for the next iterator: an infinite sampler's new iterator goes on with
+        # the same stream (DatasetRatioSampler), so no drawn clip is skipped
+        self._buckets: Dict[Tuple[int, bool], List[int]] = {}
+
+    def group(self, index: int) -> Tuple[int, bool]:
+        """(sub-dataset, whether the video's first frame is taller than wide) of a clip."""
+        source = bisect.bisect_right(self.offsets, index) - 1
+        if index not in self._portrait:
+            info = self.sub_datasets[source].get_data_info(index - self.offsets[source])
+            frame = info['images'][0] if 'images' in info else info
+            self._portrait[index] = frame['width'] < frame['height']
+        return source, self._portrait[index]
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for index in self.sampler:
+            bucket = self._buckets.setdefault(self.group(index), [])
+            bucket.append(index)
+            if len(bucket) == self.batch_size:
+                batch = bucket[:]
+                bucket.clear()  # before the yield: an abandoned iterator must not keep it
+                yield batch
+        left = [index for bucket in self._buckets.values() for index in bucket]
+        self._buckets = {}
+        if not self.drop_last:
+            for start in range(0, len(left), self.batch_size):
+                yield left[start:start + self.batch_size]
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return len(self.sampler) // self.batch_size
+        return -(-len(self.sampler) // self.batch_size)

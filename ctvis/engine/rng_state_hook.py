@@ -26,6 +26,13 @@ SAMPLER_SEED_KEY = 'train_sampler_seed'
 """Checkpoint entry: the seed of the training sampler (the order of the data follows from it)."""
 
 
+def index_sampler(dataloader) -> Any:
+    """The sampler that orders a dataloader's data: the one its batch sampler reads (a
+    dataloader built with ``batch_sampler`` holds a default sequential ``sampler`` beside it)."""
+    batch_sampler = getattr(dataloader, 'batch_sampler', None)
+    return getattr(batch_sampler, 'sampler', None) or dataloader.sampler
+
+
 def capture_rng_states() -> Dict[str, Any]:
     """The states of Python's, numpy's and torch's global generators (and CUDA's, if used)."""
     states = dict(python=random.getstate(), numpy=np.random.get_state(),
@@ -163,7 +170,8 @@ class RNGStateHook(Hook):
                       logger='current', level=logging.WARNING)
         else:
             checkpoint[CHECKPOINT_KEY] = states
-        checkpoint[SAMPLER_SEED_KEY] = getattr(runner.train_dataloader.sampler, 'seed', None)
+        checkpoint[SAMPLER_SEED_KEY] = getattr(index_sampler(runner.train_dataloader), 'seed',
+                                               None)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._saved = checkpoint.get(CHECKPOINT_KEY)
@@ -176,7 +184,7 @@ class RNGStateHook(Hook):
         resume, but builds the sampler before, with the seed of the new run (another one when
         ``randomness.seed`` is None or was changed)."""
         loop = runner.train_loop
-        sampler = loop.dataloader.sampler
+        sampler = index_sampler(loop.dataloader)
         if seed is None or getattr(sampler, 'seed', seed) == seed:
             return
         print_log(f'RNGStateHook: training sampler seed {sampler.seed} -> {seed} (the '

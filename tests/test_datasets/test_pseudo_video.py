@@ -14,13 +14,14 @@ import torch
 from mmengine.dataset import BaseDataset, ConcatDataset
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from torch.utils.data import Sampler
 
 from ctvis.datasets import samplers as samplers_module
 from ctvis.datasets.pseudo_video import (AMBIGUOUS_COCO_CATEGORIES, COCO_TO_OVIS,
                                          COCO_TO_YTVIS19, COCO_TO_YTVIS21, PSEUDO_VIDEO_TARGETS,
                                          CocoPseudoVideoDataset)
 from ctvis.datasets.pseudo_video_transform import PseudoVideoFromImage
-from ctvis.datasets.samplers import DatasetRatioSampler
+from ctvis.datasets.samplers import DatasetRatioSampler, SourceAspectRatioBatchSampler
 from ctvis.datasets.synthetic.toy import TOY_CLASSES, make_toy_vis
 from ctvis.datasets.ytvis import OVIS_CLASSES, YTVIS_2019_CLASSES, YTVIS_2021_CLASSES, YTVISDataset
 from ctvis.datasets.ytvis_format import MissingFrameError, YTVISFormatError
@@ -670,6 +671,68 @@ def test_sampler_rejects_bad_arguments():
                             ratios=[1, 1])
 
 
+class _VideoSizes(BaseDataset):
+    """Videos (mmdet's video format) whose first frames have the given (width, height)."""
+
+    def __init__(self, sizes) -> None:
+        self.sizes = sizes
+        super().__init__(metainfo=dict(classes=('a', )), pipeline=[])
+
+    def load_data_list(self):
+        return [dict(video_id=i, images=[dict(width=w, height=h)])
+                for i, (w, h) in enumerate(self.sizes)]
+
+
+def test_batches_keep_to_one_source_and_orientation():
+    """The official joint loader fills a batch from one source's aspect-grouped loader (its
+    pools share one deque); mixed batches padded a portrait frame to a landscape one's size."""
+    pseudo = _VideoSizes([(640, 480), (480, 640), (500, 500)] * 3)  # square counts as landscape
+    real = _VideoSizes([(1280, 720)] * 5 + [(720, 1280)] * 4)
+    concat = ConcatDataset([pseudo, real])
+    batch_sampler = SourceAspectRatioBatchSampler(
+        DatasetRatioSampler(concat, ratios=[1.0, 1.5], seed=0), batch_size=2)
+    batches = _take(batch_sampler, 5000)
+    groups = {(i >= 9, concat.get_data_info(i)['images'][0]['width'] <
+               concat.get_data_info(i)['images'][0]['height']) for i in range(18)}
+    assert len(groups) == 4
+    for batch in batches:
+        assert len(batch) == 2
+        assert len({batch_sampler.group(i) for i in batch}) == 1
+        portrait = [concat.get_data_info(i)['images'][0]['width'] <
+                    concat.get_data_info(i)['images'][0]['height'] for i in batch]
+        assert len(set(portrait)) == 1 and len({i >= 9 for i in batch}) == 1
+    clips = np.array(batches).ravel()
+    assert abs((clips < 9).mean() - 0.4) < 0.02  # the sources keep their ratios
+    # no drawn clip is skipped: the batches and the clips waiting in the buckets are the
+    # sampler's stream so far
+    waiting = [i for bucket in batch_sampler._buckets.values() for i in bucket]
+    assert len(waiting) < 4  # at most one clip per (source, orientation)
+    stream = _take(DatasetRatioSampler(concat, ratios=[1.0, 1.5], seed=0),
+                   len(clips) + len(waiting))
+    assert Counter(stream) == Counter(clips.tolist() + waiting)
+    assert len(batch_sampler) == 9 and batch_sampler.group(0) == (0, False)
+    # a finite sampler's leftovers: dropped, or batched at the end
+    finite = list(range(18))
+    full = list(SourceAspectRatioBatchSampler(_FixedSampler(concat, finite), batch_size=4))
+    # groups of 6, 3, 5 and 4 clips: one full batch each but the 3
+    assert full == [[0, 2, 3, 5], [9, 10, 11, 12], [14, 15, 16, 17]]
+    kept = list(SourceAspectRatioBatchSampler(_FixedSampler(concat, finite), 4, drop_last=False))
+    assert sorted(i for batch in kept for i in batch) == finite
+    with pytest.raises(ValueError, match='batch_size must be a whole number >= 1'):
+        SourceAspectRatioBatchSampler(_FixedSampler(concat, finite), batch_size=0)
+
+
+class _FixedSampler(Sampler):
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, indices
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
 def test_joint_training_dataloader_mixes_pseudo_and_real_clips(tmp_path):
     """Runner-built dataloader over ConcatDataset(pseudo COCO, toy videos) with the sampler."""
     init_default_scope('mmdet')
@@ -696,14 +759,18 @@ def test_joint_training_dataloader_mixes_pseudo_and_real_clips(tmp_path):
     loader = Runner.build_dataloader(dict(
         batch_size=4, num_workers=0, dataset=ConcatDataset([pseudo, real]),
         sampler=dict(type='DatasetRatioSampler', ratios=[1.0, 1.5]),
+        batch_sampler=dict(type='SourceAspectRatioBatchSampler'),  # as the zoo configs
         collate_fn=dict(type='pseudo_collate')), seed=0)
     sources = Counter()
     batches = iter(loader)
-    for _ in range(5):
+    for _ in range(6):
         batch = next(batches)
         assert len(batch['inputs']) == 4
+        batch_sources = set()
         for inputs, sample in zip(batch['inputs'], batch['data_samples']):
             assert inputs.shape[0] == num_frames and len(sample.video_data_samples) == num_frames
             path = sample.video_data_samples[0].metainfo['img_path']
-            sources['pseudo' if path.endswith('.png') else 'real'] += 1
+            batch_sources.add('pseudo' if path.endswith('.png') else 'real')
+        assert len(batch_sources) == 1  # one source per batch
+        sources[batch_sources.pop()] += 1
     assert sources['pseudo'] > 0 and sources['real'] > 0

@@ -23,12 +23,12 @@ from mmengine.evaluator import BaseMetric
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, Dataset
 
 from conftest import REPO, loopback_env, pythonpath_for
 from ctvis.engine.rng_state_hook import CHECKPOINT_KEY, RNGStateHook, checkpoint_due
 from ctvis.utils import safe_checkpoint_loading, safe_load_file
-from mmdet.registry import HOOKS
+from mmdet.registry import DATA_SAMPLERS, HOOKS
 
 E2E_CONFIG = osp.join(REPO, 'tests', 'data', 'configs', 'ctvis_toy_e2e.py')
 KILL_ENV = 'CTVIS_TEST_KILL_AFTER_ITER'
@@ -103,10 +103,21 @@ class CrashAfterIteration(Hook):
             raise KeyboardInterrupt('simulated crash after iteration 3')
 
 
-def noisy_runner(work_dir: str, name: str, hooks: list, **runner_args) -> Runner:
+@DATA_SAMPLERS.register_module()
+class PairBatchSampler(BatchSampler):
+    """Plain batches through a registered batch sampler (as the zoo configs batch their clips)."""
+
+    def __init__(self, sampler, batch_size: int) -> None:
+        super().__init__(sampler, batch_size, drop_last=False)
+
+
+def noisy_runner(work_dir: str, name: str, hooks: list, batch_sampler: bool = False,
+                 **runner_args) -> Runner:
     loader = dict(dataset=NoisyRegressionSet(), batch_size=2, num_workers=0,
                   sampler=dict(type='DefaultSampler', shuffle=True),
                   collate_fn=dict(type='pseudo_collate'))
+    if batch_sampler:
+        loader['batch_sampler'] = dict(type=PairBatchSampler)
     return Runner(
         model=NoisyRegressor(), work_dir=work_dir, experiment_name=name,
         train_dataloader=loader, val_dataloader=loader, val_evaluator=[MeanSquaredError()],
@@ -121,12 +132,13 @@ def noisy_runner(work_dir: str, name: str, hooks: list, **runner_args) -> Runner
 
 
 def interrupted_and_resumed(work_dir: str, name: str, with_hook: bool,
-                            resumed_seed: int = 0) -> dict:
+                            resumed_seed: int = 0, batch_sampler: bool = False) -> dict:
     hooks = [RNGStateHook()] if with_hook else []
     with pytest.raises(KeyboardInterrupt, match='simulated crash'):
-        noisy_runner(work_dir, f'{name}_crash', hooks + [CrashAfterIteration()]).train()
+        noisy_runner(work_dir, f'{name}_crash', hooks + [CrashAfterIteration()],
+                     batch_sampler).train()
     runner = noisy_runner(work_dir, f'{name}_resume', [RNGStateHook()] if with_hook else [],
-                          resume=True, randomness=dict(seed=resumed_seed))
+                          batch_sampler, resume=True, randomness=dict(seed=resumed_seed))
     runner.train()
     assert runner.iter == 6
     return runner.model.state_dict()
@@ -148,6 +160,12 @@ def test_resumed_run_equals_the_uninterrupted_one_in_process(tmp_path):
     # sampler (built before, with the new seed) the interrupted run's seed back
     resumed = interrupted_and_resumed(str(tmp_path / 'seed5'), 'rng_seed5', with_hook=True,
                                       resumed_seed=5)
+    for key, value in expected.items():
+        assert torch.equal(resumed[key], value), key
+    # also when a batch sampler reads the sampler (the dataloader's own .sampler is then a
+    # default sequential one, whose seed means nothing)
+    resumed = interrupted_and_resumed(str(tmp_path / 'batched'), 'rng_batched', with_hook=True,
+                                      resumed_seed=5, batch_sampler=True)
     for key, value in expected.items():
         assert torch.equal(resumed[key], value), key
 

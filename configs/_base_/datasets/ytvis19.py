@@ -64,6 +64,8 @@ train_dataloader = dict(
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='DatasetRatioSampler', ratios=dataset_ratios),
+    # each batch from one source and of one orientation, as the official joint loader
+    batch_sampler=dict(type='SourceAspectRatioBatchSampler'),
     dataset=dict(
         type='ConcatDataset',
         datasets=[
