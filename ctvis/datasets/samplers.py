@@ -29,8 +29,8 @@ class DatasetRatioSampler(Sampler):
     It mirrors :class:`mmengine.dataset.InfiniteSampler`: one seeded global stream, which rank r
     of W reads at positions r, r + W, r + 2W, ... (a different stream per rank, and the same
     global sample sequence for any world size); ``__len__`` is the dataset size and
-    ``set_epoch`` does nothing, as an ``IterBasedTrainLoop`` expects. Use it with plain batching
-    (``batch_size`` in the dataloader, no batch sampler).
+    ``set_epoch`` does nothing, as an ``IterBasedTrainLoop`` expects. Batch its clips with
+    :class:`SourceAspectRatioBatchSampler` (the zoo configs) or plain ``batch_size``.
 
     Args:
         dataset (Sized): A ConcatDataset (mmengine's, mmdet's or torch's): it needs a
