@@ -16,6 +16,10 @@ from mmdet.structures.bbox import BaseBoxes, HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
 
 
+# Below this scale the image is shrunk with an antialiased filter before the warp.
+ANTIALIAS_BELOW = 0.9
+
+
 def _shortest_edge_size(wh: Tuple[int, int], scale: Tuple[int, int]) -> Tuple[int, int]:
     """``mmcv.rescale_size`` with at least one pixel per side: a very elongated image (say
     1x3000) would otherwise round its short side to 0 and fail with no file named."""
@@ -78,7 +82,10 @@ class PseudoVideoFromImage(BaseTransform):
 
     The four steps are composed into one affine map per frame and applied with a single
     ``cv2.warpAffine`` (bilinear for the image, nearest for the masks), so the masks follow the
-    image exactly and the image is interpolated once rather than four times. Boxes are
+    image exactly and the image is interpolated once rather than four times. When steps 1-2
+    shrink the image, it is first shrunk by that factor with ``cv2.INTER_AREA`` (once per clip)
+    and the warp takes it from there: bilinear sampling alone aliases when it shrinks, where
+    the official pipeline resizes with Pillow's antialiased filter. Boxes are
     recomputed from the warped masks; an instance whose mask is empty in a frame is dropped
     from that frame. All frames have the same size.
 
@@ -278,13 +285,22 @@ class PseudoVideoFromImage(BaseTransform):
         frames: Dict[str, List[Any]] = {key: [] for key in (
             'img', 'gt_masks', 'homography_matrix', *instance_keys)}
         packed_masks = _pack_masks(gt_masks.masks)
+        # Shrinking: an antialiased resize first, so the warp samples at about 1:1.
+        source, to_source = img, np.eye(3)
+        shrink = min(scale_factor)
+        if shrink < ANTIALIAS_BELOW:
+            source_hw = (max(round(height * shrink), 1), max(round(width * shrink), 1))
+            source = cv2.resize(img, (source_hw[1], source_hw[0]), interpolation=cv2.INTER_AREA)
+            to_source = _resize_matrix((height, width), source_hw)
+        from_source = np.linalg.inv(to_source)
         # A 1-pixel replicated border makes bilinear samples just outside the image edge behave
         # like cv2.resize (no dark frame edges); rotation corners are still filled with 0.
-        padded_img = cv2.copyMakeBorder(img, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+        padded_img = cv2.copyMakeBorder(source, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
         for matrix in matrices:
             frames['img'].append(cv2.warpAffine(
-                padded_img, (matrix @ _translate_matrix(-1, -1))[:2], (out_hw[1], out_hw[0]),
-                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0))
+                padded_img, (matrix @ from_source @ _translate_matrix(-1, -1))[:2],
+                (out_hw[1], out_hw[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0))
             masks = _warp_packed_masks(packed_masks, num_instances, matrix, out_hw)
             keep = masks.reshape(len(masks), -1).any(axis=1)
             frame_masks = BitmapMasks(masks[keep], *out_hw)

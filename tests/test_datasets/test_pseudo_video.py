@@ -479,6 +479,49 @@ def test_crop_window_moves_linearly_and_keeps_its_size():
         assert (corners[:, 1] + frame_h / scale_y).max() <= H + 0.5
 
 
+def _checkerboard_clip(short_edge: int) -> np.ndarray:
+    """Frame 0 of a clip of a 480x640 one-pixel checkerboard resized to ``short_edge``."""
+    height, width = 480, 640
+    board = ((np.indices((height, width)).sum(0) % 2) * 255).astype(np.uint8)
+    results = dict(img=np.repeat(board[..., None], 3, 2), img_path='board.png', img_id=1,
+                   ori_shape=(height, width), img_shape=(height, width),
+                   gt_masks=BitmapMasks(np.ones((1, height, width), np.uint8), height, width),
+                   gt_bboxes=np.array([[0, 0, width, height]], np.float32),
+                   gt_bboxes_labels=np.array([0]), gt_instances_ids=np.array([1], np.int32),
+                   gt_ignore_flags=np.zeros(1, bool))
+    transform = PseudoVideoFromImage(num_frames=2, crop_prob=0.0, flip_prob=0.0,
+                                     max_rotate_angle=0.0, resize_short_edges=(short_edge, ))
+    clip = transform(results)
+    assert clip['img_shape'][0] == (short_edge, round(short_edge * 4 / 3))
+    return clip['img'][0]
+
+
+@pytest.mark.parametrize('short_edge, aliased_std', [(160, 70.8), (400, 41.8)])
+def test_shrunk_frames_are_antialiased(short_edge, aliased_std):
+    """A one-pixel checkerboard shrunk to a third (or 0.83): bilinear sampling alone lands on
+    single pixels and keeps most of the 0/255 contrast (aliasing; ``aliased_std`` measured without the
+    pre-shrink), where Pillow's resize of the official pipeline averages it towards grey."""
+    inner = _checkerboard_clip(short_edge)[4:-4, 4:-4, 0].astype(float)
+    assert inner.std() < 0.7 * aliased_std
+
+
+@pytest.mark.parametrize('short_edge, pre_shrunk', [(430, True), (432, False), (480, False)])
+def test_only_shrinks_below_0_9_are_pre_shrunk(short_edge, pre_shrunk, monkeypatch):
+    """At 0.9 and above the warp's bilinear sampling barely aliases, and a second
+    interpolation would only blur."""
+    import ctvis.datasets.pseudo_video_transform as module
+    calls = []
+    resize = module.cv2.resize
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get('interpolation'))
+        return resize(*args, **kwargs)
+
+    monkeypatch.setattr(module.cv2, 'resize', spy)
+    _checkerboard_clip(short_edge)
+    assert calls == ([cv2.INTER_AREA] if pre_shrunk else [])
+
+
 @pytest.mark.parametrize('height, width', [(1, 3000), (3000, 1), (1, 1)])
 def test_elongated_images_keep_a_pixel_per_side(height, width):
     """A 1x3000 image's short side rounds to 0 at the max-edge resize: the frames failed with a
