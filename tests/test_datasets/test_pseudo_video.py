@@ -499,8 +499,9 @@ def _checkerboard_clip(short_edge: int) -> np.ndarray:
 @pytest.mark.parametrize('short_edge, aliased_std', [(160, 70.8), (400, 41.8)])
 def test_shrunk_frames_are_antialiased(short_edge, aliased_std):
     """A one-pixel checkerboard shrunk to a third (or 0.83): bilinear sampling alone lands
-    on single pixels and keeps most of the 0/255 contrast (aliasing; ``aliased_std`` measured without the
-    pre-shrink), where Pillow's resize of the official pipeline averages it towards grey."""
+    on single pixels and keeps most of the 0/255 contrast (aliasing; ``aliased_std`` measured
+    without the pre-shrink), where Pillow's resize of the official pipeline averages it to
+    grey."""
     inner = _checkerboard_clip(short_edge)[4:-4, 4:-4, 0].astype(float)
     assert inner.std() < 0.7 * aliased_std
 
