@@ -188,6 +188,11 @@ def configure_training(args: argparse.Namespace):
 
     check_schedule(cfg, args.config)
     check_paramwise_cfg(cfg, args.config)
+    checkpoint_hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    if checkpoint_hook.get('max_keep_ckpts') == 1:
+        _warn('default_hooks.checkpoint.max_keep_ckpts=1: mmengine deletes the previous '
+              'checkpoint before it writes the next, so a run killed during a save has nothing '
+              'left to resume from; keep 2 or more')
     if args.time_budget is not None:
         add_time_budget(cfg, args.config, args.time_budget)
 
@@ -218,6 +223,11 @@ def configure_training(args: argparse.Namespace):
                     'from the newest intact checkpoint of the work_dir.')
         cfg.resume = True
         cfg.load_from = args.resume
+    budgeted = any(builds_class(HOOKS, hook.get('type'), TrainingTimeBudget)
+                   for hook in cfg.get('custom_hooks', []))
+    if cfg.get('resume') and not budgeted:  # a budgeted run's checkpoint keeps its plan
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='TrainingTimeBudget', seconds=None)]
     return cfg
 
 
@@ -237,7 +247,7 @@ def build_training_runner(cfg):
     runner = build_runner(cfg)
     if cfg.get('resume'):
         runner.register_hook(CheckpointFitsModel(cfg.get('load_from') or 'the resumed checkpoint',
-                                                 'nothing was trained'))
+                                                 'nothing was trained', resuming=True))
         runner.register_hook(ValidateResumedCheckpoint())
     return runner
 

@@ -10,7 +10,10 @@ default_hooks = dict(
                     save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='TrackVisualizationHook', draw=False))
-custom_hooks = [dict(type='RNGStateHook')]  # generator states in checkpoints: exact resume
+custom_hooks = [
+    dict(type='RNGStateHook'),  # generator states in checkpoints: exact resume
+    dict(type='StopOnNonFiniteWeights'),  # a NaN update stops the run before it is saved
+]
 
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -3,7 +3,8 @@ fp32 where there is no CUDA, the random-state hook that makes resumed runs exact
 loaded and resumed checkpoints, a training time budget that scales the schedule, and the
 test-time drawing of predicted videos, with the demo's drawing of tracks."""
 from .amp import AutoAmpTestLoop, AutoAmpValLoop, amp_available, auto_amp_optim_wrapper
-from .checkpoint_hooks import CheckpointFitsModel, ValidateResumedCheckpoint
+from .checkpoint_hooks import (CheckpointFitsModel, StopOnNonFiniteWeights,
+                               ValidateResumedCheckpoint)
 from .optim_constructor import CTVISOptimWrapperConstructor
 from .rng_state_hook import RNGStateHook
 from .time_budget import TrainingTimeBudget, parse_duration
@@ -11,6 +12,7 @@ from .track_drawing import draw_tracks, track_color
 from .visualization_hook import VideoMaskVisualizationHook
 
 __all__ = ['AutoAmpTestLoop', 'AutoAmpValLoop', 'CTVISOptimWrapperConstructor', 'RNGStateHook',
-           'CheckpointFitsModel', 'ValidateResumedCheckpoint', 'VideoMaskVisualizationHook',
+           'CheckpointFitsModel', 'StopOnNonFiniteWeights', 'ValidateResumedCheckpoint',
+           'VideoMaskVisualizationHook',
            'TrainingTimeBudget', 'amp_available', 'auto_amp_optim_wrapper', 'draw_tracks',
            'parse_duration', 'track_color']

@@ -1,5 +1,10 @@
-"""Hooks around loading checkpoints: refuse weights that do not fit the model, and finish the
-validation that a resumed run may have been killed in."""
+"""Hooks that keep checkpoints usable: refuse loaded weights that do not fit the model (or a
+resume from weights alone), finish the validation that a resumed run may have been killed in,
+and stop a training whose weights turned non-finite before they are saved."""
+import logging
+import math
+
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
@@ -22,15 +27,25 @@ class CheckpointFitsModel(Hook):
     Args:
         checkpoint (str): The file, for the message.
         action (str): What was not done, for the message.
+        resuming (bool): The checkpoint must also hold a training state (mmengine's ``meta``
+            with the iteration): a resume from weights alone failed with ``KeyError: 'meta'``.
     """
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, checkpoint: str, action: str = 'nothing was run') -> None:
+    def __init__(self, checkpoint: str, action: str = 'nothing was run',
+                 resuming: bool = False) -> None:
         self.checkpoint = checkpoint
         self.action = action
+        self.resuming = resuming
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.resuming and not isinstance(checkpoint.get('meta'), dict):
+            raise ConfigError(
+                f'{self.checkpoint}: holds weights only, no training state to resume (an '
+                'official or converted checkpoint, or one saved without it); to train from '
+                f'these weights, start a new run with --cfg-options load_from={self.checkpoint} '
+                f'instead of --resume ({self.action})')
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         problem = weights_problem(model, checkpoint)
         if problem is not None:
@@ -62,3 +77,38 @@ class ValidateResumedCheckpoint(Hook):
                       'checkpoint is saved before the validation, which the interrupted run may '
                       'not have finished)', logger='current')
             runner.val_loop.run()
+
+
+@HOOKS.register_module()
+class StopOnNonFiniteWeights(Hook):
+    """Stop training, before the weights are saved, when an update made them non-finite.
+
+    mmengine trains on after a NaN loss: the NaN weights were saved as the newest checkpoint,
+    validated (AP 0) and recorded as the one to resume, and the run failed one iteration later
+    inside the Hungarian matching with ``matrix contains invalid numeric entries``. The weights
+    are checked only after a non-finite loss (one scalar read per iteration otherwise); when they
+    stayed finite (a step the fp16 loss scaler skipped) the run goes on with a warning.
+    """
+
+    priority = 'ABOVE_NORMAL'  # before the CheckpointHook (VERY_LOW) and the validation
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not outputs or 'loss' not in outputs or math.isfinite(float(outputs['loss'])):
+            return
+        iteration = runner.iter + 1
+        terms = [key for key in outputs if 'loss' in key and key != 'loss'] or ['loss']
+        losses = ', '.join(f'{key} {float(outputs[key]):g}' for key in terms
+                           if not math.isfinite(float(outputs[key])))
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        broken = [name for name, parameter in model.named_parameters()
+                  if not torch.isfinite(parameter).all()]
+        if not broken:
+            print_log(f'iteration {iteration}: non-finite loss ({losses}); the weights stayed '
+                      'finite (the step was skipped), training goes on', logger='current',
+                      level=logging.WARNING)
+            return
+        raise RuntimeError(
+            f'iteration {iteration}: non-finite loss ({losses}), and the update made '
+            f'{len(broken)} parameters non-finite (e.g. {broken[0]}): training stopped before '
+            'saving them. Resume from the last checkpoint (--resume), with a lower learning '
+            'rate or stronger gradient clipping if it happens again.')

@@ -88,8 +88,13 @@ class TrainingTimeBudget(Hook):
     schedule tied to the end that has begun before the plan (a cosine from iteration 0) goes on
     from its current value along the stretched curve (mmengine's schedulers are recursive).
 
+    A run resumed from a checkpoint of a budgeted run keeps its plan (its length, intervals and
+    schedule) even without a budget: ``seconds=None`` does only that (tools/train.py adds it to
+    every resumed run without ``--time-budget``); the run otherwise stopped at the config's
+    length, before a stretched schedule's decay, or ran past a shrunk one's.
+
     Args:
-        seconds (float): The training time.
+        seconds (float, optional): The training time; None: no budget, keep a resumed plan.
         measure_from (int): Iterations run before the speed is measured.
         plan_at (int): The iteration at which the plan is made.
         check_every (int): Iterations between checks of the plan.
@@ -100,12 +105,13 @@ class TrainingTimeBudget(Hook):
     """
     priority = 'NORMAL'  # before the schedulers step and the checkpoint is written
 
-    def __init__(self, seconds: float, measure_from: int = 100, plan_at: int = 300,
+    def __init__(self, seconds: Optional[float], measure_from: int = 100, plan_at: int = 300,
                  check_every: int = 100, round_to: int = 100, max_factor: float = 4.0,
                  tolerance: float = 0.03) -> None:
-        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-            raise ValueError(f'TrainingTimeBudget: seconds must be a positive number, got '
-                             f'{seconds!r}')
+        if seconds is not None and not (isinstance(seconds, (int, float))
+                                        and math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f'TrainingTimeBudget: seconds must be a positive number or None, '
+                             f'got {seconds!r}')
         for name, value in (('measure_from', measure_from), ('plan_at', plan_at),
                             ('check_every', check_every), ('round_to', round_to)):
             if type(value) is not int or value < 1:
@@ -120,7 +126,7 @@ class TrainingTimeBudget(Hook):
         if not (isinstance(tolerance, (int, float)) and 0 <= tolerance < 1):
             raise ValueError(f'TrainingTimeBudget: tolerance must be in [0, 1), got '
                              f'{tolerance!r}')
-        self.seconds = float(seconds)
+        self.seconds = None if seconds is None else float(seconds)
         self.measure_from = measure_from
         self.plan_at = plan_at
         self.check_every = check_every
@@ -135,6 +141,7 @@ class TrainingTimeBudget(Hook):
         self._measure_from = measure_from
         self._plan_at = plan_at
         self._originals: Optional[List[Optional[Dict[str, Any]]]] = None
+        self._tied: Optional[Dict[str, Any]] = None  # intervals that end with the training
 
     # ----------------------------------------------------------------------------------------
     # the state a resumed run needs
@@ -150,6 +157,8 @@ class TrainingTimeBudget(Hook):
             self._set_length(runner, self._planned)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.seconds is None and self._planned is None:
+            return  # no budget, no plan: nothing to keep
         checkpoint[CHECKPOINT_KEY] = dict(config_iters=self._config_iters, planned=self._planned,
                                           spent=self._spent(),
                                           originals=self._originals)
@@ -157,6 +166,13 @@ class TrainingTimeBudget(Hook):
     # ----------------------------------------------------------------------------------------
     def before_train(self, runner) -> None:
         loop = runner.train_loop
+        if self.seconds is None:
+            if self._planned is not None:
+                print_log(f'TrainingTimeBudget: resumed a run fitted to a time budget: keeping '
+                          f'its plan of {self._planned} iterations (config {self._config_iters}) '
+                          'and its schedule; give --time-budget to go on fitting one',
+                          logger='current')
+            return
         if not isinstance(loop, IterBasedTrainLoop):
             raise TypeError('TrainingTimeBudget needs an IterBasedTrainLoop (train_cfg '
                             f"type='IterBasedTrainLoop'), got {type(loop).__name__}")
@@ -200,6 +216,8 @@ class TrainingTimeBudget(Hook):
         return self._spent_before + _clock() - self._start
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.seconds is None:
+            return
         done = runner.iter + 1  # iterations completed (the schedulers step after this hook)
         if self._mark is None:
             if done >= self._measure_from:
@@ -247,18 +265,27 @@ class TrainingTimeBudget(Hook):
         return shared[0]
 
     def _set_length(self, runner, planned: int) -> None:
-        """``max_iters`` and the intervals that end with the training (the config's or a
-        previous plan's last iteration) to ``planned``."""
+        """``max_iters`` and the intervals that end with the training to ``planned``.
+
+        Which intervals end with it is decided once, at the first call, while they hold the
+        config's values (an interval equal to the config's ``max_iters``): a periodic interval
+        that a later plan happens to equal stays periodic."""
         loop = runner.train_loop
-        ends = (loop.max_iters, self._config_iters)
+        checkpoint_hooks = [hook for hook in runner.hooks
+                            if isinstance(hook, CheckpointHook) and not hook.by_epoch]
+        if self._tied is None:
+            ends = self._config_iters
+            self._tied = dict(val=loop.val_interval == ends,
+                              dynamic=[interval == ends for interval in loop.dynamic_intervals],
+                              checkpoint=[hook.interval == ends for hook in checkpoint_hooks])
         loop._max_iters = planned
-        if loop.val_interval in ends:
+        if self._tied['val']:
             loop.val_interval = planned
         # the loop resets val_interval from these before every validation check
-        loop.dynamic_intervals = [planned if interval in ends else interval
-                                  for interval in loop.dynamic_intervals]
-        for hook in runner.hooks:
-            if isinstance(hook, CheckpointHook) and not hook.by_epoch and hook.interval in ends:
+        loop.dynamic_intervals = [planned if tied else interval for tied, interval in
+                                  zip(self._tied['dynamic'], loop.dynamic_intervals)]
+        for tied, hook in zip(self._tied['checkpoint'], checkpoint_hooks):
+            if tied:
                 hook.interval = planned
 
     def _apply(self, runner, planned: int, done: int) -> str:
@@ -273,13 +300,18 @@ class TrainingTimeBudget(Hook):
                 scheduler.end = planned
             if 'milestones' in original:
                 # the i-th current milestone is the i-th original one scaled (scaling keeps the
-                # order); passed ones stay, one the plan puts in the past comes at once
+                # order); passed ones stay, one the plan puts in the past comes at once. mmengine
+                # counts milestones from the scheduler's begin: they are scaled as iterations
+                begin = scheduler.begin
                 current = sorted(scheduler.milestones.elements())
-                milestones = [now if now < done else max(done, round(first * scale))
-                              for first, now in zip(original['milestones'], current)]
+                milestones = [
+                    now if begin + now < done else
+                    max(done, begin, round((begin + first) * scale)) - begin
+                    for first, now in zip(original['milestones'], current)]
                 scheduler.milestones.clear()
                 scheduler.milestones.update(milestones)
-                described.append(f'{type(scheduler).__name__} milestones {milestones}')
+                described.append(f'{type(scheduler).__name__} milestones at iterations '
+                                 f'{[begin + m for m in milestones]}')
             if 'T_max' in original:
                 whole = original['T_max'] == original['end'] - scheduler.begin
                 scheduler.T_max = (scheduler.end - scheduler.begin if whole

@@ -76,7 +76,7 @@ class RecordLearningRate(Hook):
 
 
 def make_runner(tmp_path, clock, *, max_iters=100, budget=300.0, schedulers=None, hook_args=None,
-                work_dir='run', load_from=None, resume=False):
+                work_dir='run', load_from=None, resume=False, interval=None):
     from mmengine.evaluator import BaseMetric
 
     class Count(BaseMetric):
@@ -99,13 +99,14 @@ def make_runner(tmp_path, clock, *, max_iters=100, budget=300.0, schedulers=None
                             num_workers=0, collate_fn=dict(type='default_collate')),
         val_evaluator=[Count()],
         val_cfg=dict(type='ValLoop'),
-        train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters),
+        train_cfg=dict(type='IterBasedTrainLoop', max_iters=max_iters,
+                       val_interval=interval or max_iters),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=1.0)),
         param_scheduler=schedulers if schedulers is not None else [
             dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=10),
             dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters, milestones=[80],
                  gamma=0.1)],
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=max_iters,
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=interval or max_iters,
                                            by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1000)),
         custom_hooks=[dict(type='TrainingTimeBudget', seconds=budget, **hook_args),
@@ -290,6 +291,35 @@ def test_milestones_are_stretched_and_an_end_beyond_the_training_kept(tmp_path, 
     assert runner.param_schedulers[0].end == (200 if end is None else end)
 
 
+def test_milestones_count_from_the_schedulers_begin(tmp_path, clock):
+    """mmengine counts a multi-step scheduler's milestones from its begin: milestone 60 of a
+    scheduler that begins at 20 is iteration 80, stretched to 160 (it came at 140)."""
+    runner = make_runner(tmp_path, clock, budget=200.0, schedulers=[
+        dict(type='MultiStepLR', by_epoch=False, begin=20, end=100, milestones=[60], gamma=0.1)])
+    runner.train()
+    assert runner.iter == 200 and step_at(recorder(runner).rates) == 160
+    # shrunk below the begin: the milestone comes at the begin, not never
+    clock.per_iteration = 1.0
+    runner = make_runner(tmp_path, clock, budget=80.0, work_dir='shrunk', schedulers=[
+        dict(type='MultiStepLR', by_epoch=False, begin=40, end=100, milestones=[5], gamma=0.1)])
+    runner.train()
+    assert runner.iter == 80 and step_at(recorder(runner).rates) == 40
+
+
+def test_periodic_intervals_stay_periodic_when_a_plan_equals_them(tmp_path, clock):
+    """Validation and checkpoints every 50 of 100 iterations; the first plan is 50, a later one
+    longer: the interval is the config's period, not the end of the training (the validation
+    and checkpoint at 50 were lost when the second plan moved them to its end)."""
+    clock.per_iteration = 2.0
+    runner = make_runner(tmp_path, clock, budget=100.0, interval=50)
+    runner.register_hook(SlowDownAfter(clock, 30, 0.5))
+    runner.train()
+    assert runner.iter > 100 and runner.iter % 50
+    assert recorder(runner).validations == [50, 100, runner.iter]
+    checkpoints = sorted(f for f in os.listdir(runner.work_dir) if f.endswith('.pth'))
+    assert checkpoints == sorted(['iter_50.pth', 'iter_100.pth', f'iter_{runner.iter}.pth'])
+
+
 def test_schedules_it_cannot_stretch_and_other_loops_are_refused(tmp_path, clock):
     runner = make_runner(tmp_path, clock, schedulers=[
         dict(type='ExponentialLR', gamma=0.99, by_epoch=False, begin=0, end=100)])
@@ -347,6 +377,35 @@ def test_a_resumed_run_keeps_the_plan_and_the_time_spent(tmp_path, clock):
     # the resumed run trains to the plan (not the config's 100) with the same schedule
     assert resumed.iter == 300
     assert recorder(first).rates[:150] + recorder(resumed).rates == full_rates
+
+
+def test_a_run_resumed_without_a_budget_keeps_the_plan(tmp_path, clock):
+    """tools/train.py --resume without --time-budget adds TrainingTimeBudget(seconds=None): the
+    resumed run trained nothing more (it stopped at the config's 100 of a 300-iteration plan,
+    before the stretched step decay at 240)."""
+    with safe_checkpoint_loading():
+        whole = make_runner(tmp_path, clock, budget=300.0, work_dir='whole')
+        whole.train()
+        clock.now = 1000.0
+        first = make_runner(tmp_path, clock, budget=300.0, work_dir='cut')
+        first.register_hook(StopAfter(150))
+        first.train()
+        checkpoint = osp.join(first.work_dir, 'iter_150.pth')
+        resumed = make_runner(tmp_path, clock, budget=None, work_dir='cut', load_from=checkpoint,
+                              resume=True)
+        resumed.train()
+        assert resumed.iter == 300
+        assert recorder(first).rates[:150] + recorder(resumed).rates == recorder(whole).rates
+        control = make_runner(tmp_path, clock, budget=None, work_dir='control',
+                              load_from=checkpoint, resume=True)
+        control.hooks[:] = [h for h in control.hooks if not isinstance(h, TrainingTimeBudget)]
+        control.train()
+        assert control.iter == 150 and recorder(control).rates == []  # nothing trained
+    # a run that was never budgeted is left alone
+    clock.now = 1000.0
+    plain = make_runner(tmp_path, clock, budget=None, work_dir='plain')
+    plain.train()
+    assert plain.iter == 100 and step_at(recorder(plain).rates) == 80
 
 
 class StopAfter(Hook):

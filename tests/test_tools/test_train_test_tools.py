@@ -232,6 +232,16 @@ def test_resume_from_a_given_checkpoint(trained):
     cfg = train.configure_training(args)
     assert cfg.resume is True and cfg.load_from.endswith('iter_2.pth')
     assert cfg.work_dir == trained['work_dir']
+    # a checkpoint of a run fitted to a time budget keeps its plan without --time-budget
+    budgets = [h for h in cfg.custom_hooks if h['type'] == 'TrainingTimeBudget']
+    assert budgets == [dict(type='TrainingTimeBudget', seconds=None)]
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--work-dir', trained['work_dir'], '--time-budget', '60', '--resume',
+         osp.join(trained['work_dir'], 'iter_2.pth')]))
+    assert [h for h in cfg.custom_hooks if h['type'] == 'TrainingTimeBudget'] == [
+        dict(type='TrainingTimeBudget', seconds=60.0)]
+    assert not any(h['type'] == 'TrainingTimeBudget' for h in train.configure_training(
+        train.parse_args([CONFIG])).custom_hooks)
 
     missing = train.parse_args([CONFIG, '--resume', 'no/such/iter_9.pth'])
     with pytest.raises(train.ConfigError, match=r'no/such/iter_9\.pth: --resume checkpoint not'):
@@ -295,6 +305,37 @@ def test_resume_refuses_weights_of_another_model_before_training(trained, toy_da
     assert (f'{other}: the weights do not fit the model: 1 have another shape (checkpoint vs '
             'model, e.g. pixel_logit.weight: (1, 4, 1, 1) vs (1, 3, 1, 1))') in output
     assert '(nothing was trained)' in output
+
+
+def test_keeping_one_checkpoint_is_warned_about(capsys):
+    """mmengine deletes the older checkpoint before writing the newer: with one kept, a kill
+    during the save left nothing to resume from."""
+    train = load_tool('train')
+    for keep, warned in ((1, True), (2, False)):
+        train.configure_training(train.parse_args(
+            [CONFIG, '--cfg-options', f'+default_hooks.checkpoint.max_keep_ckpts={keep}']))
+        printed = capsys.readouterr()
+        assert ('max_keep_ckpts=1: mmengine deletes the previous checkpoint' in
+                printed.out + printed.err) == warned
+
+
+def test_resume_refuses_a_weights_only_checkpoint(trained, toy_data, tmp_path):
+    """A converted or official checkpoint holds weights only: mmengine's resume failed on it
+    with KeyError: 'meta'. Refused naming the file and the way to start from its weights."""
+    from ctvis.utils import safe_load_file
+    checkpoint = safe_load_file(osp.join(trained['work_dir'], 'iter_2.pth'))
+    weights = str(tmp_path / 'weights_only.pth')
+    torch.save(dict(state_dict=checkpoint['state_dict']), weights)
+    train = load_tool('train')
+    cfg = train.configure_training(train.parse_args(
+        [CONFIG, '--work-dir', str(tmp_path / 'work'), '--resume', weights, '--cfg-options',
+         *data_options(toy_data)]))
+    runner = train.build_training_runner(cfg)
+    with pytest.raises(train.ConfigError, match=re.escape(
+            f'{weights}: holds weights only, no training state to resume') + '.*' +
+            re.escape(f'--cfg-options load_from={weights} instead of --resume')):
+        runner.train()
+    assert runner.iter == 0
 
 
 def test_a_checkpoint_hook_typo_is_refused_before_training(toy_data, tmp_path):
