@@ -226,7 +226,10 @@ _WEIGHTS_ONLY_REFUSAL = 'Weights only load failed'
 
 
 def _is_damaged_torch_zip_error(error: RuntimeError) -> bool:
-    return 'PytorchStreamReader' in str(error) or 'zip archive' in str(error)
+    """A zip checkpoint torch cannot read, or a legacy (non-zip) one cut short in its tensor
+    data ("unexpected EOF, expected N more bytes. The file might be corrupted.")."""
+    return any(sign in str(error) for sign in ('PytorchStreamReader', 'zip archive',
+                                               'unexpected EOF'))
 
 
 def _refusal(message: str) -> str:

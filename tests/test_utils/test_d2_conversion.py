@@ -147,3 +147,30 @@ def test_command_line_mistakes_are_one_line_errors(tmp_path):
     result = subprocess.run([sys.executable, TOOL, str(source), str(tmp_path / 'new' / 'o.pth')],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0 and (tmp_path / 'new' / 'o.pth').is_file(), result.stderr
+
+
+def test_damaged_sources_are_refused_before_converting(tmp_path):
+    """torch does not check a zip checkpoint's CRCs: a byte flipped in a download converted into
+    a clean file of wrong weights, which the tools then accepted; a legacy (non-zip) file cut
+    short in its tensor data was a traceback."""
+    import zipfile
+    state = {'sem_seg_head.predictor.query_feat.weight': torch.zeros(100, 256)}
+    intact = tmp_path / 'intact.pth'
+    torch.save({'model': state}, intact)
+    data = bytearray(intact.read_bytes())
+    with zipfile.ZipFile(intact) as archive:
+        member = next(i for i in archive.infolist() if '/data/' in i.filename)
+    name_length, extra_length = np.frombuffer(
+        bytes(data[member.header_offset + 26:member.header_offset + 30]), '<u2')
+    data[member.header_offset + 30 + name_length + extra_length + 3] ^= 0x40
+    flipped = tmp_path / 'flipped.pth'
+    flipped.write_bytes(bytes(data))
+    torch.save({'model': state}, tmp_path / 'legacy.pth', _use_new_zipfile_serialization=False)
+    legacy = (tmp_path / 'legacy.pth').read_bytes()
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(legacy[:len(legacy) * 3 // 4])
+    for source, problem in ((flipped, 'fails its CRC check'), (cut, 'unexpected EOF')):
+        result, dst = convert(tmp_path, source)
+        assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr
+        assert f'{source}: not a readable checkpoint (' in result.stderr
+        assert problem in result.stderr and not dst.exists()
