@@ -166,12 +166,16 @@ def convert_state_dict(source: Mapping[str, object]) -> Conversion:
 
 
 def unwrap_d2_checkpoint(checkpoint: Mapping, source: str) -> Mapping[str, object]:
-    """The state dict inside a detectron2 checkpoint (``{'model': ...}``) or a bare state dict."""
+    """The state dict inside a detectron2 checkpoint (``{'model': ...}``) or a bare state dict,
+    without the ``module.`` prefix of a model saved inside DistributedDataParallel."""
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f'{source}: expected a dict checkpoint, got {type(checkpoint).__name__}')
     state = checkpoint.get('model', checkpoint)
     if not isinstance(state, Mapping) or not state:
         raise ValueError(f'{source}: no state dict found (expected a non-empty dict under "model")')
+    if all(isinstance(key, str) and key.startswith('module.') for key in state):
+        # saved from a DistributedDataParallel wrapper
+        state = {key[len('module.'):]: value for key, value in state.items()}
     return state
 
 

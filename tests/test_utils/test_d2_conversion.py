@@ -174,3 +174,16 @@ def test_damaged_sources_are_refused_before_converting(tmp_path):
         assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr
         assert f'{source}: not a readable checkpoint (' in result.stderr
         assert problem in result.stderr and not dst.exists()
+
+
+def test_a_state_dict_saved_inside_ddp_loses_its_module_prefix():
+    """A model saved inside DistributedDataParallel has every key under ``module.``: the
+    converter listed all of them as unknown, with no hint."""
+    from ctvis.utils.d2_conversion import unwrap_d2_checkpoint
+    state = official_state_dict('resnet50', 100, 40)
+    wrapped = {'model': {f'module.{key}': value for key, value in state.items()}}
+    assert unwrap_d2_checkpoint(wrapped, 'x.pth') == state
+    assert list(convert_state_dict(unwrap_d2_checkpoint(wrapped, 'x.pth')).unmapped) == []
+    # a prefix on some keys only is not a wrapper's: left as it is
+    partly = dict(state, **{'module.extra': torch.zeros(1)})
+    assert unwrap_d2_checkpoint(partly, 'x.pth') is partly
