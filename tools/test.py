@@ -84,8 +84,9 @@ def configure_testing(args: argparse.Namespace) -> Config:
     if args.out is not None:
         write_results_with_metric(cfg, args.out, args.config)
     # written after the whole inference: refused now rather than failing then
-    for option, path, problem_of in (('--out', args.out, output_file_problem),
-                                     ('--show-dir', args.show_dir, output_folder_problem)):
+    for option, path, problem_of in (
+            ('--out', getattr(args, 'out', None), output_file_problem),
+            ('--show-dir', getattr(args, 'show_dir', None), output_folder_problem)):
         problem = None if path is None else problem_of(path)
         if problem is not None:
             raise ConfigError(f'{option} {path}: {problem}')

@@ -304,9 +304,9 @@ def test_coco_image_size_is_checked_when_first_loaded(tmp_path):
     rotated by its EXIF orientation) would get masks drawn for another canvas: empty, or a
     reshape error naming no file."""
     ann_file = _write_coco(tmp_path, with_images=True)
-    pipeline = [dict(type='mmdet.VideoClipSample', num_frames=1, frame_range=1),
-                dict(type='mmdet.TransformBroadcaster',
-                     transforms=[dict(type='mmdet.LoadImageFromFile')])]
+    init_default_scope('mmdet')
+    pipeline = [dict(type='VideoClipSample', num_frames=1, frame_range=1),
+                dict(type='TransformBroadcaster', transforms=[dict(type='LoadImageFromFile')])]
 
     def first_item(prefix):
         dataset = CocoPseudoVideoDataset(target='ytvis21', ann_file=ann_file, pipeline=pipeline,
