@@ -71,6 +71,16 @@ class DatasetRatioSampler(Sampler):
         self.shuffle = shuffle
         self.rank, self.world_size = get_dist_info()
         self.seed = sync_random_seed() if seed is None else seed
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @seed.setter
+    def seed(self, seed: int) -> None:
+        """A new seed starts the stream again from it (a resumed run gives the interrupted
+        run's seed back after loader workers may have drawn from the stream of its own)."""
+        self._seed = seed
         self.indices = self._indices_of_rank()
 
     def _infinite_indices(self) -> Iterator[int]:
@@ -150,6 +160,10 @@ class SourceAspectRatioBatchSampler(BatchSampler):
         # leftovers wait for the next iterator: an infinite sampler's new iterator goes on with
         # the same stream (DatasetRatioSampler), so no drawn clip is skipped
         self._buckets: Dict[Tuple[int, bool], List[int]] = {}
+
+    def reset(self) -> None:
+        """Forget the clips waiting in the buckets (when the sampler's stream starts again)."""
+        self._buckets = {}
 
     def group(self, index: int) -> Tuple[int, bool]:
         """(sub-dataset, whether the video's first frame is taller than wide) of a clip."""

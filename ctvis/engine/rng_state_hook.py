@@ -190,6 +190,11 @@ class RNGStateHook(Hook):
         print_log(f'RNGStateHook: training sampler seed {sampler.seed} -> {seed} (the '
                   'interrupted run\'s)', logger='current')
         sampler.seed = seed
+        # what loader workers drew ahead from the old stream is dropped with the old iterator
+        # and the batch sampler's waiting clips
+        reset = getattr(loop.dataloader.batch_sampler, 'reset', None)
+        if callable(reset):
+            reset()
         loop.dataloader_iterator = type(loop.dataloader_iterator)(loop.dataloader)
 
     def before_train(self, runner) -> None:

@@ -766,6 +766,30 @@ def test_batches_keep_to_one_source_and_orientation():
         SourceAspectRatioBatchSampler(_FixedSampler(concat, finite), batch_size=0)
 
 
+def test_a_new_seed_restarts_the_stream_after_workers_drew_ahead():
+    """A resumed run gives the sampler the interrupted run's seed after the loader was built:
+    loader workers had already drawn batches from the stream of the new run's seed, and the
+    stream (a generator started on the first draw) went on with it."""
+    from torch.utils.data import DataLoader
+    concat = ConcatDataset([_VideoSizes([(640, 480), (480, 640)] * 4),
+                            _VideoSizes([(1280, 720)] * 6)])
+
+    def loader(seed):
+        batch_sampler = SourceAspectRatioBatchSampler(
+            DatasetRatioSampler(concat, ratios=[1.0, 1.5], seed=seed), batch_size=2)
+        return DataLoader(concat, batch_sampler=batch_sampler, num_workers=1,
+                          collate_fn=lambda items: [item['video_id'] for item in items])
+
+    expected = _take(loader(0), 12)
+    resumed = loader(5)
+    drawn_ahead = iter(resumed)  # the workers prefetch from the seed-5 stream
+    next(drawn_ahead)
+    resumed.batch_sampler.sampler.seed = 0  # what RNGStateHook does on resume
+    resumed.batch_sampler.reset()
+    del drawn_ahead
+    assert _take(resumed, 12) == expected
+
+
 class _FixedSampler(Sampler):
     def __init__(self, dataset, indices):
         self.dataset, self.indices = dataset, indices
