@@ -242,6 +242,11 @@ class VideoTracks:
             score_num, score_den (Tensor): Mask-score sums of each detection, float64 (N,).
             ori_shape (tuple[int, int]): (H, W) of the video's frames.
         """
+        if frame_id > 0 and self.ori_shape is not None and tuple(ori_shape) != self.ori_shape:
+            raise ValueError(f'frame {frame_id} is {ori_shape[0]}x{ori_shape[1]} but the '
+                             f'video\'s earlier frames are {self.ori_shape[0]}x'
+                             f'{self.ori_shape[1]}: the video-level masks have one size (resize '
+                             'the frames, or start a new video)')
         self.num_video_frames = frame_id + 1
         self.ori_shape = tuple(ori_shape)
         logits = logits.detach().float().cpu()

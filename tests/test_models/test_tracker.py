@@ -331,6 +331,18 @@ def test_add_frame_returns_the_frames_masks_even_of_tracks_suppressed_at_once():
     assert video.track_ids == []  # both had fewer than 3 detections: suppressed
 
 
+def test_a_frame_of_another_size_is_refused_within_a_video():
+    """Its masks came out at another size than the rest, and the video's filler masks took the
+    last frame's size."""
+    video = VideoTracks(NUM_CLASSES)
+    video.add_frame(0, [0], torch.zeros(1, 4), band_masks([(0, 2)]))
+    with pytest.raises(ValueError, match=r"frame 1 is 8x6 but the video's earlier frames are "
+                       r'6x6: the video-level masks have one size'):
+        video.add_frame(1, [0], torch.zeros(1, 4), torch.zeros(1, 8, 6))
+    assert video.num_video_frames == 1
+    video.add_frame(0, [0], torch.zeros(1, 4), torch.zeros(1, 8, 6))  # a new video may differ
+
+
 def two_track_prediction():
     """Track 0 in frames 0 and 1 (rows 0-1, then 4-5), track 1 in frame 1 only (rows 2-3)."""
     video = VideoTracks(NUM_CLASSES)
