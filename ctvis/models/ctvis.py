@@ -249,7 +249,12 @@ class CTVIS(BaseMOTModel):
             InstanceData: The tracks present in this frame, with the query each track's
             detection comes from (``queries``).
         """
-        queries, track_ids = self.tracker.track(meta['frame_id'], logits, mask_logits, embeds)
+        # float32 outside autocast: the fp16 test loops on CUDA would otherwise compute the raw
+        # re-id dot products in fp16, which overflow above 65504 (the softmax then gives NaN)
+        logits, mask_logits, embeds = logits.float(), mask_logits.float(), embeds.float()
+        with torch.autocast(embeds.device.type, enabled=False):
+            queries, track_ids = self.tracker.track(meta['frame_id'], logits, mask_logits,
+                                                    embeds)
         masks = resize_mask_logits(mask_logits[queries], meta['batch_input_shape'],
                                    meta['img_shape'][:2], meta['ori_shape'][:2])
         if self.record_video:

@@ -198,6 +198,25 @@ def test_frames_report_tracks_the_short_track_rule_drops_at_once():
     assert len(outs[2][0].pred_track_instances) == 0  # every track suppressed in the video
 
 
+def test_the_tracker_runs_in_float32_outside_autocast():
+    """The fp16 test loops run the model under autocast on CUDA; the tracker's raw re-id dot
+    products overflow fp16 above 65504 (NaN scores, no association). Checked with the CPU's
+    bfloat16 autocast: the tracker gets float32 and autocast off."""
+    model = model_with_tracker(dict(type='CTVISTracker', num_classes=3)).eval()
+    seen = []
+    track = model.tracker.track
+
+    def spy(frame_id, logits, mask_logits, embeds, *args):
+        seen.append((embeds.dtype, logits.dtype, torch.is_autocast_enabled('cpu')))
+        return track(frame_id, logits, mask_logits, embeds, *args)
+
+    model.tracker.track = spy
+    frames = torch.randn(1, 1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        model.predict(frames, [frame_sample(0, 1)])
+    assert seen == [(torch.float32, torch.float32, False)]
+
+
 def test_a_tracker_outside_the_interface_is_refused():
     with pytest.raises(TypeError, match='builds a VideoTracks, which is not a '
                                         'ctvis.models.BaseVideoTracker'):
