@@ -105,6 +105,9 @@ def decoded_image_size(path: str) -> Tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+            if image.format == 'TIFF':  # Pillow reports a TIFF's size already turned
+                width = image.tag_v2.get(256, width)
+                height = image.tag_v2.get(257, height)
             orientation = image.getexif().get(0x0112, 1)
             is_jpeg = image.format == 'JPEG'
     except (SyntaxError, ValueError) as error:  # what PIL raises for some corrupt headers

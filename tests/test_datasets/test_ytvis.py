@@ -504,6 +504,23 @@ def test_a_jpeg_cut_short_is_refused_and_appended_data_is_not(tmp_path):
     assert decoded_image_size(png) == (48, 64)
 
 
+def test_a_tiff_turned_by_its_orientation_has_its_decoded_size(tmp_path):
+    """Pillow reports a TIFF's size already turned by its orientation tag, and mmcv decodes it
+    turned: a 48x64 frame turned by 90 degrees passed the size check and loaded as 64x48."""
+    import mmcv
+    from PIL import Image
+    from ctvis.datasets.ytvis import decoded_image_size
+    noise = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    exif = Image.Exif()
+    for orientation, expected in ((6, (64, 48)), (1, (48, 64))):
+        exif[0x0112] = orientation
+        tiff = str(tmp_path / f'frame{orientation}.tiff')
+        Image.fromarray(noise[..., ::-1].copy()).save(tiff, exif=exif)
+        with open(tiff, 'rb') as f:
+            decoded = mmcv.imfrombytes(f.read())
+        assert decoded_image_size(tiff) == expected == decoded.shape[:2]
+
+
 @pytest.mark.parametrize('case', sorted(FRAME_FILE_PROBLEMS))
 def test_every_frame_is_checked_when_its_video_is_first_loaded(tmp_path, case):
     """In training, frames after the first are checked when their video is loaded, before the
