@@ -62,7 +62,10 @@ class FusedMultiheadAttention(MultiheadAttention):
     masks: a boolean ``attn_mask`` is True where a query may not attend, a float one is added to
     the logits; (num_queries, num_keys), (bs * num_heads, num_queries, num_keys), or also
     (bs, 1, num_queries, num_keys) for a mask shared by the heads (expanded per head for mmcv's
-    forward; the fused path broadcasts it, which spares the per-head copies).
+    forward; the fused path broadcasts it, which spares the per-head copies). One exception: a
+    query whose every key is masked attends to nothing here (its attention output is 0, then
+    projected), where ``nn.MultiheadAttention`` gives NaN; the CTVIS head never masks a whole
+    row (it unmasks such rows, as Mask2Former).
     """
 
     @staticmethod

@@ -56,11 +56,13 @@ def folded(conv: nn.Conv2d, norm: _BatchNorm,
            memory_format: torch.memory_format = torch.contiguous_format) -> Tuple[Tensor, Tensor]:
     """:func:`fold_batch_norm`, with the weight in ``memory_format`` (oneDNN converts a weight
     to the input's layout on every call otherwise), cached on ``conv`` per format and recomputed
-    when a source tensor changed (in-place updates bump a tensor's version; a new tensor has a
-    new address)."""
+    when a source tensor or ``eps`` changed (in-place updates bump a tensor's version; a new
+    tensor has a new address). Inference tensors have no version: :class:`FusedResNet` drops
+    its caches when a state dict is loaded into it, the one in-place change they get in
+    practice."""
     sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean,
                norm.running_var)
-    key = tuple(None if t is None else (t.data_ptr(), version(t)) for t in sources)
+    key = tuple(None if t is None else (t.data_ptr(), version(t)) for t in sources) + (norm.eps, )
     cache = conv.__dict__.setdefault('_folded_batch_norm', {})  # not a parameter or buffer
     cached = cache.get(memory_format)
     if cached is None or cached[0] != key:
@@ -107,7 +109,8 @@ class FusedResidualBlock:
     every conv + norm folded, the ReLUs and the residual add fused."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or not uses_onednn(x, self.conv1.weight):
+        # every parameter: one that needs a gradient (a block frozen in part) takes mmdet's path
+        if self.training or not uses_onednn(x, *self.parameters()):
             return super().forward(x)
         identity = x
         if self.downsample is not None:
@@ -159,10 +162,17 @@ class FusedResNet(ResNet):
             fused = fused_types.get(type(block))
             if fused is not None and fusable_block(block):
                 block.__class__ = fused
+        self._register_load_state_dict_pre_hook(self._drop_folded_weights)
+
+    def _drop_folded_weights(self, *args) -> None:
+        """Forget the folded weights: loading copies into the tensors in place, which an
+        inference tensor does not count."""
+        for module in self.modules():
+            module.__dict__.pop('_folded_batch_norm', None)
 
     def forward(self, x: Tensor) -> tuple:
         fused = (not self.training and not self.deep_stem and foldable(self.conv1, self.norm1)
-                 and uses_onednn(x, self.conv1.weight))
+                 and uses_onednn(x, *self.conv1.parameters(), *self.norm1.parameters()))
         channels_last = self.channels_last
         if channels_last is None:
             channels_last = fused and x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS

@@ -80,6 +80,19 @@ if _extension_error is None:
     torch.library.register_autograd('ctvis::ms_deform_attn', _backward,
                                     setup_context=_setup_context)
 
+    def _refuse_double_backward(ctx, inputs: tuple, output: tuple) -> None:
+        raise RuntimeError(
+            'ctvis::ms_deform_attn has no second derivative: its gradients cannot be '
+            'differentiated again (create_graph=True); use mmcv\'s '
+            'multi_scale_deformable_attn_pytorch for that')
+
+    def _no_double_backward(ctx, *grads) -> tuple:
+        raise AssertionError('unreachable: _refuse_double_backward raises first')
+
+    # differentiating through the backward gave zeros silently (the op had no autograd kernel)
+    torch.library.register_autograd('ctvis::ms_deform_attn_backward', _no_double_backward,
+                                    setup_context=_refuse_double_backward)
+
     @torch.library.register_fake('ctvis::ms_deform_attn_from_offsets')
     def _fake_from_offsets(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                            reference_points: Tensor, offsets: Tensor, logits: Tensor) -> Tensor:

@@ -181,6 +181,44 @@ def test_a_model_built_in_inference_mode_runs_fused():
             outputs = ours(x)
         assert recorder.calls[CONV_OP] > 0
         assert_close_outputs(outputs, theirs(x))
+        # weights loaded in place after a forward: an inference tensor's version stays 0, so
+        # the folded weights were stale (outputs off by as much as their size)
+        torch.manual_seed(1)
+        other = ResNet(depth=18, base_channels=8).state_dict()
+        ours.load_state_dict(other)
+        theirs.load_state_dict(other)
+        assert_close_outputs(ours(x), theirs(x))
+
+
+def test_a_block_frozen_in_part_keeps_its_gradients():
+    """Only the input and conv1's weight decided the path: with conv1 frozen and the rest
+    trainable, the fused (detached) path ran and no gradient reached the block."""
+    ours, theirs = build_pair()
+    for model in (ours, theirs):
+        model.conv1.weight.requires_grad_(False)
+        model.layer1[0].conv1.weight.requires_grad_(False)
+    x = torch.randn(1, 3, 32, 48)
+    sum(out.sum() for out in ours(x)).backward()
+    sum(out.sum() for out in theirs(x)).backward()
+    theirs_parameters = dict(theirs.named_parameters())
+    trained = [name for name, p in ours.named_parameters() if p.requires_grad]
+    assert 'layer1.0.conv2.weight' in trained and 'conv1.weight' not in trained
+    for name in trained:
+        ours_grad = dict(ours.named_parameters())[name].grad
+        assert ours_grad is not None, name
+        torch.testing.assert_close(ours_grad, theirs_parameters[name].grad)
+
+
+@torch.no_grad()
+def test_folded_weights_follow_a_changed_eps():
+    ours, theirs = build_pair()
+    x = torch.randn(1, 3, 32, 48)
+    assert_close_outputs(ours(x), theirs(x))
+    for model in (ours, theirs):
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eps = 1.0
+    assert_close_outputs(ours(x), theirs(x))
 
 
 @pytest.mark.parametrize('channels_last', [True, False])

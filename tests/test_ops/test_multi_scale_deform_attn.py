@@ -235,6 +235,31 @@ def test_bad_inputs_are_clear_errors(change, message):
         torch.ops.ctvis.ms_deform_attn(*inputs)
 
 
+@pytest.mark.parametrize('shapes, keys', [([[(1 << 62) + 1, 4]], 4),
+                                          ([[1, 1], [1 << 32, 1 << 32]], 1)])
+def test_level_shapes_whose_keys_wrap_around_are_refused(shapes, keys):
+    """Their keys' 64-bit sum wrapped to value's length, so the count check passed and the
+    kernel read far outside value (a segfault)."""
+    spatial_shapes = torch.tensor(shapes)
+    starts = torch.tensor([0, 1][:len(shapes)])
+    locations = torch.full((1, 1, 1, len(shapes), 1, 2), 0.5)
+    with pytest.raises(RuntimeError, match=r'level \d \(\d+, \d+\) holds more keys than int64 '
+                       r'counts'):
+        torch.ops.ctvis.ms_deform_attn(torch.randn(1, keys, 1, 8), spatial_shapes, starts,
+                                       locations, torch.ones(1, 1, 1, len(shapes), 1))
+
+
+def test_no_second_derivative_is_refused_not_zero():
+    """Differentiating the op's gradients again gave zeros silently (mmcv's path has them)."""
+    value, shapes, starts, locations, weights = make_inputs(dtype=torch.float64)
+    value.requires_grad_()
+    output = torch.ops.ctvis.ms_deform_attn(value, shapes, starts, locations, weights)
+    with pytest.raises(RuntimeError, match='has no second derivative'):
+        torch.autograd.grad((output ** 2).sum(), value, create_graph=True)
+    grad, = torch.autograd.grad((output ** 2).sum(), value)  # first order is unaffected
+    assert grad.abs().sum() > 0
+
+
 def test_error_messages_spell_out_numbers_shapes_dtypes_and_devices():
     """The op formats its messages itself (no stream formatting, which crashed with some
     toolchains): numbers, shapes, dtypes and devices come out as torch would print them."""
@@ -600,6 +625,20 @@ def test_fused_op_equals_locations_and_softmax_then_kernel(case, dtype):
     assert output.dtype == dtype and output.shape == expected.shape
     assert expected.abs().max() > 0.1  # the case samples something
     torch.testing.assert_close(output, expected, atol=FUSED_ATOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize('levels, points', [(0, 2), (2, 0)])
+def test_fused_op_without_samples_attends_to_nothing(levels, points):
+    """Softmax over no sample read logit[0] of an empty row (a segfault); the op with
+    sampling locations already returned zeros there."""
+    value = torch.randn(1, 12, 2, 4) if levels else torch.randn(1, 0, 2, 4)
+    shapes = torch.tensor([[3, 2], [2, 3]])[:levels]
+    starts = torch.tensor([0, 6])[:levels]
+    reference = torch.rand(1, 3, levels, 2)
+    offsets = torch.zeros(1, 3, 2, levels, points, 2)
+    logits = torch.zeros(1, 3, 2, levels * points)
+    output = ms_deform_attn_from_offsets(value, shapes, starts, reference, offsets, logits)
+    assert output.shape == (1, 3, 8) and torch.equal(output, torch.zeros(1, 3, 8))
 
 
 def test_fused_op_non_contiguous_inputs():

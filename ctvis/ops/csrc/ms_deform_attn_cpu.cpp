@@ -25,6 +25,7 @@
 // one task only, so the scatter needs neither atomics nor per-thread copies, and the result does
 // not depend on the number of threads.
 
+#include <limits>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
@@ -142,6 +143,11 @@ Shapes check_value_and_levels(const char* op, const at::Tensor& value,
                 ", ", level.w, ")");
     CTVIS_CHECK(level.start == expected_start, op, ": level_start_index[", l, "] is ",
                 level.start, " but the levels before it hold ", expected_start, " keys");
+    // compared by division: a wrapped 64-bit sum of the levels' keys could equal value's
+    // length, and the kernels would read outside value
+    CTVIS_CHECK(level.w <= (std::numeric_limits<int64_t>::max() - expected_start) / level.h, op,
+                ": level ", l, " (", level.h, ", ", level.w, ") holds more keys than int64 "
+                "counts (after ", expected_start, " keys of the levels before it)");
     expected_start += level.h * level.w;
   }
   CTVIS_CHECK(expected_start == value.size(1), op, ": spatial_shapes hold ", expected_start,
@@ -266,6 +272,9 @@ at::Tensor ms_deform_attn_from_offsets(const at::Tensor& value, const at::Tensor
   const auto levels = read_levels(spatial_shapes.contiguous(), level_start_index.contiguous());
   const at::Tensor v = value.contiguous(), points = reference_points.contiguous(),
                    offs = offsets.contiguous(), lgts = logits.contiguous();
+  if (s.levels * s.points == 0) {  // no sample to weight: nothing is attended to
+    return at::zeros({s.batch, s.queries, s.heads * s.channels}, value.options());
+  }
   at::Tensor output = at::empty({s.batch, s.queries, s.heads * s.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_from_offsets", [&] {
     CTVIS_KERNEL(forward_from_offsets_kernel)(
