@@ -84,6 +84,7 @@ def check_rle_strings(chars: Bytes, ends: np.ndarray, pixels: np.ndarray) -> RLE
     Returns:
         RLECheck: the problem of each string (the first met while decoding it) or its area.
     """
+    chars = _as_chars(chars)
     ends = np.ascontiguousarray(ends, np.int64)
     pixels = np.ascontiguousarray(pixels, np.int64)
     if _check_rle_strings is None:
@@ -92,6 +93,17 @@ def check_rle_strings(chars: Bytes, ends: np.ndarray, pixels: np.ndarray) -> RLE
     out = np.empty((len(RLECheck._fields), len(ends)), np.int64)
     _check_rle_strings(chars, ends, pixels, out)
     return RLECheck(*out)
+
+
+def _as_chars(chars: Bytes) -> Bytes:
+    """Bytes as they are; an array as contiguous uint8 (another dtype is refused: the compiled
+    check read its raw bytes, the numpy one its values)."""
+    if not isinstance(chars, np.ndarray):
+        return chars
+    if chars.dtype != np.uint8:
+        raise TypeError(f'check_rle_strings: chars must be bytes or a uint8 array, got a '
+                        f'{chars.dtype} array')
+    return np.ascontiguousarray(chars)
 
 
 def _warn_fallback_once() -> None:
@@ -106,6 +118,7 @@ def _warn_fallback_once() -> None:
 
 def check_rle_strings_numpy(chars: Bytes, ends: np.ndarray, pixels: np.ndarray) -> RLECheck:
     """:func:`check_rle_strings` in numpy, batch by batch of about 1 M characters."""
+    chars = _as_chars(chars)
     chars = np.frombuffer(chars, np.uint8) if not isinstance(chars, np.ndarray) else chars
     ends = np.asarray(ends, np.int64)
     pixels = np.asarray(pixels, np.int64)

@@ -312,3 +312,17 @@ def test_evaluator_on_the_numpy_fallback(monkeypatch):
     with pytest.raises(YTVISFormatError, match=rf'results\[{entry}\].*frame {frame}: malformed '
                        r'RLE: a run length is negative \(run 3 is -3\)'):
         evaluate_ytvis(gt, results)
+
+
+def test_chars_arrays_of_other_dtypes_are_refused_and_strided_ones_read():
+    """The compiled check read an int32 array's raw bytes (bad characters), the numpy one its
+    values; a strided uint8 array raised in the compiled one only."""
+    from ctvis.ops.rle_check import check_rle_strings_numpy
+    codes = np.frombuffer(b'52', np.uint8)  # runs 5 and 2: 7 pixels, area 2
+    for check in (check_rle_strings, check_rle_strings_numpy):
+        with pytest.raises(TypeError, match='chars must be bytes or a uint8 array, got a int32'):
+            check(codes.astype(np.int32), np.array([2]), np.array([7]))
+        strided = np.repeat(codes, 2)[::2]
+        assert not strided.flags.c_contiguous
+        result = check(strided, np.array([2]), np.array([7]))
+        assert result.problem.tolist() == [0] and result.area.tolist() == [2]
