@@ -116,6 +116,9 @@ def write_json_atomically(path: str, content: Union[list, dict]) -> None:
     failed write (a full disk) leaves no truncated file behind."""
     folder = osp.dirname(osp.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix='.video_demo_', suffix='.json')
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)  # mkstemp makes it private to its owner
     try:
         with os.fdopen(handle, 'w') as f:
             json.dump(content, f)

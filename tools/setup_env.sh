@@ -23,9 +23,17 @@ fingerprint() {
     cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "${BASH_SOURCE[0]}" "$ROOT"/ctvis/ops/csrc/* \
         | sha256sum | cut -d' ' -f1
 }
-CHECK_IMPORT='import mmcv._ext, mmdet, ctvis.ops; ctvis.ops.load_extension()'
+# Run from outside the checkout, as the tools import it (through the editable install): from
+# inside, `import ctvis` finds the checkout's own folder even when the install points elsewhere
+# (a moved or copied checkout).
+CHECK_IMPORT='import os, sys, mmcv._ext, mmdet, ctvis, ctvis.ops
+ctvis.ops.load_extension()
+root = os.path.realpath(sys.argv[1])
+found = os.path.realpath(ctvis.__file__)
+assert found.startswith(root + os.sep), f"ctvis imports from {found}, not from {root}"'
+check_import() { (cd / && "$PY" -c "$CHECK_IMPORT" "$ROOT"); }
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(fingerprint)" ]] && "$PY" -c "$CHECK_IMPORT" 2>/dev/null; then
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(fingerprint)" ]] && check_import 2>/dev/null; then
     log "environment up to date ($VENV)"
     exit 0
 fi
@@ -34,6 +42,11 @@ if [[ ! -x "$PY" ]]; then
     command -v "$BASE_PYTHON" >/dev/null || { echo "[setup_env] error: $BASE_PYTHON not found; set CTVIS_PYTHON to a Python 3.11 interpreter" >&2; exit 1; }
     log "creating $VENV with $BASE_PYTHON"
     "$BASE_PYTHON" -m venv "$VENV"
+fi
+if ! "$PY" -m pip --version >/dev/null 2>&1; then  # a creation that was interrupted
+    log "$VENV has no pip (its creation was interrupted?): installing it with ensurepip"
+    "$PY" -m ensurepip --upgrade >/dev/null \
+        || { echo "[setup_env] error: cannot install pip into $VENV; delete $VENV and run again" >&2; exit 1; }
 fi
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
 
@@ -44,27 +57,38 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
     "${PIP[@]}" "torch==2.13.0"
 fi
 TORCH_TAG="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')"
+PY_TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 
 if ! "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
     WHEEL_DIR="$CACHE/wheels/torch-$TORCH_TAG"
+    WHEEL_GLOB="mmcv-2.1.0-$PY_TAG-*.whl"  # a wheel of another Python does not install
     mkdir -p "$WHEEL_DIR"
-    if ! ls "$WHEEL_DIR"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
+    for cached in "$WHEEL_DIR"/$WHEEL_GLOB; do  # a wheel cut short (an interrupted copy)
+        if [[ -f "$cached" ]] && ! "$PY" -m zipfile -t "$cached" >/dev/null 2>&1; then
+            log "removing the damaged cached wheel $cached"
+            rm -f "$cached"
+        fi
+    done
+    if ! ls "$WHEEL_DIR"/$WHEEL_GLOB >/dev/null 2>&1; then
         log "building mmcv 2.1.0 with its ops against torch $TORCH_TAG (one-time, ~10 min on 2 cores)"
         "${PIP[@]}" "numpy>=1.24,<2.5" addict pyyaml yapf "opencv-python-headless>=4.8,<5" "mmengine==0.10.7"
         BUILD_TMP="$(mktemp -d)"
+        trap 'rm -rf "$BUILD_TMP"' EXIT
         MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
             "$PY" -m pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
             "mmcv==2.1.0" -w "$BUILD_TMP"
-        mv "$BUILD_TMP"/mmcv-2.1.0-*.whl "$WHEEL_DIR"/
-        rm -rf "$BUILD_TMP"
+        BUILT="$(ls "$BUILD_TMP"/mmcv-2.1.0-*.whl | head -n1)"
+        # copied under a temporary name, then renamed: the cache never holds a partial wheel
+        cp "$BUILT" "$WHEEL_DIR/.partial-$$.whl"
+        mv "$WHEEL_DIR/.partial-$$.whl" "$WHEEL_DIR/$(basename "$BUILT")"
     fi
-    "${PIP[@]}" "$(ls "$WHEEL_DIR"/mmcv-2.1.0-*.whl | head -n1)"
+    "${PIP[@]}" "$(ls "$WHEEL_DIR"/$WHEEL_GLOB | head -n1)"
 fi
 
 log "installing runtime and test requirements"
 "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 
-"$PY" -c "$CHECK_IMPORT" || { echo "[setup_env] error: the installed stack does not import" >&2; exit 1; }
+check_import || { echo "[setup_env] error: the installed stack does not import" >&2; exit 1; }
 fingerprint > "$STAMP"
 log "ready: $("$PY" -c 'import torch, mmcv, mmdet, mmengine; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}")')"

@@ -328,6 +328,9 @@ def load_tool_config(config_path: str,
         if not osp.isdir(existing):
             raise ConfigError(f'{cfg.work_dir}: cannot be the work_dir: {existing} is a file, '
                               'not a folder')
+        if not os.access(existing, os.W_OK | os.X_OK):  # a read-only file system too
+            raise ConfigError(f'{cfg.work_dir}: cannot be the work_dir: {existing} is not '
+                              'writable (give --work-dir a writable folder)')
     return cfg
 
 

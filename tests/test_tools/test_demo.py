@@ -161,6 +161,8 @@ def test_cli_writes_every_frame_it_reports_and_the_json_into_new_folders(
     predictions = json.loads(results.read_text())
     assert predictions and all(len(p['segmentations']) == 6 for p in predictions)
     assert all(s['size'] == list(TOY_SIZE) for p in predictions for s in p['segmentations'])
+    # the JSON's permissions follow the umask, as the video's (mkstemp made it owner-only)
+    assert results.stat().st_mode & 0o777 == out.stat().st_mode & 0o777
 
 
 # ---------------------------------------------------------------------------------- drawing

@@ -422,13 +422,21 @@ def test_top_level_variables_without_a_config_variable_are_refused():
         train.configure_training(train.parse_args([CONFIG, '--cfg-options', 'classes=[a,b]']))
 
 
-def test_work_dir_precedence_and_option_errors(tmp_path):
+def test_work_dir_precedence_and_option_errors(tmp_path, monkeypatch):
     train = load_tool('train')
     blocker = tmp_path / 'file'
     blocker.write_text('')
     with pytest.raises(train.ConfigError, match=re.escape(
             f'{blocker}/run: cannot be the work_dir: {blocker} is a file, not a folder')):
         train.configure_training(train.parse_args([CONFIG, '--work-dir', str(blocker / 'run')]))
+    # a read-only folder (a read-only checkout's ./work_dirs) failed in mmengine with a traceback
+    # (root writes anywhere, so access() is told the folder is read-only)
+    import os
+    monkeypatch.setattr(os, 'access', lambda path, mode: str(path) != str(tmp_path))
+    with pytest.raises(train.ConfigError, match=re.escape(
+            f'{tmp_path}/run: cannot be the work_dir: {tmp_path} is not writable')):
+        train.configure_training(train.parse_args([CONFIG, '--work-dir', str(tmp_path / 'run')]))
+    monkeypatch.undo()
     cfg = train.configure_training(train.parse_args([CONFIG]))
     assert cfg.work_dir == osp.join('./work_dirs', 'toy_vis_tools')
     cfg = train.configure_training(train.parse_args([CONFIG, '--cfg-options', 'work_dir=a/b']))

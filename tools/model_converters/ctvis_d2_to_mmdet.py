@@ -47,6 +47,8 @@ def main() -> int:
         # torch does not check a zip checkpoint's CRCs: a damaged download would convert into a
         # clean file of wrong weights
         problem = checkpoint_problem(args.src)
+        if problem == 'no such file':
+            raise ValueError(f'{args.src}: no such file')
         if problem is not None:
             raise ValueError(f'{args.src}: not a readable checkpoint ({problem}); it was '
                              'probably damaged or cut short in the download: fetch it again')
