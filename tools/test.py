@@ -21,7 +21,7 @@ import ctvis  # noqa: F401  (registration)
 from ctvis.engine import CheckpointFitsModel, VideoMaskVisualizationHook
 from ctvis.evaluation import YTVISMetric
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
-from ctvis.utils import (ConfigError, build_runner, builds_class, checkpoint_problem,
+from ctvis.utils import (ConfigError, build_runner, builds_class, checkpoint_file_error,
                          load_tool_config, output_file_problem, output_folder_problem,
                          parse_tool_args, run_and_release_process_group, tool_run, tune_malloc)
 from mmdet.registry import METRICS
@@ -74,12 +74,10 @@ def configure_testing(args: argparse.Namespace) -> Config:
     """The config with the command line applied; ConfigError for anything unusable."""
     cfg = load_tool_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if '://' not in args.checkpoint:
-        problem = checkpoint_problem(args.checkpoint)
-        if problem == 'no such file':
-            raise ConfigError(f'{args.checkpoint}: checkpoint not found')
-        if problem is not None:
-            raise ConfigError(f'{args.checkpoint}: not a readable checkpoint ({problem}); it was '
-                              'probably cut short (an interrupted save or copy): use another one')
+        error = checkpoint_file_error(args.checkpoint, 'it was probably cut short (an '
+                                      'interrupted save or copy): use another one')
+        if error is not None:
+            raise ConfigError(error)
     cfg.load_from = args.checkpoint
     if args.out is not None:
         write_results_with_metric(cfg, args.out, args.config)

@@ -6,9 +6,9 @@ explicitly (:func:`safe_checkpoint_loading`); docs/plugin.md says what ``import 
 """
 from .allocator import malloc_tuning_skipped, tune_malloc
 from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
-                         checkpoint_globals_allowed, checkpoint_problem, checkpoint_safe_globals,
-                         safe_load_file, safe_load_url, safe_torch_load, url_cache_file,
-                         weights_problem)
+                         checkpoint_file_error, checkpoint_globals_allowed, checkpoint_problem,
+                         checkpoint_safe_globals, safe_load_file, safe_load_url, safe_torch_load,
+                         url_cache_file, weights_problem)
 from .checkpoint_loaders import safe_checkpoint_loading
 from .checkpoint_trust import TRUSTED_CHECKPOINTS_ENV, file_sha256, trust_checkpoint
 from .config_tools import builds_class, update_step
@@ -23,7 +23,8 @@ from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options, build_run
 __all__ = [
     'malloc_tuning_skipped', 'tune_malloc', 'builds_class', 'update_step',
     'TRUSTED_CHECKPOINTS_ENV', 'CorruptCheckpointError', 'UnsafeCheckpointError',
-    'checkpoint_globals_allowed', 'checkpoint_problem', 'checkpoint_safe_globals', 'file_sha256',
+    'checkpoint_file_error', 'checkpoint_globals_allowed', 'checkpoint_problem',
+    'checkpoint_safe_globals', 'file_sha256',
     'safe_checkpoint_loading', 'safe_load_file', 'safe_load_url', 'safe_torch_load',
     'trust_checkpoint', 'url_cache_file', 'weights_problem', 'CPU_MODEL_WRAPPER',
     'CPUDistributedDataParallel', 'choose_dist_backend', 'init_cpu_process_group',

@@ -387,6 +387,18 @@ def checkpoint_problem(path: str) -> Optional[str]:
     return None
 
 
+def checkpoint_file_error(path: str, advice: str) -> Optional[str]:
+    """The one-line message of a tool that cannot use the checkpoint file ``path``, or None:
+    ``PATH: checkpoint not found`` or ``PATH: not a readable checkpoint (PROBLEM); ADVICE``
+    (:func:`checkpoint_problem`)."""
+    problem = checkpoint_problem(path)
+    if problem == 'no such file':
+        return f'{path}: checkpoint not found'
+    if problem is not None:
+        return f'{path}: not a readable checkpoint ({problem}); {advice}'
+    return None
+
+
 def weights_problem(model: torch.nn.Module, checkpoint: Any) -> Optional[str]:
     """Why a loaded checkpoint cannot give ``model`` all its weights, or None.
 

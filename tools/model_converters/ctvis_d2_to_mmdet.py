@@ -19,7 +19,7 @@ from mmengine.registry import init_default_scope
 
 import ctvis  # noqa: F401  (registration)
 from ctvis.utils import output_file_problem
-from ctvis.utils.checkpoint import checkpoint_problem, safe_load_file
+from ctvis.utils.checkpoint import checkpoint_file_error, safe_load_file
 from ctvis.utils.d2_conversion import (check_against_model, convert_state_dict,
                                        unwrap_d2_checkpoint)
 from mmdet.registry import MODELS
@@ -46,12 +46,10 @@ def main() -> int:
             raise ValueError(f'{args.dst}: {problem}')
         # torch does not check a zip checkpoint's CRCs: a damaged download would convert into a
         # clean file of wrong weights
-        problem = checkpoint_problem(args.src)
-        if problem == 'no such file':
-            raise ValueError(f'{args.src}: no such file')
-        if problem is not None:
-            raise ValueError(f'{args.src}: not a readable checkpoint ({problem}); it was '
-                             'probably damaged or cut short in the download: fetch it again')
+        error = checkpoint_file_error(args.src, 'it was probably damaged or cut short in the '
+                                      'download: fetch it again')
+        if error is not None:
+            raise ValueError(error)
         source = unwrap_d2_checkpoint(safe_load_file(args.src), args.src)
         conversion = convert_state_dict(source)
     except (OSError, ValueError, pickle.UnpicklingError) as e:
