@@ -15,6 +15,10 @@ the softmax inside the kernel's per-task loop: no passes over the (…, levels, 
 (…, levels * points) tensors, whose short last dimensions make torch's elementwise ops and
 softmax slow. It has a fake implementation but no backward: called with inputs that need a
 gradient, it raises.
+
+One difference from mmcv's path: a NaN or infinite sampling location contributes nothing (0),
+where ``grid_sample`` gives NaN (the kernel rejects it before turning it into an index). Training
+stops on non-finite weights anyway (:class:`~ctvis.engine.StopOnNonFiniteWeights`).
 """
 import warnings
 from typing import Optional
