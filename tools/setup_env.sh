@@ -49,6 +49,10 @@ if ! "$PY" -m pip --version >/dev/null 2>&1; then  # a creation that was interru
         || { echo "[setup_env] error: cannot install pip into $VENV; delete $VENV and run again" >&2; exit 1; }
 fi
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
+PY_VERSION="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+if [[ "$PY_VERSION" != 3.11 ]]; then
+    log "warning: $VENV runs Python $PY_VERSION; ctvis and its pinned stack are tested on 3.11"
+fi
 
 "${PIP[@]}" -r "$ROOT/requirements/build.txt"
 
