@@ -63,6 +63,18 @@ def test_validation_videos_do_not_change_training_videos(toy_dir, tmp_path):
         _load(osp.join(toy_dir, 'train.json'))['annotations']
 
 
+def test_regenerating_in_the_other_layout_removes_the_old_split_files(tmp_path):
+    """With no validation videos the training videos go to annotations.json: an earlier run's
+    train.json and valid.json stayed beside it, and the quickstart kept reading them."""
+    root = str(tmp_path / 'toy')
+    make_toy_vis(root, 2, 3, num_val_videos=1, seed=0, size=SIZE)
+    assert {'train.json', 'valid.json'} <= set(os.listdir(root))
+    make_toy_vis(root, 2, 3, num_val_videos=0, seed=0, size=SIZE)
+    assert {f for f in os.listdir(root) if f.endswith('.json')} == {'annotations.json'}
+    make_toy_vis(root, 2, 3, num_val_videos=1, seed=0, size=SIZE)
+    assert {f for f in os.listdir(root) if f.endswith('.json')} == {'train.json', 'valid.json'}
+
+
 def test_json_is_standard_ytvis_and_decodes(toy_dir):
     height, width = SIZE
     for split, num_videos in (('train', NUM_TRAIN), ('valid', NUM_VAL)):

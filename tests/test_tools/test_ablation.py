@@ -174,6 +174,12 @@ def test_settings_are_checked(tmp_path):
     ablation.Ablation(_settings(seeds=(1, 2)), str(tmp_path)).check_settings()  # more seeds: ok
     with pytest.raises(ValueError, match='iters differ'):
         ablation.Ablation(_settings(iters=3), str(tmp_path)).check_settings()
+    # a value listed twice: two runs in one folder, their one result counted twice in the mean
+    for option, value in (('--seeds', '0,1,0'), ('--rows', 'minvis,minvis'),
+                          ('--datasets', 'toy,toy')):
+        with pytest.raises(SystemExit, match=f'{option} lists [a-z0-9]+ more than once'):
+            ablation.settings_from_args(ablation.parse_args([option, value]))
+    assert ablation.settings_from_args(ablation.parse_args(['--seeds', '2,0'])).seeds == (2, 0)
 
 
 def test_every_row_sets_the_contrastive_options_it_compares():

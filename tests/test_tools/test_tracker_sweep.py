@@ -135,6 +135,21 @@ def test_replayed_settings_equal_real_runs(sweep_case, tmp_path, monkeypatch, ca
         assert json.loads(json.dumps(by_setting[score_thr, mask_nms_thr, max_per_video])) == real
 
 
+def test_half_precision_network_outputs_replay_in_float32(sweep_case, tmp_path, monkeypatch):
+    """The zoo configs test under fp16 autocast on CUDA: the network's outputs are fp16, which
+    CTVIS.track_frame tracks in float32; the cache kept them in fp16, so the replay of the
+    config's own settings differed and the sweep refused to run. Emulated on the CPU."""
+    from ctvis.models.ctvis import CTVIS
+    detect = CTVIS.detect
+    monkeypatch.setattr(CTVIS, 'detect',
+                        lambda self, frames: tuple(t.half() for t in detect(self, frames)))
+    checkpoint, data = sweep_case
+    rows = tool.main([CONFIG, checkpoint, '--set', 'score_thr=0.8', '--work-dir',
+                      str(tmp_path / 'sweep'), '--cfg-options', *data,
+                      'model.tracker.score_thr=0.75'])
+    assert len(rows) == 1 and rows[0]['AP'] >= 0
+
+
 def test_each_frames_best_query_is_cached_when_none_passes(sweep_case, tmp_path, capsys):
     """No query scores above 0.99: the cache holds each frame's best query alone, and the check
     against the test run (which keeps those) passes."""

@@ -456,14 +456,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def listed(option: str, text: str, convert=str) -> tuple:
+    """The comma-separated values of ``option``; SystemExit for one given twice (two runs would
+    share a folder, and their one result would count twice in the mean)."""
+    values = tuple(convert(value) for value in text.split(','))
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise SystemExit(f'ablation: {option} lists {", ".join(repeated)} more than once')
+    return values
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     settings = Settings(**(QUICK if args.quick else {}))
     if args.seeds:
-        settings.seeds = tuple(int(s) for s in args.seeds.split(','))
+        settings.seeds = listed('--seeds', args.seeds, int)
     if args.rows:
-        settings.rows = tuple(args.rows.split(','))
+        settings.rows = listed('--rows', args.rows)
     if args.datasets:
-        settings.datasets = tuple(args.datasets.split(','))
+        settings.datasets = listed('--datasets', args.datasets)
     if args.iters:
         settings.iters = args.iters
         settings.lr_step = min(settings.lr_step, args.iters)

@@ -180,6 +180,9 @@ class CandidateCache:
         return self._track_frame(meta, logits, mask_logits, embeds)
 
     def record(self, meta: dict, logits: Tensor, mask_logits: Tensor, embeds: Tensor) -> None:
+        # in float32, as CTVIS.track_frame tracks them (an fp16 test loop's network outputs
+        # would otherwise be replayed in fp16, and the replay check would fail)
+        logits, mask_logits, embeds = logits.float(), mask_logits.float(), embeds.float()
         scores = logits.softmax(-1)[:, :-1].max(-1).values
         chosen = scores > self.min_score_thr
         # the query the tracker keeps when none passes (first of its sort, ties included)

@@ -452,6 +452,12 @@ def write_vis_dataset(out_dir: str, render: Callable[[int], ToyVideo], num_video
     if num_val_videos > 0:
         splits.append(('valid', 'valid', range(num_videos, num_videos + num_val_videos)))
 
+    # the other layout's files of an earlier run would be read as this one's (the quickstart
+    # reads train.json and valid.json)
+    written = {json_name for _, json_name, _ in splits}
+    for stale in {'train', 'valid', 'annotations'} - written:
+        if osp.isfile(osp.join(out_dir, f'{stale}.json')):
+            os.remove(osp.join(out_dir, f'{stale}.json'))
     paths = {'img_root': img_root}
     for split, json_name, video_indices in splits:
         video_entries: List[dict] = []
