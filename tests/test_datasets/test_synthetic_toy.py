@@ -234,6 +234,13 @@ def test_cli_writes_the_layout(tmp_path, monkeypatch):
                                       '--seed', '1', '--size', '40', '56', '--val-videos', '0'])
     runpy.run_path(script, run_name='__main__')
     assert sorted(os.listdir(out_dir)) == ['JPEGImages', 'annotations.json']
+    # what the generator cannot make is a one-line error, not a traceback
+    for option, message in ((['--size', '8', '8'], 'error: make_toy_vis: frame size (8, 8) is '
+                             'too small'), (['--seed', '-1'], None)):
+        monkeypatch.setattr(sys, 'argv', [script, str(tmp_path / 'bad'), *option])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(script, run_name='__main__')
+        assert message is None or str(exit_info.value.code).startswith(message)
     assert sorted(os.listdir(out_dir / 'JPEGImages')) == ['train_00000', 'train_00001']
     frames = sorted(os.listdir(out_dir / 'JPEGImages' / 'train_00001'))
     assert frames == ['00000.jpg', '00001.jpg', '00002.jpg']

@@ -42,6 +42,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.absent_frames is not None and args.kind != 'association':
         parser.error('--absent-frames needs --kind association')
+    if args.seed < 0:
+        parser.error(f'--seed must be >= 0, got {args.seed}')
     return args
 
 
@@ -54,8 +56,12 @@ def main() -> None:
         options['absent_frames'] = tuple(args.absent_frames)
     make = make_association_vis if args.kind == 'association' else make_toy_vis
     start = time.perf_counter()
-    paths = make(args.out_dir, num_videos=args.videos, num_frames=args.frames, seed=args.seed,
-                 size=tuple(args.size), num_val_videos=args.val_videos, **options)
+    try:
+        paths = make(args.out_dir, num_videos=args.videos, num_frames=args.frames,
+                     seed=args.seed, size=tuple(args.size), num_val_videos=args.val_videos,
+                     **options)
+    except ValueError as error:  # counts and sizes the generator cannot make
+        raise SystemExit(f'error: {error}') from None
     written = ', '.join(f'{split}: {path}' for split, path in paths.items())
     print(f'make_toy_vis: wrote {args.videos} + {args.val_videos} {args.kind} videos of '
           f'{args.frames} frames in {time.perf_counter() - start:.1f} s ({written})')
