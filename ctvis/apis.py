@@ -92,10 +92,10 @@ class OnlineVideoSegmenter:
     """Run a CTVIS model on a stream of frames (a video file, a camera, a folder of images).
 
     The tracker's memory bank forgets tracks unseen for ``num_dead_frames``, so the association's
-    work does not grow with the stream. What grows with it is
-    the record behind :meth:`finish`'s video-level result (each detection's RLE mask and class
-    logits, about 1 KiB a detection plus the mask's runs); a stream that never asks for it (a
-    camera) passes ``video_result=False``, and its memory then stays flat.
+    work does not grow with the stream. What grows with it is the record behind
+    :meth:`finish`'s video-level result (each detection's RLE mask and class logits, about 1 KiB
+    a detection plus the mask's runs); a stream that never asks for it (a camera) passes
+    ``video_result=False``, and its memory then stays flat.
 
     Example:
         >>> segmenter = OnlineVideoSegmenter.from_config(config, checkpoint)
