@@ -64,7 +64,13 @@ TORCH_TAG="$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))'
 PY_TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 
 if ! "$PY" -c "import mmcv, mmcv._ext; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
-    WHEEL_DIR="$CACHE/wheels/torch-$TORCH_TAG"
+    # with a CUDA build of torch, mmcv compiles its CUDA ops only where it sees CUDA (a GPU, or
+    # FORCE_CUDA=1): a wheel built without them must not be reused on a GPU machine
+    OPS_TAG="$("$PY" -c 'import os, torch
+if torch.version.cuda:
+    with_cuda = torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1"
+    print("-cuda-ops" if with_cuda else "-cpu-ops")')"
+    WHEEL_DIR="$CACHE/wheels/torch-$TORCH_TAG$OPS_TAG"
     WHEEL_GLOB="mmcv-2.1.0-$PY_TAG-*.whl"  # a wheel of another Python does not install
     mkdir -p "$WHEEL_DIR"
     for cached in "$WHEEL_DIR"/$WHEEL_GLOB; do  # a wheel cut short (an interrupted copy)
