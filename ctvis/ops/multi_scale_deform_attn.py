@@ -90,11 +90,12 @@ if _extension_error is None:
             'differentiated again (create_graph=True); use mmcv\'s '
             'multi_scale_deformable_attn_pytorch for that')
 
-    def _no_double_backward(ctx, *grads) -> tuple:
-        raise AssertionError('unreachable: _refuse_double_backward raises first')
+    def _unreachable_backward(ctx, *grads) -> tuple:
+        """The backward of an op whose setup_context refuses gradients (it raises first)."""
+        raise AssertionError('unreachable: the setup_context refuses gradients first')
 
     # differentiating through the backward gave zeros silently (the op had no autograd kernel)
-    torch.library.register_autograd('ctvis::ms_deform_attn_backward', _no_double_backward,
+    torch.library.register_autograd('ctvis::ms_deform_attn_backward', _unreachable_backward,
                                     setup_context=_refuse_double_backward)
 
     @torch.library.register_fake('ctvis::ms_deform_attn_from_offsets')
@@ -110,10 +111,7 @@ if _extension_error is None:
             'use ms_deform_attn(value, spatial_shapes, level_start_index, reference_points + '
             'offsets / (w, h), logits.softmax(-1)), which has one')
 
-    def _no_backward(ctx, grad_output: Tensor) -> tuple:
-        raise AssertionError('unreachable: _refuse_gradients raises first')
-
-    torch.library.register_autograd('ctvis::ms_deform_attn_from_offsets', _no_backward,
+    torch.library.register_autograd('ctvis::ms_deform_attn_from_offsets', _unreachable_backward,
                                     setup_context=_refuse_gradients)
 
 
