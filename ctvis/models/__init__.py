@@ -15,8 +15,8 @@ from .ctvis import CTVIS
 from .ctvis_head import CTVISHead
 from .data_preprocessor import CTVISDataPreprocessor
 from .fused_resnet import FusedResNet
-from .mask_utils import (encode_masks, mask_centroids, mask_iou, mask_nms, resize_mask_logits,
-                         tracker_binary_masks)
+from .mask_utils import (encode_masks, mask_centroids, mask_iou, mask_nms, output_binary_masks,
+                         resize_mask_logits, tracker_binary_masks)
 from .memory_bank import MemoryBank, TrackMemory, similarity_guided_fusion
 from .motion import MotionHistory, mask_geometry
 from .pixel_decoder import FusedMSDeformAttnPixelDecoder, FusedMultiScaleDeformableAttention
@@ -30,5 +30,5 @@ __all__ = [
     'MemoryBank', 'MotionHistory',
     'TrackMemory', 'similarity_guided_fusion', 'bisoftmax_scores', 'mask_iou', 'mask_nms',
     'mask_centroids', 'mask_geometry', 'resize_mask_logits', 'encode_masks',
-    'tracker_binary_masks'
+    'tracker_binary_masks', 'output_binary_masks'
 ]

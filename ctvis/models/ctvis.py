@@ -11,7 +11,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import TrackDataSample, TrackSampleList
 from mmdet.utils import ConfigType, OptConfigType, OptMultiConfig
 from .base_tracker import BaseVideoTracker
-from .mask_utils import encode_masks, resize_mask_logits
+from .mask_utils import encode_masks, output_binary_masks, resize_mask_logits
 from .tracker import check_settings
 
 
@@ -261,7 +261,7 @@ class CTVIS(BaseMOTModel):
             rles = self.tracker.video.add_frame(meta['frame_id'], track_ids.tolist(),
                                                 logits[queries], masks)
         else:
-            rles = encode_masks(masks > 0) if len(track_ids) else []
+            rles = encode_masks(output_binary_masks(masks)) if len(track_ids) else []
         scores, labels = logits[queries].softmax(-1)[:, :-1].max(-1)
         return InstanceData(
             instances_id=track_ids, labels=labels.cpu(), scores=scores.cpu(),

@@ -15,8 +15,14 @@ from torch import Tensor
 def tracker_binary_masks(mask_logits: Tensor) -> Tensor:
     """The tracker's binary masks (its mask NMS and the motion cue's geometry): ``sigmoid >
     0.5``, as the official tracker; a logit whose float32 sigmoid rounds to 0.5 is outside. (The
-    video output binarises at ``logit > 0``, also as the official code.)"""
+    output binarises at ``logit > 0``: :func:`output_binary_masks`.)"""
     return mask_logits.sigmoid() > 0.5
+
+
+def output_binary_masks(mask_logits: Tensor) -> Tensor:
+    """The binary masks of the per-frame and video output: ``logit > 0``, as the official video
+    output (a logit of exactly 0 is outside)."""
+    return mask_logits > 0
 
 
 def mask_iou(masks: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from mmdet.structures import DetDataSample, TrackDataSample
-from .mask_utils import encode_masks, json_rle
+from .mask_utils import encode_masks, json_rle, output_binary_masks
 
 
 @dataclass
@@ -158,8 +158,9 @@ def _as_list(values: Any) -> list:
 
 def encode_detections(mask_logits: Tensor,
                       with_rles: bool = True) -> Tuple[List[dict], Tensor, Tensor]:
-    """What the video-level output keeps of each detection: its binary mask (``logit > 0``) as
-    RLE, and the sums behind its mask score (sigmoid inside the mask, and the mask's area).
+    """What the video-level output keeps of each detection: its binary mask
+    (:func:`~ctvis.models.mask_utils.output_binary_masks`) as RLE, and the sums behind its mask
+    score (sigmoid inside the mask, and the mask's area).
 
     Args:
         mask_logits (Tensor): Mask logits at original resolution, shape (N, H, W).
@@ -168,7 +169,7 @@ def encode_detections(mask_logits: Tensor,
     Returns:
         tuple[list[dict], Tensor, Tensor]: RLEs, and the two sums, float64 (N,) on the CPU.
     """
-    binary = mask_logits > 0
+    binary = output_binary_masks(mask_logits)
     probs = mask_logits.sigmoid()
     score_num = (probs * binary).flatten(1).sum(1).double().cpu()
     score_den = binary.flatten(1).sum(1).double().cpu()

@@ -290,6 +290,20 @@ def test_a_track_with_only_empty_masks_scores_zero():
     assert video.video_predictions(1).scores.tolist() == [0.0]  # 0 / (0 + 1e-6)
 
 
+def test_output_masks_keep_positive_logits_only_and_score_inside_them():
+    """The output's masks are ``logit > 0`` (a logit of exactly 0 is outside, unlike the
+    tracker's ``sigmoid > 0.5`` would say of a tiny positive one) and the mask score averages
+    the sigmoid over them."""
+    logits = torch.tensor([[[0.0, 1e-30], [2.0, -1.0]]])
+    video = VideoTracks(NUM_CLASSES)
+    rles = video.add_frame(0, [0], torch.tensor([[4.0, 0, 0, 0]]), logits)
+    assert mask_util.decode(rles[0]).tolist() == [[0, 1], [1, 0]]
+    inside = (torch.sigmoid(torch.tensor(1e-30)) + torch.sigmoid(torch.tensor(2.0))) / 2
+    class_score = torch.tensor([4.0, 0, 0, 0]).softmax(0)[0]
+    score = video.video_predictions(1).scores[0]
+    assert score == pytest.approx(float(class_score * inside), rel=1e-6)
+
+
 def test_matching_after_every_track_died_starts_new_tracks():
     """ctvis checks the memory itself; the official code would stack an empty memory and fail.
 
