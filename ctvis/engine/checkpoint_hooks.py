@@ -79,6 +79,12 @@ class ValidateResumedCheckpoint(Hook):
             runner.val_loop.run()
 
 
+def _scalar(value) -> float:
+    """A logged loss as a float (mmengine hands the total loss over still attached to the graph:
+    ``float`` of it warns at every iteration)."""
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
 @HOOKS.register_module()
 class StopOnNonFiniteWeights(Hook):
     """Stop training, before the weights are saved, when an update made them non-finite.
@@ -93,12 +99,12 @@ class StopOnNonFiniteWeights(Hook):
     priority = 'ABOVE_NORMAL'  # before the CheckpointHook (VERY_LOW) and the validation
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        if not outputs or 'loss' not in outputs or math.isfinite(float(outputs['loss'])):
+        if not outputs or 'loss' not in outputs or math.isfinite(_scalar(outputs['loss'])):
             return
         iteration = runner.iter + 1
         terms = [key for key in outputs if 'loss' in key and key != 'loss'] or ['loss']
-        losses = ', '.join(f'{key} {float(outputs[key]):g}' for key in terms
-                           if not math.isfinite(float(outputs[key])))
+        losses = ', '.join(f'{key} {_scalar(outputs[key]):g}' for key in terms
+                           if not math.isfinite(_scalar(outputs[key])))
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         broken = [name for name, parameter in model.named_parameters()
                   if not torch.isfinite(parameter).all()]

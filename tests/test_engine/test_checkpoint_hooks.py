@@ -1,6 +1,7 @@
 """StopOnNonFiniteWeights on a tiny in-process Runner: a NaN update stops the run before the
 checkpoint hook saves it; a non-finite loss whose step left the weights finite does not."""
 import os
+import warnings
 
 import pytest
 import torch
@@ -42,9 +43,9 @@ class BreaksAt(BaseModel):
         return dict(loss_main=loss, loss_aux=out.detach() * 0)
 
 
-def run(tmp_path, bad: str) -> Runner:
+def run(tmp_path, bad: str, at: int = 3) -> Runner:
     runner = Runner(
-        model=BreaksAt(3, bad), work_dir=str(tmp_path),
+        model=BreaksAt(at, bad), work_dir=str(tmp_path),
         train_dataloader=dict(dataset=Ones(), sampler=dict(type='InfiniteSampler'),
                               batch_size=2, num_workers=0,
                               collate_fn=dict(type='default_collate')),
@@ -67,6 +68,20 @@ def test_a_nan_update_stops_the_run_before_it_is_saved(tmp_path):
                        r'training stopped before saving them'):
         run(tmp_path, 'nan')
     assert checkpoints(tmp_path) == ['iter_1.pth', 'iter_2.pth']
+
+
+def test_finite_iterations_pass_without_a_warning(tmp_path):
+    """The total loss reaches the hook attached to the graph; reading it warned at every
+    iteration of every run ('Converting a tensor with requires_grad=True to a scalar')."""
+    warn_always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch warns of it once per process otherwise
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            runner = run(tmp_path, 'nan', at=0)  # never
+    finally:
+        torch.set_warn_always(warn_always)
+    assert runner.iter == 5
 
 
 def test_a_skipped_step_with_finite_weights_goes_on(tmp_path, monkeypatch):
