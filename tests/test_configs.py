@@ -29,6 +29,7 @@ EXPECTED = {  # config name -> (queries, classes, clip frames, frame range, pseu
     'ctvis_r50_8xb2-16k_ovis': (100, 25, 10, 15, [1.0, 0.75]),
     'ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis19': (200, 40, 8, 16, [1.0, 1.5]),
     'ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis21': (200, 40, 8, 16, [1.0, 0.8]),
+    'ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis21-test-ytvis22': (200, 40, 8, 16, [1.0, 0.8]),
     'ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ovis': (200, 25, 6, 10, [1.0, 0.75]),
     'ctvis_quickstart': (12, 4, 5, 4, None),
 }
@@ -338,6 +339,7 @@ PIPELINES = {  # config -> its pipelines' outlines
     'configs/ctvis/ctvis_r50_8xb2-16k_ovis.py': zoo(10, 15),
     'configs/ctvis/ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis19.py': zoo(8, 16),
     'configs/ctvis/ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis21.py': zoo(8, 16),
+    'configs/ctvis/ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis21-test-ytvis22.py': zoo(8, 16),
     'configs/ctvis/ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ovis.py': zoo(6, 10),
     'configs/ctvis/ctvis_quickstart.py': toy(5),
     'projects/minvis/configs/minvis_r50_8xb20-16k_ytvis19.py': zoo(1, 20, pseudo_frames=1),
@@ -387,6 +389,12 @@ def test_datasets_build(path, monkeypatch):
         built[loader] = [type(d).__name__ for d in getattr(dataset, 'datasets', [dataset])]
     real = built['train_dataloader'][-1]
     assert built['val_dataloader'] == built['test_dataloader'] == [real]
+    from mmdet.registry import METRICS
+    for evaluator in ('val_evaluator', 'test_evaluator'):  # settings checked when built
+        METRICS.build(cfg[evaluator])
+    if 'ytvis22' in path:
+        assert cfg.test_dataloader.dataset.dataset_version == '2022'
+        assert cfg.test_dataloader.dataset.data_root == cfg.test_evaluator.ann_file[:-10]
     assert ('ovis' in path) == (real == 'OVISDataset')
     if len(built['train_dataloader']) == 2:  # joint training: batches as the official loader's
         from mmdet.registry import DATA_SAMPLERS

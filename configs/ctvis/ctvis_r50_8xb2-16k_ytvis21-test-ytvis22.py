@@ -1,6 +1,9 @@
 # The YTVIS21 R50 model (ctvis_r50_8xb2-16k_ytvis21.py, same bases and weights) evaluated on
-# YouTube-VIS 2022 val (the 2021 videos plus long videos).
+# YouTube-VIS 2022 val (the 2021 videos plus long videos): results.json / results.zip for the
+# evaluation server, which scores short and long videos apart.
 # Reported: AP 44.9 (AP_S 50.3 short videos, AP_L 39.4 long videos).
+# With ground truth of your own: --cfg-options test_evaluator.format_only=False
+#   test_evaluator.long_video_ids=data/ytvis_2022/long_video_ids.json (AP_short / AP_long).
 _base_ = [
     '../_base_/models/ctvis_r50.py', '../_base_/datasets/ytvis21.py',
     '../_base_/schedules/ctvis_16k.py', '../_base_/default_runtime.py'
@@ -11,7 +14,5 @@ data_root = 'data/ytvis_2022/'
 test_dataloader = dict(
     dataset=dict(dataset_version='2022', data_root=data_root, ann_file='valid.json',
                  data_prefix=dict(img_path='valid/JPEGImages/')))
-test_evaluator = dict(
-    ann_file=data_root + 'valid.json',
-    long_video_ids=data_root + 'long_video_ids.json',  # AP_short / AP_long / AP_2022
-    outfile_prefix='./work_dirs/ytvis22_results')
+test_evaluator = dict(ann_file=data_root + 'valid.json',
+                      outfile_prefix='./work_dirs/ytvis22_results')

@@ -131,9 +131,10 @@ class SourceAspectRatioBatchSampler(BatchSampler):
     shared deque, so the source drawn for a batch's first clip supplies the whole batch, and
     detectron2 groups each source's clips by orientation. Here the clips come in the sampler's
     order (:class:`DatasetRatioSampler`, so the sources keep their ratios) and wait in a bucket
-    per (sub-dataset, portrait or not) until it holds ``batch_size``; a batch then pads its
+    per (sub-dataset, landscape or not) until it holds ``batch_size``; a batch then pads its
     frames to a size of one orientation. The orientation is that of a video's first frame as
-    annotated (detectron2 groups after the augmentation, whose random crop may turn a frame).
+    annotated, and a square frame goes with the portrait ones, as in detectron2's grouping
+    (``width > height`` or not, of the annotated size).
 
     Args:
         sampler (Sampler): The index sampler, over a ConcatDataset (mmengine's, mmdet's or
@@ -171,7 +172,7 @@ class SourceAspectRatioBatchSampler(BatchSampler):
         if index not in self._portrait:
             info = self.sub_datasets[source].get_data_info(index - self.offsets[source])
             frame = info['images'][0] if 'images' in info else info
-            self._portrait[index] = frame['width'] < frame['height']
+            self._portrait[index] = not frame['width'] > frame['height']
         return source, self._portrait[index]
 
     def __iter__(self) -> Iterator[List[int]]:

@@ -100,7 +100,7 @@ class YTVISMetric(BaseMetric):
             written when evaluating if given.
         long_video_ids (str | Sequence[int], optional): YouTube-VIS 2022 long
             videos (ids or a JSON file); adds ``AP_short``, ``AP_long``,
-            ``AP_2022`` and the other per-split numbers.
+            ``AP_2022`` and the other per-split numbers (not with ``format_only``).
         tracking_metrics (bool): also the identity metrics ``HOTA``,
             ``DetA``, ``AssA``, ``IDF1`` (class averages), their ``*_det_av``
             (over all detections) and ``IDSW`` (a count), by trackeval.
@@ -141,6 +141,10 @@ class YTVISMetric(BaseMetric):
             raise ValueError('YTVISMetric: tracking_metrics=True needs the '
                              'ground truth, format_only=True computes no '
                              'metrics')
+        if format_only and long_video_ids is not None:
+            raise ValueError('YTVISMetric: long_video_ids split the metrics by video length, '
+                             'format_only=True computes no metrics (the evaluation server '
+                             'splits them itself): set one of them to None')
         self.ann_file = ann_file
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix

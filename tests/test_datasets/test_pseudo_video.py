@@ -730,19 +730,19 @@ class _VideoSizes(BaseDataset):
 def test_batches_keep_to_one_source_and_orientation():
     """The official joint loader fills a batch from one source's aspect-grouped loader (its
     pools share one deque); mixed batches padded a portrait frame to a landscape one's size."""
-    pseudo = _VideoSizes([(640, 480), (480, 640), (500, 500)] * 3)  # square counts as landscape
+    pseudo = _VideoSizes([(640, 480), (480, 640), (500, 500)] * 3)  # square goes as portrait
     real = _VideoSizes([(1280, 720)] * 5 + [(720, 1280)] * 4)
     concat = ConcatDataset([pseudo, real])
     batch_sampler = SourceAspectRatioBatchSampler(
         DatasetRatioSampler(concat, ratios=[1.0, 1.5], seed=0), batch_size=2)
     batches = _take(batch_sampler, 5000)
-    groups = {(i >= 9, concat.get_data_info(i)['images'][0]['width'] <
+    groups = {(i >= 9, concat.get_data_info(i)['images'][0]['width'] <=
                concat.get_data_info(i)['images'][0]['height']) for i in range(18)}
     assert len(groups) == 4
     for batch in batches:
         assert len(batch) == 2
         assert len({batch_sampler.group(i) for i in batch}) == 1
-        portrait = [concat.get_data_info(i)['images'][0]['width'] <
+        portrait = [concat.get_data_info(i)['images'][0]['width'] <=
                     concat.get_data_info(i)['images'][0]['height'] for i in batch]
         assert len(set(portrait)) == 1 and len({i >= 9 for i in batch}) == 1
     clips = np.array(batches).ravel()
@@ -758,8 +758,9 @@ def test_batches_keep_to_one_source_and_orientation():
     # a finite sampler's leftovers: dropped, or batched at the end
     finite = list(range(18))
     full = list(SourceAspectRatioBatchSampler(_FixedSampler(concat, finite), batch_size=4))
-    # groups of 6, 3, 5 and 4 clips: one full batch each but the 3
-    assert full == [[0, 2, 3, 5], [9, 10, 11, 12], [14, 15, 16, 17]]
+    # groups of 3, 6 (the square clips with the portrait ones, as detectron2), 5 and 4 clips:
+    # one full batch each but the 3
+    assert full == [[1, 2, 4, 5], [9, 10, 11, 12], [14, 15, 16, 17]]
     kept = list(SourceAspectRatioBatchSampler(_FixedSampler(concat, finite), 4, drop_last=False))
     assert sorted(i for batch in kept for i in batch) == finite
     with pytest.raises(ValueError, match='batch_size must be a whole number >= 1'):

@@ -103,6 +103,11 @@ def test_unusable_settings_are_refused_before_any_inference(gt_file):
         with pytest.raises(YTVISFormatError, match=f'YTVISMetric: long_video_ids: {entry}'):
             YTVISMetric(ann_file=gt_file, long_video_ids=ids)
     assert YTVISMetric(ann_file=gt_file, long_video_ids=(1, )).long_video_ids == [1]
+    # format_only computes no metrics: the ids had to name a file that is never used
+    with pytest.raises(ValueError, match='long_video_ids split the metrics by video length, '
+                       'format_only=True computes no metrics'):
+        YTVISMetric(ann_file=gt_file, format_only=True, outfile_prefix='out',
+                    long_video_ids='missing.json')
 
 
 def test_ids_beyond_int64_are_format_errors(tmp_path):

@@ -1,0 +1,23 @@
+# The YTVIS21 Swin-L model (ctvis_swin-l-p4-w12-384-in21k_8xb2-16k_ytvis21.py, same bases, clips
+# and weights) evaluated on YouTube-VIS 2022 val (the 2021 videos plus long videos):
+# results.json / results.zip for the evaluation server, which scores short and long videos apart.
+# Reported: AP 53.8 (AP_S 61.2 short videos, AP_L 46.4 long videos).
+# With ground truth of your own: --cfg-options test_evaluator.format_only=False
+#   test_evaluator.long_video_ids=data/ytvis_2022/long_video_ids.json (AP_short / AP_long).
+_base_ = [
+    '../_base_/models/ctvis_swin-l.py', '../_base_/datasets/ytvis21.py',
+    '../_base_/schedules/ctvis_16k.py', '../_base_/default_runtime.py'
+]
+from ctvis.utils.config_tools import update_step  # after _base_: see its docstring
+train_dataloader = _base_.train_dataloader
+pseudo_videos, real_videos = train_dataloader.dataset.datasets
+update_step(pseudo_videos.pipeline, 'PseudoVideoFromImage', num_frames=8)
+update_step(real_videos.pipeline, 'VideoClipSample', num_frames=8, frame_range=16)
+load_from = 'checkpoints/mask2former_swin-l_coco_ctvis.pth'
+
+data_root = 'data/ytvis_2022/'
+test_dataloader = dict(
+    dataset=dict(dataset_version='2022', data_root=data_root, ann_file='valid.json',
+                 data_prefix=dict(img_path='valid/JPEGImages/')))
+test_evaluator = dict(ann_file=data_root + 'valid.json',
+                      outfile_prefix='./work_dirs/ytvis22_results')
