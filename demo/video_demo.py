@@ -46,7 +46,9 @@ from ctvis.engine import draw_tracks
 from ctvis.models import VideoPrediction
 from ctvis.utils import known_noise_filtered, output_file_problem, tune_malloc
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+# the still-image formats OpenCV 5 decodes (frames are decoded as mmcv's loader does)
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.dib', '.webp', '.tif',
+                    '.tiff', '.ppm', '.pgm', '.pbm', '.pnm', '.gif', '.jp2')
 # containers OpenCV's VideoWriter writes with the mp4v codec, chosen by the extension
 VIDEO_OUTPUT_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv')
 MAX_DISPLAY_SIDE = 4096  # upscaling for display stops here (the encoder refuses huge frames)
@@ -158,17 +160,29 @@ def open_frames(source: str) -> Tuple[Iterator[np.ndarray], int, float]:
     """Frames of a video file, image folder or camera, with their count (-1 if unknown) and fps."""
     if osp.isdir(source):
         # hidden files are no frames (macOS writes ._NAME metadata files beside copied ones)
-        names = sorted((n for n in os.listdir(source)
-                        if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith('.')),
+        visible = [n for n in os.listdir(source) if not n.startswith('.')]
+        names = sorted((n for n in visible if n.lower().endswith(IMAGE_EXTENSIONS)),
                        key=natural_key)
+        others = sorted(set(visible) - set(names), key=natural_key)
         if not names:
-            raise InputError(f'{source}: the folder holds no image files')
+            raise InputError(f'{source}: the folder holds no image files (by their extension: '
+                             f'{" ".join(IMAGE_EXTENSIONS)})')
+        if others:  # said, so that a frame in an unexpected format is not dropped unnoticed
+            shown = ', '.join(others[:5]) + (f' and {len(others) - 5} more' if len(others) > 5
+                                             else '')
+            print(f'video_demo: {source}: {len(others)} entries are not frames by their '
+                  f'extension, skipped: {shown}', file=sys.stderr)
         paths = [osp.join(source, name) for name in names]
         size = check_folder_frame_sizes(paths)
 
         def folder():
             for path in paths:
-                frame = cv2.imread(path, cv2.IMREAD_COLOR)
+                # decoded from its bytes, as mmcv's loader: cv2.imread (OpenCV 5.1) fails on
+                # TIFFs rotated by their EXIF orientation
+                try:
+                    frame = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+                except (OSError, cv2.error):  # gone or emptied since its header was read
+                    frame = None
                 if frame is None:
                     raise InputError(f'{path}: not a readable image')
                 if frame.shape[:2] != size:  # the header said otherwise

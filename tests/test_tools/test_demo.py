@@ -217,6 +217,28 @@ def test_folder_frames_run_in_natural_order(tmp_path):
         'a9.png', 'a10.png', 'b1.png']
 
 
+def test_folder_frames_of_every_format_opencv_decodes_and_the_rest_said(tmp_path, capsys):
+    """A .jfif or .ppm frame among .jpg ones was dropped without a word (the frames after it
+    shifted in the JSON); a TIFF turned by its EXIF orientation failed in cv2.imread."""
+    from PIL import Image
+    folder = tmp_path / 'video'
+    folder.mkdir()
+    values = [20, 40, 60, 80, 100, 120]
+    for t, ext in enumerate(['png', 'jfif', 'ppm', 'gif', 'bmp']):
+        Image.fromarray(np.full((6, 8, 3), values[t], np.uint8)).save(
+            folder / f'{t}.{ext}', format={'jfif': 'JPEG'}.get(ext))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display: stored 8x6, decoded 6x8
+    Image.fromarray(np.full((8, 6, 3), values[5], np.uint8)).save(folder / '5.tif', exif=exif)
+    (folder / 'notes.txt').write_text('not a frame')
+    stream, count, _ = demo.open_frames(str(folder))
+    frames = list(stream)
+    assert count == 6 and [f.shape for f in frames] == [(6, 8, 3)] * 6
+    assert [int(np.median(f)) for f in frames] == pytest.approx(values, abs=2)  # jfif's loss
+    assert capsys.readouterr().err.strip() == (
+        f'video_demo: {folder}: 1 entries are not frames by their extension, skipped: notes.txt')
+
+
 class ScriptedCapture:
     """A cv2.VideoCapture whose reads succeed or fail as scripted (True: a frame)."""
 
