@@ -20,9 +20,11 @@ order; ``instance_id`` is the annotation ``id`` of the JSON (unique in the datas
 a running frame index, unique in the dataset (mmdet's ``PackTrackInputs`` and the VIS metric key
 frames by it); ``file_name`` is the frame's path as written in the JSON.
 """
+import copy
 import math
 import os
 import os.path as osp
+from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import pycocotools.mask as mask_util
@@ -175,18 +177,30 @@ def check_frame_files(videos: Iterable[dict], ann_file: str) -> None:
     for video in videos:
         for frame in video['images']:
             folder, name = osp.split(frame['img_path'])
+            where = f"{ann_file}: video id={video['video_id']}, frame {frame['frame_id']}"
             if folder not in listings:
                 try:
                     with os.scandir(folder or '.') as entries:
                         listings[folder] = {entry.name: entry for entry in entries}
                 except (FileNotFoundError, NotADirectoryError):
                     listings[folder] = None
+                except OSError as error:  # e.g. no permission to list it
+                    raise MissingFrameError(f'{where}: cannot list the folder {folder}: '
+                                            f'{error.strerror or error}') from error
             listing = listings[folder]
-            where = f"{ann_file}: video id={video['video_id']}, frame {frame['frame_id']}"
             if listing is None or name not in listing:
                 raise MissingFrameError(f"{where}: {frame['img_path']} does not exist"
                                         + (' (folder missing)' if listing is None else ''))
-            if listing[name].stat().st_size == 0:
+            entry = listing[name]
+            try:
+                size = entry.stat().st_size  # follows a link
+            except OSError as error:
+                broken = isinstance(error, FileNotFoundError) and entry.is_symlink()
+                raise MissingFrameError(
+                    f"{where}: {frame['img_path']} " + ('is a link to a missing file' if broken
+                                                        else f'cannot be read: '
+                                                        f'{error.strerror or error}')) from error
+            if size == 0:
                 raise YTVISFormatError(f"{where}: {frame['img_path']} is an empty file")
 
 
@@ -219,6 +233,7 @@ class FrameCheckingVideoDataset(BaseVideoDataset):
     def __init__(self, *, check_frames: bool = True, **kwargs) -> None:
         self.check_frames = check_frames
         self._checked_videos: set = set()  # indices whose frames _check_video_frames passed
+        self._test_video: Optional[Tuple[int, dict]] = None  # (index, info) of the last video
         super().__init__(**kwargs)
 
     def _sized_at_load(self, video: dict) -> List[dict]:
@@ -265,14 +280,37 @@ class FrameCheckingVideoDataset(BaseVideoDataset):
         if video_index in self._checked_videos:
             return
         if not self._frames_are_remote():
-            video = self.get_data_info(video_index)
+            video = self._video_info(video_index)
             for frame in video['images'][len(self._sized_at_load(video)):]:
                 self._check_frame_size(frame)
         self._checked_videos.add(video_index)
 
+    def _video_info(self, video_index: int) -> dict:
+        """A video's info; in test mode the last video's is kept, since the test sampler asks
+        for its frames one by one and each ``get_data_info`` unpickles the whole video."""
+        if not self.test_mode:
+            return self.get_data_info(video_index)
+        if self._test_video is None or self._test_video[0] != video_index:
+            self._test_video = (video_index, self.get_data_info(video_index))
+        return self._test_video[1]
+
+    def _prepare_test_frame(self, video_index: int, frame_index: int) -> Any:
+        """What mmdet's ``prepare_data`` gives for one frame in test mode (a copy of the frame's
+        info with the video's ``video_id`` and lengths, through the pipeline), from the video's
+        info read once per video: mmdet's unpickled every frame's info and annotations for each
+        frame, so a video cost the square of its length (288 ms a frame at 2000 frames)."""
+        video = self._video_info(video_index)
+        frame = copy.deepcopy(video['images'][frame_index])
+        frame['video_id'] = video['video_id']
+        data = defaultdict(list, {key: [value] for key, value in frame.items()})
+        data['ori_video_length'] = [video['video_length']]
+        data['video_length'] = [1]
+        return self.pipeline(data)
+
     def prepare_data(self, idx: Union[int, Tuple[int, int]]) -> Any:
         """mmdet's video ``prepare_data`` (``idx``: a video index or (video, frame) indices),
-        after :meth:`_check_video_frames` when ``check_frames``.
+        after :meth:`_check_video_frames` when ``check_frames``; a test-mode frame by
+        :meth:`_prepare_test_frame`.
 
         A frame whose header reads but whose data does not decode (mmcv's loader asserts) raises
         :class:`YTVISFormatError` naming the annotation file, the video and the frame file.
@@ -281,11 +319,13 @@ class FrameCheckingVideoDataset(BaseVideoDataset):
         if self.check_frames:
             self._check_video_frames(video_index)
         try:
+            if self.test_mode and isinstance(idx, tuple):
+                return self._prepare_test_frame(*idx)
             return super().prepare_data(idx)
         except AssertionError as error:
             if not str(error).startswith('failed to load image'):
                 raise
-            video_id = self.get_data_info(video_index)['video_id']
+            video_id = self._video_info(video_index)['video_id']
             raise YTVISFormatError(f'{self.ann_file}: video id={video_id}: {error} (the file '
                                    'is not a decodable image)') from error
 

@@ -213,6 +213,28 @@ def test_val_json_without_annotations_loads_in_test_mode(tmp_path):
     assert osp.join(root, 'valid.json') in str(error.value)
 
 
+def test_test_frames_read_their_video_once_and_equal_mmdets(tmp_path):
+    """The test sampler asks for a video's frames one by one; mmdet unpickled the whole video
+    (every frame's info and masks) for each, so a video cost the square of its length."""
+    from mmdet.datasets import BaseVideoDataset
+    root = str(tmp_path)
+    dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
+    dataset = build(root, dataset_version='2021', test_mode=True)
+    frames = list(TrackImgSampler(dataset))
+    expected = [BaseVideoDataset.prepare_data(dataset, idx) for idx in frames]
+    reads = []
+    get_data_info = dataset.get_data_info
+    dataset.get_data_info = lambda index: reads.append(index) or get_data_info(index)
+    got = [dataset.prepare_data(idx) for idx in frames]
+    assert [idx[0] for idx in frames] == [0] * 4 + [1] * 3 + [2] * 2
+    assert reads == [0, 1, 2]  # once per video
+    assert [dict(g) for g in got] == [dict(e) for e in expected]
+    assert got[1]['instances'] == expected[1]['instances'] and got[1]['instances'][0]
+    edited = dataset.prepare_data(frames[1])
+    edited['instances'][0][0]['bbox_label'] = -1  # a pipeline editing its input in place...
+    assert dataset.prepare_data(frames[1]) == expected[1]  # ...edits a copy of the frame
+
+
 def test_filter_empty_gt_drops_whole_videos_and_logs_the_count(tmp_path, log_records):
     root = str(tmp_path)
     raw = tiny_vis(root, categories(YTVIS_2021_CLASSES))
@@ -301,6 +323,11 @@ def _save_rotated(path: str, height: int, width: int) -> None:
     Image.new('RGB', (width, height)).save(path, exif=exif)
 
 
+def _relink(path: str, target: str) -> None:
+    os.remove(path)
+    os.symlink(target, path)
+
+
 def counts_string(runs: List[int]) -> str:
     """pycocotools' compressed counts string of run lengths (its rleToString)."""
     size = [1, sum(runs)]
@@ -322,6 +349,14 @@ BAD_INPUTS = {
                       MissingFrameError, 'video id=2, frame 2: {root}/JPEGImages/vid_b/00002.jpg'),
     'missing folder': (lambda raw, root: shutil.rmtree(osp.join(root, 'JPEGImages', 'vid_c')),
                        MissingFrameError, 'vid_c/00000.jpg does not exist (folder missing)'),
+    'broken link': (lambda raw, root: _relink(osp.join(root, 'JPEGImages', 'vid_b', '00001.jpg'),
+                                              'gone.jpg'),
+                    MissingFrameError, 'video id=2, frame 1: {root}/JPEGImages/vid_b/00001.jpg '
+                    'is a link to a missing file'),
+    'link loop': (lambda raw, root: _relink(osp.join(root, 'JPEGImages', 'vid_b', '00001.jpg'),
+                                            '00001.jpg'),
+                  MissingFrameError, 'video id=2, frame 1: {root}/JPEGImages/vid_b/00001.jpg '
+                  'cannot be read: Too many levels of symbolic links'),
     'frame size differs': (lambda raw, root: cv2.imwrite(
         osp.join(root, 'JPEGImages', 'vid_b', '00000.jpg'), np.zeros((10, 12, 3), np.uint8)),
                            YTVISFormatError,
