@@ -607,7 +607,9 @@ def test_an_empty_frame_file_is_found_at_load_in_training_too(tmp_path):
 
 def test_a_frame_whose_data_does_not_decode_names_its_video(tmp_path):
     """Every marker in place, the Huffman tables garbage: the header reads, OpenCV cannot decode
-    it, and the error names the annotation file, the video and the frame file."""
+    it. In test mode the dataset refuses it at load, before any inference (it failed in the
+    loader when its video came, after every video before it); elsewhere the loader's error
+    names the annotation file, the video and the frame file."""
     root = str(tmp_path)
     path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
     frame = osp.join(root, 'JPEGImages', 'vid_a', '00002.jpg')
@@ -620,12 +622,42 @@ def test_a_frame_whose_data_does_not_decode_names_its_video(tmp_path):
         f.write(bytes(data))
     assert cv2.imread(frame) is None  # what mmcv's loader meets
     load = [dict(type='TransformBroadcaster', transforms=[dict(type='LoadImageFromFile')])]
-    dataset = build(root, dataset_version='2021', test_mode=True, pipeline=load)
+    with pytest.raises(YTVISFormatError, match=re.escape(
+            f'{path}: video id=1, frame 2: cannot read {frame}: ')):
+        build(root, dataset_version='2021', test_mode=True, pipeline=load)
+    unchecked = build(root, dataset_version='2021', test_mode=True, pipeline=load,
+                      check_frames=False)  # as a training frame, met in the loader
     with pytest.raises(YTVISFormatError, match=re.escape(
             f'{path}: video id=1: failed to load image: {frame} (the file is not a decodable '
             'image)')):
-        dataset.prepare_data((0, 2))
-    assert dataset.prepare_data((0, 1))['img'][0].shape == (24, 32, 3)
+        unchecked.prepare_data((0, 2))
+    assert unchecked.prepare_data((0, 1))['img'][0].shape == (24, 32, 3)
+
+
+@pytest.mark.parametrize('extension', ['bmp', 'tif'])
+def test_test_mode_refuses_frames_cut_short_whose_header_reads(tmp_path, extension):
+    """A BMP, or a TIFF with its directory first (as Pillow writes it), cut short keeps its
+    header (the size checks pass) and failed in the loader, late in a test run, with the whole
+    run's work lost. (A PNG or WebP cut short already fails its header read.)"""
+    from PIL import Image
+    root = str(tmp_path)
+    raw = tiny_vis(root, categories(YTVIS_2021_CLASSES))
+    video = raw['videos'][2]  # the last video
+    old = osp.join(root, 'JPEGImages', video['file_names'][1])
+    video['file_names'][1] = video['file_names'][1][:-3] + extension
+    frame = osp.join(root, 'JPEGImages', video['file_names'][1])
+    noise = np.random.RandomState(0).randint(0, 256, (video['height'], video['width'], 3))
+    Image.fromarray(noise.astype(np.uint8)).save(frame)
+    os.remove(old)
+    path = dump(root, raw, 'valid.json')
+    build(root, 'valid.json', dataset_version='2021', test_mode=True)  # intact: loads
+    with open(frame, 'rb') as f:
+        data = f.read()
+    with open(frame, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(YTVISFormatError, match=re.escape(
+            f"{path}: video id={video['id']}, frame 1: cannot read {frame}: ")):
+        build(root, 'valid.json', dataset_version='2021', test_mode=True)
 
 
 def test_missing_annotation_file_and_unknown_version(tmp_path):
