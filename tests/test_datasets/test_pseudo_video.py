@@ -843,3 +843,45 @@ def test_joint_training_dataloader_mixes_pseudo_and_real_clips(tmp_path):
         assert len(batch_sources) == 1  # one source per batch
         sources[batch_sources.pop()] += 1
     assert sources['pseudo'] > 0 and sources['real'] > 0
+
+
+def test_coco_instances_at_the_size_and_area_limits():
+    """A 1x1 box of area 1 is an instance; area 0 is not."""
+    square = [[0, 0, 1, 0, 1, 1, 0, 1]]
+    one_pixel = dict(id=1, bbox=[0, 0, 1, 1], area=1, segmentation=square)
+    assert CocoPseudoVideoDataset._parse_instance(one_pixel, 0, 'where') is not None
+    assert CocoPseudoVideoDataset._parse_instance(dict(one_pixel, area=0), 0, 'where') is None
+
+
+def test_transform_settings_at_their_bounds_are_accepted():
+    PseudoVideoFromImage(resize_short_edges=(768, ), resize_max_edge=768,
+                         crop_size_range=(400, 400), rotate_center_range=(0.5, 1.0))
+
+
+def test_a_flipped_frame_is_the_exact_mirror_image():
+    height, width = 40, 60
+    img = np.random.RandomState(0).randint(0, 255, (height, width, 3), np.uint8)
+    masks = np.zeros((1, height, width), np.uint8)
+    masks[0, 5:10, 0:3] = 1
+    results = dict(img=img, img_path='x.png', img_id=1, ori_shape=(height, width),
+                   img_shape=(height, width), gt_masks=BitmapMasks(masks, height, width),
+                   gt_instances_ids=np.array([1]), gt_bboxes_labels=np.array([0]))
+    clip = PseudoVideoFromImage(num_frames=1, crop_prob=0.0, max_rotate_angle=0.0,
+                                flip_prob=1.0, resize_short_edges=(height, ))(results)
+    assert np.array_equal(clip['img'][0], img[:, ::-1])
+    assert np.array_equal(clip['gt_masks'][0].masks[0], masks[0, :, ::-1])
+
+
+def test_a_source_with_ratio_zero_is_switched_off():
+    concat = ConcatDataset([_RangeDataset(3), _RangeDataset(4)])
+    assert min(_take(DatasetRatioSampler(concat, ratios=[0, 1], seed=0), 100)) >= 3
+    DatasetRatioSampler(ConcatDataset([_RangeDataset(0), _RangeDataset(4)]), ratios=[0, 1])
+
+
+def test_batches_of_one_and_the_length_of_kept_leftovers():
+    concat = ConcatDataset([_VideoSizes([(640, 480)] * 5)])
+    one = SourceAspectRatioBatchSampler(_FixedSampler(concat, list(range(5))), batch_size=1)
+    assert list(one) == [[i] for i in range(5)]
+    kept = SourceAspectRatioBatchSampler(_FixedSampler(concat, list(range(5))), 2,
+                                         drop_last=False)
+    assert len(kept) == 3 == len(list(kept))

@@ -1035,3 +1035,20 @@ def test_documented_dataloader_feeds_the_track_data_preprocessor(tmp_path):
         for frame in clip:
             assert frame.gt_instances.masks.masks.shape[-2:] == tuple(data['inputs'].shape[-2:])
             assert frame.gt_instances.instances_ids.tolist() in ([], [1], [2])
+
+
+def test_boxes_and_sizes_at_their_limits(tmp_path):
+    """A zero-width or zero-height box is a valid box (a negative one is not); ``min_size``
+    equal to a video's short side keeps it; a one-pixel mask is an instance."""
+    from ctvis.datasets.ytvis import _bbox_problem
+    assert _bbox_problem([3, 4, 0, 5]) is None and _bbox_problem([3, 4, 5, 0]) is None
+    assert _bbox_problem([3, 4, -1, 5]) is not None
+    root = str(tmp_path)
+    dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
+    kept = build(root, dataset_version='2021', filter_cfg=dict(min_size=20))  # video 2: 20x28
+    assert [v['video_id'] for v in videos(kept)] == [1, 2]
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, 1, 1] = 1
+    out = DropEmptyMaskInstances()(dict(gt_masks=BitmapMasks(masks, 4, 4),
+                                        gt_instances_ids=np.array([3, 4])))
+    assert out['gt_instances_ids'].tolist() == [3]

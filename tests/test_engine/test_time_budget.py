@@ -421,3 +421,49 @@ class StopAfter(Hook):
                                    by_epoch=False, save_optimizer=True,
                                    save_param_scheduler=True)
             runner.train_loop.stop_training = True
+
+
+class MaxItersAfterIter(Hook):
+    priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        self.seen = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.seen[runner.iter + 1] = runner.train_loop.max_iters
+
+
+def test_the_first_plan_is_made_at_plan_at_and_counts_of_one_are_accepted(tmp_path, clock):
+    TrainingTimeBudget(100, measure_from=1, plan_at=2, check_every=1, round_to=1)
+    runner = make_runner(tmp_path, clock, budget=200.0)
+    watch = MaxItersAfterIter()
+    runner.register_hook(watch)
+    runner.train()
+    assert watch.seen[24] == 100 and watch.seen[25] == 200
+
+
+def test_a_plan_rounded_below_the_current_iteration_ends_there_with_a_checkpoint(
+        tmp_path, clock):
+    """At iteration 25 (1 s each) 3 s are left: 28 iterations fit, rounded down to 20, behind
+    the run: it ends at 25, saved and validated (not at a length it has passed)."""
+    runner = make_runner(tmp_path, clock, budget=28.0)
+    runner.train()
+    assert runner.iter == 25 and recorder(runner).validations == [25]
+    assert osp.isfile(osp.join(runner.work_dir, 'iter_25.pth'))
+
+
+def test_a_linear_decay_to_the_end_still_reaches_its_end_factor(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=200.0, schedulers=[
+        dict(type='LinearLR', start_factor=1.0, end_factor=0.0, by_epoch=False, begin=0,
+             end=100)])
+    runner.train()
+    rates = recorder(runner).rates
+    assert len(rates) == 200 and abs(rates[-1]) < 1e-9
+
+
+def test_a_milestone_at_the_planning_iteration_is_stretched(tmp_path, clock):
+    runner = make_runner(tmp_path, clock, budget=200.0, schedulers=[
+        dict(type='MultiStepLR', by_epoch=False, begin=0, end=100, milestones=[25], gamma=0.1)])
+    runner.train()
+    rates = recorder(runner).rates
+    assert rates[30] == 1.0 and abs(rates[60] - 0.1) < 1e-9  # the decay at 50, not at 25

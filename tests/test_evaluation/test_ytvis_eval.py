@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from ctvis.datasets.synthetic.annotations import box_mask, random_ytvis_set, rle_of
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
-from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis
+from ctvis.evaluation.ytvis_eval import METRIC_NAMES, YTVISEvaluator, evaluate_ytvis, metrics_table
 
 from conftest import REPO, jsonable, load_module, logged_messages
 EVAL_TOOL = osp.join(REPO, 'tools', 'analysis_tools', 'eval_ytvis.py')
@@ -632,3 +632,36 @@ def test_identical_masks_with_empty_runs_score_as_identical():
     assert metrics['AP'] == pytest.approx(1) and metrics['AR10'] == pytest.approx(1)
     tracking = evaluate_tracking(gt, results)
     assert tracking['HOTA'] == pytest.approx(1) and tracking['IDF1'] == pytest.approx(1)
+
+
+def one_object_set():
+    """Video 1 holds one object (a 4x4 square); video 2, the same size, none."""
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:6, 2:6] = 1
+    gt = dict(videos=[dict(id=1, height=10, width=10, length=1),
+                      dict(id=2, height=10, width=10, length=1)],
+              annotations=[dict(id=1, video_id=1, category_id=1, segmentations=[rle_of(mask)],
+                                areas=[16.0], iscrowd=0)],
+              categories=[dict(id=1, name='thing')])
+    return gt, mask
+
+
+def test_only_the_top_100_predictions_of_a_video_and_category_count():
+    gt, mask = one_object_set()
+    wrong = np.zeros((10, 10), np.uint8)
+    wrong[7:9, 7:9] = 1
+    results = [dict(video_id=1, category_id=1, score=1.0 - k / 1000,
+                    segmentations=[rle_of(wrong)]) for k in range(100)]
+    results.append(dict(video_id=1, category_id=1, score=0.5, segmentations=[rle_of(mask)]))
+    metrics = evaluate_ytvis(gt, results)
+    assert metrics['AR100'] == 0 and metrics['AP'] == 0  # the 101st, the hit, is cut (ytvoseval)
+    assert evaluate_ytvis(gt, results[1:])['AR100'] == 1  # as the 100th it counts
+
+
+def test_ap_2022_is_undefined_when_a_split_is_and_zero_prints_as_a_number():
+    gt, mask = one_object_set()
+    results = [dict(video_id=1, category_id=1, score=0.9, segmentations=[rle_of(mask)])]
+    metrics = evaluate_ytvis(gt, results, long_video_ids=[1])  # the short video holds nothing
+    assert metrics['AP_long'] > 0.99 and metrics['AP_short'] == -1 and metrics['AP_2022'] == -1
+    lines = metrics_table({'AP': 0.0, 'AR1': -1.0}).splitlines()
+    assert lines[-2].split() == ['AP', '0.00'] and lines[-1].split() == ['AR1', 'n/a']

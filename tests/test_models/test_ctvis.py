@@ -254,3 +254,23 @@ def test_test_cfg_typos_and_unusable_values_are_refused(test_cfg, message):
         MODELS.build(cfg)
     cfg.test_cfg = dict(max_per_video=None)  # the number of classes
     assert MODELS.build(cfg).max_per_video == 3
+
+
+def test_an_instance_whose_mask_is_empty_in_a_frame_is_absent_from_it():
+    """Its contrastive slot in that frame is -1 (no anchor, no positive from an empty mask)."""
+    model = build_tiny_model()
+    clip = square_clip(seed=0)
+    frame = clip['data_samples'].video_data_samples[1]
+    row = frame.gt_instances.instances_ids.tolist().index(7)
+    frame.gt_instances.masks.masks[row][:] = 0
+    seen = []
+    forward = model.contrastive_loss.forward
+
+    def spy(clip_embeds, clip_slot_queries):
+        seen.extend(clip_slot_queries)
+        return forward(clip_embeds, clip_slot_queries)
+
+    model.contrastive_loss.forward = spy
+    model(**model.data_preprocessor(pseudo_collate([clip]), True), mode='loss')
+    slots = seen[0]  # (frames, instances sorted by id: 7 then 9)
+    assert slots[1, 0] == -1 and (slots[[0, 2], 0] >= 0).all() and (slots[:, 1] >= 0).all()

@@ -219,3 +219,14 @@ def test_query_dropout_that_leaves_no_query_is_refused(rate, num_queries, messag
     init_default_scope('mmdet')
     with pytest.raises(ValueError, match=message):
         MODELS.build(cfg)
+
+
+def test_the_reid_mlp_is_the_officials_without_an_output_activation():
+    """Linear layers with ReLU between and none after the last: the tracker's raw dot products
+    need embeddings of either sign (a ReLU at the end made every product non-negative)."""
+    from ctvis.models.ctvis_head import build_mlp
+    types = [type(m).__name__ for m in build_mlp(8, 3)]
+    assert types == ['Linear', 'ReLU', 'Linear', 'ReLU', 'Linear']
+    assert type(build_mlp(8, 0)).__name__ == 'Identity'
+    torch.manual_seed(0)
+    assert (build_mlp(8, 3)(torch.randn(64, 8)) < 0).any()

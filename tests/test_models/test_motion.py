@@ -150,3 +150,24 @@ def test_dead_tracks_leave_the_motion_history_and_a_new_video_starts_empty():
     assert len(tracker.motion.tracks) == len(tracker.memory) == 1
     tracker.track(0, logits, masks, embeds)
     assert len(tracker.motion.tracks) == 2
+
+
+def test_two_observations_extrapolate_and_a_one_cell_mask_has_radius_one():
+    """The line needs two centroids, not three; a radius is at least one cell (a 1-cell mask's
+    disc radius, sqrt(1 / pi), would make the cue's width below a cell)."""
+    motion = MotionHistory(history=10)
+    for frame, x in ((0, 0.0), (1, 10.0)):
+        motion.update([3], torch.tensor([[x, 5.0, math.pi * 4]]), frame)
+    assert motion.predict(3, 2) == pytest.approx((20.0, 5.0, 2.0))
+    motion.update([1], torch.tensor([[2.0, 2.0, 1.0]]), 0)
+    assert motion.predict(1, 1)[2] == 1.0
+
+
+def test_a_track_seen_only_with_empty_masks_matches_on_its_embedding():
+    """The cue has no prediction for it (a NaN column): its embedding score stands alone."""
+    tracker = CTVISTracker(num_classes=1, motion_weight=0.5)
+    logits, embeds = torch.tensor([[5.0, -5.0]]), torch.ones(1, 4)
+    tracker.track(0, logits, torch.full((1, 8, 8), -10.0), embeds)
+    assert tracker.motion.support([0], torch.tensor([[1.0, 1.0, 4.0]]), 1, 1.0).isnan().all()
+    _, ids = tracker.track(1, logits, torch.full((1, 8, 8), 10.0), embeds)
+    assert ids.tolist() == [0]

@@ -6,6 +6,7 @@ Each convention test names the rule it pins; it fails when the rule is flipped (
 the epsilon dropped, a stable sort for the official one), as docs/parity.md lists.
 """
 import json
+import inspect
 import re
 import os.path as osp
 
@@ -501,3 +502,41 @@ def test_unusable_settings_are_refused_when_the_tracker_is_built(setting, messag
     CTVISTracker(num_classes=3, score_thr=0, max_cache=1, num_dead_frames=0, frame_weight=False,
                  motion_weight=0, motion_history=1)
     CTVISTracker(num_classes=3, motion_weight=1)
+
+
+def test_nms_keeps_a_mask_of_iou_exactly_at_the_threshold():
+    """Masks of 400 cells overlapping in 300: the 1e-6 vanishes in float32, the IoU is
+    float32(0.6) exactly, and the official NMS suppresses above it only (strict ``>``)."""
+    masks = torch.zeros(2, 40, 20, dtype=torch.bool)
+    masks[0, 0:20] = True
+    masks[1, 5:25] = True
+    assert mask_iou(masks)[0, 1] == np.float32(0.6)
+    assert mask_nms(masks, 0.6).tolist() == [0, 1]
+    logits = torch.full((2, 4), -5.0)
+    logits[:, 0] = torch.tensor([5.0, 4.0])
+    keep, _ = CTVISTracker(3).select_candidates(logits, torch.where(masks, 10.0, -10.0))
+    assert keep.tolist() == [0, 1]
+
+
+def test_resize_crops_the_height_padding_too():
+    """The bottom padding rows of a padded batch are cut before the resize to the original
+    size (a 360-row frame padded to 384 kept them: masks at IoU 0.71 with the right ones)."""
+    logits = torch.zeros(1, 6, 4)
+    logits[0, 4:] = 10.0  # stride-4 rows of the padding (the frame is 16 of 24 rows)
+    out = resize_mask_logits(logits, (24, 16), (16, 16), (32, 32))
+    assert out.shape == (1, 32, 32)
+    # only the bilinear upsampling's reach across the edge remains (one padded row kept: the
+    # last row would read 6.25 and row 25 0.06)
+    assert (out[0, :27] == 0).all() and torch.allclose(out[0, -1], torch.tensor(3.75))
+
+
+def test_defaults_are_the_official_tracker_settings():
+    """The shipped configs set them; a tracker built in code gets the defaults."""
+    official = dict(score_thr=0.01, init_score_thr=0.01, mask_nms_thr=0.6, match_score_thr=0.3,
+                    match_metric='bisoftmax', frame_weight=True, max_cache=10,
+                    num_dead_frames=20, noise_frame_num=8, none_frame_num=2,
+                    suppress_frame_num=3, motion_weight=0.0)
+    params = inspect.signature(CTVISTracker).parameters
+    assert {key: params[key].default for key in official} == official
+    bank = inspect.signature(MemoryBank).parameters
+    assert (bank['max_cache'].default, bank['num_dead_frames'].default) == (10, 20)

@@ -288,16 +288,17 @@ class ValidationLog(Hook):
         self.iterations.append(runner.iter)
 
 
-@pytest.mark.parametrize('resume_at, val_interval, with_hook, validated', [
-    (4, 2, True, [4, 6]),  # killed during iteration 4's validation: it runs on resume
-    (4, 2, False, [6]),  # mmengine alone: iteration 4 is never validated
-    (6, 2, True, [6]),  # killed in the last validation: the run ends with its metrics
-    (6, 2, False, []),  # mmengine alone: exits with no metrics at all
-    (2, 4, True, [4, 6]),  # no validation due at iteration 2: none added
-    (6, 4, True, [6]),  # the last iteration is always validated, off the interval too
+@pytest.mark.parametrize('resume_at, val_interval, with_hook, validated, val_begin', [
+    (4, 2, True, [4, 6], 1),  # killed during iteration 4's validation: it runs on resume
+    (4, 2, False, [6], 1),  # mmengine alone: iteration 4 is never validated
+    (6, 2, True, [6], 1),  # killed in the last validation: the run ends with its metrics
+    (6, 2, False, [], 1),  # mmengine alone: exits with no metrics at all
+    (2, 4, True, [4, 6], 1),  # no validation due at iteration 2: none added
+    (6, 4, True, [6], 1),  # the last iteration is always validated, off the interval too
+    (4, 2, True, [4, 6], 4),  # due at val_begin itself
 ])
 def test_a_validation_due_at_the_resumed_iteration_runs(tmp_path, resume_at, val_interval,
-                                                        with_hook, validated):
+                                                        with_hook, validated, val_begin):
     from ctvis.engine import ValidateResumedCheckpoint
     noisy_runner(str(tmp_path / 'first'), 'val_first', []).train()
     log = ValidationLog()
@@ -305,7 +306,7 @@ def test_a_validation_due_at_the_resumed_iteration_runs(tmp_path, resume_at, val
     runner = noisy_runner(str(tmp_path / 'second'), 'val_second', hooks, resume=True,
                           load_from=str(tmp_path / 'first' / f'iter_{resume_at}.pth'),
                           train_cfg=dict(type='IterBasedTrainLoop', max_iters=6,
-                                         val_interval=val_interval))
+                                         val_interval=val_interval, val_begin=val_begin))
     runner.train()
     assert log.iterations == validated
 

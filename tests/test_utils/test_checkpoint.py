@@ -551,3 +551,15 @@ def test_every_url_scheme_goes_through_the_safe_loader(tmp_path, no_trust, serve
         with pytest.raises(UnsafeCheckpointError, match=re.escape(str(home / 'local'))):
             _load_checkpoint('openmmlab://local', map_location='cpu')
     assert not marker.exists()
+
+
+def test_weights_problem_allows_missing_batch_norm_counters_only():
+    """Older checkpoints lack ``num_batches_tracked`` (torch fills it in); any other key missing
+    leaves a weight at its random initialisation."""
+    from ctvis.utils.checkpoint import weights_problem
+    model = nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1))
+    state = {key: value for key, value in model.state_dict().items()
+             if not key.endswith('num_batches_tracked')}
+    assert weights_problem(model, state) is None
+    del state['1.running_var']
+    assert 'not in it' in weights_problem(model, state)

@@ -254,3 +254,17 @@ def test_cpu_only_distributed_pieces(loopback_gloo, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert 'cpu distributed pieces: ok' in result.stdout
     assert 'the process group is still referenced' in result.stdout + result.stderr
+
+
+def test_a_list_index_is_a_key_only_below_the_lists_length():
+    from ctvis.utils.tool_config import _missing_key
+    assert _missing_key(Config(dict(a=[1, 2])), 'a.2') == ('a', '2', ['0', '1'])
+    assert _missing_key(Config(dict(a=[1, 2])), 'a.1') is None
+
+
+def test_overriding_a_variable_that_was_empty_refuses_nothing(tmp_path):
+    """An empty old value is in every string: the stale-copy check would flag every key."""
+    config = tmp_path / 'c.py'
+    config.write_text("prefix = ''\nmodel = dict(name=prefix + 'net', other='x')\n")
+    cfg = load_tool_config(str(config), {'prefix': 'a/'}, work_dir=str(tmp_path / 'w'))
+    assert cfg.model.name == 'a/net' and cfg.model.other == 'x'
