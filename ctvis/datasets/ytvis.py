@@ -325,7 +325,7 @@ class FrameCheckingVideoDataset(BaseVideoDataset):
         """What mmdet's ``prepare_data`` gives for one frame in test mode (a copy of the frame's
         info with the video's ``video_id`` and lengths, through the pipeline), from the video's
         info read once per video: mmdet's unpickled every frame's info and annotations for each
-        frame, so a video cost the square of its length (288 ms a frame at 2000 frames)."""
+        frame, so a video cost the square of its length (166 ms a frame at 2000 frames)."""
         video = self._video_info(video_index)
         frame = copy.deepcopy(video['images'][frame_index])
         frame['video_id'] = video['video_id']
