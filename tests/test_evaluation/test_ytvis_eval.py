@@ -398,6 +398,26 @@ def test_eval_tool_refuses_a_nan_tracking_threshold(capsys):
     assert '--tracking-score-thr must be a finite number, got nan' in capsys.readouterr().err
 
 
+def test_eval_tool_notes_annotated_videos_without_results(tmp_path, capsys):
+    """Scored as missed, as ytvoseval does; a file covering part of the videos passed without a
+    remark."""
+    gt, mask = one_object_set()
+    gt['videos'].append(dict(id=3, height=10, width=10, length=1))
+    gt['annotations'].append(dict(gt['annotations'][0], id=2, video_id=3))
+    result = dict(video_id=1, category_id=1, score=0.9, segmentations=[rle_of(mask)])
+    tool = load_module(EVAL_TOOL, 'eval_ytvis')
+    paths = [str(tmp_path / name) for name in ('gt.json', 'part.json', 'all.json')]
+    for path, content in zip(paths, (gt, [result], [result, dict(result, video_id=3)])):
+        with open(path, 'w') as f:
+            json.dump(content, f)
+    assert tool.main([paths[0], paths[1]]) == 0
+    assert capsys.readouterr().err == (
+        f'eval_ytvis: note: {paths[1]}: 1 of the 2 annotated videos have no results (scored as '
+        'missed): video ids 3\n')
+    assert tool.main([paths[0], paths[2]]) == 0
+    assert capsys.readouterr().err == ''
+
+
 def test_benchmark_tool_agrees_with_ytvoseval():
     benchmark = BENCHMARK
     gt, results = benchmark.make_synthetic_ytvis(num_videos=4, height=72,

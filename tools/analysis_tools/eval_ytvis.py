@@ -76,6 +76,19 @@ def to_percent(metrics: Dict[str, float]) -> Dict[str, float]:
     }
 
 
+def videos_without_results(gt: dict, results: list) -> Optional[str]:
+    """A note on the ground-truth videos with annotations that the results never mention
+    (scored as missed, as ytvoseval does: a results file of another tool, or of a run on part
+    of the videos, would otherwise pass unremarked), or None."""
+    annotated = {a['video_id'] for a in gt.get('annotations') or []}
+    missing = sorted(annotated - {r['video_id'] for r in results})
+    if not missing:
+        return None
+    shown = ', '.join(map(str, missing[:5])) + (', ...' if len(missing) > 5 else '')
+    return (f'{len(missing)} of the {len(annotated)} annotated videos have no results '
+            f'(scored as missed): video ids {shown}')
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
@@ -89,6 +102,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics = evaluator.evaluate(results, long_video_ids,
                                      args.results_json)
         print(metrics_table(metrics))
+        note = videos_without_results(gt, results)
+        if note:
+            print(f'eval_ytvis: note: {args.results_json}: {note}', file=sys.stderr)
         if args.tracking_metrics:
             tracking = TrackingEvaluator(gt, args.gt_json, evaluator).evaluate(
                 results, args.results_json, args.tracking_score_thr)
