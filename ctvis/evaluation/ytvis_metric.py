@@ -30,6 +30,7 @@ from mmdet.registry import METRICS
 from ..datasets.ytvis_format import load_json_file, load_long_video_ids
 from ..datasets.ytvis_format.loading import is_real
 from ..models.video_tracks import VideoPrediction
+from ..utils.tool_config import ConfigError
 from .tracking_metrics import TrackingEvaluator, tracking_metrics_table
 from .ytvis_eval import YTVISEvaluator, evaluate_ytvis, metrics_table
 
@@ -116,6 +117,10 @@ class YTVISMetric(BaseMetric):
 
     Metric values are fractions in [0, 1] (mmdet's convention); -1 where no
     category has ground truth (e.g. ``AP_L`` without large objects).
+
+    Raises:
+        ConfigError: settings that cannot be used together or at all (the tools report it in
+            one line, before any inference).
     """
     default_prefix: Optional[str] = 'youtube_vis'
 
@@ -132,17 +137,17 @@ class YTVISMetric(BaseMetric):
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         if metric != 'youtube_vis_ap':
-            raise ValueError(f"YTVISMetric: metric must be 'youtube_vis_ap', "
+            raise ConfigError(f"YTVISMetric: metric must be 'youtube_vis_ap', "
                              f'got {metric!r}')
         if format_only and outfile_prefix is None:
-            raise ValueError('YTVISMetric: format_only=True needs an '
+            raise ConfigError('YTVISMetric: format_only=True needs an '
                              'outfile_prefix to write results.json/.zip to')
         if format_only and tracking_metrics:
-            raise ValueError('YTVISMetric: tracking_metrics=True needs the '
+            raise ConfigError('YTVISMetric: tracking_metrics=True needs the '
                              'ground truth, format_only=True computes no '
                              'metrics')
         if format_only and long_video_ids is not None:
-            raise ValueError('YTVISMetric: long_video_ids split the metrics by video length, '
+            raise ConfigError('YTVISMetric: long_video_ids split the metrics by video length, '
                              'format_only=True computes no metrics (the evaluation server '
                              'splits them itself): set one of them to None')
         self.ann_file = ann_file
@@ -150,7 +155,7 @@ class YTVISMetric(BaseMetric):
         self.outfile_prefix = outfile_prefix
         if tracking_score_thr is not None and not (is_real(tracking_score_thr)
                                                    and math.isfinite(tracking_score_thr)):
-            raise ValueError('YTVISMetric: tracking_score_thr must be a finite number or None, '
+            raise ConfigError('YTVISMetric: tracking_score_thr must be a finite number or None, '
                              f'got {tracking_score_thr!r}')
         # checked now (a file is read), not after the whole inference
         self.long_video_ids = None if long_video_ids is None else load_long_video_ids(

@@ -776,6 +776,27 @@ def test_test_py_checks_the_ground_truth_before_inference(trained, toy_data, tmp
     assert not out.exists()
 
 
+def test_test_py_reports_metric_settings_that_cannot_be_used_in_one_line(trained, toy_data,
+                                                                        tmp_path, monkeypatch):
+    """A submission (format_only) with long video ids or identity metrics was a traceback from
+    the metric's constructor."""
+    from mmengine.runner import Runner
+    test = load_tool('test')
+    monkeypatch.setattr(Runner, 'test', lambda runner: pytest.fail('the inference started'))
+    run_name = f'metric_settings_{uuid.uuid4().hex}'
+    options = data_options(toy_data)[:2] + [
+        '+test_evaluator.format_only=True', f'+test_evaluator.outfile_prefix={tmp_path}/sub',
+        '+test_evaluator.long_video_ids=[1]', f'+experiment_name={run_name}',
+        f'visualizer.name={run_name}']
+    with pytest.raises(SystemExit) as exit_info:
+        test.main([CONFIG, osp.join(trained['work_dir'], 'iter_4.pth'), '--work-dir',
+                   str(tmp_path / 'work'), '--cfg-options', *options])
+    assert str(exit_info.value.code) == (
+        'test.py: error: YTVISMetric: long_video_ids split the metrics by video length, '
+        'format_only=True computes no metrics (the evaluation server splits them itself): set '
+        'one of them to None')
+
+
 def test_test_py_refuses_a_checkpoint_that_does_not_fit_the_model(trained, toy_data, tmp_path,
                                                                   monkeypatch):
     """mmengine loads weights with strict=False: a checkpoint of another model (here: one
