@@ -46,9 +46,11 @@ from ctvis.engine import draw_tracks
 from ctvis.models import VideoPrediction
 from ctvis.utils import known_noise_filtered, output_file_problem, tune_malloc
 
-# the still-image formats OpenCV 5 decodes (frames are decoded as mmcv's loader does)
+# still-image formats OpenCV decodes (frames are decoded as mmcv's loader does; GIF and AVIF
+# only where OpenCV was built with them: a frame it cannot decode stops the demo, named)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.dib', '.webp', '.tif',
-                    '.tiff', '.ppm', '.pgm', '.pbm', '.pnm', '.gif', '.jp2')
+                    '.tiff', '.ppm', '.pgm', '.pbm', '.pnm', '.sr', '.ras', '.gif', '.jp2',
+                    '.avif')
 # containers OpenCV's VideoWriter writes with the mp4v codec, chosen by the extension
 VIDEO_OUTPUT_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv')
 MAX_DISPLAY_SIDE = 4096  # upscaling for display stops here (the encoder refuses huge frames)

@@ -167,7 +167,7 @@ class SourceAspectRatioBatchSampler(BatchSampler):
         self._buckets = {}
 
     def group(self, index: int) -> Tuple[int, bool]:
-        """(sub-dataset, whether the video's first frame is taller than wide) of a clip."""
+        """(sub-dataset, whether the video's first frame is not wider than tall) of a clip."""
         source = bisect.bisect_right(self.offsets, index) - 1
         if index not in self._portrait:
             info = self.sub_datasets[source].get_data_info(index - self.offsets[source])

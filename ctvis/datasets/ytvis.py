@@ -27,8 +27,10 @@ import os.path as osp
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import cv2
+import numpy as np
 import pycocotools.mask as mask_util
 from mmengine.logging import print_log
 from PIL import Image
@@ -116,6 +118,8 @@ def decoded_image_size(path: str) -> Tuple[int, int]:
             is_jpeg = image.format == 'JPEG'
     except (SyntaxError, ValueError) as error:  # what PIL raises for some corrupt headers
         raise OSError(str(error)) from error
+    except Image.DecompressionBombError as error:  # over twice Pillow's MAX_IMAGE_PIXELS
+        raise OSError(f'larger than the header check reads ({error})') from error
     if is_jpeg and not _jpeg_has_end_marker(path):
         raise OSError('the JPEG is cut short (no end-of-image marker after its first scan): the '
                       'frame would decode with its missing rows in grey')
@@ -123,16 +127,18 @@ def decoded_image_size(path: str) -> Tuple[int, int]:
 
 
 def check_image_decodes(path: str) -> None:
-    """Raise OSError unless all of an image's data decodes (Pillow; a JPEG at 1/8 scale, which
-    still reads all of its compressed data). A header can read well while the data is damaged
-    (a TIFF or BMP cut short, a bogus JPEG Huffman table): the frame then fails in the loader."""
+    """Raise OSError unless the image decodes with OpenCV, as mmcv's loader decodes it (a JPEG
+    at 1/8 scale, which still reads all of its compressed data). A header can read well while
+    the data is damaged (a TIFF or BMP cut short, a bogus JPEG Huffman table): the frame then
+    fails in the loader. (Pillow would pass a file cut short wherever a program has set its
+    ``ImageFile.LOAD_TRUNCATED_IMAGES``.)"""
+    data = np.fromfile(path, np.uint8)
     try:
-        with Image.open(path) as image:
-            if image.format == 'JPEG':
-                image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
-    except (SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise OSError(str(error)) from error
+        image = cv2.imdecode(data, cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as error:
+        raise OSError(f'OpenCV cannot decode it ({error.err or error})') from error
+    if image is None:
+        raise OSError('OpenCV cannot decode its data (damaged, or a format it does not read)')
 
 
 def _jpeg_has_end_marker(path: str) -> bool:
@@ -236,7 +242,7 @@ class FrameCheckingVideoDataset(BaseVideoDataset):
     At load time (:meth:`_check_frames`): every frame exists and is not empty, and the frames of
     :meth:`_sized_at_load` decode to their annotated size; in test mode every frame is also
     decoded once, so that a damaged frame stops the run before inference rather than after the
-    videos before it (a few ms a frame, on several threads). Each other frame's size is checked the
+    videos before it (about 1 ms a 720p frame on 2 threads). Each other frame's size is checked the
     first time its video is loaded in a process (:meth:`prepare_data`): masks are decoded at the
     annotated size, so a frame stored at another size (downscaled after annotation, or rotated
     by its EXIF orientation) would be misaligned with them, or fail deep in the pipeline. Remote
@@ -275,7 +281,7 @@ class FrameCheckingVideoDataset(BaseVideoDataset):
             for frame in frames:
                 self._check_frame_size(frame)
             return
-        # Pillow decodes outside the interpreter lock; the first bad frame in order is raised
+        # OpenCV decodes outside the interpreter lock; the first bad frame in order is raised
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
             for _ in pool.map(partial(self._check_frame_size, decode=True), frames):
                 pass
@@ -317,9 +323,25 @@ class FrameCheckingVideoDataset(BaseVideoDataset):
         for its frames one by one and each ``get_data_info`` unpickles the whole video."""
         if not self.test_mode:
             return self.get_data_info(video_index)
-        if self._test_video is None or self._test_video[0] != video_index:
-            self._test_video = (video_index, self.get_data_info(video_index))
-        return self._test_video[1]
+        cached = self._test_video
+        if cached is None or cached[0] != video_index:
+            cached = self._test_video = (video_index, self.get_data_info(video_index))
+        return cached[1]
+
+    def _forget_videos(self) -> None:
+        """Drop what is kept per video index (:meth:`_video_info`, the videos whose frames were
+        checked): re-indexing the dataset gives the indices other videos."""
+        self._checked_videos = set()
+        self._test_video = None
+
+    def get_subset_(self, indices: Union[Sequence[int], int]) -> None:
+        super().get_subset_(indices)
+        self._forget_videos()
+
+    def get_subset(self, indices: Union[Sequence[int], int]) -> 'FrameCheckingVideoDataset':
+        subset = super().get_subset(indices)
+        subset._forget_videos()
+        return subset
 
     def _prepare_test_frame(self, video_index: int, frame_index: int) -> Any:
         """What mmdet's ``prepare_data`` gives for one frame in test mode (a copy of the frame's
@@ -380,7 +402,8 @@ class YTVISDataset(FrameCheckingVideoDataset):
             size (one image header read per video); then that all frames are images of that
             size (one header read per frame): at load time in ``test_mode``, where a bad frame
             found mid-run would cost the whole run's predictions, and otherwise the first time
-            a video is loaded (once per process). Defaults to True.
+            a video is loaded (once per process); in ``test_mode`` also that every frame
+            decodes (one decode per frame at load). Defaults to True.
         **kwargs: Arguments of :class:`mmengine.dataset.BaseDataset` (``ann_file``,
             ``data_root``, ``data_prefix=dict(img_path=...)``, ``pipeline``, ``test_mode``,
             ``filter_cfg=dict(filter_empty_gt=True)`` ...). ``test_mode=True`` accepts JSONs

@@ -233,6 +233,12 @@ def test_test_frames_read_their_video_once_and_equal_mmdets(tmp_path):
     edited = dataset.prepare_data(frames[1])
     edited['instances'][0][0]['bbox_label'] = -1  # a pipeline editing its input in place...
     assert dataset.prepare_data(frames[1]) == expected[1]  # ...edits a copy of the frame
+    # re-indexed, index 0 is another video: what was kept under it is dropped
+    dataset.get_data_info = get_data_info
+    subset = dataset.get_subset([1, 2])
+    assert subset.prepare_data((0, 0))['video_id'] == [videos(dataset)[1]['video_id']]
+    dataset.get_subset_([2])
+    assert dataset.prepare_data((0, 0))['video_id'] == [videos(subset)[1]['video_id']]
 
 
 def test_filter_empty_gt_drops_whole_videos_and_logs_the_count(tmp_path, log_records):
@@ -307,6 +313,18 @@ def _raw_text(text: str) -> Callable[[dict, str], str]:
 
 def _delete(key: str) -> Callable[[dict, str], None]:
     return lambda raw, root: raw.pop(key)
+
+
+def _garble_huffman_tables(path: str) -> None:
+    """Fill a JPEG's first Huffman table with 0xFF, its markers left in place: the header
+    reads, the data does not decode."""
+    with open(path, 'rb') as f:
+        data = bytearray(f.read())
+    table = data.index(b'\xff\xc4')  # the first Huffman table segment: keep its length
+    length = int.from_bytes(data[table + 2:table + 4], 'big')
+    data[table + 5:table + 2 + length] = b'\xff' * (length - 3)
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
 
 
 def _overwrite(path: str, text: str) -> None:
@@ -613,13 +631,7 @@ def test_a_frame_whose_data_does_not_decode_names_its_video(tmp_path):
     root = str(tmp_path)
     path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
     frame = osp.join(root, 'JPEGImages', 'vid_a', '00002.jpg')
-    with open(frame, 'rb') as f:
-        data = bytearray(f.read())
-    table = data.index(b'\xff\xc4')  # the first Huffman table segment: keep its length
-    length = int.from_bytes(data[table + 2:table + 4], 'big')
-    data[table + 5:table + 2 + length] = b'\xff' * (length - 3)
-    with open(frame, 'wb') as f:
-        f.write(bytes(data))
+    _garble_huffman_tables(frame)
     assert cv2.imread(frame) is None  # what mmcv's loader meets
     load = [dict(type='TransformBroadcaster', transforms=[dict(type='LoadImageFromFile')])]
     with pytest.raises(YTVISFormatError, match=re.escape(
@@ -634,12 +646,27 @@ def test_a_frame_whose_data_does_not_decode_names_its_video(tmp_path):
     assert unchecked.prepare_data((0, 1))['img'][0].shape == (24, 32, 3)
 
 
+def test_a_frame_beyond_pillows_size_limit_is_named(tmp_path, monkeypatch):
+    """Over twice Pillow's MAX_IMAGE_PIXELS its header read raised a bare
+    DecompressionBombError naming no frame (a 13500x13500 frame by default)."""
+    from PIL import Image
+    root = str(tmp_path)
+    path = dump(root, tiny_vis(root, categories(YTVIS_2021_CLASSES)))
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)  # frames of 24x32: 768 pixels
+    frame = osp.join(root, 'JPEGImages', 'vid_a', '00000.jpg')
+    with pytest.raises(YTVISFormatError, match=re.escape(
+            f'{path}: video id=1, frame 0: cannot read {frame}: larger than the header check '
+            'reads')):
+        build(root, dataset_version='2021')
+
+
 @pytest.mark.parametrize('extension', ['bmp', 'tif'])
-def test_test_mode_refuses_frames_cut_short_whose_header_reads(tmp_path, extension):
+def test_test_mode_refuses_frames_cut_short_whose_header_reads(tmp_path, extension,
+                                                               monkeypatch):
     """A BMP, or a TIFF with its directory first (as Pillow writes it), cut short keeps its
     header (the size checks pass) and failed in the loader, late in a test run, with the whole
     run's work lost. (A PNG or WebP cut short already fails its header read.)"""
-    from PIL import Image
+    from PIL import Image, ImageFile
     root = str(tmp_path)
     raw = tiny_vis(root, categories(YTVIS_2021_CLASSES))
     video = raw['videos'][2]  # the last video
@@ -655,8 +682,16 @@ def test_test_mode_refuses_frames_cut_short_whose_header_reads(tmp_path, extensi
         data = f.read()
     with open(frame, 'wb') as f:
         f.write(data[:len(data) // 2])
+    # decoded as the loader decodes (Pillow would pass it once a program allows cut files)
+    monkeypatch.setattr(ImageFile, 'LOAD_TRUNCATED_IMAGES', True)
     with pytest.raises(YTVISFormatError, match=re.escape(
             f"{path}: video id={video['id']}, frame 1: cannot read {frame}: ")):
+        build(root, 'valid.json', dataset_version='2021', test_mode=True)
+    # two damaged frames: the first in the videos' order is named, whichever thread ends first
+    earlier = osp.join(root, 'JPEGImages', raw['videos'][0]['file_names'][3])
+    _garble_huffman_tables(earlier)
+    with pytest.raises(YTVISFormatError, match=re.escape(
+            f"{path}: video id={raw['videos'][0]['id']}, frame 3: cannot read {earlier}: ")):
         build(root, 'valid.json', dataset_version='2021', test_mode=True)
 
 
