@@ -392,6 +392,10 @@ def test_datasets_build(path, monkeypatch):
     from mmdet.registry import METRICS
     for evaluator in ('val_evaluator', 'test_evaluator'):  # settings checked when built
         METRICS.build(cfg[evaluator])
+    if cfg.test_evaluator.get('format_only'):  # a submission: in this config's own folder
+        name = osp.splitext(osp.basename(path))[0]
+        assert cfg.test_evaluator.outfile_prefix == f'./work_dirs/{name}/results'
+        assert cfg.val_evaluator.outfile_prefix.startswith(f'./work_dirs/{name}/')
     if 'ytvis22' in path:
         assert cfg.test_dataloader.dataset.dataset_version == '2022'
         assert cfg.test_dataloader.dataset.data_root == cfg.test_evaluator.ann_file[:-10]

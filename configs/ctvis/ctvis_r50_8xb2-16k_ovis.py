@@ -13,3 +13,7 @@ model = dict(
     test_cfg=dict(max_per_video=num_classes))
 train_cfg = dict(val_interval=4000)  # the official OVIS evaluation period (YTVIS: 2000)
 load_from = 'checkpoints/mask2former_r50_coco_ctvis-ovis.pth'
+
+# this config's submission files, in a folder of its own (the dataset's other configs write theirs)
+val_evaluator = dict(outfile_prefix='./work_dirs/{{fileBasenameNoExtension}}/results')
+test_evaluator = val_evaluator

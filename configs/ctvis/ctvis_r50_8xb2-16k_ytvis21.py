@@ -4,3 +4,7 @@ _base_ = [
     '../_base_/schedules/ctvis_16k.py', '../_base_/default_runtime.py'
 ]
 load_from = 'checkpoints/mask2former_r50_coco_ctvis.pth'
+
+# this config's submission files, in a folder of its own (the dataset's other configs write theirs)
+val_evaluator = dict(outfile_prefix='./work_dirs/{{fileBasenameNoExtension}}/results')
+test_evaluator = val_evaluator

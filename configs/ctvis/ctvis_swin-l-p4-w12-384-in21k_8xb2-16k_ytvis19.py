@@ -10,3 +10,7 @@ pseudo_videos, real_videos = train_dataloader.dataset.datasets
 update_step(pseudo_videos.pipeline, 'PseudoVideoFromImage', num_frames=8)
 update_step(real_videos.pipeline, 'VideoClipSample', num_frames=8, frame_range=16)
 load_from = 'checkpoints/mask2former_swin-l_coco_ctvis.pth'
+
+# this config's submission files, in a folder of its own (the dataset's other configs write theirs)
+val_evaluator = dict(outfile_prefix='./work_dirs/{{fileBasenameNoExtension}}/results')
+test_evaluator = val_evaluator

@@ -19,5 +19,7 @@ data_root = 'data/ytvis_2022/'
 test_dataloader = dict(
     dataset=dict(dataset_version='2022', data_root=data_root, ann_file='valid.json',
                  data_prefix=dict(img_path='valid/JPEGImages/')))
+# this config's submission files, in a folder of its own (YTVIS21 validations in training apart)
+val_evaluator = dict(outfile_prefix='./work_dirs/{{fileBasenameNoExtension}}/ytvis21_results')
 test_evaluator = dict(ann_file=data_root + 'valid.json',
-                      outfile_prefix='./work_dirs/ytvis22_results')
+                      outfile_prefix='./work_dirs/{{fileBasenameNoExtension}}/results')

@@ -246,10 +246,12 @@ def test_zoo_config_differs_from_ctvis_s_only_where_minvis_does():
             f'{datasets}.0.pipeline.2.num_frames': (10, 1),  # a COCO image: one frame
             f'{datasets}.1.pipeline.0.num_frames': (10, 1),
             'auto_scale_lr.base_batch_size': (16, 160),  # 8 GPUs x 20 frames
-            'val_evaluator.outfile_prefix': ('./work_dirs/ytvis19_results',
-                                             './work_dirs/minvis_ytvis19_results'),
-            'test_evaluator.outfile_prefix': ('./work_dirs/ytvis19_results',
-                                              './work_dirs/minvis_ytvis19_results'),
+            'val_evaluator.outfile_prefix': (
+                './work_dirs/ctvis_r50_8xb2-16k_ytvis19/results',
+                './work_dirs/minvis_r50_8xb20-16k_ytvis19/results'),
+            'test_evaluator.outfile_prefix': (
+                './work_dirs/ctvis_r50_8xb2-16k_ytvis19/results',
+                './work_dirs/minvis_r50_8xb20-16k_ytvis19/results'),
         })
     cfg = Config.fromfile(ZOO)
     assert cfg.train_dataloader.dataset.datasets[0].pipeline[2].type == 'PseudoVideoFromImage'

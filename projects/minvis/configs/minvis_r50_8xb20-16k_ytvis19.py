@@ -30,6 +30,7 @@ train_datasets[0].pipeline = pseudo_video_pipeline
 train_datasets[1].pipeline = real_video_pipeline
 train_dataloader = dict(batch_size=frames_per_gpu, dataset=dict(datasets=train_datasets))
 
-val_evaluator = dict(outfile_prefix='./work_dirs/minvis_ytvis19_results')
+# this config's submission files, in a folder of its own (the dataset's other configs write theirs)
+val_evaluator = dict(outfile_prefix='./work_dirs/{{fileBasenameNoExtension}}/results')
 test_evaluator = val_evaluator
 auto_scale_lr = dict(base_batch_size=8 * frames_per_gpu)
