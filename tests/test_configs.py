@@ -407,6 +407,22 @@ def test_datasets_build(path, monkeypatch):
         assert batch_sampler is SourceAspectRatioBatchSampler
 
 
+@pytest.mark.parametrize('path', sorted(glob.glob(osp.join(REPO, 'configs', 'ctvis',
+                                                       '*test-ytvis22.py'))), ids=config_name)
+def test_ytvis22_configs_evaluate_locally_as_their_comment_says(path, tmp_path):
+    """The comment's override (a submission by default; with ground truth of one's own, the
+    metrics split by the long videos) is accepted as written and builds its metric."""
+    from mmdet.registry import METRICS
+    from ctvis.utils import load_tool_config
+    assert ('--cfg-options test_evaluator.format_only=False\n#   +test_evaluator.long_video_ids='
+            in open(path).read())
+    cfg = load_tool_config(path, {'test_evaluator.format_only': False,
+                                  '+test_evaluator.long_video_ids': [3, 5]},
+                           work_dir=str(tmp_path))
+    init_default_scope('mmdet')
+    assert METRICS.build(cfg.test_evaluator).long_video_ids == [3, 5]
+
+
 def built_resizes(pipeline: list) -> list:
     """The image resizes of a pipeline as built (``Resize`` objects, inner ones included)."""
     found = []

@@ -3,7 +3,7 @@
 # evaluation server, which scores short and long videos apart.
 # Reported: AP 44.9 (AP_S 50.3 short videos, AP_L 39.4 long videos).
 # With ground truth of your own: --cfg-options test_evaluator.format_only=False
-#   test_evaluator.long_video_ids=data/ytvis_2022/long_video_ids.json (AP_short / AP_long).
+#   +test_evaluator.long_video_ids=data/ytvis_2022/long_video_ids.json (AP_short / AP_long).
 _base_ = [
     '../_base_/models/ctvis_r50.py', '../_base_/datasets/ytvis21.py',
     '../_base_/schedules/ctvis_16k.py', '../_base_/default_runtime.py'
