@@ -23,7 +23,8 @@ from ctvis.evaluation import YTVISMetric
 from ctvis.datasets.ytvis_format import YTVISFormatError, load_long_video_ids
 from ctvis.utils import (ConfigError, build_runner, builds_class, checkpoint_file_error,
                          load_tool_config, output_file_problem, output_folder_problem,
-                         parse_tool_args, run_and_release_process_group, tool_run, tune_malloc)
+                         parse_tool_args, preview, run_and_release_process_group, tool_run,
+                         tune_malloc)
 from mmdet.registry import METRICS
 
 
@@ -91,10 +92,6 @@ def configure_testing(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _preview(ids: set) -> str:
-    return ', '.join(map(str, sorted(ids)[:10])) + (', ...' if len(ids) > 10 else '')
-
-
 def check_ground_truth(dataset, metrics: Sequence) -> None:
     """Before any inference: the ground truth of every YTVISMetric can be evaluated against.
 
@@ -129,12 +126,12 @@ def check_ground_truth(dataset, metrics: Sequence) -> None:
         not_in_gt, not_in_dataset = dataset_ids - gt_ids, gt_ids - dataset_ids
         if not_in_gt or not_in_dataset:
             source = getattr(dataset, 'ann_file', type(dataset).__name__)
+            missing, extra = preview(sorted(not_in_gt), 10), preview(sorted(not_in_dataset), 10)
             raise ConfigError(
                 f'{metric.ann_file}: its videos are not those of the test dataset ({source}): '
                 f'{len(not_in_gt)} of the dataset\'s {len(dataset_ids)} videos are missing '
-                f'from it ({_preview(not_in_gt) or "none"}) and {len(not_in_dataset)} of its '
-                f'{len(gt_ids)} videos are not in the dataset '
-                f'({_preview(not_in_dataset) or "none"}). '
+                f'from it ({missing or "none"}) and {len(not_in_dataset)} of its '
+                f'{len(gt_ids)} videos are not in the dataset ({extra or "none"}). '
                 'Point test_evaluator.ann_file at the ground truth of the same split (checked '
                 'before inference; nothing was run).')
 

@@ -138,25 +138,25 @@ class YTVISMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         if metric != 'youtube_vis_ap':
             raise ConfigError(f"YTVISMetric: metric must be 'youtube_vis_ap', "
-                             f'got {metric!r}')
+                              f'got {metric!r}')
         if format_only and outfile_prefix is None:
             raise ConfigError('YTVISMetric: format_only=True needs an '
-                             'outfile_prefix to write results.json/.zip to')
+                              'outfile_prefix to write results.json/.zip to')
         if format_only and tracking_metrics:
             raise ConfigError('YTVISMetric: tracking_metrics=True needs the '
-                             'ground truth, format_only=True computes no '
-                             'metrics')
+                              'ground truth, format_only=True computes no '
+                              'metrics')
         if format_only and long_video_ids is not None:
             raise ConfigError('YTVISMetric: long_video_ids split the metrics by video length, '
-                             'format_only=True computes no metrics (the evaluation server '
-                             'splits them itself): set one of them to None')
+                              'format_only=True computes no metrics (the evaluation server '
+                              'splits them itself): set one of them to None')
         self.ann_file = ann_file
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
         if tracking_score_thr is not None and not (is_real(tracking_score_thr)
                                                    and math.isfinite(tracking_score_thr)):
             raise ConfigError('YTVISMetric: tracking_score_thr must be a finite number or None, '
-                             f'got {tracking_score_thr!r}')
+                              f'got {tracking_score_thr!r}')
         # checked now (a file is read), not after the whole inference
         self.long_video_ids = None if long_video_ids is None else load_long_video_ids(
             long_video_ids, None if isinstance(long_video_ids, (str, os.PathLike))

@@ -18,7 +18,7 @@ from .distributed import (CPU_MODEL_WRAPPER, CPUDistributedDataParallel, choose_
 from .known_noise import KnownLogNoiseFilter, known_noise_filtered
 from .tool_config import (RUNNER_KEYS, ConfigError, apply_cfg_options, build_runner,
                           load_tool_config, output_file_problem, output_folder_problem,
-                          parse_tool_args, read_config, tool_run, unknown_names)
+                          parse_tool_args, preview, read_config, tool_run, unknown_names)
 
 __all__ = [
     'malloc_tuning_skipped', 'tune_malloc', 'builds_class', 'update_step',
@@ -31,5 +31,5 @@ __all__ = [
     'run_and_release_process_group', 'use_cpu_model_wrapper', 'KnownLogNoiseFilter',
     'known_noise_filtered', 'ConfigError', 'RUNNER_KEYS', 'load_tool_config', 'apply_cfg_options',
     'build_runner', 'parse_tool_args', 'read_config', 'tool_run', 'unknown_names',
-    'output_file_problem', 'output_folder_problem'
+    'output_file_problem', 'output_folder_problem', 'preview'
 ]

@@ -11,7 +11,7 @@ import os.path as osp
 import stat
 import sys
 import tempfile
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from mmengine.config import Config, DictAction
 from mmengine.hooks import CheckpointHook
@@ -31,6 +31,13 @@ RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'
 
 class ConfigError(ValueError):
     """A config file or a ``--cfg-options`` override that cannot be used; says which and why."""
+
+
+def preview(values: Iterable, limit: int) -> str:
+    """The first ``limit`` of ``values`` joined by commas, then ``...`` if there are more (for
+    messages that name what they found)."""
+    values = list(values)
+    return ', '.join(map(str, values[:limit])) + (', ...' if len(values) > limit else '')
 
 
 def _missing_key(cfg: Config, dotted_key: str) -> Optional[Tuple[str, str, list]]:
@@ -77,7 +84,7 @@ def apply_cfg_options(cfg: Config, options: Dict[str, Any], config_path: str) ->
             where = f"'{prefix}'" if prefix else 'the config'
             close = difflib.get_close_matches(part, available, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ''
-            listed = ', '.join(available[:20]) + (', ...' if len(available) > 20 else '')
+            listed = preview(available, 20)
             raise ConfigError(
                 f"{config_path}: --cfg-options key '{key}': '{part}' is not in {where}{hint}. "
                 f'Keys there: {listed or "none (not a dict)"}. To add a new key on purpose, '

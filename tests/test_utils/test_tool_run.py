@@ -268,3 +268,9 @@ def test_overriding_a_variable_that_was_empty_refuses_nothing(tmp_path):
     config.write_text("prefix = ''\nmodel = dict(name=prefix + 'net', other='x')\n")
     cfg = load_tool_config(str(config), {'prefix': 'a/'}, work_dir=str(tmp_path / 'w'))
     assert cfg.model.name == 'a/net' and cfg.model.other == 'x'
+
+
+def test_preview_marks_only_what_it_leaves_out():
+    from ctvis.utils import preview
+    assert preview([1, 2, 3], 3) == '1, 2, 3' and preview([1, 2, 3], 2) == '1, 2, ...'
+    assert preview(iter(['a']), 5) == 'a' and preview([], 5) == ''

@@ -30,6 +30,7 @@ from ctvis.evaluation.tracking_metrics import (COUNT_METRICS,
                                                TrackingEvaluator,
                                                tracking_metrics_table)
 from ctvis.evaluation.ytvis_eval import YTVISEvaluator, metrics_table
+from ctvis.utils import preview
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -84,9 +85,8 @@ def videos_without_results(gt: dict, results: list) -> Optional[str]:
     missing = sorted(annotated - {r['video_id'] for r in results})
     if not missing:
         return None
-    shown = ', '.join(map(str, missing[:5])) + (', ...' if len(missing) > 5 else '')
     return (f'{len(missing)} of the {len(annotated)} annotated videos have no results '
-            f'(scored as missed): video ids {shown}')
+            f'(scored as missed): video ids {preview(missing, 5)}')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
