@@ -5,6 +5,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmcv.cnn import Conv2d as MMCVConv2d
 from mmcv.ops import point_sample
 from mmengine.model import caffe2_xavier_init
 from mmengine.structures import InstanceData
@@ -21,6 +22,79 @@ from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
 from .fused_layers import FusedMultiheadAttention, fuse_transformer_layers, per_head_mask
 from .mask_utils import mask_centroids
+from .pixel_decoder import FusedMSDeformAttnPixelDecoder
+
+
+class _MaskProduct(torch.autograd.Function):
+    """``einsum('bqc,bchw->bqhw', embeds, features)`` with a backward of one batched product per
+    input, the features' gradient written in their own memory layout.
+
+    Autograd's einsum backward permutes and copies around its products and returns an NCHW
+    gradient, which the channels-last convolution behind the features then copies back: with
+    the mask features of every decoder stage that is a large share of the CPU training step
+    (docs/benchmarks.md). Same values as the einsum (tested)."""
+
+    @staticmethod
+    def forward(ctx, embeds: Tensor, features: Tensor) -> Tensor:
+        ctx.save_for_backward(embeds, features)
+        b, _, h, w = features.shape
+        return torch.bmm(embeds, _pixels_by_channel(features).transpose(1, 2)).view(b, -1, h, w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        embeds, features = ctx.saved_tensors
+        b, c, h, w = features.shape
+        grad = grad.reshape(b, -1, h * w)
+        dtype = grad.dtype  # the products' dtype (autocast's in mixed precision)
+        grad_embeds = grad_features = None
+        if ctx.needs_input_grad[0]:
+            grad_embeds = torch.bmm(grad, _pixels_by_channel(features).to(dtype)).to(embeds.dtype)
+        if ctx.needs_input_grad[1]:
+            embeds = embeds.to(dtype)
+            if features.is_contiguous(memory_format=torch.channels_last):
+                grad_features = torch.bmm(grad.transpose(1, 2), embeds).view(b, h, w, c).permute(
+                    0, 3, 1, 2)
+            else:
+                grad_features = torch.bmm(embeds.transpose(1, 2), grad).view(b, c, h, w)
+            grad_features = grad_features.to(features.dtype)
+        return grad_embeds, grad_features
+
+
+def _pixels_by_channel(features: Tensor) -> Tensor:
+    """(B, C, h, w) features as (B, h * w, C), a view for channels-last ones."""
+    b, c, h, w = features.shape
+    if features.is_contiguous(memory_format=torch.channels_last):
+        return features.permute(0, 2, 3, 1).view(b, h * w, c)
+    return features.reshape(b, c, h * w).transpose(1, 2)
+
+
+def foldable(projection: Optional[nn.Module]) -> bool:
+    """Whether :func:`mask_logits` can fold ``projection`` into the queries: a plain 1x1
+    convolution (torch's, or mmcv's wrapper of it, which mmdet builds)."""
+    return (type(projection) in (nn.Conv2d, MMCVConv2d) and projection.kernel_size == (1, 1)
+            and projection.stride == (1, 1) and projection.padding == (0, 0)
+            and projection.dilation == (1, 1) and projection.groups == 1)
+
+
+def mask_logits(mask_embed: Tensor, features: Tensor,
+                projection: Optional[nn.Conv2d] = None) -> Tensor:
+    """Mask logits of queries on per-pixel features, (B, Q, h, w).
+
+    Args:
+        mask_embed (Tensor): The queries' mask embeddings (B, Q, C).
+        features (Tensor): Per-pixel features (B, C', h, w).
+        projection (nn.Conv2d, optional): The pixel decoder's 1x1 mask projection (C' -> C),
+            still to be applied to ``features``. It is folded into the queries instead, ``(E W)
+            x + E b`` for ``E (W x + b)``: the same logits to float rounding, without a
+            convolution over every pixel (and its backward in training).
+    """
+    bias = None
+    if projection is not None:
+        if projection.bias is not None:
+            bias = mask_embed @ projection.bias
+        mask_embed = mask_embed @ projection.weight.flatten(1)
+    logits = _MaskProduct.apply(mask_embed, features)
+    return logits if bias is None else logits + bias[..., None, None]
 
 
 def build_mlp(channels: int, num_layers: int) -> nn.Module:
@@ -42,6 +116,11 @@ class CTVISHead(Mask2FormerHead):
     Identical to mmdet's :class:`Mask2FormerHead` (which provides the losses and matching) plus a
     ``reid_embed`` MLP on the final decoder layer's normalised query features. The embeddings are
     not normalised: the contrastive loss and the tracker use raw dot products.
+
+    The pixel decoder's final 1x1 mask projection is folded into the queries' mask embeddings
+    (:func:`mask_logits`): the same masks to float rounding, without a convolution over every
+    pixel of the highest-resolution map and its backward (``foldable``; mmdet's pixel decoders,
+    which project their own output, are used as they are).
 
     With ``position_prior`` (not in CTVIS; off by default) every stage after the first adds
     ``-d^2 / (2 sigma^2)`` to its mask logits, ``d`` the distance from the centroid of the query's
@@ -170,7 +249,7 @@ class CTVISHead(Mask2FormerHead):
                 ) -> Tuple[List[Tensor], List[Tensor], Tensor, Tensor]:
         """:meth:`forward`, or with ``all_stages`` False the final stage's predictions only."""
         batch_size = x[0].shape[0]
-        mask_features, multi_scale_memorys = self.pixel_decoder(x)
+        pixel_features, multi_scale_memorys, projection = self._pixel_features(x)
         decoder_inputs, decoder_pos = [], []
         for i in range(self.num_transformer_feat_level):
             memory = multi_scale_memorys[i]
@@ -184,11 +263,11 @@ class CTVISHead(Mask2FormerHead):
         full_masks = all_stages or self.prior_scale is not None
         # inference: the mask features at each attention-mask size, for the intermediate stages
         attn_features = None if full_masks else [
-            F.interpolate(mask_features, size, mode='bilinear', align_corners=False)
+            F.interpolate(pixel_features, size, mode='bilinear', align_corners=False)
             for size in attn_sizes]
         if self.training and self.num_dropped_queries > 0:  # a subset per frame, query order
             num_kept = self.num_queries - self.num_dropped_queries
-            kept = torch.rand((batch_size, self.num_queries), device=mask_features.device
+            kept = torch.rand((batch_size, self.num_queries), device=pixel_features.device
                               ).argsort(1)[:, :num_kept].sort(1)[0]
             query_feat = self.query_feat.weight[kept]
             query_embed = self.query_embed.weight[kept]
@@ -220,7 +299,7 @@ class CTVISHead(Mask2FormerHead):
             mask_embed = self.mask_embed(decoder_out)
             level = i % self.num_transformer_feat_level
             if full_masks or i == num_layers:
-                masks = torch.einsum('bqc,bchw->bqhw', mask_embed, mask_features)
+                masks = mask_logits(mask_embed, pixel_features, projection)
                 if self.prior_scale is not None and i > 0:
                     masks = masks + self.position_bias(decoder_out, mask_pred)
                 mask_pred = masks
@@ -233,9 +312,20 @@ class CTVISHead(Mask2FormerHead):
                         per_head=not shared_masks)
             else:
                 attn_mask = self._attention_mask(
-                    torch.einsum('bqc,bchw->bqhw', mask_embed, attn_features[level]),
+                    mask_logits(mask_embed, attn_features[level], projection),
                     per_head=not shared_masks)
         return cls_pred_list, mask_pred_list, self.reid_embed(decoder_out), decoder_out
+
+    def _pixel_features(self, x: List[Tensor]
+                        ) -> Tuple[Tensor, List[Tensor], Optional[nn.Conv2d]]:
+        """The pixel decoder's per-pixel and multi-scale features, and its 1x1 mask projection
+        when :func:`mask_logits` folds it into the queries (None: the features are projected).
+        """
+        decoder = self.pixel_decoder
+        projection = getattr(decoder, 'mask_feature', None)
+        if isinstance(decoder, FusedMSDeformAttnPixelDecoder) and foldable(projection):
+            return (*decoder.forward_unprojected(x), projection)
+        return (*decoder(x), None)
 
     def _attention_mask(self, mask_logits: Tensor, per_head: bool = True) -> Tensor:
         """Mask2Former's cross-attention mask from mask logits (B, Q, h, w).

@@ -256,6 +256,13 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             transformer decoder, each (bs, C, h_i, w_i), all float32.
         """
         with torch.autocast(feats[0].device.type, enabled=False):
+            features, multi_scale = self._decode([feat.float() for feat in feats])
+            return self.mask_feature(features), multi_scale
+
+    def forward_unprojected(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        """:meth:`forward` without the final 1x1 mask projection (``mask_feature``), which the
+        head folds into its queries (:func:`~ctvis.models.ctvis_head.mask_logits`)."""
+        with torch.autocast(feats[0].device.type, enabled=False):
             return self._decode([feat.float() for feat in feats])
 
     def _decode(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
@@ -300,4 +307,4 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             lateral = self.lateral_convs[i](feats[i])
             outs.append(self.output_convs[i](lateral + F.interpolate(
                 outs[-1], size=lateral.shape[-2:], mode='bilinear', align_corners=False)))
-        return self.mask_feature(outs[-1]), outs[:self.num_outs]
+        return outs[-1], outs[:self.num_outs]

@@ -1,4 +1,5 @@
-"""CTVISHead decoding: the training forward is mmdet's, the inference path its final stage."""
+"""CTVISHead decoding: the training forward is mmdet's (its mask projection folded into the
+queries), the inference path its final stage."""
 import copy
 
 import numpy as np
@@ -9,7 +10,10 @@ from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmengine.registry import init_default_scope
 
 from conftest import build_tiny_model, tiny_model_cfg
+from ctvis.models import ctvis_head
+from mmcv.cnn import Conv2d as MMCVConv2d
 from mmdet.models.dense_heads import Mask2FormerHead
+from mmdet.models.layers import MSDeformAttnPixelDecoder
 from mmdet.registry import MODELS
 
 
@@ -28,15 +32,98 @@ def features(model, seed=0, size=(72, 104), batch=2):
 
 
 @pytest.mark.parametrize('seed', [0, 1])
-def test_forward_is_bit_identical_to_mmdet_mask2former(eval_model, seed):
+def test_forward_equals_mmdet_mask2former(eval_model, seed, monkeypatch):
+    """Bit for bit with the mask projection applied to the features (mmdet's order); to float
+    rounding with it folded into the queries (ctvis' default)."""
     head = eval_model.track_head
     feats = features(eval_model, seed)
     with torch.no_grad():
-        cls_list, mask_list, _, _ = head(feats, [])
         ref_cls, ref_mask = Mask2FormerHead.forward(head, feats, [])
-    assert len(cls_list) == len(ref_cls) == head.num_transformer_decoder_layers + 1
-    for ours, ref in zip(cls_list + mask_list, ref_cls + ref_mask):
+        folded = head(feats, [])
+        monkeypatch.setattr(ctvis_head, 'foldable', lambda projection: False)
+        projected = head(feats, [])
+    assert len(folded[0]) == len(ref_cls) == head.num_transformer_decoder_layers + 1
+    for ours, ref in zip(projected[0] + projected[1], ref_cls + ref_mask):
         assert torch.equal(ours, ref)
+    for ours, ref in zip(folded[0] + folded[1], ref_cls + ref_mask):
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(folded[1][-1], ref_mask[-1])  # the fold did run
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('with_projection', [False, True])
+def test_mask_logits_equal_the_einsum_forward_and_backward(channels_last, with_projection):
+    generator = torch.Generator().manual_seed(0)
+    embed = torch.randn(2, 5, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    feats = torch.randn(2, 6 if with_projection else 8, 7, 9, generator=generator,
+                        dtype=torch.float64)
+    if channels_last:
+        feats = feats.contiguous(memory_format=torch.channels_last)
+    feats.requires_grad_()
+    projection = torch.nn.Conv2d(6, 8, 1).double() if with_projection else None
+    ours = ctvis_head.mask_logits(embed, feats, projection)
+    theirs = torch.einsum('bqc,bchw->bqhw', embed,
+                          projection(feats) if with_projection else feats)
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn(ours.shape, generator=generator, dtype=torch.float64)
+    inputs = (embed, feats) + (tuple(projection.parameters()) if with_projection else ())
+    our_grads = torch.autograd.grad(ours, inputs, grad)
+    for a, b in zip(our_grads, torch.autograd.grad(theirs, inputs, grad)):
+        torch.testing.assert_close(a, b)
+    # the features' gradient keeps their layout (no copy back to channels-last)
+    assert our_grads[1].is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.autograd.gradcheck(ctvis_head._MaskProduct.apply,
+                                    (embed[:1, :2, :3].detach().requires_grad_(),
+                                     torch.randn(1, 3, 2, 3, dtype=torch.float64,
+                                                 requires_grad=True)))
+
+
+def test_mask_logits_under_autocast_keep_the_inputs_dtypes_in_their_gradients():
+    embed = torch.randn(2, 5, 8, requires_grad=True)
+    feats = torch.randn(2, 6, 4, 5).contiguous(memory_format=torch.channels_last)
+    feats.requires_grad_()
+    projection = torch.nn.Conv2d(6, 8, 1)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits = ctvis_head.mask_logits(embed, feats, projection)
+    assert logits.dtype == torch.bfloat16
+    logits.float().square().sum().backward()
+    assert embed.grad.dtype == feats.grad.dtype == projection.weight.grad.dtype == torch.float32
+    reference = torch.einsum('bqc,bchw->bqhw', embed, projection(feats))
+    torch.testing.assert_close(logits.float(), reference, atol=0.1, rtol=0.02)
+
+
+class _ScaledConv(torch.nn.Conv2d):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+@pytest.mark.parametrize('projection, expected', [
+    (torch.nn.Conv2d(4, 6, 1), True),
+    (MMCVConv2d(4, 6, 1), True),  # what mmdet's pixel decoder builds
+    (torch.nn.Conv2d(4, 6, 3, padding=1), False),
+    (torch.nn.Conv2d(4, 6, 1, stride=2), False),
+    (torch.nn.Conv2d(4, 6, 1, padding=1), False),
+    (torch.nn.Conv2d(4, 6, 1, dilation=2), False),
+    (torch.nn.Conv2d(4, 6, 1, groups=2), False),
+    (_ScaledConv(4, 6, 1), False),  # a forward of its own
+    (torch.nn.Sequential(torch.nn.Conv2d(4, 6, 1)), False),
+    (None, False),
+])
+def test_only_a_plain_1x1_projection_is_folded(projection, expected):
+    assert ctvis_head.foldable(projection) is expected
+
+
+def test_a_pixel_decoder_other_than_ctvis_projects_its_own_features(eval_model):
+    head = copy.deepcopy(eval_model.track_head)
+    feats = features(eval_model, 4)
+    with torch.no_grad():
+        *_, projection = head._pixel_features(feats)
+        assert projection is head.pixel_decoder.mask_feature
+        head.pixel_decoder.__class__ = MSDeformAttnPixelDecoder
+        mask_features, _, projection = head._pixel_features(feats)
+        assert projection is None
+        expected, _ = eval_model.track_head.pixel_decoder(feats)
+    torch.testing.assert_close(mask_features, expected)
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
