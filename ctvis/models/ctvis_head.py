@@ -324,7 +324,7 @@ class CTVISHead(Mask2FormerHead):
         decoder = self.pixel_decoder
         projection = getattr(decoder, 'mask_feature', None)
         if isinstance(decoder, FusedMSDeformAttnPixelDecoder) and foldable(projection):
-            return (*decoder.forward_unprojected(x), projection)
+            return (*decoder(x, project=False), projection)
         return (*decoder(x), None)
 
     def _attention_mask(self, mask_logits: Tensor, per_head: bool = True) -> Tensor:

@@ -238,7 +238,7 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
             raise ValueError("finest_output_conv must be 'dense', 'separable' or None, got "
                              f'{finest_output_conv!r}')
 
-    def forward(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+    def forward(self, feats: List[Tensor], project: bool = True) -> Tuple[Tensor, List[Tensor]]:
         """Per-pixel embeddings and multi-scale features, in float32 whatever the autocast state.
 
         The computation of mmdet's forward (same values, bit for bit on the CPU, tested), written
@@ -250,20 +250,18 @@ class FusedMSDeformAttnPixelDecoder(MSDeformAttnPixelDecoder):
         Args:
             feats (list[Tensor]): Backbone features, (bs, c_i, h_i, w_i), highest resolution
                 first (stride 4, or 2 with a stem level).
+            project (bool): Apply the final 1x1 mask projection (``mask_feature``). CTVISHead
+                passes False and folds it into its queries
+                (:func:`~ctvis.models.ctvis_head.mask_logits`).
 
         Returns:
-            tuple: ``mask_feature`` (bs, C, h_0, w_0) and the multi-scale features fed to the
-            transformer decoder, each (bs, C, h_i, w_i), all float32.
+            tuple: ``mask_feature`` (bs, C, h_0, w_0) (before its projection with ``project``
+            False) and the multi-scale features fed to the transformer decoder, each
+            (bs, C, h_i, w_i), all float32.
         """
         with torch.autocast(feats[0].device.type, enabled=False):
             features, multi_scale = self._decode([feat.float() for feat in feats])
-            return self.mask_feature(features), multi_scale
-
-    def forward_unprojected(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
-        """:meth:`forward` without the final 1x1 mask projection (``mask_feature``), which the
-        head folds into its queries (:func:`~ctvis.models.ctvis_head.mask_logits`)."""
-        with torch.autocast(feats[0].device.type, enabled=False):
-            return self._decode([feat.float() for feat in feats])
+            return (self.mask_feature(features) if project else features), multi_scale
 
     def _decode(self, feats: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         batch_size = feats[0].shape[0]

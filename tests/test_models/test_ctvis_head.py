@@ -113,12 +113,13 @@ def test_only_a_plain_1x1_projection_is_folded(projection, expected):
     assert ctvis_head.foldable(projection) is expected
 
 
-def test_a_pixel_decoder_other_than_ctvis_projects_its_own_features(eval_model):
+def test_ctvis_pixel_decoder_leaves_the_projection_to_the_head_any_other_applies_it(eval_model):
     head = copy.deepcopy(eval_model.track_head)
     feats = features(eval_model, 4)
     with torch.no_grad():
-        *_, projection = head._pixel_features(feats)
+        unprojected, _, projection = head._pixel_features(feats)
         assert projection is head.pixel_decoder.mask_feature
+        assert torch.equal(projection(unprojected), head.pixel_decoder(feats)[0])
         head.pixel_decoder.__class__ = MSDeformAttnPixelDecoder
         mask_features, _, projection = head._pixel_features(feats)
         assert projection is None
