@@ -30,9 +30,10 @@ class _MaskProduct(torch.autograd.Function):
     input, the features' gradient written in their own memory layout.
 
     Autograd's einsum backward permutes and copies around its products and returns an NCHW
-    gradient, which the channels-last convolution behind the features then copies back: with
-    the mask features of every decoder stage that is a large share of the CPU training step
-    (docs/benchmarks.md). Same values as the einsum (tested)."""
+    gradient, which a channels-last map behind the features then copies back. With the mask
+    projection folded into the queries (:func:`mask_logits`) that ate the fold's gain in the
+    CPU training step; with this product the fold saves 3-4 % of it (docs/benchmarks.md). Same
+    values as the einsum (tested)."""
 
     @staticmethod
     def forward(ctx, embeds: Tensor, features: Tensor) -> Tensor:
