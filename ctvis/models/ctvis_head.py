@@ -1,5 +1,5 @@
 """Per-frame Mask2Former head that also returns re-id embeddings for tracking."""
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -479,6 +479,16 @@ class CTVISHead(Mask2FormerHead):
                               for masks, points in zip(gt_masks, frame_points)])
         return point_sample(torch.cat(gt_masks).unsqueeze(1).float(),
                             torch.cat(frame_points)).squeeze(1)
+
+    def preprocess_gt(self, batch_gt_instances: InstanceList,
+                      batch_gt_semantic_segs: List[Optional[Any]]) -> InstanceList:
+        """mmdet's ground truth (``labels``, ``masks`` as (G, H, W) tensors) with the masks in
+        float32 instead of int64: every consumer (matching costs, point sampling of the mask
+        targets) converts them to float, once per decoder stage and frame."""
+        batch_gt_instances = super().preprocess_gt(batch_gt_instances, batch_gt_semantic_segs)
+        for gt in batch_gt_instances:
+            gt.masks = gt.masks.float()
+        return batch_gt_instances
 
     def loss_and_outputs(self, x: List[Tensor], batch_data_samples: SampleList
                          ) -> Tuple[dict, Tuple, List[InstanceData]]:

@@ -9,6 +9,7 @@ from mmengine.structures import InstanceData
 from conftest import build_tiny_model
 from mmdet.models.dense_heads import Mask2FormerHead, MaskFormerHead
 from mmdet.registry import TASK_UTILS
+from mmdet.structures.mask import BitmapMasks
 
 NUM_QUERIES, NUM_CLASSES = 6, 3  # the tiny model's
 META = dict(img_shape=(32, 40))
@@ -227,3 +228,25 @@ def test_costs_are_float32_with_autocast_off(head):
             torch.autocast('cpu', dtype=torch.bfloat16):
         head.hungarian_match(cls_scores.bfloat16(), mask_preds.bfloat16(), gts, coords)
     assert seen == [(torch.float32, torch.float32, torch.float32, False)]
+
+
+def test_float_ground_truth_masks_give_mmdets_targets_and_losses(head):
+    """preprocess_gt keeps the masks in float32 (mmdet: int64), which every consumer converts
+    to anyway: the same targets and losses, bit for bit."""
+    cls_scores, mask_preds, gts = frame_inputs([3, 0, 2, 4], seed=11)
+    samples = [InstanceData(labels=gt.labels, masks=BitmapMasks(gt.masks.numpy(), 32, 40))
+               for gt in gts]
+    ours = head.preprocess_gt(samples, [None] * len(samples))
+    theirs = Mask2FormerHead.preprocess_gt(head, samples, [None] * len(samples))
+    for a, b in zip(ours, theirs):
+        assert a.masks.dtype == torch.float32 and b.masks.dtype == torch.int64
+        assert torch.equal(a.masks, b.masks.float()) and torch.equal(a.labels, b.labels)
+    stages = [(cls_scores + i, mask_preds - i) for i in range(3)]
+    metas = [META] * len(gts)
+    results = []
+    for batch in (ours, theirs):
+        torch.manual_seed(0)
+        results.append(head.loss_by_feat([s[0] for s in stages], [s[1] for s in stages], batch,
+                                         metas))
+    for name in results[0]:
+        assert torch.equal(results[0][name], results[1][name]), name
