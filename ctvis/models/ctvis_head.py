@@ -1,5 +1,5 @@
 """Per-frame Mask2Former head that also returns re-id embeddings for tracking."""
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmcv.cnn import Conv2d as MMCVConv2d
 from mmcv.ops import point_sample
 from mmengine.model import caffe2_xavier_init
-from mmengine.structures import InstanceData
+from mmengine.structures import InstanceData, PixelData
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
@@ -481,7 +481,7 @@ class CTVISHead(Mask2FormerHead):
                             torch.cat(frame_points)).squeeze(1)
 
     def preprocess_gt(self, batch_gt_instances: InstanceList,
-                      batch_gt_semantic_segs: List[Optional[Any]]) -> InstanceList:
+                      batch_gt_semantic_segs: List[Optional[PixelData]]) -> InstanceList:
         """mmdet's ground truth (``labels``, ``masks`` as (G, H, W) tensors) with the masks in
         float32 instead of int64: every consumer (matching costs, point sampling of the mask
         targets) converts them to float, once per decoder stage and frame."""
