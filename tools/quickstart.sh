@@ -11,10 +11,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 MINUTES="${CTVIS_QUICKSTART_MINUTES:-20}"
-# what the steps around the training loop take (start-up, the final validation, the evaluation,
-# the control, the demo): 31 s on a machine training at 0.23 s per iteration; 60 s covers
-# machines up to about twice as slow (docs/benchmarks.md)
-RESERVE_S=60
+# what the steps around the training loop take (start-up, the final validation, the error
+# breakdown, the control, the demo): MEASURED; 45 s covers machines up to about twice as slow
+# (docs/benchmarks.md)
+RESERVE_S=45
 UNLIMITED=0
 if ! [[ "$MINUTES" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
     echo "[quickstart] CTVIS_QUICKSTART_MINUTES must be a number of minutes (0: no limit)," \
@@ -45,13 +45,15 @@ if (( ! UNLIMITED )); then
 else
     echo "[quickstart] 2/5 training $CONFIG (the config's 3000 iterations, no time limit)"
 fi
-"$PY" tools/train.py "$CONFIG" --work-dir "$WORK" "${BUDGET[@]}"
+# the training ends with the validation of its final weights: its results are the evaluation
+"$PY" tools/train.py "$CONFIG" --work-dir "$WORK" "${BUDGET[@]}" \
+    --cfg-options +val_evaluator.results_file="$WORK/results.json"
 CHECKPOINT="$(cat "$WORK/last_checkpoint")"
 
-echo "[quickstart] 3/5 evaluating on the toy validation videos"
-"$PY" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK/eval" --out "$WORK/results.json"
-echo "[quickstart] where it loses (coverage, identity switches, merged look-alikes," \
-     "AP with perfect association) and its identity metrics (HOTA, DetA, AssA, IDF1, IDSW)"
+echo "[quickstart] 3/5 evaluation on the toy validation videos: the AP table above (the" \
+     "training's final validation); where it loses (coverage, identity switches, merged" \
+     "look-alikes, AP with perfect association) and its identity metrics (HOTA, DetA, AssA," \
+     "IDF1, IDSW)"
 "$PY" tools/analysis_tools/vis_error_breakdown.py "$DATA/valid.json" "$WORK/results.json"
 
 echo "[quickstart] 4/5 no-tracking control (same detector, random identities every frame)"

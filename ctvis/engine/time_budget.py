@@ -68,16 +68,15 @@ class TrainingTimeBudget(Hook):
     loading before it; validations during it count) and, on resume, goes on from the time the
     checkpoint's run had spent. After ``measure_from`` iterations (the first ones are slower:
     the quickstart's first 100 by 10-30 %) the speed is measured until iteration ``plan_at``;
-    then the iterations that fit are planned, rounded down to a multiple of ``round_to`` (so
-    reruns on one machine usually train the same number), at most ``max_factor`` times the
-    config's. Every ``check_every`` iterations after that the end is projected at the mean
-    speed since ``measure_from`` (the speed of 100 iterations varied by 7 % on a quiet machine,
-    which made a plan on it jump): a run that would end late by more than ``tolerance`` of the
-    time left is shortened to end on time, one that would end early by more than ``tolerance``
-    of the whole budget lengthened to end on time (the band keeps the plan of a run whose speed
-    only jitters; measured against the time left, lateness shrinks with it: against the budget
-    a run that slowed by a few % ended up to 3 % late). The projection counts the time left, so
-    a run that slows down is shortened a little at each check until it ends on time.
+    then the iterations that fit are planned, rounded down to a multiple of ``round_to``, at
+    most ``max_factor`` times the config's. Every ``check_every`` iterations after that the end
+    is projected at the mean speed since ``measure_from`` (the speed of 100 iterations varied
+    by 7 % on a quiet machine, which made a plan on it jump): a run that would end late or
+    early by more than ``tolerance`` of the time left is shortened or lengthened to end on
+    time. The band keeps the plan of a run whose speed only jitters, and shrinks with the time
+    left, so the run ends close to the budget (a band of the whole budget let a run end up to
+    3 % early: 34 s of the quickstart's training). A run that slows down is shortened a little
+    at each check until it ends on time.
 
     Scaled with the plan: ``max_iters``; of each parameter scheduler whose ``end`` is at or after
     the config's last iteration, its end and its iterations tied to it (a multi-step's
@@ -100,8 +99,8 @@ class TrainingTimeBudget(Hook):
         check_every (int): Iterations between checks of the plan.
         round_to (int): The first plan is a multiple of this many iterations.
         max_factor (float): At most this many times the config's iterations.
-        tolerance (float): How late (a fraction of the time left) or early (a fraction of
-            ``seconds``) the projected end may be before the plan changes.
+        tolerance (float): How late or early, as a fraction of the time left, the projected
+            end may be before the plan changes.
     """
     priority = 'NORMAL'  # before the schedulers step and the checkpoint is written
 
@@ -237,7 +236,8 @@ class TrainingTimeBudget(Hook):
             planned = max(done, min(planned, self._most))
         else:
             late = (self._planned - done) * seconds_per_iter - left  # seconds beyond the budget
-            if -self.tolerance * self.seconds <= late <= self.tolerance * max(left, 0.0):
+            band = self.tolerance * max(left, 0.0)
+            if -band <= late <= band:
                 planned = self._planned
             else:
                 planned = max(done, min(fitting, self._most))

@@ -146,10 +146,14 @@ def test_the_schedule_shrinks_to_the_budget(tmp_path, clock):
     assert runner.iter == 50 and step_at(rates) == 40
 
 
-def test_the_first_plan_is_rounded_down(tmp_path, clock):
+def test_the_first_plan_is_rounded_down_and_the_checks_fit_the_end(tmp_path, clock):
     runner = make_runner(tmp_path, clock, budget=309.0)  # 309 iterations fit; round_to 10
+    watch = MaxItersAfterIter()
+    runner.register_hook(watch)
     runner.train()
-    assert runner.iter == 300
+    assert watch.seen[25] == 300  # the plan at iteration 25
+    # at the check at 35 the plan ends 9 s early, more than 3 % of the 274 s left: lengthened
+    assert watch.seen[34] == 300 and watch.seen[35] == 309 and runner.iter == 309
 
 
 def test_at_most_max_factor_times_the_config(tmp_path, clock):
@@ -201,33 +205,43 @@ class Jitter(Hook):
             self.clock.per_iteration = 1.0 + (self.spread if slow else -self.spread)
 
 
-def test_speed_that_only_jitters_keeps_the_plan_or_shortens_it_a_little(tmp_path, clock):
+def plans(watch: 'MaxItersAfterIter') -> list:
+    """The successive lengths of a run, from its first plan on."""
+    lengths = [watch.seen[i] for i in sorted(watch.seen)]
+    return [n for i, n in enumerate(lengths) if i == 0 or n != lengths[i - 1]][1:]
+
+
+def test_speed_that_only_jitters_keeps_the_plan_and_ends_on_time(tmp_path, clock):
     runner = make_runner(tmp_path, clock, budget=300.0)
     runner.register_hook(Jitter(clock, 0.05, 50))  # +-5 % for 50 iterations each
+    watch = MaxItersAfterIter()
+    runner.register_hook(watch)
     start = clock.now
     runner.train()
-    # the speed since the plan moves by a few %: a projection that ends early by less than 3 %
-    # of the budget keeps the plan, one that ends late by more than 3 % of the time left
-    # shortens it; the 300 iterations as planned would take 301.25 s
-    assert 291 <= runner.iter < 300 and 291.0 <= clock.now - start <= 300.0
+    # the speed since the plan moves by a few %: a projection within 3 % of the time left keeps
+    # the plan, so it changes now and then, and the run ends within 1 % of the budget
+    tolerant = plans(watch)
+    assert tolerant[0] == 300 and runner.iter == tolerant[-1]
+    assert 297.0 <= clock.now - start <= 300.0
     # without the tolerance the same run re-plans whenever the projection moves
     clock.per_iteration = 1.0
     strict = make_runner(tmp_path, clock, budget=300.0, work_dir='strict',
                          hook_args=dict(tolerance=0.0))
     strict.register_hook(Jitter(clock, 0.05, 50))
+    strict_watch = MaxItersAfterIter()
+    strict.register_hook(strict_watch)
     strict.train()
-    assert strict.iter not in (300, runner.iter)
+    assert len(plans(strict_watch)) > 2 * len(tolerant)
 
 
 @pytest.mark.parametrize('slower', [1.03, 1.06, 1.1])
 def test_a_run_that_slows_down_a_little_still_ends_on_time(tmp_path, clock, slower):
-    """Lateness is measured against the time left: a slow-down within 3 % of the budget (which
-    the band for an early end lets pass) shortens the plan (it ended 4.5-9 s late against the
-    whole budget)."""
+    """The band is measured against the time left: a slow-down within 3 % of the budget
+    shortens the plan (with a band of the whole budget it ended 4.5-9 s late)."""
     runner = make_runner(tmp_path, clock, budget=300.0)
     runner.register_hook(SlowDownAfter(clock, 150, slower))
     runner.train()
-    assert runner.iter < 300 and -0.03 * 300 <= clock.now - 1000.0 - 300.0 <= 1.0
+    assert runner.iter < 300 and -0.01 * 300 <= clock.now - 1000.0 - 300.0 <= 1.0
 
 
 def test_a_slow_spell_costs_its_time_and_no_more(tmp_path, clock):

@@ -892,7 +892,8 @@ def test_quickstart_tool_calls_are_accepted(tmp_path):
     values = dict(CONFIG='configs/ctvis/ctvis_quickstart.py', WORK=str(tmp_path / 'work'),
                   CHECKPOINT=checkpoint, DATA='data/toy_vis')
     calls = quickstart_tool_calls()
-    assert sorted(name for name, _ in calls) == ['test', 'test', 'train']
+    # the evaluation is the training's final validation; the control is the one test run
+    assert sorted(name for name, _ in calls) == ['test', 'train']
     for name, argv in calls:
         # the training's time budget as the script computes it
         argv = [a for arg in argv for a in (
@@ -905,6 +906,9 @@ def test_quickstart_tool_calls_are_accepted(tmp_path):
         if name == 'train':
             assert [h for h in cfg.custom_hooks if h['type'] == 'TrainingTimeBudget'] == [
                 dict(type='TrainingTimeBudget', seconds=1000.0)]
+            # the results the error breakdown reads, written by the final validation
+            assert cfg.val_evaluator.results_file == values['WORK'] + '/results.json'
+            assert cfg.train_cfg.val_interval == cfg.train_cfg.max_iters
 
 
 @pytest.mark.parametrize('minutes, message', [
