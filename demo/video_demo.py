@@ -13,9 +13,10 @@ whose images differ in size is refused before the model runs, naming the first d
 The output video shows each track's mask, outline and a label (id, class, score) in a colour
 that stays with the track; labels are sized to the frame and placed so they do not cover each
 other, and a frame whose short side is below ``--display-min-side`` is upscaled by a whole factor
-for display (the JSON keeps the input's size). ``--json`` writes the video-level predictions in the
-YouTube-VIS results format. Output folders are created before the model runs; an output that is
-the input, the config, the checkpoint or the other output is refused. Ctrl-C (or
+for display (the JSON keeps the input's size; an odd side of the video gets one black row or
+column, since the encoder takes even sides only). ``--json`` writes the video-level predictions
+in the YouTube-VIS results format. Output folders are created before the model runs; an output
+that is the input, the config, the checkpoint or the other output is refused. Ctrl-C (or
 ``--max-frames``) stops early and still writes everything seen so far: the video and the JSON hold
 the same frames. A video whose decoding fails part way stops there (exit status 2), keeping the
 frames before it in step with the input. ``--compile`` runs the
@@ -235,6 +236,20 @@ def open_writer(path: str, size: Tuple[int, int], fps: float) -> cv2.VideoWriter
     return writer
 
 
+def encoder_size(width: int, height: int) -> Tuple[int, int]:
+    """(width, height) of the output video: the frame's, rounded up to even sides. The mp4v
+    encoder stores colour at half resolution and drops an odd last column or row (129x97
+    frames came back 128x96); the frames are padded instead (:func:`pad_frame`)."""
+    return width + width % 2, height + height % 2
+
+
+def pad_frame(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """``image`` with black columns and rows added on the right and at the bottom up to
+    ``size`` (width, height)."""
+    return cv2.copyMakeBorder(image, 0, size[1] - image.shape[0], 0, size[0] - image.shape[1],
+                              cv2.BORDER_CONSTANT, value=0)
+
+
 def check_writer(path: str, size: Tuple[int, int], fps: float) -> None:
     """:func:`open_writer` on a scratch file beside ``path``, so that settings the encoder refuses
     fail before the model is built."""
@@ -298,7 +313,7 @@ def main() -> int:
         first = next(frames)  # the output's size and the encoder's check, before the model
         frames = itertools.chain([first], frames)
         scale = display_scale(*first.shape[:2], args.display_min_side)
-        size = (first.shape[1] * scale, first.shape[0] * scale)
+        size = encoder_size(first.shape[1] * scale, first.shape[0] * scale)
         check_writer(args.out, size, args.fps or input_fps)
         # the video-level record only for --json: without it memory stays flat on any stream
         segmenter = OnlineVideoSegmenter.from_config(args.config, args.checkpoint, args.device,
@@ -326,8 +341,8 @@ def main() -> int:
             tracks = segmenter.step(frame)
             if writer is None:
                 writer = open_writer(args.out, size, args.fps or input_fps)
-            writer.write(draw_tracks(frame, tracks, segmenter.class_names, args.score_thr,
-                                     scale))
+            writer.write(pad_frame(draw_tracks(frame, tracks, segmenter.class_names,
+                                               args.score_thr, scale), size))
             num_frames += 1
             progress.update()
             if interrupted or args.max_frames and num_frames >= args.max_frames:

@@ -165,6 +165,30 @@ def test_cli_writes_every_frame_it_reports_and_the_json_into_new_folders(
     assert results.stat().st_mode & 0o777 == out.stat().st_mode & 0o777
 
 
+def test_an_odd_frame_size_keeps_its_last_row_and_column_in_the_video(
+        tmp_path, checkpoint, toy_frames, run_demo):
+    """The encoder takes even sides only: a 95x127 frame is written 96x128, padded with black
+    (it came back 94x126, without its last row and column)."""
+    frames = [frame[:95, :127].copy() for frame in toy_frames[:2]]
+    for frame in frames:
+        frame[-3:], frame[:, -3:] = 255, 255  # a bright bottom and right edge
+    write_frames(tmp_path / 'video', frames)
+    out, results = tmp_path / 'odd.mp4', tmp_path / 'odd.json'
+    status, _, err = run_demo(tmp_path / 'video', CONFIG, checkpoint, '--out', out,
+                              '--json', results, '--display-min-side', '0', '--score-thr', '1')
+    assert status == 0, err[-3000:]
+    ok, written = cv2.VideoCapture(str(out)).read()
+    assert ok and written.shape[:2] == (96, 128)
+    assert written[:88, 124:127].mean() > 200 and written[92:95, :120].mean() > 200  # kept
+    assert written[:, 127].mean() < 60 and written[95].mean() < 60  # the black padding
+    # the frame itself, not scaled or shifted (mp4v is lossy: a loose bound)
+    assert np.abs(written[:90, :120].astype(int) - frames[0][:90, :120]).mean() < 8
+    assert demo.encoder_size(127, 95) == (128, 96) and demo.encoder_size(128, 96) == (128, 96)
+    predictions = json.loads(results.read_text())  # the input's size, not the video's
+    assert predictions and all(s['size'] == [95, 127] for p in predictions
+                               for s in p['segmentations'])
+
+
 # ---------------------------------------------------------------------------------- drawing
 def test_display_scale_upscales_small_frames_by_a_whole_factor():
     assert demo.display_scale(96, 128, 480) == 5
