@@ -12,8 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 MINUTES="${CTVIS_QUICKSTART_MINUTES:-20}"
 # what the steps around the training loop take (start-up, the final validation, the error
-# breakdown, the control, the demo): MEASURED; 45 s covers machines up to about twice as slow
-# (docs/benchmarks.md)
+# breakdown, the control, the demo): 30 s on a machine training at 0.37-0.44 s per iteration;
+# 45 s leaves room for one about 1.5 times as slow (docs/benchmarks.md)
 RESERVE_S=45
 UNLIMITED=0
 if ! [[ "$MINUTES" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
