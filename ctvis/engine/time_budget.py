@@ -245,7 +245,9 @@ class TrainingTimeBudget(Hook):
         if planned == self._planned:
             return
         fewer = planned < self._config_iters
-        level = logging.WARNING if fewer else logging.INFO
+        # warned once as the plan falls below the config's length, not at every re-plan there
+        newly_fewer = fewer and (self._planned is None or self._planned >= self._config_iters)
+        level = logging.WARNING if newly_fewer else logging.INFO
         change = ('' if first_plan else f'; planned {self._planned}, '
                   + ('shortened as the run slowed down' if planned < self._planned
                      else 'lengthened as the run sped up'))

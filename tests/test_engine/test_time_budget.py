@@ -1,12 +1,15 @@
 """TrainingTimeBudget (ctvis/engine/time_budget.py): the schedule scaled to the time, on a tiny
 in-process Runner whose iterations take a set time on a fake clock."""
+import logging
 import os
 import os.path as osp
+import re
 
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
@@ -242,6 +245,60 @@ def test_a_run_that_slows_down_a_little_still_ends_on_time(tmp_path, clock, slow
     runner.register_hook(SlowDownAfter(clock, 150, slower))
     runner.train()
     assert runner.iter < 300 and -0.01 * 300 <= clock.now - 1000.0 - 300.0 <= 1.0
+
+
+class Records(logging.Handler):
+    """The log records of the current MMLogger, as (level, message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = []
+
+    def emit(self, record) -> None:
+        self.seen.append((record.levelno, record.getMessage()))
+
+    def __enter__(self) -> 'Records':
+        MMLogger.get_current_instance().addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        MMLogger.get_current_instance().removeHandler(self)
+
+    def plans(self) -> list:
+        """(planned iterations, log level) of each plan the hook logged."""
+        return [(int(re.search(r'-> (\d+) iterations', message).group(1)), level)
+                for level, message in self.seen
+                if message.startswith('TrainingTimeBudget') and ' -> ' in message]
+
+
+def test_a_plan_below_the_configs_length_is_warned_once_each_time_it_falls_there(
+        tmp_path, clock):
+    clock.per_iteration = 2.0  # the first plan: 150 of the config's 200 iterations
+    runner = make_runner(tmp_path, clock, max_iters=200, budget=300.0)
+    runner.register_hook(SlowDownAfter(clock, 30, 3.0))  # shortened, still below 200
+    runner.register_hook(SlowDownAfter(clock, 45, 0.01))  # lengthened step by step beyond 200
+    runner.register_hook(SlowDownAfter(clock, 110, 20.0))  # shortened below 200 again
+    with Records() as records:
+        runner.train()
+    plans = records.plans()
+    lengths = [length for length, _ in plans]
+    assert lengths[0] == 150 and lengths[1] < 150 and max(lengths) > 200 and lengths[-1] < 200
+    # a warning where the plan falls below the config's 200 (the first plan, after the
+    # lengthening), information at the other re-plans
+    falls = [i for i, length in enumerate(lengths)
+             if length < 200 and (i == 0 or lengths[i - 1] >= 200)]
+    assert len(falls) == 2
+    assert [level for _, level in plans] == [
+        logging.WARNING if i in falls else logging.INFO for i in range(len(plans))]
+    # from a plan of exactly the config's length, too
+    clock.per_iteration = 1.0
+    exact = make_runner(tmp_path, clock, max_iters=200, budget=200.0, work_dir='exact')
+    exact.register_hook(SlowDownAfter(clock, 50, 2.0))
+    with Records() as records:
+        exact.train()
+    levels = records.plans()
+    assert levels[:2] == [(200, logging.INFO), (levels[1][0], logging.WARNING)]
+    assert levels[1][0] < 200
 
 
 def test_a_slow_spell_costs_its_time_and_no_more(tmp_path, clock):
