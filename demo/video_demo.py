@@ -246,6 +246,8 @@ def encoder_size(width: int, height: int) -> Tuple[int, int]:
 def pad_frame(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """``image`` with black columns and rows added on the right and at the bottom up to
     ``size`` (width, height)."""
+    if image.shape[1::-1] == size:
+        return image
     return cv2.copyMakeBorder(image, 0, size[1] - image.shape[0], 0, size[0] - image.shape[1],
                               cv2.BORDER_CONSTANT, value=0)
 

@@ -30,8 +30,8 @@
 # 52.85, 96 held-out videos 53.33 -> 55.52, all eight pairs up; 12 queries without dropout
 # scored below 10 (docs/benchmarks.md).
 # tools/quickstart.sh trains it for what is left of 20 minutes (tools/train.py --time-budget:
-# the 3000 iterations and the learning-rate step scaled to the speed measured in the run); six
-# such runs on slow machines (2921-3313 iterations): validation 48.08-52.77, mean 50.31.
+# the 3000 iterations and the learning-rate step scaled to the speed measured in the run); seven
+# such runs on slow machines (2921-3313 iterations): validation 48.08-52.77, mean 50.34.
 _base_ = ['../_base_/models/ctvis_r50.py', '../_base_/default_runtime.py']
 
 data_root = 'data/toy_vis/'
