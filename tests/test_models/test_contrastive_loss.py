@@ -23,6 +23,7 @@ from mmengine.dataset import pseudo_collate
 from conftest import build_tiny_model
 from ctvis.datasets.synthetic import square_clip
 from ctvis.models import ConsistentContrastiveLoss
+from ctvis.models.contrastive_loss import ContrastiveItem
 from ctvis.models.ctvis import clip_slot_queries
 
 OFFICIAL_WEIGHTS = (2.0, 3.0)  # REID_WEIGHT, AUX_REID_WEIGHT of every official config
@@ -447,13 +448,46 @@ def test_default_weights_and_single_query():
     assert aux == pytest.approx(3.0 * (1 - _cos(embeds[1, 0], embeds[0, 0]))**2, rel=1e-12)
 
 
+def _one_item_losses(anchor, positive, negatives):
+    """The two terms of one item, one tensor operation at a time (autograd reference)."""
+    excess = negatives @ anchor - anchor @ positive
+    embed = torch.logsumexp(torch.cat([excess.new_zeros(1), excess]), dim=0)
+    keys = torch.cat([positive[None], negatives])
+    labels = torch.zeros(len(keys), dtype=keys.dtype)
+    labels[0] = 1
+    return embed, ((torch.cosine_similarity(anchor[None], keys, dim=-1) - labels)**2).mean()
+
+
+@pytest.mark.parametrize('scale', [1.0, 60.0])  # 60: dot products of thousands, exp overflows
+def test_item_losses_side_by_side_equal_one_item_at_a_time(scale):
+    """Items with 0, 1, 3 and 7 negatives: each item's terms and the gradients of their sum
+    equal those computed item by item (float64)."""
+    gen = torch.Generator().manual_seed(3)
+    counts = [3, 0, 1, 7, 3]
+    leaves = [torch.randn(2 + k, 16, generator=gen, dtype=torch.float64).mul(scale)
+              .requires_grad_() for k in counts]
+    items = [ContrastiveItem(v[0], v[1], v[2:]) for v in leaves]
+    embed, aux = ConsistentContrastiveLoss.item_losses(items)
+    (embed.sum() + aux.sum()).backward()
+    grads = [v.grad.clone() for v in leaves]
+    for item, v, grad, got_embed, got_aux in zip(items, leaves, grads, embed, aux):
+        v.grad = None
+        want_embed, want_aux = _one_item_losses(*item)
+        assert torch.isfinite(want_embed) and torch.isfinite(got_embed)
+        torch.testing.assert_close(got_embed, want_embed, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got_aux, want_aux, rtol=1e-12, atol=1e-12)
+        (want_embed + want_aux).backward()
+        torch.testing.assert_close(grad, v.grad, rtol=1e-10, atol=1e-12)
+    assert embed[1] == 0 and aux[1] == (1 - _cos(leaves[1][0], leaves[1][1]))**2
+
+
 def test_gradients_flow_through_the_fused_memory():
     embeds = _embeds(3, 2)
     slots = torch.tensor([[0], [1], [0]])
     loss = ConsistentContrastiveLoss(negatives='prev_queries', noise_prob=0.0,
                                      memory_positive_prob=1.0)
     items = loss.build_items(embeds, slots)
-    loss.item_losses(items[1])[0].backward()  # anchor (2, 0); positive = memory of frames 0-1
+    loss.item_losses(items[1:2])[0].sum().backward()  # anchor (2, 0); positive: memory of 0-1
     assert embeds.grad[0, 0].abs().sum() > 0 and embeds.grad[1, 1].abs().sum() > 0
 
 
@@ -498,11 +532,13 @@ def test_cross_clip_negatives():
             assert torch.equal(wider.anchor, item.anchor)
             assert torch.equal(wider.positive, item.positive)
             assert torch.equal(wider.negatives, torch.cat([item.negatives, extra[c][t - 1]]))
-            embed_loss, aux_loss = crossed.item_losses(wider)
-            reid, aux, num_items = reid + embed_loss, aux + aux_loss, num_items + 1
+            embed_loss, aux_loss = official_losses([OfficialItem(
+                t, 0, 'memory', wider.anchor, wider.positive, wider.negatives)])
+            reid, aux = reid + embed_loss / 2.0, aux + aux_loss / 3.0
+            num_items += 1
     out = crossed(clips, slots)
-    torch.testing.assert_close(out['loss_reid'], 2.0 * reid / num_items, rtol=1e-12, atol=0)
-    torch.testing.assert_close(out['loss_aux_reid'], 3.0 * aux / num_items, rtol=1e-12, atol=0)
+    assert out['loss_reid'].item() == pytest.approx(2.0 * reid / num_items, rel=1e-9)
+    assert out['loss_aux_reid'].item() == pytest.approx(3.0 * aux / num_items, rel=1e-9)
     assert out['loss_reid'] > plain(clips, slots)['loss_reid']
     out['loss_reid'].backward()
     # the one-frame clip's query is only ever another clip's negative
