@@ -170,9 +170,10 @@ class ConsistentContrastiveLoss(nn.Module):
     def item_losses(items: Sequence[ContrastiveItem]) -> Tuple[Tensor, Tensor]:
         """The log-sum-exp and cosine terms of each item, (N,) each.
 
-        All items in a few operations over their anchors, positives and negatives side by side:
-        a few operations per item (about 50 items a quickstart step) made the loss's forward
-        and autograd graph cost more than the rest of the contrastive loss.
+        All items in a few operations over their anchors, positives and negatives side by side
+        (a segmented log-sum-exp and cosine error): with a dozen operations per item (about 50
+        items a quickstart step) the contrastive loss's forward and backward took twice as long
+        (docs/benchmarks.md).
         """
         anchors = torch.stack([item.anchor for item in items])
         positives = torch.stack([item.positive for item in items])
