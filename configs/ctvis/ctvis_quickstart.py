@@ -30,8 +30,9 @@
 # 52.85, 96 held-out videos 53.33 -> 55.52, all eight pairs up; 12 queries without dropout
 # scored below 10 (docs/benchmarks.md).
 # tools/quickstart.sh trains it for what is left of 20 minutes (tools/train.py --time-budget:
-# the 3000 iterations and the learning-rate step scaled to the speed measured in the run); seven
-# such runs on slow machines (2921-3313 iterations): validation 48.08-52.77, mean 50.34.
+# the 3000 iterations and the learning-rate step scaled to the speed measured in the run); eight
+# such runs on slow machines: validation 50.48-55.63 in the five of 3111-3435 iterations,
+# 48.08-49.82 in the three of 2921-2978; mean 50.88.
 _base_ = ['../_base_/models/ctvis_r50.py', '../_base_/default_runtime.py']
 
 data_root = 'data/toy_vis/'
