@@ -280,16 +280,16 @@ def test_a_plan_below_the_configs_length_is_warned_once_each_time_it_falls_there
     runner.register_hook(SlowDownAfter(clock, 110, 20.0))  # shortened below 200 again
     with Records() as records:
         runner.train()
-    plans = records.plans()
-    lengths = [length for length, _ in plans]
+    logged = records.plans()
+    lengths = [length for length, _ in logged]
     assert lengths[0] == 150 and lengths[1] < 150 and max(lengths) > 200 and lengths[-1] < 200
     # a warning where the plan falls below the config's 200 (the first plan, after the
     # lengthening), information at the other re-plans
     falls = [i for i, length in enumerate(lengths)
              if length < 200 and (i == 0 or lengths[i - 1] >= 200)]
     assert len(falls) == 2
-    assert [level for _, level in plans] == [
-        logging.WARNING if i in falls else logging.INFO for i in range(len(plans))]
+    assert [level for _, level in logged] == [
+        logging.WARNING if i in falls else logging.INFO for i in range(len(logged))]
     # from a plan of exactly the config's length, too
     clock.per_iteration = 1.0
     exact = make_runner(tmp_path, clock, max_iters=200, budget=200.0, work_dir='exact')
